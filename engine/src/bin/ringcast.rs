@@ -1,0 +1,2 @@
+//! The `ringcast` server binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Reactors: one thread per core, each owning its listener and connections.
