@@ -26,4 +26,4 @@ pub mod protocol;
 pub mod reactor;
 pub mod server;
 
-pub use server::{Engine, EngineBuilder, EngineHandle};
+pub use server::{Engine, EngineBuilder, EngineHandle, ShutdownTrigger};

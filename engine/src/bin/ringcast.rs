@@ -1,2 +1,220 @@
 //! The `ringcast` server binary.
-fn main() {}
+//!
+//! `ringcast echo` runs the echo server the conformance suites expect. Every flag has a
+//! default; `ringcast echo --help` lists them.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ringcast::protocol::conn::Limits;
+use ringcast::protocol::handshake::HandshakeConfig;
+use ringcast::{Engine, EngineBuilder};
+
+/// ringcast: a WebSocket broadcast engine.
+#[derive(Debug, Parser)]
+#[command(name = "ringcast", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info`, `ringcast=debug`); the
+    /// `RUST_LOG` variable overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Echo every message back with its type, on paths `/` and `/echo` (the mode
+    /// WebSocket conformance suites such as Autobahn use).
+    Echo(ServerArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Address to listen on; every reactor binds it with SO_REUSEPORT.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+    /// Reactor threads, each pinned to a core (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Do not pin reactor threads to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Largest message accepted (all fragments), e.g. 16MiB, 64KiB, 1000; over it the
+    /// connection is closed with 1009.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    max_message: usize,
+    /// Largest single frame accepted; over it: close 1009. Defaults to --max-message.
+    #[arg(long, value_parser = parse_size)]
+    max_frame: Option<usize>,
+    /// Most fragments in one message; over it: close 1008 (default: no limit).
+    #[arg(long)]
+    max_fragments: Option<u32>,
+    /// Largest HTTP request head of the opening handshake; over it: 431.
+    #[arg(long, default_value = "8KiB", value_parser = parse_size)]
+    max_head: usize,
+    /// Time a client has to complete the opening handshake (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    handshake_timeout: Duration,
+    /// Time allowed for the closing handshake and the peer's TCP close.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    close_timeout: Duration,
+    /// Send a ping after this long without input; close 1001 after as long again
+    /// (0 disables).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// A subprotocol the server speaks (repeat, in order of preference).
+    #[arg(long = "protocol", value_name = "NAME")]
+    protocols: Vec<String>,
+    /// Accept browser upgrades only from this Origin (repeat; default: any origin).
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
+    /// Out-queue bytes past which a connection is not read until it drains.
+    #[arg(long, default_value = "4MiB", value_parser = parse_size)]
+    max_outq: usize,
+}
+
+impl ServerArgs {
+    fn builder(&self) -> EngineBuilder {
+        Engine::builder()
+            .listen(self.listen)
+            .threads(self.threads)
+            .pin(!self.no_pin)
+            .handshake(HandshakeConfig {
+                max_head_len: self.max_head,
+                protocols: self.protocols.clone(),
+                allowed_origins: (!self.allowed_origins.is_empty())
+                    .then(|| self.allowed_origins.clone()),
+            })
+            .handshake_timeout(self.handshake_timeout)
+            .limits(Limits {
+                max_message: self.max_message,
+                max_frame: self.max_frame.unwrap_or(self.max_message),
+                max_fragments: self.max_fragments,
+                close_timeout: self.close_timeout,
+                idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
+            })
+            .max_outq_bytes(self.max_outq)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log));
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ringcast: invalid --log filter '{}': {e}", cli.log);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Echo(args) => run(&args, "echo"),
+    }
+}
+
+fn run(args: &ServerArgs, mode: &str) -> ExitCode {
+    let threads = args.builder().config().reactor_count();
+    let handle = match args.builder().start() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("ringcast: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let trigger = handle.shutdown_trigger();
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringcast: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!("signal {sig}: shutting down");
+            trigger.trigger();
+        }
+    });
+    tracing::info!(
+        "ringcast {mode} listening on ws://{} ({threads} reactor{}, epoll)",
+        handle.local_addr(),
+        if threads == 1 { "" } else { "s" }
+    );
+    match handle.wait() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringcast: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Parses a byte size: a number with an optional unit (B, K/KB/KiB, M/MB/MiB, G/GB/GiB;
+/// all powers of 1024).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (examples: 1000, 64KiB, 16MiB)"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit '{other}' (use B, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// Parses a duration: a number with a unit (ms, s, m), or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (examples: 10s, 500ms, 2m)"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        other => Err(format!("unknown duration unit '{other}' (use ms, s or m)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5TB").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert!(parse_duration("10h").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

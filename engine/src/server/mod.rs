@@ -1,97 +1,214 @@
-//! The public face: build an engine, start it, get a handle.
+//! The public face: configure an engine, start it, hold a handle.
+//!
+//! ```no_run
+//! let handle = ringcast::Engine::builder()
+//!     .listen("127.0.0.1:9001".parse().unwrap())
+//!     .threads(2)
+//!     .start()?;
+//! println!("echo server on ws://{}", handle.local_addr());
+//! handle.shutdown();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+pub mod config;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub use config::{Backend, Config, Mode};
 
 use crate::protocol::conn::Limits;
 use crate::protocol::handshake::HandshakeConfig;
-
-/// What connections do with the messages they receive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Mode {
-    /// Echo every message back with its type (the conformance-suite mode).
-    #[default]
-    Echo,
-}
+use crate::reactor::{self, Reactors};
 
 /// Entry point: `Engine::builder()`.
 #[derive(Debug)]
 pub struct Engine;
 
 impl Engine {
-    /// A builder with defaults: `127.0.0.1:9001`, one reactor per core, echo mode.
+    /// A builder with defaults: `127.0.0.1:9001`, one pinned reactor per core, epoll,
+    /// echo mode.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
     }
 }
 
 /// Configures and starts an engine.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EngineBuilder {
-    listen: SocketAddr,
-    threads: usize,
-    handshake: HandshakeConfig,
-    limits: Limits,
-    mode: Mode,
+    config: Config,
 }
 
-impl Default for EngineBuilder {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
-            threads: 0,
-            handshake: HandshakeConfig::default(),
-            limits: Limits::default(),
-            mode: Mode::Echo,
+impl EngineBuilder {
+    /// Address to listen on (port 0 picks a free port, shared by all reactors).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.config.listen = addr;
+        self
+    }
+
+    /// Number of reactor threads (0: one per core).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.config.threads = n;
+        self
+    }
+
+    /// Whether reactor threads are pinned to cores (default: yes).
+    pub fn pin(mut self, pin: bool) -> Self {
+        self.config.pin = pin;
+        self
+    }
+
+    /// I/O backend.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.config.backend = backend;
+        self
+    }
+
+    /// Application mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.config.mode = mode;
+        self
+    }
+
+    /// Opening handshake rules (request size limit, subprotocols, origins).
+    pub fn handshake(mut self, handshake: HandshakeConfig) -> Self {
+        self.config.handshake = handshake;
+        self
+    }
+
+    /// How long a client may take to complete the opening handshake.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// Protocol limits and timers of open connections.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// Out-queue size past which a connection is not read from until it drains.
+    pub fn max_outq_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_outq_bytes = bytes;
+        self
+    }
+
+    /// The configuration so far.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Binds the listeners and starts the reactors.
+    ///
+    /// # Errors
+    /// When an address cannot be bound or a thread or poller cannot be created.
+    pub fn start(self) -> io::Result<EngineHandle> {
+        let reactors = reactor::start(self.config)?;
+        Ok(EngineHandle {
+            reactors: Some(reactors),
+        })
+    }
+}
+
+/// A running engine. Dropping it shuts the engine down.
+pub struct EngineHandle {
+    reactors: Option<Reactors>,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("local_addr", &self.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineHandle {
+    /// The bound address (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.reactors
+            .as_ref()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |r| r.local_addr)
+    }
+
+    /// Stops accepting, sends close 1001 to every client, waits (up to the close
+    /// timeout) for them to go, and joins the reactor threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    /// Blocks until the reactors exit (after [`shutdown`](Self::shutdown) from another
+    /// handle clone or a fatal error); returns the first reactor error.
+    ///
+    /// # Errors
+    /// The I/O error that ended a reactor.
+    pub fn wait(mut self) -> io::Result<()> {
+        let Some(r) = self.reactors.take() else {
+            return Ok(());
+        };
+        join(r)
+    }
+
+    /// A cloneable trigger that shuts this engine down from another thread (e.g. a
+    /// signal handler thread).
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        let r = self.reactors.as_ref().expect("running engine");
+        ShutdownTrigger {
+            stop: Arc::clone(&r.stop),
+            wakers: r.wakers.clone(),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(r) = self.reactors.take() {
+            signal_stop(&r.stop, &r.wakers);
+            if let Err(e) = join(r) {
+                tracing::error!("reactor failed: {e}");
+            }
         }
     }
 }
 
-impl EngineBuilder {
-    /// Address to listen on (port 0 picks a free port shared by all reactors).
-    pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listen = addr;
-        self
-    }
-    /// Number of reactor threads (0: one per core).
-    pub fn threads(mut self, n: usize) -> Self {
-        self.threads = n;
-        self
-    }
-    /// Handshake settings.
-    pub fn handshake(mut self, h: HandshakeConfig) -> Self {
-        self.handshake = h;
-        self
-    }
-    /// Protocol limits.
-    pub fn limits(mut self, l: Limits) -> Self {
-        self.limits = l;
-        self
-    }
-    /// Application mode.
-    pub fn mode(mut self, m: Mode) -> Self {
-        self.mode = m;
-        self
-    }
-    /// Binds and starts the reactors.
-    pub fn start(self) -> io::Result<EngineHandle> {
-        let _ = (self.listen, self.threads, &self.handshake, &self.limits, self.mode);
-        Err(io::Error::other("not implemented"))
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
-/// A running engine.
-#[derive(Debug)]
-pub struct EngineHandle {
-    local_addr: SocketAddr,
+/// Shuts an engine down from any thread; obtained from
+/// [`EngineHandle::shutdown_trigger`].
+#[derive(Debug, Clone)]
+pub struct ShutdownTrigger {
+    stop: Arc<AtomicBool>,
+    wakers: Vec<Arc<mio::Waker>>,
 }
 
-impl EngineHandle {
-    /// The bound address (with the real port when 0 was asked).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+impl ShutdownTrigger {
+    /// Asks every reactor to close its connections (1001) and exit.
+    pub fn trigger(&self) {
+        signal_stop(&self.stop, &self.wakers);
     }
-    /// Stops the reactors and waits for them.
-    pub fn shutdown(self) {}
+}
+
+fn signal_stop(stop: &AtomicBool, wakers: &[Arc<mio::Waker>]) {
+    stop.store(true, Ordering::Release);
+    for w in wakers {
+        let _ = w.wake();
+    }
+}
+
+fn join(r: Reactors) -> io::Result<()> {
+    let mut result = Ok(());
+    for t in r.threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = result.and(Err(e)),
+            Err(_) => result = result.and(Err(io::Error::other("reactor thread panicked"))),
+        }
+    }
+    result
 }

@@ -72,7 +72,11 @@ proptest! {
 #[test]
 fn length_class_boundaries() {
     for (len, n) in [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
-        assert_eq!(FrameHeader::server(OpCode::Binary, len).encoded_len(), n, "{len}");
+        assert_eq!(
+            FrameHeader::server(OpCode::Binary, len).encoded_len(),
+            n,
+            "{len}"
+        );
     }
 }
 
@@ -83,28 +87,52 @@ fn rfc6455_section_5_7_examples() {
     assert_eq!(d, Decoded::Header(FrameHeader::server(OpCode::Text, 5), 2));
     // A single-frame masked text message "Hello".
     let d = decode(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d]).unwrap();
-    let Decoded::Header(h, 6) = d else { panic!("{d:?}") };
+    let Decoded::Header(h, 6) = d else {
+        panic!("{d:?}")
+    };
     assert_eq!(h.mask, Some([0x37, 0xfa, 0x21, 0x3d]));
     // A fragmented unmasked text message: "Hel" then "lo".
-    let Decoded::Header(h, 2) = decode(&[0x01, 0x03]).unwrap() else { panic!() };
+    let Decoded::Header(h, 2) = decode(&[0x01, 0x03]).unwrap() else {
+        panic!()
+    };
     assert!(!h.fin && h.opcode == OpCode::Text);
-    let Decoded::Header(h, 2) = decode(&[0x80, 0x02]).unwrap() else { panic!() };
+    let Decoded::Header(h, 2) = decode(&[0x80, 0x02]).unwrap() else {
+        panic!()
+    };
     assert!(h.fin && h.opcode == OpCode::Continuation);
     // 256 bytes binary message in a single unmasked frame.
     let d = decode(&[0x82, 0x7E, 0x01, 0x00]).unwrap();
-    assert_eq!(d, Decoded::Header(FrameHeader::server(OpCode::Binary, 256), 4));
+    assert_eq!(
+        d,
+        Decoded::Header(FrameHeader::server(OpCode::Binary, 256), 4)
+    );
     // 64KiB binary message in a single unmasked frame.
     let d = decode(&[0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0]).unwrap();
-    assert_eq!(d, Decoded::Header(FrameHeader::server(OpCode::Binary, 65536), 10));
+    assert_eq!(
+        d,
+        Decoded::Header(FrameHeader::server(OpCode::Binary, 65536), 10)
+    );
 }
 
 #[test]
 fn header_rule_violations() {
     assert_eq!(decode(&[0x83, 0x80]), Err(ProtocolError::ReservedOpcode(3)));
-    assert_eq!(decode(&[0x8B, 0x80]), Err(ProtocolError::ReservedOpcode(0xB)));
-    assert_eq!(decode(&[0x09, 0x80]), Err(ProtocolError::FragmentedControlFrame));
-    assert_eq!(decode(&[0x89, 0xFE]), Err(ProtocolError::ControlFrameTooLong));
-    assert_eq!(decode(&[0x82, 0x7E, 0, 125]), Err(ProtocolError::NonMinimalLength));
+    assert_eq!(
+        decode(&[0x8B, 0x80]),
+        Err(ProtocolError::ReservedOpcode(0xB))
+    );
+    assert_eq!(
+        decode(&[0x09, 0x80]),
+        Err(ProtocolError::FragmentedControlFrame)
+    );
+    assert_eq!(
+        decode(&[0x89, 0xFE]),
+        Err(ProtocolError::ControlFrameTooLong)
+    );
+    assert_eq!(
+        decode(&[0x82, 0x7E, 0, 125]),
+        Err(ProtocolError::NonMinimalLength)
+    );
     assert_eq!(
         decode(&[0x82, 0x7F, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF]),
         Err(ProtocolError::NonMinimalLength)
@@ -114,6 +142,8 @@ fn header_rule_violations() {
         Err(ProtocolError::LengthTopBit)
     );
     // RSV bits are reported, not rejected, by the codec.
-    let Decoded::Header(h, _) = decode(&[0xF2, 0x00]).unwrap() else { panic!() };
+    let Decoded::Header(h, _) = decode(&[0xF2, 0x00]).unwrap() else {
+        panic!()
+    };
     assert_eq!(h.rsv, 7);
 }

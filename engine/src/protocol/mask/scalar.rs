@@ -1,0 +1,44 @@
+//! The portable implementation every SIMD path is checked against: safe code, one `u64`
+//! word at a time.
+//!
+//! A byte loop covers the head up to the first 8-byte-aligned address and the tail of fewer
+//! than 8 bytes; in between, each aligned word is XORed with the key rotated to the word's
+//! phase and repeated twice. A word is 8 bytes, a multiple of the key length, so the
+//! phase does not move from one word to the next.
+
+#![forbid(unsafe_code)]
+
+use super::rotate_key;
+
+/// Scalar twin of [`super::unmask`]: XORs `buf` in place with the repeating `key`,
+/// starting at `key[phase % 4]`; returns the phase of the byte after `buf`.
+pub fn unmask(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
+    // 2^64 is a multiple of 4, so the wrapped sum still has the right remainder.
+    let end_phase = phase.wrapping_add(buf.len()) & 3;
+
+    let head_len = buf.as_ptr().align_offset(8).min(buf.len());
+    let (head, body) = buf.split_at_mut(head_len);
+    let phase = bytewise(head, key, phase);
+
+    let k = rotate_key(key, phase);
+    let word = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
+    let mut words = body.chunks_exact_mut(8);
+    for chunk in &mut words {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
+    }
+    // The tail starts a multiple of 8 bytes after `body`, so at the same phase.
+    bytewise(words.into_remainder(), key, phase);
+
+    end_phase
+}
+
+/// The byte loop for short pieces; returns the phase after `buf`.
+#[inline]
+fn bytewise(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
+    for (b, m) in buf.iter_mut().zip(rotate_key(key, phase).iter().cycle()) {
+        *b ^= m;
+    }
+    phase.wrapping_add(buf.len()) & 3
+}

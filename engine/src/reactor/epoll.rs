@@ -1,0 +1,350 @@
+//! The readiness backend: one `mio::Poll` (epoll) per reactor thread.
+//!
+//! Sockets are registered edge-triggered. Reads go into one reactor-wide buffer, so an
+//! idle connection holds no read buffer; each readable socket is read until it would
+//! block or its per-turn budget is spent (then it is revisited next turn, so one busy
+//! client cannot starve the others). Writes gather every queued frame of a socket into
+//! one `writev`; write interest is registered only while a queue stays non-empty after a
+//! write.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use super::session::{Session, Step};
+use crate::protocol::close::CloseCode;
+use crate::server::config::Config;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+/// The token of the reactor's [`Waker`].
+pub(crate) const WAKER: Token = Token(usize::MAX);
+
+/// Reactor-wide read buffer.
+const READ_BUF: usize = 256 * 1024;
+/// Reads of one socket per readiness event before yielding to the others.
+const READ_BUDGET: usize = 16;
+/// Slices per `writev` (Linux `IOV_MAX`).
+const IOV_MAX: usize = 1024;
+/// Bytes per `writev`, so one huge queue does not hold up the loop turn.
+const WRITE_BUDGET: usize = 4 << 20;
+/// How often timers are scanned.
+const TICK: Duration = Duration::from_millis(100);
+/// How long accepting pauses after EMFILE/ENFILE.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+struct Conn {
+    stream: TcpStream,
+    session: Session,
+    writable_registered: bool,
+    /// Readable edge seen but not drained (budget spent or backpressure).
+    read_pending: bool,
+}
+
+/// One reactor: its listener, its connections, its poll.
+pub(crate) struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    config: Arc<Config>,
+    stop: Arc<AtomicBool>,
+    buf: Vec<u8>,
+    /// Connections with unread input to revisit next turn.
+    pending: Vec<usize>,
+    accept_paused_until: Option<Instant>,
+}
+
+impl Reactor {
+    /// A reactor serving `listener`; returns it with the waker that interrupts its poll.
+    pub(crate) fn new(
+        listener: std::net::TcpListener,
+        config: Arc<Config>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<(Self, Waker)> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok((
+            Self {
+                poll,
+                listener: Some(listener),
+                conns: Slab::new(),
+                config,
+                stop,
+                buf: vec![0; READ_BUF],
+                pending: Vec::new(),
+                accept_paused_until: None,
+            },
+            waker,
+        ))
+    }
+
+    /// Runs until stopped, then closes every connection (1001) and returns once they are
+    /// gone or the close timeout has passed.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        let mut shutdown_deadline: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let timeout = if self.pending.is_empty() {
+                next_tick.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            for ev in &events {
+                match ev.token() {
+                    WAKER => {}
+                    LISTENER => self.accept(now),
+                    Token(key) => {
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            if let Some(c) = self.conns.get_mut(key) {
+                                c.read_pending = true;
+                            }
+                            self.read(key, now);
+                        }
+                        if ev.is_writable() {
+                            self.flush(key, now);
+                        }
+                    }
+                }
+            }
+            for key in std::mem::take(&mut self.pending) {
+                self.read(key, now);
+            }
+            if self
+                .accept_paused_until
+                .is_some_and(|t| now >= t && self.listener.is_some())
+            {
+                self.accept_paused_until = None;
+                self.accept(now);
+            }
+            if shutdown_deadline.is_none() && self.stop.load(Ordering::Acquire) {
+                shutdown_deadline = Some(now + self.config.limits.close_timeout);
+                self.begin_shutdown(now);
+            }
+            if let Some(deadline) = shutdown_deadline {
+                if self.conns.is_empty() || now >= deadline {
+                    return Ok(());
+                }
+            }
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + TICK;
+            }
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            match listener.accept() {
+                Ok((mut stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, Token(key), Interest::READABLE)
+                    {
+                        tracing::warn!("register accepted socket: {e}");
+                        continue;
+                    }
+                    entry.insert(Conn {
+                        stream,
+                        session: Session::new(now, &self.config),
+                        writable_registered: false,
+                        read_pending: false,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_fd_exhaustion(&e) => {
+                    tracing::warn!(
+                        "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?} ({} connections open)",
+                        self.conns.len()
+                    );
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+                // ECONNABORTED and friends concern one pending connection only.
+                Err(e) => tracing::debug!("accept: {e}"),
+            }
+        }
+    }
+
+    /// Reads what the socket has (within the budget) and processes it.
+    fn read(&mut self, key: usize, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !c.read_pending {
+            return;
+        }
+        let mut step = Step::Continue;
+        let mut reads = 0;
+        while c.session.wants_read(&self.config) {
+            if reads == READ_BUDGET {
+                self.pending.push(key);
+                break;
+            }
+            reads += 1;
+            match c.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    step = c.session.handle_eof();
+                    break;
+                }
+                Ok(n) => c.session.handle_read(&mut self.buf[..n], now, &self.config),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.read_pending = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    step = Step::Drop;
+                    break;
+                }
+            }
+        }
+        if step == Step::Drop {
+            self.remove(key);
+        } else {
+            self.flush(key, now);
+        }
+    }
+
+    /// Writes as much of the out-queue as the socket takes, one `writev` per round, then
+    /// sets write interest and advances the session.
+    fn flush(&mut self, key: usize, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let was_over = !c.session.wants_read(&self.config);
+        let mut failed = false;
+        while !c.session.outq.is_empty() {
+            let mut slices = [IoSlice::new(&[]); IOV_MAX];
+            let n = c.session.outq.io_slices(&mut slices, WRITE_BUDGET);
+            match c.stream.write_vectored(&slices[..n]) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(written) => c.session.outq.advance(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            self.remove(key);
+            return;
+        }
+        let want_write = !c.session.outq.is_empty();
+        if want_write != c.writable_registered {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut c.stream, Token(key), interest)
+                .is_err()
+            {
+                self.remove(key);
+                return;
+            }
+            c.writable_registered = want_write;
+        }
+        match c.session.next_step(now, &self.config) {
+            Step::Continue => {}
+            Step::ShutdownWrite => {
+                let _ = c.stream.shutdown(Shutdown::Write);
+                // Input may already be waiting, with no new edge to come.
+                c.read_pending = true;
+                self.pending.push(key);
+            }
+            Step::Drop => return self.remove(key),
+        }
+        // Backpressure released: read what was left in the socket.
+        if was_over && c.session.wants_read(&self.config) && c.read_pending {
+            self.pending.push(key);
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let mut dead = Vec::new();
+        let mut touched = Vec::new();
+        for (key, c) in &mut self.conns {
+            match c.session.handle_timeout(now) {
+                Step::Drop => dead.push(key),
+                // A timer queued a frame (ping, close) or ended the connection.
+                _ if !c.writable_registered
+                    && (!c.session.outq.is_empty() || c.session.is_draining()) =>
+                {
+                    touched.push(key);
+                }
+                _ => {}
+            }
+        }
+        for key in dead {
+            self.remove(key);
+        }
+        for key in touched {
+            self.flush(key, now);
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let step = self.conns[key]
+                .session
+                .close(CloseCode::GOING_AWAY, "server shutting down", now);
+            if step == Step::Drop {
+                self.remove(key);
+            } else {
+                self.flush(key, now);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        if let Some(mut c) = self.conns.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+}
+
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

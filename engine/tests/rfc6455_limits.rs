@@ -1,0 +1,181 @@
+//! RFC 6455 §10.4 and §7.4.1 (1009): large messages, many messages, and the configured message
+//! and frame limits (Autobahn|Testsuite category 9, scaled to CI time).
+
+mod util;
+
+use ringcast::protocol::Limits;
+use ringcast::server::Backend;
+use util::{Frame, Length, TestServer, binary_payload, for_each_backend, fragments, op, start_server, start_server_with, text_payload};
+
+const MIB: usize = 1 << 20;
+
+/// A server with `max_message` 1 MiB and `max_frame` 64 KiB.
+fn limited_server(backend: Backend) -> TestServer {
+    start_server_with(backend, 2, |b| {
+        b.limits(Limits { max_message: MIB, max_frame: 64 * 1024, ..Default::default() })
+    })
+}
+
+/// A server with `max_message` 1 MiB (and frames up to it).
+fn small_message_server(backend: Backend) -> TestServer {
+    start_server_with(backend, 2, |b| b.limits(Limits { max_message: MIB, max_frame: MIB, ..Default::default() }))
+}
+
+fn text_4_mib(backend: Backend) {
+    let server = start_server(backend, 2);
+    let mut client = server.client();
+    let text = text_payload(4 * MIB);
+    client.send_text(&text);
+    client.expect_text(&text);
+}
+
+fn binary_4_mib(backend: Backend) {
+    let server = start_server(backend, 2);
+    let mut client = server.client();
+    let payload = binary_payload(4 * MIB);
+    client.send_binary(payload.clone());
+    client.expect_binary(&payload);
+}
+
+/// Autobahn 9.2.x-like: 4 MiB in 64 KiB fragments.
+fn binary_4_mib_in_64_kib_fragments(backend: Backend) {
+    let server = start_server(backend, 2);
+    let mut client = server.client();
+    let payload = binary_payload(4 * MIB);
+    client.send_all(&fragments(op::BINARY, &payload, 64 * 1024));
+    client.expect_binary(&payload);
+}
+
+/// Exactly the default limit (16 MiB) is accepted.
+fn binary_16_mib_at_default_limit(backend: Backend) {
+    let server = start_server(backend, 2);
+    let mut client = server.client();
+    let payload = binary_payload(16 * MIB);
+    client.send_binary(payload.clone());
+    client.expect_binary(&payload);
+}
+
+/// Autobahn 9.7/9.8-like, scaled: 10 000 small messages pipelined by a writer thread, all
+/// echoed in order.
+fn ten_thousand_small_messages_pipelined(backend: Backend) {
+    let server = start_server(backend, 2);
+    let mut client = server.client();
+    let message = |i: usize| format!("{i:08}-{}", "m".repeat(64 - 9));
+    let frames: Vec<Frame> = (0..10_000).map(|i| Frame::text(message(i))).collect();
+    let bytes = client.encode_all(&frames);
+    let writer = client.write_in_background(bytes);
+    for i in 0..10_000 {
+        client.expect_text(message(i));
+    }
+    writer.join().expect("writer thread");
+}
+
+/// Autobahn 9.3/9.4-like, scaled: many binary messages of 16 KiB in one write.
+fn many_16_kib_binary_messages(backend: Backend) {
+    let server = start_server(backend, 2);
+    let mut client = server.client();
+    let payload = binary_payload(16 * 1024);
+    let frames = vec![Frame::binary(payload.clone()); 200];
+    let bytes = client.encode_all(&frames);
+    let writer = client.write_in_background(bytes);
+    for _ in 0..200 {
+        client.expect_binary(&payload);
+    }
+    writer.join().expect("writer thread");
+}
+
+/// The configured `max_message` itself is accepted.
+fn message_at_max_message_is_echoed(backend: Backend) {
+    let server = small_message_server(backend);
+    let mut client = server.client();
+    let payload = binary_payload(MIB);
+    client.send_binary(payload.clone());
+    client.expect_binary(&payload);
+}
+
+fn message_over_max_message(backend: Backend) {
+    let server = small_message_server(backend);
+    let mut client = server.client();
+    client.send_binary(binary_payload(MIB + 1));
+    client.expect_close(1009);
+}
+
+fn text_over_max_message(backend: Backend) {
+    let server = small_message_server(backend);
+    let mut client = server.client();
+    client.send_text(text_payload(MIB + 1));
+    client.expect_close(1009);
+}
+
+/// A declared length over the limit is refused from the header alone: the server does not wait
+/// for (or buffer) a gigabyte.
+fn declared_length_over_limit_is_refused_from_header(backend: Backend) {
+    let server = start_server(backend, 2);
+    let mut client = server.client();
+    client.send(Frame::binary(Vec::new()).length(Length::Declared64(1 << 30)));
+    client.expect_close(1009);
+}
+
+/// The default limit is 16 MiB: one byte more is refused.
+fn message_over_default_limit(backend: Backend) {
+    let server = start_server(backend, 2);
+    let mut client = server.client();
+    client.send_binary(binary_payload(16 * MIB + 1));
+    client.expect_close(1009);
+}
+
+fn frame_over_max_frame(backend: Backend) {
+    let server = limited_server(backend);
+    let mut client = server.client();
+    client.send_binary(binary_payload(64 * 1024 + 1));
+    client.expect_close(1009);
+}
+
+/// Frames within `max_frame` make up a message within `max_message`.
+fn fragments_within_max_frame_are_echoed(backend: Backend) {
+    let server = limited_server(backend);
+    let mut client = server.client();
+    let payload = binary_payload(256 * 1024);
+    client.send_all(&fragments(op::BINARY, &payload, 64 * 1024));
+    client.expect_binary(&payload);
+}
+
+/// Fragments that together exceed `max_message`: 1009 without the final fragment.
+fn fragmented_message_over_max_message_fails_before_final_fragment(backend: Backend) {
+    let server = small_message_server(backend);
+    let mut client = server.client();
+    let chunk = binary_payload(256 * 1024);
+    let mut frames = vec![Frame::binary(chunk.clone()).fin(false)];
+    frames.extend((0..4).map(|_| Frame::continuation(&chunk).fin(false)));
+    client.send_all(&frames);
+    client.expect_close(1009);
+}
+
+/// The same with text fragments (the limit applies before UTF-8 assembly).
+fn fragmented_text_over_max_message_fails_before_final_fragment(backend: Backend) {
+    let server = limited_server(backend);
+    let mut client = server.client();
+    let chunk = text_payload(60 * 1024);
+    let mut frames = vec![Frame::text(&chunk).fin(false)];
+    frames.extend((0..20).map(|_| Frame::continuation(&chunk).fin(false)));
+    client.send_all(&frames);
+    client.expect_close(1009);
+}
+
+for_each_backend!(
+    text_4_mib,
+    binary_4_mib,
+    binary_4_mib_in_64_kib_fragments,
+    binary_16_mib_at_default_limit,
+    ten_thousand_small_messages_pipelined,
+    many_16_kib_binary_messages,
+    message_at_max_message_is_echoed,
+    message_over_max_message,
+    text_over_max_message,
+    declared_length_over_limit_is_refused_from_header,
+    message_over_default_limit,
+    frame_over_max_frame,
+    fragments_within_max_frame_are_echoed,
+    fragmented_message_over_max_message_fails_before_final_fragment,
+    fragmented_text_over_max_message_fails_before_final_fragment,
+);
