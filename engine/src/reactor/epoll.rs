@@ -57,6 +57,8 @@ pub(crate) struct Reactor {
     /// Connections with unread input to revisit next turn.
     pending: Vec<usize>,
     accept_paused_until: Option<Instant>,
+    /// Accepts failed for lack of descriptors and have not succeeded since (logged once).
+    fd_exhausted: bool,
 }
 
 impl Reactor {
@@ -81,6 +83,7 @@ impl Reactor {
                 buf: vec![0; READ_BUF],
                 pending: Vec::new(),
                 accept_paused_until: None,
+                fd_exhausted: false,
             },
             waker,
         ))
@@ -158,6 +161,10 @@ impl Reactor {
         loop {
             match listener.accept() {
                 Ok((mut stream, _peer)) => {
+                    if self.fd_exhausted {
+                        self.fd_exhausted = false;
+                        tracing::info!("accepting again ({} connections open)", self.conns.len());
+                    }
                     let _ = stream.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
@@ -179,10 +186,14 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_fd_exhaustion(&e) => {
-                    tracing::warn!(
-                        "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?} ({} connections open)",
-                        self.conns.len()
-                    );
+                    if !self.fd_exhausted {
+                        self.fd_exhausted = true;
+                        tracing::warn!(
+                            "accept: {e}; pausing accepts, retrying every {ACCEPT_BACKOFF:?} \
+                             ({} connections open; raise `ulimit -n`)",
+                            self.conns.len()
+                        );
+                    }
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
                 }

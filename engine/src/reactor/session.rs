@@ -183,15 +183,13 @@ impl Session {
                 tracing::debug!("handshake timeout");
                 return Step::Drop;
             }
-            Phase::Open(conn) => {
-                if conn.poll_timeout().is_some_and(|t| now >= t) {
-                    let mut sink = Echo {
-                        outq: &mut self.outq,
-                    };
-                    conn.handle_timeout(now, &mut sink);
-                    if conn.is_finished() {
-                        self.phase = Phase::Draining;
-                    }
+            Phase::Open(conn) if conn.poll_timeout().is_some_and(|t| now >= t) => {
+                let mut sink = Echo {
+                    outq: &mut self.outq,
+                };
+                conn.handle_timeout(now, &mut sink);
+                if conn.is_finished() {
+                    self.phase = Phase::Draining;
                 }
             }
             Phase::Lingering { deadline } if now >= *deadline => return Step::Drop,

@@ -16,19 +16,15 @@ pub fn unmask(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
     // 2^64 is a multiple of 4, so the wrapped sum still has the right remainder.
     let end_phase = phase.wrapping_add(buf.len()) & 3;
 
-    let head_len = buf.as_ptr().align_offset(8).min(buf.len());
-    let (head, body) = buf.split_at_mut(head_len);
-    let phase = bytewise(head, key, phase);
-
     let k = rotate_key(key, phase);
     let word = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
-    let mut words = body.chunks_exact_mut(8);
+    let mut words = buf.chunks_exact_mut(8);
     for chunk in &mut words {
         let mut bytes = [0; 8];
         bytes.copy_from_slice(chunk);
         chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
     }
-    // The tail starts a multiple of 8 bytes after `body`, so at the same phase.
+    // The tail starts a multiple of 8 bytes in, so at the same phase.
     bytewise(words.into_remainder(), key, phase);
 
     end_phase

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit/property/integration/doc tests, and the
+# Autobahn|Testsuite conformance run (strict) against the echo server.
+#
+# Usage: scripts/test.sh            (the README's test command; CI runs it via .ci/run)
+# Environment: SKIP_AUTOBAHN=1 skips the conformance run outside CI.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+echo "== cargo fmt --check =="
+cargo fmt --all -- --check
+
+echo "== cargo clippy =="
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== cargo test (debug: unit, property, integration, doc) =="
+cargo test --workspace --quiet
+
+if [[ "${SKIP_AUTOBAHN:-0}" == 1 && "${CI:-}" != true ]]; then
+  echo "autobahn: skipped (SKIP_AUTOBAHN=1)"
+elif [[ -d "$ROOT/../shared/autobahn" || -n "${AUTOBAHN_DIR:-}" ]]; then
+  echo "== Autobahn|Testsuite (strict), 1 and 2 reactors =="
+  scripts/autobahn/run.sh core 1 2
+else
+  if [[ "${CI:-}" == true ]]; then
+    echo "autobahn: ../shared/autobahn is missing; CI requires the conformance run" >&2
+    exit 1
+  fi
+  echo "autobahn: skipped (no ../shared/autobahn beside the repository; set AUTOBAHN_DIR)"
+fi
