@@ -25,26 +25,23 @@ pub fn naive_unmask(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
 
 /// Exactly `len` bytes of ASCII prose-like text (letters, digits, spaces, punctuation).
 pub fn ascii_text(len: usize, seed: u64) -> String {
-    const WORDS: &[&str] = &[
-        "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog,", "42", "frames",
-        "broadcast.", "WebSocket", "ring", "cast", "payload", "mask;", "UTF-8", "(text)",
-    ];
+    const WORDS: &str = "the quick brown fox jumps over lazy dog, 42 frames broadcast. \
+                         WebSocket ring cast payload mask; UTF-8 (text)";
     text_from(WORDS, len, seed)
 }
 
 /// Exactly `len` bytes of valid UTF-8 mixing Latin (1-2 bytes per character), Greek
 /// (2 bytes), CJK (3 bytes) and emoji (4 bytes).
 pub fn mixed_text(len: usize, seed: u64) -> String {
-    const WORDS: &[&str] = &[
-        "Grüße", "naïve", "façade", "déjà", "κόσμε", "Ἀθῆναι", "λόγος", "漢字", "東京都",
-        "広播", "한국어", "🦀", "🚀✨", "👩‍💻", "hello", "world", "€100", "Ωmega",
-    ];
+    const WORDS: &str = "Grüße naïve façade déjà κόσμε Ἀθῆναι λόγος 漢字 東京都 広播 한국어 \
+                         🦀 🚀✨ 👩‍💻 hello world €100 Ωmega";
     text_from(WORDS, len, seed)
 }
 
-/// Words picked pseudo-randomly from `words`, separated by spaces, padded with spaces to
-/// exactly `len` bytes.
-fn text_from(words: &[&str], len: usize, seed: u64) -> String {
+/// Words picked pseudo-randomly from the space-separated `words`, separated by spaces,
+/// padded with spaces to exactly `len` bytes.
+fn text_from(words: &str, len: usize, seed: u64) -> String {
+    let words: Vec<&str> = words.split_whitespace().collect();
     let mut out = String::with_capacity(len);
     let picks = pseudo_random_bytes(len, seed);
     for &p in &picks {

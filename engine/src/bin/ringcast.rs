@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ringcast::fanout::{SlowConsumer, TopicRules};
 use ringcast::protocol::conn::Limits;
+use ringcast::server::Broadcast;
+use ringcast::server::demo::{DEFAULT_SYMBOLS, DemoFeed};
 use ringcast::protocol::handshake::HandshakeConfig;
 use ringcast::{Engine, EngineBuilder};
 
@@ -29,6 +32,42 @@ enum Command {
     /// Echo every message back with its type, on paths `/` and `/echo` (the mode
     /// WebSocket conformance suites such as Autobahn use).
     Echo(ServerArgs),
+    /// Broadcast: subscribers on /sub or /sub/TOPIC[,TOPIC…], publishers on /pub or
+    /// /pub/TOPIC; every message a publisher sends reaches every subscriber of the topic.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Publishers must present this token (Authorization: Bearer TOKEN, or ?token=TOKEN);
+    /// without it anyone may publish.
+    #[arg(long, env = "RINGCAST_PUBLISH_TOKEN")]
+    publish_token: Option<String>,
+    /// What to do with a subscriber whose out-queue passes --max-outq: close (1008
+    /// "slow consumer"), drop-oldest, or conflate (keep the latest message per topic).
+    #[arg(long, default_value = "close", value_parser = parse_policy)]
+    slow_consumer: SlowConsumer,
+    /// Longest topic name, in bytes (names use A-Z a-z 0-9 - _ . : @).
+    #[arg(long, default_value_t = 64)]
+    max_topic_len: usize,
+    /// Most topics one connection may subscribe to.
+    #[arg(long, default_value_t = 64)]
+    max_topics: usize,
+    /// Publications each reactor's inbox holds; past it publishes to that reactor are
+    /// dropped and counted (ring_dropped).
+    #[arg(long, default_value_t = 65536)]
+    inbox: usize,
+    /// Publish a synthetic market-data feed (JSON quotes to one topic per symbol).
+    #[arg(long)]
+    demo: bool,
+    /// Demo ticks per second (each tick quotes every symbol).
+    #[arg(long, default_value_t = 2.0, value_parser = parse_rate)]
+    demo_rate: f64,
+    /// Demo symbols (comma-separated); each is a topic.
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_SYMBOLS.iter().map(|s| s.to_string()))]
+    demo_symbols: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -71,9 +110,14 @@ struct ServerArgs {
     /// Accept browser upgrades only from this Origin (repeat; default: any origin).
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
-    /// Out-queue bytes past which a connection is not read until it drains.
+    /// A connection's out-queue limit: past it the slow-consumer policy applies to
+    /// published messages, and replies (echoes) pause reading until it drains.
     #[arg(long, default_value = "4MiB", value_parser = parse_size)]
     max_outq: usize,
+    /// SO_SNDBUF of client sockets (the kernel doubles it); caps what a stalled client
+    /// pins in kernel memory. 0 leaves kernel autotuning.
+    #[arg(long, default_value = "128KiB", value_parser = parse_size)]
+    sndbuf: usize,
 }
 
 impl ServerArgs {
@@ -97,6 +141,7 @@ impl ServerArgs {
                 idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
             })
             .max_outq_bytes(self.max_outq)
+            .sndbuf(self.sndbuf)
     }
 }
 
@@ -116,13 +161,37 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Echo(args) => run(&args, "echo"),
+        Command::Echo(args) => run(args.builder(), "echo", None),
+        Command::Serve(args) => {
+            let rules = TopicRules {
+                max_name_len: args.max_topic_len,
+                max_per_connection: args.max_topics,
+            };
+            for s in args.demo.then_some(&args.demo_symbols).into_iter().flatten() {
+                if let Err(e) = rules.check(s) {
+                    eprintln!("ringcast: --demo-symbols: '{s}': {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            let builder = args
+                .server
+                .builder()
+                .handler(Broadcast {
+                    publish_token: args.publish_token.clone(),
+                    rules: rules.clone(),
+                })
+                .topics(rules)
+                .slow_consumer(args.slow_consumer)
+                .inbox_capacity(args.inbox);
+            let demo = args.demo.then(|| (args.demo_symbols.clone(), args.demo_rate));
+            run(builder, "serve", demo)
+        }
     }
 }
 
-fn run(args: &ServerArgs, mode: &str) -> ExitCode {
-    let threads = args.builder().config().reactor_count();
-    let handle = match args.builder().start() {
+fn run(builder: EngineBuilder, mode: &str, demo: Option<(Vec<String>, f64)>) -> ExitCode {
+    let threads = builder.config().reactor_count();
+    let handle = match builder.start() {
         Ok(h) => h,
         Err(e) => {
             eprintln!("ringcast: {e}");
@@ -151,6 +220,15 @@ fn run(args: &ServerArgs, mode: &str) -> ExitCode {
         handle.local_addr(),
         if threads == 1 { "" } else { "s" }
     );
+    let _feed = demo.map(|(symbols, rate)| {
+        tracing::info!(
+            "demo feed: {rate} ticks/s on topics {}; try ws://{}/sub/{}",
+            symbols.join(","),
+            handle.local_addr(),
+            symbols.join(",")
+        );
+        DemoFeed::start(handle.fanout(), &symbols, rate)
+    });
     match handle.wait() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -178,6 +256,17 @@ fn parse_size(s: &str) -> Result<usize, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+fn parse_policy(s: &str) -> Result<SlowConsumer, String> {
+    s.parse()
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() && r <= 1_000_000.0 => Ok(r),
+        _ => Err(format!("'{s}' is not a rate between 0 and 1000000 per second")),
+    }
 }
 
 /// Parses a duration: a number with a unit (ms, s, m), or plain seconds.

@@ -1,9 +1,18 @@
-//! Outbound frames and the queues they wait in.
+//! Fan-out: frames encoded once, the rings that carry them to the reactors, the topic
+//! registries and the per-connection out-queues.
 //!
-//! A frame is encoded once into a [`bytes::Bytes`] ([`encode`]); every queue that
-//! holds it holds a clone of the same buffer (a refcount bump, never a copy).
+//! ```text
+//!  publish ─► encode (once, Bytes) ─► ring: one inbox per reactor ─► reactor: topic's
+//!  subscribers ─► each out-queue gets a clone (refcount bump) ─► one writev per socket
+//! ```
 
 pub mod encode;
 pub mod outq;
+pub mod policy;
+pub mod ring;
+pub mod topic;
 
 pub use outq::OutQueue;
+pub use policy::SlowConsumer;
+pub use ring::{Fanout, Publication, Published};
+pub use topic::{DEFAULT_TOPIC, TopicError, TopicName, TopicRules};

@@ -4,18 +4,34 @@
 //! takes as many queued frames as fit one `writev` ([`OutQueue::io_slices`]), and
 //! [`OutQueue::advance`] consumes what the kernel took, resuming a partial write at the
 //! right offset inside a frame.
+//!
+//! Each frame carries a tag: the reactor-local id of the topic it was published to, or
+//! [`UNTAGGED`] for frames that belong to this connection alone (handshake response,
+//! pongs, closes, replies). The slow-consumer policies discard only tagged frames, and
+//! never the front frame once part of it has been written.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes};
 
+/// The tag of frames that no policy may discard.
+pub const UNTAGGED: u32 = 0;
+
+#[derive(Debug)]
+struct Queued {
+    frame: Bytes,
+    tag: u32,
+}
+
 /// Frames queued for one connection, with their total size in bytes.
 #[derive(Debug, Default)]
 pub struct OutQueue {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Queued>,
     bytes: usize,
     high_water: usize,
+    /// Part of the front frame has been written.
+    front_started: bool,
 }
 
 impl OutQueue {
@@ -24,14 +40,19 @@ impl OutQueue {
         Self::default()
     }
 
-    /// Queues a frame at the back.
+    /// Queues a frame of this connection's own at the back.
     pub fn push(&mut self, frame: Bytes) {
+        self.push_tagged(frame, UNTAGGED);
+    }
+
+    /// Queues a published frame, tagged with its topic's id.
+    pub fn push_tagged(&mut self, frame: Bytes, tag: u32) {
         if frame.is_empty() {
             return;
         }
         self.bytes += frame.len();
         self.high_water = self.high_water.max(self.bytes);
-        self.frames.push_back(frame);
+        self.frames.push_back(Queued { frame, tag });
     }
 
     /// Bytes waiting to be written.
@@ -59,40 +80,111 @@ impl OutQueue {
     pub fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>], max_bytes: usize) -> usize {
         let mut n = 0;
         let mut total = 0;
-        for f in &self.frames {
-            if n == slices.len() || (n > 0 && total + f.len() > max_bytes) {
+        for q in &self.frames {
+            if n == slices.len() || (n > 0 && total + q.frame.len() > max_bytes) {
                 break;
             }
-            slices[n] = IoSlice::new(f);
-            total += f.len();
+            slices[n] = IoSlice::new(&q.frame);
+            total += q.frame.len();
             n += 1;
         }
         n
     }
 
-    /// Drops `written` bytes from the front (what a write accepted).
+    /// Drops `written` bytes from the front (what a write accepted); returns how many
+    /// whole frames were completed.
     ///
     /// # Panics
     /// If `written` is more than [`len_bytes`](Self::len_bytes).
-    pub fn advance(&mut self, mut written: usize) {
+    pub fn advance(&mut self, mut written: usize) -> usize {
         assert!(written <= self.bytes, "advance past the queued bytes");
         self.bytes -= written;
+        let mut done = 0;
         while written > 0 {
             let front = self.frames.front_mut().expect("bytes counted but no frame");
-            if front.len() <= written {
-                written -= front.len();
+            if front.frame.len() <= written {
+                written -= front.frame.len();
                 self.frames.pop_front();
+                self.front_started = false;
+                done += 1;
             } else {
-                front.advance(written);
+                front.frame.advance(written);
+                self.front_started = true;
                 written = 0;
             }
         }
+        done
+    }
+
+    /// Discards every frame not yet started (a closing connection); returns the frames
+    /// discarded.
+    pub fn discard_unstarted(&mut self) -> usize {
+        let keep = usize::from(self.front_started);
+        let n = self.frames.len().saturating_sub(keep);
+        for q in self.frames.drain(keep..) {
+            self.bytes -= q.frame.len();
+        }
+        n
+    }
+
+    /// Discards the oldest tagged frames (not the started front one) until at most
+    /// `limit` bytes are queued or none is left to discard; returns the frames discarded.
+    pub fn drop_oldest(&mut self, limit: usize) -> usize {
+        if self.bytes <= limit {
+            return 0;
+        }
+        let mut excess = self.bytes - limit;
+        let started = self.front_started;
+        let mut dropped = 0;
+        let mut freed = 0;
+        let mut i = 0;
+        self.frames.retain(|q| {
+            let first = i == 0;
+            i += 1;
+            if excess == 0 || q.tag == UNTAGGED || (first && started) {
+                return true;
+            }
+            excess = excess.saturating_sub(q.frame.len());
+            freed += q.frame.len();
+            dropped += 1;
+            false
+        });
+        self.bytes -= freed;
+        dropped
+    }
+
+    /// Keeps only the newest queued frame of each tag (not touching untagged frames or
+    /// the started front one); returns the frames discarded.
+    pub fn conflate(&mut self) -> usize {
+        let mut seen = HashSet::new();
+        let started = self.front_started;
+        let len = self.frames.len();
+        // Walk from the back: the first frame seen of each tag is the newest.
+        let mut keep = vec![true; len];
+        for (i, q) in self.frames.iter().enumerate().rev() {
+            if q.tag != UNTAGGED && !(i == 0 && started) && !seen.insert(q.tag) {
+                keep[i] = false;
+            }
+        }
+        let mut freed = 0;
+        let mut i = 0;
+        self.frames.retain(|q| {
+            let k = keep[i];
+            i += 1;
+            if !k {
+                freed += q.frame.len();
+            }
+            k
+        });
+        self.bytes -= freed;
+        len - self.frames.len()
     }
 
     /// Drops everything queued.
     pub fn clear(&mut self) {
         self.frames.clear();
         self.bytes = 0;
+        self.front_started = false;
     }
 }
 
@@ -100,19 +192,21 @@ impl OutQueue {
 mod tests {
     use super::*;
 
+    fn contents(q: &OutQueue) -> Vec<u8> {
+        let mut s = [IoSlice::new(&[]); 64];
+        let n = q.io_slices(&mut s, usize::MAX);
+        s[..n].iter().flat_map(|x| x.iter().copied()).collect()
+    }
+
     #[test]
     fn partial_writes_resume_inside_a_frame() {
         let mut q = OutQueue::new();
         q.push(Bytes::from_static(b"hello"));
         q.push(Bytes::from_static(b"world!"));
         assert_eq!(q.len_bytes(), 11);
-        q.advance(3);
-        let mut s = [IoSlice::new(&[]); 8];
-        let n = q.io_slices(&mut s, usize::MAX);
-        assert_eq!(n, 2);
-        assert_eq!(&*s[0], b"lo");
-        assert_eq!(&*s[1], b"world!");
-        q.advance(4);
+        assert_eq!(q.advance(3), 0);
+        assert_eq!(contents(&q), b"loworld!");
+        assert_eq!(q.advance(4), 1);
         assert_eq!(q.len_frames(), 1);
         assert_eq!(q.len_bytes(), 4);
         q.advance(4);
@@ -138,13 +232,54 @@ mod tests {
         let shared = Bytes::from(vec![1u8; 1000]);
         let mut a = OutQueue::new();
         let mut b = OutQueue::new();
-        a.push(shared.clone());
-        b.push(shared.clone());
+        a.push_tagged(shared.clone(), 1);
+        b.push_tagged(shared.clone(), 1);
         let mut sa = [IoSlice::new(&[]); 1];
         let mut sb = [IoSlice::new(&[]); 1];
         a.io_slices(&mut sa, usize::MAX);
         b.io_slices(&mut sb, usize::MAX);
         assert_eq!(sa[0].as_ptr(), sb[0].as_ptr());
         assert_eq!(sa[0].as_ptr(), shared.as_ptr());
+    }
+
+    #[test]
+    fn drop_oldest_spares_untagged_and_started_frames() {
+        let mut q = OutQueue::new();
+        q.push_tagged(Bytes::from_static(b"aaaa"), 1);
+        q.push(Bytes::from_static(b"PONG"));
+        q.push_tagged(Bytes::from_static(b"bbbb"), 1);
+        q.push_tagged(Bytes::from_static(b"cccc"), 2);
+        q.advance(2); // "aa" of the first frame went out
+        assert_eq!(q.drop_oldest(10), 1);
+        assert_eq!(contents(&q), b"aaPONGcccc");
+        assert_eq!(q.len_bytes(), 10);
+        // Nothing droppable is left: the queue stays over the limit.
+        assert_eq!(q.drop_oldest(0), 1);
+        assert_eq!(contents(&q), b"aaPONG");
+    }
+
+    #[test]
+    fn conflate_keeps_the_newest_per_topic() {
+        let mut q = OutQueue::new();
+        for (f, t) in [(&b"a1"[..], 1), (b"b1", 2), (b"a2", 1), (b"XX", 0), (b"a3", 1), (b"b2", 2)] {
+            q.push_tagged(Bytes::copy_from_slice(f), t);
+        }
+        assert_eq!(q.conflate(), 3);
+        assert_eq!(contents(&q), b"XXa3b2");
+        assert_eq!(q.len_bytes(), 6);
+    }
+
+    #[test]
+    fn discard_unstarted_keeps_a_started_front() {
+        let mut q = OutQueue::new();
+        q.push(Bytes::from_static(b"abcd"));
+        q.push(Bytes::from_static(b"efgh"));
+        assert_eq!(q.discard_unstarted(), 2);
+        assert!(q.is_empty() && q.len_bytes() == 0);
+        q.push(Bytes::from_static(b"abcd"));
+        q.push(Bytes::from_static(b"efgh"));
+        q.advance(1);
+        assert_eq!(q.discard_unstarted(), 1);
+        assert_eq!(contents(&q), b"bcd");
     }
 }

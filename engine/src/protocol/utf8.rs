@@ -149,9 +149,10 @@ impl Utf8Validator {
     fn complete_carry<'a>(&mut self, piece: &'a [u8]) -> Result<Option<&'a [u8]>, Utf8Error> {
         let have = usize::from(self.carry_len);
         let width: usize = match self.carry[0] {
-            ..0xE0 => 2,
-            ..0xF0 => 3,
-            _ => 4,
+            // A carried sequence starts with a lead byte: 0xC2..=0xF4.
+            0x00..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xFF => 4,
         };
         let take = width.saturating_sub(have).min(piece.len());
         let (head, rest) = piece.split_at(take);
@@ -184,9 +185,8 @@ mod tests {
     fn first_bad_index(bytes: &[u8]) -> Option<usize> {
         let e = std::str::from_utf8(bytes).err()?;
         e.error_len()?;
-        (e.valid_up_to()..bytes.len()).find(|&k| {
-            std::str::from_utf8(&bytes[..=k]).is_err_and(|e| e.error_len().is_some())
-        })
+        (e.valid_up_to()..bytes.len())
+            .find(|&k| std::str::from_utf8(&bytes[..=k]).is_err_and(|e| e.error_len().is_some()))
     }
 
     /// Feeds `bytes` cut at `cuts` (sorted, each `<= bytes.len()`), then finishes; checks
@@ -263,7 +263,10 @@ mod tests {
         ("3.3.x E1 80 missing last", b"\xe1\x80"),
         ("3.3.x F0 9F 98 missing last", b"\xf0\x9f\x98"),
         ("3.3.x F4 8F BF missing last", b"\xf4\x8f\xbf"),
-        ("3.4 concatenated", b"\xc0\xe0\x80\xf0\x80\x80\xf8\x80\x80\x80\xdf\xef\xbf"),
+        (
+            "3.4 concatenated",
+            b"\xc0\xe0\x80\xf0\x80\x80\xf8\x80\x80\x80\xdf\xef\xbf",
+        ),
         ("3.5.1 FE", b"\xfe"),
         ("3.5.2 FF", b"\xff"),
         ("3.5.3 FE FE FF FF", b"\xfe\xfe\xff\xff"),

@@ -11,15 +11,20 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::session::{Session, Step};
+use super::session::{Ctx, Session, Step};
+use crate::fanout::Fanout;
+use crate::fanout::ring::{InboxRx, Publication};
+use crate::fanout::topic::Topics;
 use crate::protocol::close::CloseCode;
 use crate::server::config::Config;
+use crate::server::stats::Counters;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 /// The token of the reactor's [`Waker`].
@@ -37,6 +42,9 @@ const WRITE_BUDGET: usize = 4 << 20;
 const TICK: Duration = Duration::from_millis(100);
 /// How long accepting pauses after EMFILE/ENFILE.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Publications taken from the inbox per loop turn, so that writing (and reading) get
+/// their turn under a publish flood; the rest wait for the next turn.
+const DRAIN_BUDGET: usize = 64 * 1024;
 
 struct Conn {
     stream: TcpStream,
@@ -44,6 +52,8 @@ struct Conn {
     writable_registered: bool,
     /// Readable edge seen but not drained (budget spent or backpressure).
     read_pending: bool,
+    /// In the reactor's dirty list: frames were queued this turn.
+    dirty: bool,
 }
 
 /// One reactor: its listener, its connections, its poll.
@@ -57,24 +67,44 @@ pub(crate) struct Reactor {
     /// Connections with unread input to revisit next turn.
     pending: Vec<usize>,
     accept_paused_until: Option<Instant>,
+    topics: Topics,
+    inbox: InboxRx,
+    fanout: Fanout,
+    stats: Arc<Counters>,
+    /// Connections that got published frames this turn, to flush once each.
+    dirty: Vec<usize>,
+    /// Largest out-queue seen, in bytes.
+    high_water: u64,
     /// Accepts failed for lack of descriptors and have not succeeded since (logged once).
     fd_exhausted: bool,
 }
 
 impl Reactor {
-    /// A reactor serving `listener`; returns it with the waker that interrupts its poll.
-    pub(crate) fn new(
-        listener: std::net::TcpListener,
-        config: Arc<Config>,
-        stop: Arc<AtomicBool>,
-    ) -> io::Result<(Self, Waker)> {
+    /// The poll of a reactor to be, with the waker that interrupts it (publishers need
+    /// the wakers of every reactor before any reactor exists).
+    pub(crate) fn poll() -> io::Result<(Poll, Waker)> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
+        Ok((poll, waker))
+    }
+
+    /// A reactor serving `listener` through `poll`.
+    pub(crate) fn new(
+        poll: Poll,
+        listener: std::net::TcpListener,
+        shared: super::Shared,
+    ) -> io::Result<Self> {
+        let super::Shared {
+            config,
+            stop,
+            inbox,
+            fanout,
+            stats,
+        } = shared;
         let mut listener = TcpListener::from_std(listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        Ok((
-            Self {
+        Ok(Self {
                 poll,
                 listener: Some(listener),
                 conns: Slab::new(),
@@ -83,10 +113,14 @@ impl Reactor {
                 buf: vec![0; READ_BUF],
                 pending: Vec::new(),
                 accept_paused_until: None,
+                topics: Topics::default(),
+                inbox,
+                fanout,
+                stats,
+                dirty: Vec::new(),
+                high_water: 0,
                 fd_exhausted: false,
-            },
-            waker,
-        ))
+        })
     }
 
     /// Runs until stopped, then closes every connection (1001) and returns once they are
@@ -97,7 +131,7 @@ impl Reactor {
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let timeout = if self.pending.is_empty() {
+            let timeout = if self.pending.is_empty() && self.inbox.len() == 0 {
                 next_tick.saturating_duration_since(now)
             } else {
                 Duration::ZERO
@@ -128,6 +162,7 @@ impl Reactor {
             for key in std::mem::take(&mut self.pending) {
                 self.read(key, now);
             }
+            self.deliver(now);
             if self
                 .accept_paused_until
                 .is_some_and(|t| now >= t && self.listener.is_some())
@@ -166,6 +201,10 @@ impl Reactor {
                         tracing::info!("accepting again ({} connections open)", self.conns.len());
                     }
                     let _ = stream.set_nodelay(true);
+                    if self.config.sndbuf > 0 {
+                        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(self.config.sndbuf);
+                    }
+                    self.stats.accepted.fetch_add(1, Ordering::Relaxed);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     if let Err(e) =
@@ -181,7 +220,11 @@ impl Reactor {
                         session: Session::new(now, &self.config),
                         writable_registered: false,
                         read_pending: false,
+                        dirty: false,
                     });
+                    self.stats
+                        .connections
+                        .store(self.conns.len() as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -221,10 +264,21 @@ impl Reactor {
             reads += 1;
             match c.stream.read(&mut self.buf) {
                 Ok(0) => {
-                    step = c.session.handle_eof();
+                    step = Step::Drop;
                     break;
                 }
-                Ok(n) => c.session.handle_read(&mut self.buf[..n], now, &self.config),
+                Ok(n) => {
+                    let mut ctx = Ctx {
+                        config: &self.config,
+                        topics: &mut self.topics,
+                        fanout: &self.fanout,
+                        key,
+                    };
+                    let m = c.session.handle_read(&mut self.buf[..n], now, &mut ctx);
+                    if m > 0 {
+                        self.stats.messages_in.fetch_add(m, Ordering::Relaxed);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     c.read_pending = false;
                     break;
@@ -249,8 +303,15 @@ impl Reactor {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
+        c.dirty = false;
+        let queued = c.session.outq.len_bytes() as u64;
+        if queued > self.high_water {
+            self.high_water = queued;
+            self.stats.queue_high_water.store(queued, Ordering::Relaxed);
+        }
         let was_over = !c.session.wants_read(&self.config);
         let mut failed = false;
+        let (mut frames, mut bytes) = (0, 0);
         while !c.session.outq.is_empty() {
             let mut slices = [IoSlice::new(&[]); IOV_MAX];
             let n = c.session.outq.io_slices(&mut slices, WRITE_BUDGET);
@@ -259,7 +320,10 @@ impl Reactor {
                     failed = true;
                     break;
                 }
-                Ok(written) => c.session.outq.advance(written),
+                Ok(written) => {
+                    frames += c.session.outq.advance(written);
+                    bytes += written;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -267,6 +331,10 @@ impl Reactor {
                     break;
                 }
             }
+        }
+        if bytes > 0 {
+            self.stats.frames_out.fetch_add(frames as u64, Ordering::Relaxed);
+            self.stats.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
         }
         if failed {
             self.remove(key);
@@ -310,7 +378,7 @@ impl Reactor {
         let mut dead = Vec::new();
         let mut touched = Vec::new();
         for (key, c) in &mut self.conns {
-            match c.session.handle_timeout(now) {
+            match c.session.handle_timeout(now, &self.config) {
                 Step::Drop => dead.push(key),
                 // A timer queued a frame (ping, close) or ended the connection.
                 _ if !c.writable_registered
@@ -349,6 +417,74 @@ impl Reactor {
     fn remove(&mut self, key: usize) {
         if let Some(mut c) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut c.stream);
+            for t in c.session.take_subscriptions() {
+                self.topics.unsubscribe(t.as_str(), key);
+            }
+            self.stats
+                .connections
+                .store(self.conns.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes publications from the inbox, queues each frame (a refcount bump) on every
+    /// open subscriber, applies the slow-consumer policy as queues pass their limit, and
+    /// flushes every connection that got frames once: all its new frames in one `writev`.
+    fn deliver(&mut self, now: Instant) {
+        let Self {
+            inbox,
+            topics,
+            conns,
+            dirty,
+            config,
+            stats,
+            ..
+        } = self;
+        let mut closed = Vec::new();
+        let n = inbox.drain(DRAIN_BUDGET, |p: Publication| {
+            let Some(entry) = topics.get(p.topic.as_str()) else {
+                return;
+            };
+            for &key in &entry.subscribers {
+                let c = &mut conns[key];
+                if !c.session.is_open() {
+                    continue;
+                }
+                c.session.outq.push_tagged(p.frame.clone(), entry.id);
+                if c.session.outq.len_bytes() > config.max_outq_bytes {
+                    let a = c.session.handle_slow(now, config);
+                    if a.closed {
+                        stats.slow_closed.fetch_add(1, Ordering::Relaxed);
+                        closed.push(key);
+                    }
+                    stats
+                        .slow_dropped_frames
+                        .fetch_add(a.dropped as u64, Ordering::Relaxed);
+                    stats
+                        .slow_conflated_frames
+                        .fetch_add(a.conflated as u64, Ordering::Relaxed);
+                }
+                if !c.dirty && !c.writable_registered {
+                    c.dirty = true;
+                    dirty.push(key);
+                }
+            }
+        });
+        if n == 0 {
+            return;
+        }
+        stats.publications.fetch_add(n as u64, Ordering::Relaxed);
+        stats.ring_lag.store(inbox.len() as u64, Ordering::Relaxed);
+        stats.ring_dropped.store(inbox.dropped(), Ordering::Relaxed);
+        for key in closed {
+            for t in conns[key].session.take_subscriptions() {
+                topics.unsubscribe(t.as_str(), key);
+            }
+        }
+        stats
+            .subscriptions
+            .store(topics.subscriptions() as u64, Ordering::Relaxed);
+        for key in std::mem::take(&mut self.dirty) {
+            self.flush(key, now);
         }
     }
 }

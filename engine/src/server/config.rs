@@ -1,8 +1,14 @@
 //! Engine configuration, shared read-only by all reactors.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::handler::{Echo, Handler};
+use crate::fanout::policy::SlowConsumer;
+use crate::fanout::ring::DEFAULT_INBOX_CAPACITY;
+use crate::fanout::topic::TopicRules;
 use crate::protocol::conn::Limits;
 use crate::protocol::handshake::HandshakeConfig;
 
@@ -15,14 +21,14 @@ pub enum Backend {
     Epoll,
 }
 
-/// What connections do with the messages they receive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Mode {
-    /// Echo every message back with its type (the mode conformance suites use), on the
-    /// paths `/` and `/echo`.
-    #[default]
-    Echo,
+/// The application handler, shared by all reactors.
+#[derive(Clone)]
+pub struct SharedHandler(pub Arc<dyn Handler>);
+
+impl fmt::Debug for SharedHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Handler")
+    }
 }
 
 /// Everything a reactor needs to know; built by [`EngineBuilder`](super::EngineBuilder).
@@ -36,17 +42,29 @@ pub struct Config {
     pub pin: bool,
     /// I/O backend.
     pub backend: Backend,
-    /// Application mode.
-    pub mode: Mode,
+    /// The application.
+    pub handler: SharedHandler,
     /// Opening handshake rules.
     pub handshake: HandshakeConfig,
     /// A connection that has not completed its handshake by then is dropped.
     pub handshake_timeout: Duration,
     /// Protocol limits and timers of open connections.
     pub limits: Limits,
-    /// A connection whose out-queue holds more than this is not read from until the
-    /// queue drains below it (backpressure for echo; no message is ever dropped).
+    /// Topic name and per-connection topic limits.
+    pub topics: TopicRules,
+    /// A connection's out-queue limit in bytes. Past it, published frames trigger the
+    /// slow-consumer policy, and the connection's own input is not read until its queue
+    /// drains (backpressure on replies such as echoes).
     pub max_outq_bytes: usize,
+    /// What to do with a subscriber whose out-queue passes `max_outq_bytes`.
+    pub slow_consumer: SlowConsumer,
+    /// `SO_SNDBUF` of accepted sockets (the kernel doubles it), so that stalled
+    /// subscribers cannot pin autotuned megabytes of kernel memory each; 0 leaves the
+    /// kernel's autotuning.
+    pub sndbuf: usize,
+    /// Publications each reactor's inbox holds before publishes to it are dropped
+    /// (and counted).
+    pub inbox_capacity: usize,
     /// Listen backlog of each reactor's listener.
     pub backlog: u32,
 }
@@ -58,11 +76,15 @@ impl Default for Config {
             threads: 0,
             pin: true,
             backend: Backend::Epoll,
-            mode: Mode::Echo,
+            handler: SharedHandler(Arc::new(Echo)),
             handshake: HandshakeConfig::default(),
             handshake_timeout: Duration::from_secs(10),
             limits: Limits::default(),
+            topics: TopicRules::default(),
             max_outq_bytes: 4 << 20,
+            slow_consumer: SlowConsumer::Close,
+            sndbuf: 128 << 10,
+            inbox_capacity: DEFAULT_INBOX_CAPACITY,
             backlog: 4096,
         }
     }

@@ -10,7 +10,11 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod broadcast;
 pub mod config;
+pub mod demo;
+pub mod handler;
+pub mod stats;
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,9 +22,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use config::{Backend, Config, Mode};
+pub use broadcast::Broadcast;
+pub use config::{Backend, Config, SharedHandler};
+pub use handler::{Client, Echo, Handler, Message, Upgrade, UpgradeRequest};
+pub use stats::{ReactorStats, Stats};
 
+use crate::fanout::topic::{TopicName, TopicRules};
+use crate::fanout::{Fanout, Published, SlowConsumer};
 use crate::protocol::conn::Limits;
+use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::HandshakeConfig;
 use crate::reactor::{self, Reactors};
 
@@ -30,7 +40,7 @@ pub struct Engine;
 
 impl Engine {
     /// A builder with defaults: `127.0.0.1:9001`, one pinned reactor per core, epoll,
-    /// echo mode.
+    /// the [`Echo`] handler.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
     }
@@ -67,9 +77,33 @@ impl EngineBuilder {
         self
     }
 
-    /// Application mode.
-    pub fn mode(mut self, mode: Mode) -> Self {
-        self.config.mode = mode;
+    /// The application: upgrade decisions and client messages (default: [`Echo`]).
+    pub fn handler(mut self, handler: impl Handler) -> Self {
+        self.config.handler = SharedHandler(Arc::new(handler));
+        self
+    }
+
+    /// Topic name rules and topics per connection.
+    pub fn topics(mut self, rules: TopicRules) -> Self {
+        self.config.topics = rules;
+        self
+    }
+
+    /// What happens to a subscriber whose out-queue passes its limit.
+    pub fn slow_consumer(mut self, policy: SlowConsumer) -> Self {
+        self.config.slow_consumer = policy;
+        self
+    }
+
+    /// `SO_SNDBUF` of accepted sockets (0: kernel autotuning).
+    pub fn sndbuf(mut self, bytes: usize) -> Self {
+        self.config.sndbuf = bytes;
+        self
+    }
+
+    /// Publications each reactor's inbox holds.
+    pub fn inbox_capacity(mut self, publications: usize) -> Self {
+        self.config.inbox_capacity = publications;
         self
     }
 
@@ -91,7 +125,8 @@ impl EngineBuilder {
         self
     }
 
-    /// Out-queue size past which a connection is not read from until it drains.
+    /// A connection's out-queue limit: past it, the slow-consumer policy applies to
+    /// published frames, and the connection is not read until its replies drain.
     pub fn max_outq_bytes(mut self, bytes: usize) -> Self {
         self.config.max_outq_bytes = bytes;
         self
@@ -135,6 +170,44 @@ impl EngineHandle {
             .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |r| r.local_addr)
     }
 
+    /// Publishes a text message to every subscriber of `topic`, on every reactor. The frame
+    /// is encoded once; never blocks. Callable from any thread through [`fanout`](Self::fanout).
+    ///
+    /// ```no_run
+    /// let handle = ringcast::Engine::builder()
+    ///     .handler(ringcast::server::Broadcast::default())
+    ///     .start()?;
+    /// let r = handle.publish("BTC-USD", r#"{"bid":1}"#);
+    /// assert!(r.is_complete());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn publish(&self, topic: &str, text: &str) -> Published {
+        self.fanout()
+            .publish(&TopicName::new(topic), OpCode::Text, text.as_bytes())
+    }
+
+    /// Publishes a binary message to every subscriber of `topic`.
+    pub fn publish_binary(&self, topic: &str, data: &[u8]) -> Published {
+        self.fanout()
+            .publish(&TopicName::new(topic), OpCode::Binary, data)
+    }
+
+    /// The publisher, to clone into other threads.
+    pub fn fanout(&self) -> Fanout {
+        self.running().fanout.clone()
+    }
+
+    /// A snapshot of every reactor's counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            reactors: self.running().stats.iter().map(|c| c.snapshot()).collect(),
+        }
+    }
+
+    fn running(&self) -> &Reactors {
+        self.reactors.as_ref().expect("engine is running until the handle is consumed")
+    }
+
     /// Stops accepting, sends close 1001 to every client, waits (up to the close
     /// timeout) for them to go, and joins the reactor threads.
     pub fn shutdown(mut self) {
@@ -156,7 +229,7 @@ impl EngineHandle {
     /// A cloneable trigger that shuts this engine down from another thread (e.g. a
     /// signal handler thread).
     pub fn shutdown_trigger(&self) -> ShutdownTrigger {
-        let r = self.reactors.as_ref().expect("running engine");
+        let r = self.running();
         ShutdownTrigger {
             stop: Arc::clone(&r.stop),
             wakers: r.wakers.clone(),

@@ -137,6 +137,8 @@ pub fn unmask_with(imp: Impl, buf: &mut [u8], key: [u8; 4], phase: usize) -> Opt
 /// `phase`: repeating it over any multiple of 4 bytes keeps the phase.
 #[inline]
 fn rotate_key(key: [u8; 4], phase: usize) -> [u8; 4] {
-    let p = phase & 3;
-    [key[p], key[(p + 1) & 3], key[(p + 2) & 3], key[(p + 3) & 3]]
+    // Little-endian value: moving bytes towards index 0 is shifting right.
+    u32::from_le_bytes(key)
+        .rotate_right(8 * (phase & 3) as u32)
+        .to_le_bytes()
 }

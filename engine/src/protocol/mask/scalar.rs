@@ -16,8 +16,8 @@ pub fn unmask(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
     // 2^64 is a multiple of 4, so the wrapped sum still has the right remainder.
     let end_phase = phase.wrapping_add(buf.len()) & 3;
 
-    let k = rotate_key(key, phase);
-    let word = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
+    // The rotated key twice, in memory order whatever the endianness.
+    let word = u64::from(u32::from_ne_bytes(rotate_key(key, phase))) * 0x1_0000_0001;
     let mut words = buf.chunks_exact_mut(8);
     for chunk in &mut words {
         let mut bytes = [0; 8];

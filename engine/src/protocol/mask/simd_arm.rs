@@ -32,10 +32,10 @@ fn unmask_neon(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
 /// The CPU must support NEON.
 #[target_feature(enable = "neon")]
 unsafe fn neon_kernel(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
-    let k = rotate_key(key, phase);
-    let pattern: [u8; 16] = std::array::from_fn(|i| k[i & 3]);
-    // SAFETY: `pattern` is 16 initialised bytes; `vld1q_u8` needs only byte alignment.
-    let kv = unsafe { vld1q_u8(pattern.as_ptr()) };
+    let pattern = [u32::from_ne_bytes(rotate_key(key, phase)); 4];
+    // SAFETY: `pattern` is 16 initialised bytes (the rotated key four times); `vld1q_u8`
+    // needs only byte alignment; NEON is this function's contract.
+    let kv = unsafe { vld1q_u8(pattern.as_ptr().cast::<u8>()) };
 
     let mut blocks = buf.chunks_exact_mut(64);
     for block in &mut blocks {

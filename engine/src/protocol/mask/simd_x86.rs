@@ -48,10 +48,9 @@ fn unmask_avx2(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
 /// The CPU must support SSE2.
 #[target_feature(enable = "sse2")]
 unsafe fn sse2_kernel(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
-    let k = rotate_key(key, phase);
-    let pattern: [u8; 16] = std::array::from_fn(|i| k[i & 3]);
-    // SAFETY: `pattern` is 16 initialised bytes and `_mm_loadu_si128` has no alignment
-    // requirement; SSE2 is enabled by this function's contract.
+    let pattern = [u32::from_ne_bytes(rotate_key(key, phase)); 4];
+    // SAFETY: `pattern` is 16 initialised bytes (the rotated key four times) and
+    // `_mm_loadu_si128` has no alignment requirement; SSE2 is this function's contract.
     let kv = unsafe { _mm_loadu_si128(pattern.as_ptr().cast::<__m128i>()) };
 
     let mut blocks = buf.chunks_exact_mut(64);
@@ -87,10 +86,9 @@ unsafe fn sse2_kernel(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
 unsafe fn avx2_kernel(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
-    let k = rotate_key(key, phase);
-    let pattern: [u8; 32] = std::array::from_fn(|i| k[i & 3]);
-    // SAFETY: `pattern` is 32 initialised bytes and `_mm256_loadu_si256` has no alignment
-    // requirement; AVX2 is enabled by this function's contract.
+    let pattern = [u32::from_ne_bytes(rotate_key(key, phase)); 8];
+    // SAFETY: `pattern` is 32 initialised bytes (the rotated key eight times) and
+    // `_mm256_loadu_si256` has no alignment requirement; AVX2 is this function's contract.
     let kv = unsafe { _mm256_loadu_si256(pattern.as_ptr().cast::<__m256i>()) };
 
     let mut blocks = buf.chunks_exact_mut(128);

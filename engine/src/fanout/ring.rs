@@ -1,0 +1,243 @@
+//! The hand-off from publishers to reactors: one bounded inbox ring per reactor.
+//!
+//! ```text
+//!  publish(topic, payload) ── encode once ──► Publication { topic, frame: Bytes }
+//!        │ (any thread)                         │ clone = refcount bump
+//!        ├──────────────► inbox[0] ── wake once per batch ──► reactor 0
+//!        └──────────────► inbox[1] ── wake once per batch ──► reactor 1
+//! ```
+//!
+//! Why one inbox per reactor rather than one shared ring read at per-reactor cursors:
+//! each inbox is a plain bounded MPSC ring (`crossbeam-channel`), so a reactor drains it
+//! without coordinating with the other reactors, and a reactor that falls behind fills only
+//! its own inbox. Publishing pushes one `Bytes` clone per reactor (not per subscriber) and
+//! never blocks: it is a `try_send`.
+//!
+//! **Wake-ups.** A reactor clears its `notified` flag before draining its inbox; a
+//! publisher wakes the reactor (an eventfd write) only when it is the one that sets the
+//! flag again. So a busy reactor receives no wake-up syscalls at all, and an idle one
+//! receives one per batch, however many messages the batch holds.
+//!
+//! **Overflow.** When an inbox is full (its reactor is that far behind), the publication is
+//! not delivered to that reactor's subscribers: the publisher is told (the returned
+//! [`Published::dropped_reactors`]) and the reactor's `ring_dropped` counter says how many
+//! publications it missed. Nothing is lost silently, and a slow reactor never slows the
+//! publisher or the other reactors.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use super::encode;
+use super::topic::TopicName;
+use crate::protocol::frame::OpCode;
+
+/// Default capacity of each reactor's inbox, in publications.
+pub const DEFAULT_INBOX_CAPACITY: usize = 64 * 1024;
+
+/// A frame on its way to the subscribers of a topic.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    /// The topic.
+    pub topic: TopicName,
+    /// The encoded server frame (header and payload), shared by every subscriber.
+    pub frame: Bytes,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Published {
+    /// Reactors whose inbox was full: their subscribers will not see this message.
+    pub dropped_reactors: usize,
+}
+
+impl Published {
+    /// Whether every reactor took the message.
+    pub fn is_complete(&self) -> bool {
+        self.dropped_reactors == 0
+    }
+}
+
+/// The publishing side of one reactor's inbox.
+#[derive(Debug)]
+pub(crate) struct InboxTx {
+    tx: Sender<Publication>,
+    notified: Arc<AtomicBool>,
+    waker: Arc<mio::Waker>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The reactor side of its inbox.
+#[derive(Debug)]
+pub(crate) struct InboxRx {
+    rx: Receiver<Publication>,
+    notified: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Creates a reactor's inbox, woken through `waker`.
+pub(crate) fn inbox(capacity: usize, waker: Arc<mio::Waker>) -> (InboxTx, InboxRx) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+    let notified = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(AtomicU64::new(0));
+    (
+        InboxTx {
+            tx,
+            notified: Arc::clone(&notified),
+            waker,
+            dropped: Arc::clone(&dropped),
+        },
+        InboxRx {
+            rx,
+            notified,
+            dropped,
+        },
+    )
+}
+
+impl InboxRx {
+    /// Takes up to `max` publications, in publish order. Clears the wake-up flag first,
+    /// so a publication that arrives after the last one taken wakes the reactor again.
+    pub(crate) fn drain(&self, max: usize, mut f: impl FnMut(Publication)) -> usize {
+        self.notified.store(false, Ordering::SeqCst);
+        let mut n = 0;
+        while n < max {
+            match self.rx.try_recv() {
+                Ok(p) => {
+                    f(p);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        n
+    }
+
+    /// Publications waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Publications this reactor missed because its inbox was full.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Publishes to every reactor. Cheap to clone; usable from any thread.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    inboxes: Arc<[InboxTx]>,
+}
+
+impl Fanout {
+    pub(crate) fn new(inboxes: Vec<InboxTx>) -> Self {
+        Self {
+            inboxes: inboxes.into(),
+        }
+    }
+
+    /// Frames `payload` once as a text (`text = true`) or binary message and hands it to
+    /// every reactor. Never blocks.
+    pub fn publish(&self, topic: &TopicName, opcode: OpCode, payload: &[u8]) -> Published {
+        self.publish_frame(topic, encode::frame(opcode, payload))
+    }
+
+    /// Hands an already encoded frame to every reactor. Never blocks.
+    pub fn publish_frame(&self, topic: &TopicName, frame: Bytes) -> Published {
+        let mut dropped_reactors = 0;
+        for inbox in self.inboxes.iter() {
+            let p = Publication {
+                topic: topic.clone(),
+                frame: frame.clone(),
+            };
+            match inbox.tx.try_send(p) {
+                Ok(()) => {
+                    if !inbox.notified.swap(true, Ordering::SeqCst) {
+                        let _ = inbox.waker.wake();
+                    }
+                }
+                Err(TrySendError::Full(_)) => {
+                    inbox.dropped.fetch_add(1, Ordering::Relaxed);
+                    dropped_reactors += 1;
+                }
+                // The reactor has exited (shutdown): nobody left to deliver to.
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+        Published { dropped_reactors }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(cap: usize, reactors: usize) -> (Fanout, Vec<InboxRx>, mio::Poll) {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..reactors)
+            .map(|_| inbox(cap, Arc::clone(&waker)))
+            .unzip();
+        (Fanout::new(txs), rxs, poll)
+    }
+
+    #[test]
+    fn every_reactor_gets_the_same_frame_in_order() {
+        let (f, rxs, _poll) = setup(16, 3);
+        let t = TopicName::new("t");
+        for i in 0..10u8 {
+            assert!(f.publish(&t, OpCode::Binary, &[i]).is_complete());
+        }
+        let mut firsts = Vec::new();
+        for rx in &rxs {
+            let mut seen = Vec::new();
+            rx.drain(usize::MAX, |p| seen.push(p.frame));
+            assert_eq!(seen.len(), 10);
+            for (i, fr) in seen.iter().enumerate() {
+                assert_eq!(fr[2], i as u8);
+            }
+            firsts.push(seen[0].as_ptr());
+        }
+        // One encoding shared by every reactor.
+        assert!(firsts.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[test]
+    fn full_inbox_drops_and_counts_without_blocking() {
+        let (f, rxs, _poll) = setup(4, 2);
+        let t = TopicName::new("t");
+        for _ in 0..4 {
+            assert!(f.publish(&t, OpCode::Text, b"x").is_complete());
+        }
+        // Reactor 0 drains, reactor 1 does not: only reactor 1 misses the next one.
+        assert_eq!(rxs[0].drain(usize::MAX, drop), 4);
+        let r = f.publish(&t, OpCode::Text, b"y");
+        assert_eq!(r.dropped_reactors, 1);
+        assert_eq!(rxs[1].dropped(), 1);
+        assert_eq!(rxs[0].dropped(), 0);
+        assert_eq!(rxs[0].len(), 1);
+    }
+
+    #[test]
+    fn one_wake_per_batch() {
+        let (f, rxs, mut poll) = setup(1024, 1);
+        let t = TopicName::new("t");
+        for _ in 0..100 {
+            let _ = f.publish(&t, OpCode::Text, b"x");
+        }
+        // The flag stays set until the reactor drains: publishers did not wake it again.
+        assert!(rxs[0].notified.load(Ordering::SeqCst));
+        let mut events = mio::Events::with_capacity(8);
+        poll.poll(&mut events, Some(std::time::Duration::ZERO))
+            .unwrap();
+        assert_eq!(events.iter().count(), 1);
+        assert_eq!(rxs[0].drain(usize::MAX, drop), 100);
+        assert!(!rxs[0].notified.load(Ordering::SeqCst));
+        let _ = f.publish(&t, OpCode::Text, b"x");
+        assert!(rxs[0].notified.load(Ordering::SeqCst));
+    }
+}

@@ -1,0 +1,257 @@
+//! The application seam: who may connect, and what their messages do.
+//!
+//! A [`Handler`] is shared by every reactor (it is `Send + Sync`). It decides each upgrade
+//! from the request ([`Handler::on_upgrade`]: accept with initial subscriptions, or reject
+//! with an HTTP status) and receives the messages clients send ([`Handler::on_message`]),
+//! acting through a [`Client`]: reply, subscribe, unsubscribe, publish, close.
+//!
+//! Two handlers come with ringcast: [`Echo`] (the conformance-suite mode) and
+//! [`Broadcast`](super::broadcast::Broadcast) (`ringcast serve`).
+
+use crate::fanout::encode;
+use crate::fanout::topic::{TopicError, TopicName, TopicRules, Topics};
+use crate::fanout::{Fanout, OutQueue, Published};
+use crate::protocol::close::CloseCode;
+use crate::protocol::frame::OpCode;
+
+/// The parts of an upgrade request a handler decides on.
+#[derive(Debug, Clone, Copy)]
+pub struct UpgradeRequest<'a> {
+    /// The request path, without the query.
+    pub path: &'a str,
+    /// The raw query string, if any.
+    pub query: Option<&'a str>,
+    /// All headers (lower-cased names).
+    pub headers: &'a [(String, String)],
+}
+
+impl UpgradeRequest<'_> {
+    /// The first header named `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first query parameter named `key`, percent-decoded.
+    pub fn query_param(&self, key: &str) -> Option<String> {
+        self.query?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == key).then(|| percent_decode(v))
+        })
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (as space); malformed escapes are kept as they are.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A handler's answer to an upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upgrade {
+    /// Accept; subscribe the connection to `topics` (checked against the topic rules).
+    Accept {
+        /// Initial subscriptions.
+        topics: Vec<String>,
+        /// A topic this connection publishes to, for the handler's own use
+        /// ([`Client::publish_topic`]).
+        publish_to: Option<TopicName>,
+    },
+    /// Refuse with an HTTP status (4xx/5xx) and a short reason.
+    Reject {
+        /// HTTP status.
+        status: u16,
+        /// Reason, sent as the response body.
+        reason: String,
+    },
+}
+
+impl Upgrade {
+    /// Accept with no subscriptions.
+    pub fn accept() -> Self {
+        Self::Accept {
+            topics: Vec::new(),
+            publish_to: None,
+        }
+    }
+}
+
+/// A complete message from a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// Text (valid UTF-8).
+    Text(&'a str),
+    /// Binary.
+    Binary(&'a [u8]),
+}
+
+/// The application: decides upgrades and handles client messages.
+pub trait Handler: Send + Sync + 'static {
+    /// Decides an upgrade request that passed the RFC 6455 checks.
+    fn on_upgrade(&self, req: &UpgradeRequest<'_>) -> Upgrade;
+
+    /// A message from a client. The default ignores it.
+    fn on_message(&self, client: &mut Client<'_>, msg: Message<'_>) {
+        let _ = (client, msg);
+    }
+}
+
+/// One connection, as a handler sees it while handling its message.
+pub struct Client<'a> {
+    pub(crate) key: usize,
+    pub(crate) outq: &'a mut OutQueue,
+    pub(crate) subs: &'a mut Vec<TopicName>,
+    pub(crate) topics: &'a mut Topics,
+    pub(crate) rules: &'a TopicRules,
+    pub(crate) fanout: &'a Fanout,
+    pub(crate) publish_to: Option<&'a TopicName>,
+    pub(crate) close: &'a mut Option<(CloseCode, String)>,
+}
+
+impl std::fmt::Debug for Client<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("key", &self.key)
+            .field("subscriptions", &self.subs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client<'_> {
+    /// Sends a text message to this client.
+    pub fn send_text(&mut self, text: &str) {
+        self.outq.push(encode::frame(OpCode::Text, text.as_bytes()));
+    }
+
+    /// Sends a binary message to this client.
+    pub fn send_binary(&mut self, data: &[u8]) {
+        self.outq.push(encode::frame(OpCode::Binary, data));
+    }
+
+    /// The topics this client is subscribed to.
+    pub fn subscriptions(&self) -> &[TopicName] {
+        self.subs
+    }
+
+    /// The topic given in [`Upgrade::Accept::publish_to`], if any.
+    pub fn publish_topic(&self) -> Option<&TopicName> {
+        self.publish_to
+    }
+
+    /// Subscribes this client to `topic`; returns whether it was new.
+    ///
+    /// # Errors
+    /// A bad name or too many topics ([`TopicRules`]).
+    pub fn subscribe(&mut self, topic: &str) -> Result<bool, TopicError> {
+        subscribe(self.key, self.subs, self.topics, self.rules, topic)
+    }
+
+    /// Unsubscribes this client from `topic`; returns whether it was subscribed.
+    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+        match self.subs.iter().position(|t| t.as_str() == topic) {
+            Some(i) => {
+                self.subs.swap_remove(i);
+                self.topics.unsubscribe(topic, self.key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Publishes to every subscriber of `topic` on every reactor (this client included
+    /// if it subscribes).
+    pub fn publish(&mut self, topic: &TopicName, opcode: OpCode, payload: &[u8]) -> Published {
+        self.fanout.publish(topic, opcode, payload)
+    }
+
+    /// Closes this connection with `code` and `reason` after this message.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        *self.close = Some((code, reason.to_owned()));
+    }
+}
+
+/// Adds a subscription for connection `key`, checking the rules.
+pub(crate) fn subscribe(
+    key: usize,
+    subs: &mut Vec<TopicName>,
+    topics: &mut Topics,
+    rules: &TopicRules,
+    topic: &str,
+) -> Result<bool, TopicError> {
+    rules.check(topic)?;
+    if subs.iter().any(|t| t.as_str() == topic) {
+        return Ok(false);
+    }
+    if subs.len() >= rules.max_per_connection {
+        return Err(TopicError::TooMany(rules.max_per_connection));
+    }
+    let name = TopicName::new(topic);
+    topics.subscribe(&name, key);
+    subs.push(name);
+    Ok(true)
+}
+
+/// Echoes every message back with its type, on the paths `/` and `/echo`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Echo;
+
+impl Handler for Echo {
+    fn on_upgrade(&self, req: &UpgradeRequest<'_>) -> Upgrade {
+        match req.path {
+            "/" | "/echo" => Upgrade::accept(),
+            _ => Upgrade::Reject {
+                status: 404,
+                reason: format!("no WebSocket endpoint at {} (try / or /echo)", req.path),
+            },
+        }
+    }
+
+    fn on_message(&self, client: &mut Client<'_>, msg: Message<'_>) {
+        match msg {
+            Message::Text(t) => client.send_text(t),
+            Message::Binary(b) => client.send_binary(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_decoded() {
+        let req = UpgradeRequest {
+            path: "/pub/x",
+            query: Some("a=1&token=s%20e+c%2Fret&empty"),
+            headers: &[],
+        };
+        assert_eq!(req.query_param("token").as_deref(), Some("s e c/ret"));
+        assert_eq!(req.query_param("a").as_deref(), Some("1"));
+        assert_eq!(req.query_param("empty").as_deref(), Some(""));
+        assert_eq!(req.query_param("nope"), None);
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+}

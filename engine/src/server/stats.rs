@@ -1,0 +1,84 @@
+//! Per-reactor counters, summed when read.
+//!
+//! Each reactor writes only its own [`Counters`] (relaxed atomics: one writer, readers
+//! that want a recent value, not a consistent cut); [`Stats`] is a snapshot of all of them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// The live counters of one reactor.
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters {
+            $(pub(crate) $name: AtomicU64,)*
+        }
+
+        /// A snapshot of one reactor's counters (or their sum).
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct ReactorStats {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Counters {
+            pub(crate) fn snapshot(&self) -> ReactorStats {
+                ReactorStats { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl ReactorStats {
+            fn add(&mut self, o: &Self) {
+                $(self.$name += o.$name;)*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Open connections (gauge), handshakes included.
+    connections,
+    /// Connections accepted since start.
+    accepted,
+    /// Subscriptions (connection × topic pairs, gauge).
+    subscriptions,
+    /// Messages received from clients.
+    messages_in,
+    /// Publications taken from the reactor's inbox.
+    publications,
+    /// Frames written to sockets (whole frames).
+    frames_out,
+    /// Bytes written to sockets.
+    bytes_out,
+    /// Largest out-queue of any connection, in bytes (high-water mark).
+    queue_high_water,
+    /// Slow consumers closed with 1008.
+    slow_closed,
+    /// Frames discarded by drop-oldest.
+    slow_dropped_frames,
+    /// Frames replaced by newer ones under conflate.
+    slow_conflated_frames,
+    /// Publications this reactor missed because its inbox was full.
+    ring_dropped,
+    /// Publications waiting in the inbox when last drained (gauge).
+    ring_lag,
+}
+
+/// A snapshot of every reactor's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// One entry per reactor, in reactor order.
+    pub reactors: Vec<ReactorStats>,
+}
+
+impl Stats {
+    /// The counters summed over all reactors (the high-water mark is the largest).
+    pub fn total(&self) -> ReactorStats {
+        let mut t = ReactorStats::default();
+        for r in &self.reactors {
+            let hw = t.queue_high_water.max(r.queue_high_water);
+            t.add(r);
+            t.queue_high_water = hw;
+        }
+        t
+    }
+}
