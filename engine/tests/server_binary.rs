@@ -1,5 +1,6 @@
-//! The reactor under resource exhaustion: the `ringcast` binary with a tiny fd limit keeps
-//! serving, backs off instead of spinning on EMFILE, and accepts again once fds free up.
+//! The `ringcast` binary as a user runs it: its command line, its signals, and the reactor
+//! under resource exhaustion (a tiny fd limit: it keeps serving, backs off instead of
+//! spinning on EMFILE, and accepts again once fds free up).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
@@ -16,12 +17,12 @@ struct Server {
 }
 
 impl Server {
-    fn start(nofile: u32) -> Self {
+    fn start(nofile: u32, args: &str) -> Self {
         let bin = env!("CARGO_BIN_EXE_ringcast");
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "ulimit -n {nofile} && exec \"{bin}\" echo --listen 127.0.0.1:0 --threads 1 --no-pin"
+                "ulimit -n {nofile} && exec \"{bin}\" {args} --listen 127.0.0.1:0 --threads 1 --no-pin"
             ))
             .env("RUST_LOG", "ringcast=info")
             .stderr(Stdio::piped())
@@ -85,7 +86,7 @@ fn echo_round_trip(addr: SocketAddr) -> Result<(), String> {
 
 #[test]
 fn accept_backs_off_on_emfile_and_recovers() {
-    let server = Server::start(64);
+    let server = Server::start(64, "echo");
     echo_round_trip(server.addr).expect("echo before exhaustion");
 
     // Far more connections than the server has descriptors for: the kernel completes
@@ -124,4 +125,83 @@ fn accept_backs_off_on_emfile_and_recovers() {
             Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
         }
     }
+}
+
+#[test]
+fn sigterm_closes_clients_with_1001_and_exits_0() {
+    let mut server = Server::start(1024, "serve");
+    let stream = TcpStream::connect(server.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut ws, _) =
+        tungstenite::client(format!("ws://{}/sub/a,b", server.addr), stream).expect("handshake");
+    // Wait until the server has the subscriber (a published message reaches it).
+    let pub_stream = TcpStream::connect(server.addr).expect("connect publisher");
+    let (mut publisher, _) =
+        tungstenite::client(format!("ws://{}/pub/a", server.addr), pub_stream).expect("pub");
+    publisher.send(tungstenite::Message::text("hello")).unwrap();
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("hello"));
+
+    // SAFETY: kill(2) on the pid of a child this test spawned and still owns.
+    let rc = unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    match ws.read() {
+        Ok(tungstenite::Message::Close(Some(frame))) => {
+            assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
+        }
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    // Send the close reply, so the server does not wait out its close timeout.
+    let _ = ws.flush();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn help_explains_every_flag_and_bad_flags_are_named() {
+    let bin = env!("CARGO_BIN_EXE_ringcast");
+    let help = Command::new(bin).args(["serve", "--help"]).output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--listen",
+        "--threads",
+        "--max-message",
+        "--publish-token",
+        "--slow-consumer",
+        "--demo",
+        "--sndbuf",
+    ] {
+        assert!(text.contains(flag), "serve --help lacks {flag}");
+    }
+    let bad = Command::new(bin)
+        .args(["serve", "--slow-consumer", "sometimes"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("--slow-consumer") && err.contains("close, drop-oldest or conflate"),
+        "{err}"
+    );
+    let bad = Command::new(bin)
+        .args(["echo", "--max-message", "lots"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--max-message"));
+    let busy = Command::new(bin)
+        .args(["echo", "--listen", "203.0.113.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("cannot listen on 203.0.113.1:1"));
 }
