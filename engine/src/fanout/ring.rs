@@ -140,10 +140,20 @@ impl Fanout {
         }
     }
 
-    /// Frames `payload` once as a text (`text = true`) or binary message and hands it to
+    /// Frames `payload` once as a message of `opcode` (text or binary) and hands it to
     /// every reactor. Never blocks.
     pub fn publish(&self, topic: &TopicName, opcode: OpCode, payload: &[u8]) -> Published {
         self.publish_frame(topic, encode::frame(opcode, payload))
+    }
+
+    /// Whether some reactor's inbox is over a quarter full. Publishers that can wait
+    /// (WebSocket publishers: the reactor stops reading them) check this before taking
+    /// more input, so that a reactor that falls behind slows them down instead of
+    /// dropping what they send.
+    pub fn is_congested(&self) -> bool {
+        self.inboxes
+            .iter()
+            .any(|i| i.tx.len() > i.tx.capacity().unwrap_or(usize::MAX) / 4)
     }
 
     /// Hands an already encoded frame to every reactor. Never blocks.

@@ -24,10 +24,10 @@
 //! ```
 //!
 //! # Cost
-//! With nothing carried, a piece is one [`simdutf8::basic::from_utf8`] call;
-//! [`simdutf8::compat::from_utf8`] runs only when that fails, to tell an invalid sequence
-//! from one cut at the end of the piece. Completing a carried sequence looks at no more
-//! than 4 bytes.
+//! One pass per piece. The last character of a piece is split off if it is cut (found by
+//! looking at the last 3 bytes) and checked alone; everything before it is one
+//! [`simdutf8::basic::from_utf8`] call (`std::str::from_utf8` below 64 bytes, as simdutf8
+//! would do itself). Completing a carried sequence looks at no more than 4 bytes.
 //!
 //! # Panics
 //! Nothing here panics, whatever the bytes or how they are cut.
@@ -123,24 +123,29 @@ impl Utf8Validator {
                 None => return Ok(()),
             };
         }
-        if simdutf8::basic::from_utf8(piece).is_ok() {
-            return Ok(());
-        }
-        let Err(e) = simdutf8::compat::from_utf8(piece) else {
-            return Ok(());
+        // `head` ends on a character boundary, `tail` is a lead byte and fewer continuation
+        // bytes than it announces (at most 3 bytes), or empty. UTF-8 synchronises on lead
+        // bytes, so the piece is a valid prefix iff `head` is valid and `tail` is a valid
+        // prefix of one character: one pass over the piece, with no second pass to learn
+        // where a failure was.
+        let (head, tail) = piece.split_at(incomplete_tail_start(piece));
+        let head_ok = if head.len() < SIMD_MIN_LEN {
+            std::str::from_utf8(head).is_ok()
+        } else {
+            simdutf8::basic::from_utf8(head).is_ok()
         };
-        if e.error_len().is_some() {
+        if !head_ok {
             return Err(Utf8Error);
         }
-        // Cut at the end of the piece: a valid prefix of one character, 1 to 3 bytes.
-        let tail = &piece[e.valid_up_to()..];
-        let Some(slot) = self.carry.get_mut(..tail.len()) else {
-            // Unreachable: no incomplete sequence is longer than 3 bytes.
-            return Err(Utf8Error);
-        };
-        slot.copy_from_slice(tail);
-        self.carry_len = tail.len() as u8;
-        Ok(())
+        match std::str::from_utf8(tail) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error_len().is_none() => {
+                self.carry[..tail.len()].copy_from_slice(tail);
+                self.carry_len = tail.len() as u8;
+                Ok(())
+            }
+            Err(_) => Err(Utf8Error),
+        }
     }
 
     /// Appends the first bytes of `piece` to the carried sequence. Returns the rest of the
@@ -148,17 +153,11 @@ impl Utf8Validator {
     /// (the longer prefix stays carried).
     fn complete_carry<'a>(&mut self, piece: &'a [u8]) -> Result<Option<&'a [u8]>, Utf8Error> {
         let have = usize::from(self.carry_len);
-        let width: usize = match self.carry[0] {
-            // A carried sequence starts with a lead byte: 0xC2..=0xF4.
-            0x00..=0xDF => 2,
-            0xE0..=0xEF => 3,
-            0xF0..=0xFF => 4,
-        };
-        let take = width.saturating_sub(have).min(piece.len());
+        // A carried sequence starts with a lead byte (0xC2..=0xF4), whose width is 2 to 4.
+        let take = (sequence_width(self.carry[0]) - have).min(piece.len());
         let (head, rest) = piece.split_at(take);
         self.carry[have..have + take].copy_from_slice(head);
         let seq = &self.carry[..have + take];
-        // At most 4 bytes: the standard library's validator is as good as any here.
         match std::str::from_utf8(seq) {
             Ok(_) => {
                 self.carry_len = 0;
@@ -171,6 +170,32 @@ impl Utf8Validator {
             }
             Err(_) => Err(Utf8Error),
         }
+    }
+}
+
+/// Shorter slices go to `std::str::from_utf8`, as simdutf8 itself does below its 64-byte
+/// SIMD block, minus its indirect call.
+const SIMD_MIN_LEN: usize = 64;
+
+/// The length a sequence starting with `lead` must have; 1 for ASCII and for bytes that
+/// never start a sequence (continuation bytes, 0xC0, 0xC1, 0xF5..=0xFF).
+const fn sequence_width(lead: u8) -> usize {
+    match lead {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => 1,
+    }
+}
+
+/// Where the possibly incomplete last character of `piece` starts: the last of its final
+/// three bytes that is not a continuation byte, if that byte announces a longer sequence
+/// than what follows it; otherwise `piece.len()`.
+fn incomplete_tail_start(piece: &[u8]) -> usize {
+    let last = piece.len().wrapping_sub(1);
+    match piece.iter().rev().take(3).position(|&b| b & 0xC0 != 0x80) {
+        Some(back) if sequence_width(piece[last - back]) > back + 1 => last - back,
+        _ => piece.len(),
     }
 }
 
@@ -385,6 +410,15 @@ mod tests {
             let mut v = Utf8Validator::new();
             assert_eq!(v.feed(first), Ok(()), "{first:02x?}");
             assert_eq!(v.feed(second), Err(Utf8Error), "{first:02x?} {second:02x?}");
+            // The same with pieces long enough for the SIMD path.
+            let long_first = [&[b'x'; 100][..], first].concat();
+            let long_second = [second, &[b'z'; 100][..]].concat();
+            let mut v = Utf8Validator::new();
+            assert_eq!(v.feed(&long_first), Ok(()), "{first:02x?}");
+            assert_eq!(v.feed(&long_second), Err(Utf8Error), "{second:02x?}");
+            let mut v = Utf8Validator::new();
+            assert_eq!(v.feed(&long_first), Ok(()), "{first:02x?}");
+            assert_eq!(v.feed(second), Err(Utf8Error), "{second:02x?}");
         }
     }
 

@@ -44,7 +44,9 @@ const TICK: Duration = Duration::from_millis(100);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Publications taken from the inbox per loop turn, so that writing (and reading) get
 /// their turn under a publish flood; the rest wait for the next turn.
-const DRAIN_BUDGET: usize = 64 * 1024;
+const DRAIN_BUDGET: usize = 2048;
+/// Poll timeout while publisher reads are deferred by congested inboxes.
+const DEFER_RETRY: Duration = Duration::from_millis(1);
 
 struct Conn {
     stream: TcpStream,
@@ -66,6 +68,10 @@ pub(crate) struct Reactor {
     buf: Vec<u8>,
     /// Connections with unread input to revisit next turn.
     pending: Vec<usize>,
+    /// Publishers not read because an inbox is congested, retried next turn.
+    deferred: Vec<usize>,
+    /// This turn's publications, delivered topic run by topic run.
+    batch: Vec<Publication>,
     accept_paused_until: Option<Instant>,
     topics: Topics,
     inbox: InboxRx,
@@ -112,6 +118,8 @@ impl Reactor {
                 stop,
                 buf: vec![0; READ_BUF],
                 pending: Vec::new(),
+                deferred: Vec::new(),
+                batch: Vec::new(),
                 accept_paused_until: None,
                 topics: Topics::default(),
                 inbox,
@@ -131,10 +139,12 @@ impl Reactor {
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let timeout = if self.pending.is_empty() && self.inbox.len() == 0 {
-                next_tick.saturating_duration_since(now)
-            } else {
+            let timeout = if !self.pending.is_empty() || self.inbox.len() > 0 {
                 Duration::ZERO
+            } else if !self.deferred.is_empty() {
+                DEFER_RETRY
+            } else {
+                next_tick.saturating_duration_since(now)
             };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -159,7 +169,11 @@ impl Reactor {
                     }
                 }
             }
-            for key in std::mem::take(&mut self.pending) {
+            let mut retry = std::mem::take(&mut self.pending);
+            if !self.fanout.is_congested() {
+                retry.append(&mut self.deferred);
+            }
+            for key in retry {
                 self.read(key, now);
             }
             self.deliver(now);
@@ -257,6 +271,10 @@ impl Reactor {
         let mut step = Step::Continue;
         let mut reads = 0;
         while c.session.wants_read(&self.config) {
+            if c.session.is_publisher() && self.fanout.is_congested() {
+                self.deferred.push(key);
+                break;
+            }
             if reads == READ_BUDGET {
                 self.pending.push(key);
                 break;
@@ -392,6 +410,9 @@ impl Reactor {
         for key in dead {
             self.remove(key);
         }
+        self.stats
+            .subscriptions
+            .store(self.topics.subscriptions() as u64, Ordering::Relaxed);
         for key in touched {
             self.flush(key, now);
         }
@@ -429,6 +450,10 @@ impl Reactor {
     /// Takes publications from the inbox, queues each frame (a refcount bump) on every
     /// open subscriber, applies the slow-consumer policy as queues pass their limit, and
     /// flushes every connection that got frames once: all its new frames in one `writev`.
+    ///
+    /// Consecutive publications to the same topic are delivered as a run: each subscriber
+    /// is visited once per run and takes the whole run, so its state is touched once per
+    /// batch rather than once per message.
     fn deliver(&mut self, now: Instant) {
         let Self {
             inbox,
@@ -437,41 +462,55 @@ impl Reactor {
             dirty,
             config,
             stats,
+            batch,
             ..
         } = self;
+        let n = inbox.drain(DRAIN_BUDGET, |p| batch.push(p));
+        if n == 0 {
+            return;
+        }
         let mut closed = Vec::new();
-        let n = inbox.drain(DRAIN_BUDGET, |p: Publication| {
-            let Some(entry) = topics.get(p.topic.as_str()) else {
-                return;
+        let mut start = 0;
+        while start < batch.len() {
+            let topic = &batch[start].topic;
+            let end = start
+                + batch[start..]
+                    .iter()
+                    .position(|p| p.topic != *topic)
+                    .unwrap_or(batch.len() - start);
+            let run = &batch[start..end];
+            start = end;
+            let Some(entry) = topics.get(run[0].topic.as_str()) else {
+                continue;
             };
             for &key in &entry.subscribers {
                 let c = &mut conns[key];
-                if !c.session.is_open() {
-                    continue;
-                }
-                c.session.outq.push_tagged(p.frame.clone(), entry.id);
-                if c.session.outq.len_bytes() > config.max_outq_bytes {
-                    let a = c.session.handle_slow(now, config);
-                    if a.closed {
-                        stats.slow_closed.fetch_add(1, Ordering::Relaxed);
-                        closed.push(key);
+                for p in run {
+                    if !c.session.is_open() {
+                        break;
                     }
-                    stats
-                        .slow_dropped_frames
-                        .fetch_add(a.dropped as u64, Ordering::Relaxed);
-                    stats
-                        .slow_conflated_frames
-                        .fetch_add(a.conflated as u64, Ordering::Relaxed);
+                    c.session.outq.push_tagged(p.frame.clone(), entry.id);
+                    if c.session.outq.len_bytes() > config.max_outq_bytes {
+                        let a = c.session.handle_slow(now, config);
+                        if a.closed {
+                            stats.slow_closed.fetch_add(1, Ordering::Relaxed);
+                            closed.push(key);
+                        }
+                        stats
+                            .slow_dropped_frames
+                            .fetch_add(a.dropped as u64, Ordering::Relaxed);
+                        stats
+                            .slow_conflated_frames
+                            .fetch_add(a.conflated as u64, Ordering::Relaxed);
+                    }
                 }
                 if !c.dirty && !c.writable_registered {
                     c.dirty = true;
                     dirty.push(key);
                 }
             }
-        });
-        if n == 0 {
-            return;
         }
+        batch.clear();
         stats.publications.fetch_add(n as u64, Ordering::Relaxed);
         stats.ring_lag.store(inbox.len() as u64, Ordering::Relaxed);
         stats.ring_dropped.store(inbox.dropped(), Ordering::Relaxed);

@@ -75,6 +75,9 @@ pub(crate) struct Session {
     subs: Vec<TopicName>,
     /// The topic this connection publishes to, if the handler said so.
     publish_to: Option<TopicName>,
+    /// Open and not closing: published frames are queued. Kept beside the phase so the
+    /// fan-out loop reads it without following the boxed connection.
+    receiving: bool,
 }
 
 /// Routes protocol output into the out-queue and client messages to the handler.
@@ -138,7 +141,13 @@ impl Session {
             outq: OutQueue::new(),
             subs: Vec::new(),
             publish_to: None,
+            receiving: false,
         }
+    }
+
+    /// Recomputes [`receiving`](Self::is_open) after the phase or connection changed.
+    fn sync(&mut self) {
+        self.receiving = matches!(&self.phase, Phase::Open(c) if c.is_open());
     }
 
     /// Whether the backend should read from the socket now: not while the out-queue is
@@ -155,7 +164,12 @@ impl Session {
 
     /// Whether published frames should be queued for this session.
     pub(crate) fn is_open(&self) -> bool {
-        matches!(&self.phase, Phase::Open(c) if c.is_open())
+        self.receiving
+    }
+
+    /// Whether this connection publishes (its reads feed the fan-out rings).
+    pub(crate) fn is_publisher(&self) -> bool {
+        self.publish_to.is_some()
     }
 
     /// Whether the session sends no more frames and waits for its queue to drain.
@@ -171,6 +185,12 @@ impl Session {
     /// Takes bytes read from the socket (modified in place: unmasking); returns the
     /// number of complete messages received.
     pub(crate) fn handle_read(&mut self, data: &mut [u8], now: Instant, ctx: &mut Ctx<'_>) -> u64 {
+        let messages = self.read_phase(data, now, ctx);
+        self.sync();
+        messages
+    }
+
+    fn read_phase(&mut self, data: &mut [u8], now: Instant, ctx: &mut Ctx<'_>) -> u64 {
         match &mut self.phase {
             Phase::Handshake { buf, .. } => {
                 buf.extend_from_slice(data);
@@ -263,7 +283,7 @@ impl Session {
         if rest.is_empty() {
             0
         } else {
-            self.handle_read(rest, now, ctx)
+            self.read_phase(rest, now, ctx)
         }
     }
 
@@ -298,6 +318,7 @@ impl Session {
             self.phase = draining(now, config);
             action.closed = true;
         }
+        self.sync();
         action
     }
 
@@ -309,6 +330,7 @@ impl Session {
             Phase::Open(conn) => conn.close(code, reason, now, &mut Tx(&mut self.outq)),
             Phase::Draining { .. } | Phase::Lingering { .. } => {}
         }
+        self.sync();
         Step::Continue
     }
 
@@ -324,6 +346,7 @@ impl Session {
                 if conn.is_finished() {
                     self.phase = draining(now, config);
                 }
+                self.sync();
             }
             Phase::Draining { deadline } | Phase::Lingering { deadline } if now >= *deadline => {
                 return Step::Drop;
