@@ -72,9 +72,10 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct ServerArgs {
-    /// Address to listen on; every reactor binds it with SO_REUSEPORT.
-    #[arg(long, default_value = "127.0.0.1:9001")]
-    listen: SocketAddr,
+    /// Address to listen on; every reactor binds it with SO_REUSEPORT
+    /// [default: 127.0.0.1:9001 for echo, 127.0.0.1:8080 for serve].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// Reactor threads, each pinned to a core (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -121,9 +122,12 @@ struct ServerArgs {
 }
 
 impl ServerArgs {
-    fn builder(&self) -> EngineBuilder {
+    fn builder(&self, default_port: u16) -> EngineBuilder {
         Engine::builder()
-            .listen(self.listen)
+            .listen(
+                self.listen
+                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], default_port))),
+            )
             .threads(self.threads)
             .pin(!self.no_pin)
             .handshake(HandshakeConfig {
@@ -161,7 +165,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Echo(args) => run(args.builder(), "echo", None),
+        Command::Echo(args) => run(args.builder(9001), "echo", None),
         Command::Serve(args) => {
             let rules = TopicRules {
                 max_name_len: args.max_topic_len,
@@ -175,7 +179,7 @@ fn main() -> ExitCode {
             }
             let builder = args
                 .server
-                .builder()
+                .builder(8080)
                 .handler(Broadcast {
                     publish_token: args.publish_token.clone(),
                     rules: rules.clone(),
