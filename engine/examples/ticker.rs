@@ -63,14 +63,20 @@ fn main() -> std::io::Result<()> {
         .listen("127.0.0.1:9003".parse().expect("address"))
         .handler(Quotes)
         .start()?;
-    println!("quotes on ws://{}/quotes/BTC-USD,ETH-USD", handle.local_addr());
+    println!(
+        "quotes on ws://{}/quotes/BTC-USD,ETH-USD",
+        handle.local_addr()
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     signal_hook::flag::register(signal_hook::consts::SIGINT, flag)?;
 
     let fanout = handle.fanout();
-    let topics: Vec<_> = SYMBOLS.iter().map(|s| ringcast::fanout::TopicName::new(s)).collect();
+    let topics: Vec<_> = SYMBOLS
+        .iter()
+        .map(|s| ringcast::fanout::TopicName::new(s))
+        .collect();
     let mut price = [64_000.0, 3_100.0, 150.0, 1.08];
     let start = Instant::now();
     let mut seq = 0u64;

@@ -12,8 +12,12 @@ use util::{TIMEOUT, TestServer, binary_payload, for_each_backend, start_server, 
 
 fn connect(server: &TestServer) -> WebSocket<TcpStream> {
     let stream = TcpStream::connect(server.addr()).expect("connect");
-    stream.set_read_timeout(Some(TIMEOUT)).expect("set_read_timeout");
-    stream.set_write_timeout(Some(TIMEOUT)).expect("set_write_timeout");
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("set_read_timeout");
+    stream
+        .set_write_timeout(Some(TIMEOUT))
+        .expect("set_write_timeout");
     let url = format!("ws://{}/echo", server.addr());
     let (socket, response) = tungstenite::client(url, stream).expect("tungstenite handshake");
     assert_eq!(response.status(), 101);
@@ -27,7 +31,14 @@ fn round_trip(socket: &mut WebSocket<TcpStream>, message: Message) {
     match (&echoed, &message) {
         (Message::Text(a), Message::Text(b)) => util::assert_payload(a.as_bytes(), b.as_bytes()),
         (Message::Binary(a), Message::Binary(b)) => util::assert_payload(a, b),
-        _ => panic!("sent {} message, got {echoed:?}", if message.is_text() { "a text" } else { "a binary" }),
+        _ => panic!(
+            "sent {} message, got {echoed:?}",
+            if message.is_text() {
+                "a text"
+            } else {
+                "a binary"
+            }
+        ),
     }
 }
 
@@ -61,7 +72,9 @@ fn binary_16_mib(backend: Backend) {
 fn ping_is_answered(backend: Backend) {
     let server = start_server(backend, 2);
     let mut socket = connect(&server);
-    socket.send(Message::Ping(b"are you there?".to_vec().into())).expect("send ping");
+    socket
+        .send(Message::Ping(b"are you there?".to_vec().into()))
+        .expect("send ping");
     match socket.read().expect("read") {
         Message::Pong(payload) => assert_eq!(&payload[..], b"are you there?"),
         other => panic!("expected a pong, got {other:?}"),
@@ -73,7 +86,12 @@ fn close_1000_is_echoed(backend: Backend) {
     let server = start_server(backend, 2);
     let mut socket = connect(&server);
     round_trip(&mut socket, Message::text("before close"));
-    socket.close(Some(CloseFrame { code: CloseCode::Normal, reason: "done".into() })).expect("close");
+    socket
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "done".into(),
+        }))
+        .expect("close");
     match socket.read() {
         Ok(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Normal),
         other => panic!("expected the close echo, got {other:?}"),

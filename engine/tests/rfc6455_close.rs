@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use ringcast::protocol::Limits;
 use ringcast::server::Backend;
-use util::{Frame, binary_payload, check_cases, close_payload, for_each_backend, is_valid_close_code, op, start_server, start_server_with, text_payload};
+use util::{
+    Frame, binary_payload, check_cases, close_payload, for_each_backend, is_valid_close_code, op,
+    start_server, start_server_with, text_payload,
+};
 
 /// Autobahn 7.1.1: a message, then a clean close.
 fn message_then_close(backend: Backend) {
@@ -62,7 +65,10 @@ fn close_126_byte_payload(backend: Backend) {
 fn close_reason_invalid_utf8(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    client.send_close(1000, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80\x65\x64\x69\x74\x65\x64");
+    client.send_close(
+        1000,
+        b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80\x65\x64\x69\x74\x65\x64",
+    );
     client.expect_close(1007);
 }
 
@@ -76,7 +82,10 @@ fn close_reason_truncated_utf8(backend: Backend) {
 /// Autobahn 7.7.x: every code valid on the wire is echoed.
 fn valid_close_codes_are_echoed(backend: Backend) {
     let server = start_server(backend, 2);
-    let codes = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999];
+    let codes = [
+        1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000,
+        4999,
+    ];
     check_cases(codes.map(|c| (format!("code {c}"), c)), |code| {
         assert!(is_valid_close_code(code));
         let mut client = server.client();
@@ -88,7 +97,9 @@ fn valid_close_codes_are_echoed(backend: Backend) {
 /// Autobahn 7.9.x and 7.13.x: codes that must never appear on the wire.
 fn invalid_close_codes_are_protocol_errors(backend: Backend) {
     let server = start_server(backend, 2);
-    let codes = [0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535];
+    let codes = [
+        0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+    ];
     check_cases(codes.map(|c| (format!("code {c}"), c)), |code| {
         assert!(!is_valid_close_code(code));
         let mut client = server.client();
@@ -117,7 +128,11 @@ fn ping_after_close_is_ignored(backend: Backend) {
 fn message_after_close_is_ignored(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    client.send_all(&[Frame::close(1000, ""), Frame::text("after close"), Frame::binary(vec![1; 200])]);
+    client.send_all(&[
+        Frame::close(1000, ""),
+        Frame::text("after close"),
+        Frame::binary(vec![1; 200]),
+    ]);
     client.expect_close(1000);
 }
 
@@ -134,7 +149,11 @@ fn message_after_close_in_later_write_is_ignored(backend: Backend) {
 fn fragment_close_continuation(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    client.send_all(&[Frame::text("fragment1").fin(false), Frame::close(1000, ""), Frame::continuation("fragment2")]);
+    client.send_all(&[
+        Frame::text("fragment1").fin(false),
+        Frame::close(1000, ""),
+        Frame::continuation("fragment2"),
+    ]);
     client.expect_close(1000);
 }
 
@@ -163,7 +182,12 @@ fn server_closes_tcp_after_closing_handshake(backend: Backend) {
 /// itself within the close timeout.
 fn server_closes_tcp_when_close_is_not_answered(backend: Backend) {
     let close_timeout = Duration::from_millis(300);
-    let server = start_server_with(backend, 2, |b| b.limits(Limits { close_timeout, ..Default::default() }));
+    let server = start_server_with(backend, 2, |b| {
+        b.limits(Limits {
+            close_timeout,
+            ..Default::default()
+        })
+    });
     let mut client = server.client();
     client.send(Frame::text("unmasked").unmasked());
     let start = Instant::now();

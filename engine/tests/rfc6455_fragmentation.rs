@@ -8,7 +8,10 @@ use util::{Frame, binary_payload, for_each_backend, fragments, op, start_server,
 
 /// "fragment1" + "fragment2" as a text message.
 fn two_text_fragments() -> [Frame; 2] {
-    [Frame::text("fragment1").fin(false), Frame::continuation("fragment2")]
+    [
+        Frame::text("fragment1").fin(false),
+        Frame::continuation("fragment2"),
+    ]
 }
 
 /// Autobahn 5.3: both fragments in one write.
@@ -116,9 +119,16 @@ fn binary_in_three_fragments(backend: Backend) {
 fn empty_fragments_make_an_empty_message(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    client.send_all(&[Frame::text("").fin(false), Frame::continuation("").fin(false), Frame::continuation("")]);
+    client.send_all(&[
+        Frame::text("").fin(false),
+        Frame::continuation("").fin(false),
+        Frame::continuation(""),
+    ]);
     client.expect_text("");
-    client.send_all(&[Frame::binary(Vec::new()).fin(false), Frame::continuation("")]);
+    client.send_all(&[
+        Frame::binary(Vec::new()).fin(false),
+        Frame::continuation(""),
+    ]);
     client.expect_binary([]);
 }
 
@@ -147,7 +157,12 @@ fn messages_after_fragmented_message(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
     let [first, last] = two_text_fragments();
-    client.send_all(&[first, last, Frame::binary(vec![7; 10]), Frame::text("whole")]);
+    client.send_all(&[
+        first,
+        last,
+        Frame::binary(vec![7; 10]),
+        Frame::text("whole"),
+    ]);
     client.expect_text("fragment1fragment2");
     client.expect_binary([7; 10]);
     client.expect_text("whole");
@@ -157,7 +172,10 @@ fn messages_after_fragmented_message(backend: Backend) {
 fn fragmented_pong_is_protocol_error(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    client.send_all(&[Frame::pong("fragment1").fin(false), Frame::continuation("fragment2")]);
+    client.send_all(&[
+        Frame::pong("fragment1").fin(false),
+        Frame::continuation("fragment2"),
+    ]);
     client.expect_close(1002);
 }
 
@@ -165,7 +183,10 @@ fn fragmented_pong_is_protocol_error(backend: Backend) {
 fn continuation_without_message(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    client.send_all(&[Frame::continuation("non-continuation payload"), Frame::text("Hello, world!")]);
+    client.send_all(&[
+        Frame::continuation("non-continuation payload"),
+        Frame::text("Hello, world!"),
+    ]);
     client.expect_close(1002);
 }
 
@@ -181,7 +202,10 @@ fn continuation_without_message_written_one_byte_at_a_time(backend: Backend) {
 fn non_final_continuation_without_message(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    client.send_all(&[Frame::continuation("non-continuation payload").fin(false), Frame::text("Hello, world!")]);
+    client.send_all(&[
+        Frame::continuation("non-continuation payload").fin(false),
+        Frame::text("Hello, world!"),
+    ]);
     client.expect_close(1002);
 }
 
@@ -216,7 +240,10 @@ fn stray_continuations_before_fragmented_message(backend: Backend) {
 fn text_frame_during_fragmented_message(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    client.send_all(&[Frame::text("fragment1").fin(false), Frame::text("fragment2")]);
+    client.send_all(&[
+        Frame::text("fragment1").fin(false),
+        Frame::text("fragment2"),
+    ]);
     client.expect_close(1002);
 }
 
@@ -234,7 +261,10 @@ fn non_final_text_frame_during_fragmented_message(backend: Backend) {
 fn binary_frame_during_fragmented_text(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    client.send_all(&[Frame::text("fragment1").fin(false), Frame::binary(vec![1, 2, 3])]);
+    client.send_all(&[
+        Frame::text("fragment1").fin(false),
+        Frame::binary(vec![1, 2, 3]),
+    ]);
     client.expect_close(1002);
 }
 

@@ -4,7 +4,9 @@
 mod util;
 
 use ringcast::server::Backend;
-use util::{Frame, Length, binary_payload, check_cases, for_each_backend, op, start_server, text_payload};
+use util::{
+    Frame, Length, binary_payload, check_cases, for_each_backend, op, start_server, text_payload,
+};
 
 fn echo_text(backend: Backend, len: usize) {
     let server = start_server(backend, 2);
@@ -93,7 +95,10 @@ fn frame_written_one_byte_at_a_time(backend: Backend) {
     let mut client = server.client();
     for len in [5, 200, 70_000] {
         let payload = binary_payload(len);
-        client.send_chunked(Frame::binary(payload.clone()), if len > 1000 { 7 } else { 1 });
+        client.send_chunked(
+            Frame::binary(payload.clone()),
+            if len > 1000 { 7 } else { 1 },
+        );
         client.expect_binary(&payload);
     }
 }
@@ -102,7 +107,9 @@ fn frame_written_one_byte_at_a_time(backend: Backend) {
 fn rfc_example_masked_hello(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    client.write_raw(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+    client.write_raw(&[
+        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ]);
     client.expect_text("Hello");
 }
 
@@ -185,7 +192,9 @@ fn rsv_bits_on_text_frame(backend: Backend) {
 }
 
 fn rsv_bits_on_binary_frame(backend: Backend) {
-    rsv_case(backend, |rsv| Frame::binary(vec![0, 0xff, 0xfe, 0xfd]).rsv(rsv));
+    rsv_case(backend, |rsv| {
+        Frame::binary(vec![0, 0xff, 0xfe, 0xfd]).rsv(rsv)
+    });
 }
 
 fn rsv_bits_on_ping_frame(backend: Backend) {
@@ -200,7 +209,11 @@ fn rsv_case(backend: Backend, bad_frame: fn(u8) -> Frame) {
     let server = start_server(backend, 2);
     check_cases((1..8).map(|rsv| (format!("rsv {rsv:03b}"), rsv)), |rsv| {
         let mut client = server.client();
-        client.send_all(&[Frame::text("Hello, world!"), bad_frame(rsv), Frame::ping("after")]);
+        client.send_all(&[
+            Frame::text("Hello, world!"),
+            bad_frame(rsv),
+            Frame::ping("after"),
+        ]);
         client.expect_text("Hello, world!");
         client.expect_close(1002);
     });
@@ -229,13 +242,19 @@ fn reserved_control_opcodes(backend: Backend) {
 fn reserved_opcode_case(backend: Backend, opcodes: std::ops::RangeInclusive<u8>) {
     let server = start_server(backend, 2);
     let cases = opcodes.flat_map(|opcode| {
-        [(format!("opcode {opcode:#x} empty"), (opcode, 0)), (format!("opcode {opcode:#x} with payload"), (opcode, 20))]
+        [
+            (format!("opcode {opcode:#x} empty"), (opcode, 0)),
+            (format!("opcode {opcode:#x} with payload"), (opcode, 20)),
+        ]
     });
     check_cases(cases, |(opcode, len)| {
         let mut client = server.client();
         client.send_text("Hello, world!");
         client.expect_text("Hello, world!");
-        client.send_all(&[Frame::new(opcode, binary_payload(len)), Frame::ping("after")]);
+        client.send_all(&[
+            Frame::new(opcode, binary_payload(len)),
+            Frame::ping("after"),
+        ]);
         client.expect_close(1002);
     });
 }

@@ -3,22 +3,37 @@
 
 mod util;
 
+use std::time::Duration;
+
 use ringcast::protocol::Limits;
 use ringcast::server::Backend;
-use util::{Frame, Length, TestServer, binary_payload, for_each_backend, fragments, op, start_server, start_server_with, text_payload};
+use util::{
+    Frame, Length, TestServer, binary_payload, for_each_backend, fragments, op, start_server,
+    start_server_with, text_payload,
+};
 
 const MIB: usize = 1 << 20;
 
 /// A server with `max_message` 1 MiB and `max_frame` 64 KiB.
 fn limited_server(backend: Backend) -> TestServer {
     start_server_with(backend, 2, |b| {
-        b.limits(Limits { max_message: MIB, max_frame: 64 * 1024, ..Default::default() })
+        b.limits(Limits {
+            max_message: MIB,
+            max_frame: 64 * 1024,
+            ..Default::default()
+        })
     })
 }
 
 /// A server with `max_message` 1 MiB (and frames up to it).
 fn small_message_server(backend: Backend) -> TestServer {
-    start_server_with(backend, 2, |b| b.limits(Limits { max_message: MIB, max_frame: MIB, ..Default::default() }))
+    start_server_with(backend, 2, |b| {
+        b.limits(Limits {
+            max_message: MIB,
+            max_frame: MIB,
+            ..Default::default()
+        })
+    })
 }
 
 fn text_4_mib(backend: Backend) {
@@ -162,6 +177,51 @@ fn fragmented_text_over_max_message_fails_before_final_fragment(backend: Backend
     client.expect_close(1009);
 }
 
+/// `max_fragments`: one fragment more is a policy violation (1008), before the final fragment.
+fn too_many_fragments(backend: Backend) {
+    let server = start_server_with(backend, 2, |b| {
+        b.limits(Limits {
+            max_fragments: Some(10),
+            ..Default::default()
+        })
+    });
+    let mut client = server.client();
+    let text = "0123456789";
+    client.send_all(&fragments(op::TEXT, text.as_bytes(), 1));
+    client.expect_text(text);
+    let mut frames = fragments(op::TEXT, b"0123456789a", 1);
+    frames.last_mut().expect("11 fragments").fin = false;
+    client.send_all(&frames);
+    client.expect_close(1008);
+}
+
+/// `idle_timeout`: a silent client gets a Ping; answering it keeps the connection; staying
+/// silent after the next one ends it with 1001.
+fn idle_connection_is_pinged_then_closed(backend: Backend) {
+    let idle_timeout = Duration::from_millis(200);
+    let server = start_server_with(backend, 2, |b| {
+        b.limits(Limits {
+            idle_timeout: Some(idle_timeout),
+            ..Default::default()
+        })
+    });
+    let mut client = server.client();
+    let ping = client.read_frame();
+    assert_eq!(
+        ping.opcode,
+        op::PING,
+        "expected a keep-alive Ping, got {ping:?}"
+    );
+    client.send(Frame::pong(&ping.payload));
+    let ping = client.read_frame();
+    assert_eq!(
+        ping.opcode,
+        op::PING,
+        "expected a second keep-alive Ping, got {ping:?}"
+    );
+    client.expect_close(1001);
+}
+
 for_each_backend!(
     text_4_mib,
     binary_4_mib,
@@ -178,4 +238,6 @@ for_each_backend!(
     fragments_within_max_frame_are_echoed,
     fragmented_message_over_max_message_fails_before_final_fragment,
     fragmented_text_over_max_message_fails_before_final_fragment,
+    too_many_fragments,
+    idle_connection_is_pinged_then_closed,
 );

@@ -47,7 +47,10 @@ fn ping_126_bytes_is_protocol_error(backend: Backend) {
 fn fragmented_ping_is_protocol_error(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    client.send_all(&[Frame::ping("fragment1").fin(false), Frame::continuation("fragment2")]);
+    client.send_all(&[
+        Frame::ping("fragment1").fin(false),
+        Frame::continuation("fragment2"),
+    ]);
     client.expect_close(1002);
 }
 
@@ -82,7 +85,10 @@ fn unsolicited_pong_with_payload_is_ignored(backend: Backend) {
 fn unsolicited_pong_then_ping(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    client.send_all(&[Frame::pong("unsolicited pong payload"), Frame::ping("ping payload")]);
+    client.send_all(&[
+        Frame::pong("unsolicited pong payload"),
+        Frame::ping("ping payload"),
+    ]);
     client.expect_pong("ping payload");
 }
 
@@ -90,7 +96,9 @@ fn unsolicited_pong_then_ping(backend: Backend) {
 fn ten_pings_in_a_row(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    let pings: Vec<Frame> = (0..10).map(|i| Frame::ping(format!("payload-{i}"))).collect();
+    let pings: Vec<Frame> = (0..10)
+        .map(|i| Frame::ping(format!("payload-{i}")))
+        .collect();
     client.send_all(&pings);
     for i in 0..10 {
         client.expect_pong(format!("payload-{i}"));
@@ -113,7 +121,12 @@ fn ten_pings_written_one_byte_at_a_time(backend: Backend) {
 fn pings_between_messages_keep_order(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    client.send_all(&[Frame::text("one"), Frame::ping("p1"), Frame::binary(vec![2; 1000]), Frame::ping("p2")]);
+    client.send_all(&[
+        Frame::text("one"),
+        Frame::ping("p1"),
+        Frame::binary(vec![2; 1000]),
+        Frame::ping("p2"),
+    ]);
     client.expect_text("one");
     client.expect_pong("p1");
     client.expect_binary([2; 1000]);

@@ -13,7 +13,10 @@ const KOSME: &[u8] = "κόσμε".as_bytes();
 const VALID: &[(&str, &[u8])] = &[
     ("empty", b""),
     ("1 kosme", KOSME),
-    ("Hello-µ@ßöäüàá-UTF-8!!", "Hello-µ@ßöäüàá-UTF-8!!".as_bytes()),
+    (
+        "Hello-µ@ßöäüàá-UTF-8!!",
+        "Hello-µ@ßöäüàá-UTF-8!!".as_bytes(),
+    ),
     ("2.1.1 U+0000", b"\x00"),
     ("2.1.2 U+0080", b"\xc2\x80"),
     ("2.1.3 U+0800", b"\xe0\xa0\x80"),
@@ -98,33 +101,60 @@ fn invalid_vectors() -> Vec<(String, Vec<u8>)> {
         ("autobahn 6.3.1 kosme, surrogate, edited", b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80\x65\x64\x69\x74\x65\x64"),
         ("valid text then truncated 4-byte", b"abc\xf0\x9d\x84"),
     ];
-    let mut vectors: Vec<(String, Vec<u8>)> = fixed.iter().map(|(name, v)| ((*name).to_owned(), v.to_vec())).collect();
-    vectors.push(("3.1.9 all 64 continuation bytes".to_owned(), (0x80..=0xbf).collect()));
+    let mut vectors: Vec<(String, Vec<u8>)> = fixed
+        .iter()
+        .map(|(name, v)| ((*name).to_owned(), v.to_vec()))
+        .collect();
+    vectors.push((
+        "3.1.9 all 64 continuation bytes".to_owned(),
+        (0x80..=0xbf).collect(),
+    ));
     // 3.2: every lonely start byte, followed by a space.
     for start in 0xc0..=0xfdu8 {
         vectors.push((format!("3.2 lonely start {start:#04x}"), vec![start, b' ']));
     }
     for (name, v) in &vectors {
-        assert!(std::str::from_utf8(v).is_err(), "vector {name} is valid UTF-8");
+        assert!(
+            std::str::from_utf8(v).is_err(),
+            "vector {name} is valid UTF-8"
+        );
     }
     vectors
 }
 
 fn few_invalid_vectors() -> Vec<(String, Vec<u8>)> {
-    let keep = ["2.3.5", "3.3.7", "4.2.3", "5.1.1", "5.2.1", "autobahn 6.3.1", "valid text then"];
-    invalid_vectors().into_iter().filter(|(name, _)| keep.iter().any(|k| name.starts_with(k))).collect()
+    let keep = [
+        "2.3.5",
+        "3.3.7",
+        "4.2.3",
+        "5.1.1",
+        "5.2.1",
+        "autobahn 6.3.1",
+        "valid text then",
+    ];
+    invalid_vectors()
+        .into_iter()
+        .filter(|(name, _)| keep.iter().any(|k| name.starts_with(k)))
+        .collect()
 }
 
 fn valid_cases() -> impl Iterator<Item = (String, &'static [u8])> {
     VALID.iter().map(|(name, v)| {
-        assert!(std::str::from_utf8(v).is_ok(), "vector {name} ({}) is not valid UTF-8", hex(v));
+        assert!(
+            std::str::from_utf8(v).is_ok(),
+            "vector {name} ({}) is not valid UTF-8",
+            hex(v)
+        );
         ((*name).to_owned(), *v)
     })
 }
 
 /// A text message in two fragments split at `at`.
 fn split_in_two(payload: &[u8], at: usize) -> [Frame; 2] {
-    [Frame::text(&payload[..at]).fin(false), Frame::continuation(&payload[at..])]
+    [
+        Frame::text(&payload[..at]).fin(false),
+        Frame::continuation(&payload[at..]),
+    ]
 }
 
 fn valid_vectors_in_one_frame(backend: Backend) {
@@ -149,11 +179,14 @@ fn valid_vectors_one_byte_per_fragment(backend: Backend) {
 fn valid_text_split_in_two_at_every_byte(backend: Backend) {
     let server = start_server(backend, 2);
     let text = "κόσμε-𝄞-€-Hello-µ@ßöäüàá".as_bytes();
-    check_cases((0..=text.len()).map(|at| (format!("split at {at}"), at)), |at| {
-        let mut client = server.client();
-        client.send_all(&split_in_two(text, at));
-        client.expect_text(text);
-    });
+    check_cases(
+        (0..=text.len()).map(|at| (format!("split at {at}"), at)),
+        |at| {
+            let mut client = server.client();
+            client.send_all(&split_in_two(text, at));
+            client.expect_text(text);
+        },
+    );
 }
 
 /// Autobahn 6.2.2-6.2.4: one frame written one byte at a time (reads split sequences).
@@ -185,9 +218,9 @@ fn invalid_vectors_one_byte_per_fragment(backend: Backend) {
 
 fn invalid_vectors_split_in_two_at_every_byte(backend: Backend) {
     let server = start_server(backend, 2);
-    let cases = few_invalid_vectors()
-        .into_iter()
-        .flat_map(|(name, v)| (0..=v.len()).map(move |at| (format!("{name}, split at {at}"), (v.clone(), at))));
+    let cases = few_invalid_vectors().into_iter().flat_map(|(name, v)| {
+        (0..=v.len()).map(move |at| (format!("{name}, split at {at}"), (v.clone(), at)))
+    });
     check_cases(cases, |(v, at)| {
         let mut client = server.client();
         client.send_all(&split_in_two(&v, at));
@@ -200,7 +233,9 @@ fn invalid_text_written_one_byte_at_a_time(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
     client.send_chunked(
-        Frame::text(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80\x65\x64\x69\x74\x65\x64"),
+        Frame::text(
+            b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80\x65\x64\x69\x74\x65\x64",
+        ),
         1,
     );
     client.expect_close(1007);
@@ -272,7 +307,12 @@ fn invalid_utf8_in_binary_message_is_echoed(backend: Backend) {
 fn validator_state_does_not_leak_between_messages(backend: Backend) {
     let server = start_server(backend, 2);
     let mut client = server.client();
-    client.send_all(&[Frame::text("𝄞"), Frame::text("a"), Frame::text("€").fin(false), Frame::continuation("b")]);
+    client.send_all(&[
+        Frame::text("𝄞"),
+        Frame::text("a"),
+        Frame::text("€").fin(false),
+        Frame::continuation("b"),
+    ]);
     client.expect_text("𝄞");
     client.expect_text("a");
     client.expect_text("€b");

@@ -100,14 +100,20 @@ fn accept_backs_off_on_emfile_and_recovers() {
     let t0 = server.cpu_ticks();
     std::thread::sleep(Duration::from_secs(1));
     let used = server.cpu_ticks() - t0;
-    assert!(used < 50, "server used {used} CPU ticks in 1 s while out of fds");
+    assert!(
+        used < 50,
+        "server used {used} CPU ticks in 1 s while out of fds"
+    );
 
     // Free descriptors: the server sees EOF on the connections it accepted and drops them,
     // then accepts again. A new client is served within a generous bound.
     clients.drain(..100);
     let deadline = Instant::now() + Duration::from_secs(20);
     while let Err(e) = echo_round_trip(server.addr) {
-        assert!(Instant::now() < deadline, "server never recovered from EMFILE: {e}");
+        assert!(
+            Instant::now() < deadline,
+            "server never recovered from EMFILE: {e}"
+        );
     }
     let log = server.log.lock().unwrap().join("\n");
     assert!(
@@ -159,7 +165,10 @@ fn sigterm_closes_clients_with_1001_and_exits_0() {
         if let Some(s) = server.child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status}");
@@ -168,7 +177,10 @@ fn sigterm_closes_clients_with_1001_and_exits_0() {
 #[test]
 fn help_explains_every_flag_and_bad_flags_are_named() {
     let bin = env!("CARGO_BIN_EXE_ringcast");
-    let help = Command::new(bin).args(["serve", "--help"]).output().unwrap();
+    let help = Command::new(bin)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
     for flag in [

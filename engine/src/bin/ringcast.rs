@@ -10,9 +10,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ringcast::fanout::{SlowConsumer, TopicRules};
 use ringcast::protocol::conn::Limits;
+use ringcast::protocol::handshake::HandshakeConfig;
 use ringcast::server::Broadcast;
 use ringcast::server::demo::{DEFAULT_SYMBOLS, DemoFeed};
-use ringcast::protocol::handshake::HandshakeConfig;
 use ringcast::{Engine, EngineBuilder};
 
 /// ringcast: a WebSocket broadcast engine.
@@ -171,7 +171,12 @@ fn main() -> ExitCode {
                 max_name_len: args.max_topic_len,
                 max_per_connection: args.max_topics,
             };
-            for s in args.demo.then_some(&args.demo_symbols).into_iter().flatten() {
+            for s in args
+                .demo
+                .then_some(&args.demo_symbols)
+                .into_iter()
+                .flatten()
+            {
                 if let Err(e) = rules.check(s) {
                     eprintln!("ringcast: --demo-symbols: '{s}': {e}");
                     return ExitCode::from(2);
@@ -187,7 +192,9 @@ fn main() -> ExitCode {
                 .topics(rules)
                 .slow_consumer(args.slow_consumer)
                 .inbox_capacity(args.inbox);
-            let demo = args.demo.then(|| (args.demo_symbols.clone(), args.demo_rate));
+            let demo = args
+                .demo
+                .then(|| (args.demo_symbols.clone(), args.demo_rate));
             run(builder, "serve", demo)
         }
     }
@@ -256,7 +263,11 @@ fn parse_size(s: &str) -> Result<usize, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit '{other}' (use B, KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' (use B, KiB, MiB or GiB)"
+            ));
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("'{s}' is too large"))
@@ -269,7 +280,9 @@ fn parse_policy(s: &str) -> Result<SlowConsumer, String> {
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r > 0.0 && r.is_finite() && r <= 1_000_000.0 => Ok(r),
-        _ => Err(format!("'{s}' is not a rate between 0 and 1000000 per second")),
+        _ => Err(format!(
+            "'{s}' is not a rate between 0 and 1000000 per second"
+        )),
     }
 }
 

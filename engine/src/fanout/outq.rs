@@ -75,16 +75,21 @@ impl OutQueue {
         self.frames.is_empty()
     }
 
-    /// Fills `slices` with the front of the queue, up to `slices.len()` frames and about
-    /// `max_bytes` (at least one frame); returns how many slices were filled.
-    pub fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>], max_bytes: usize) -> usize {
+    /// Appends the front of the queue to `slices`, up to `max_slices` frames and about
+    /// `max_bytes` (at least one frame); returns how many slices were added.
+    pub fn io_slices<'a>(
+        &'a self,
+        slices: &mut Vec<IoSlice<'a>>,
+        max_slices: usize,
+        max_bytes: usize,
+    ) -> usize {
         let mut n = 0;
         let mut total = 0;
         for q in &self.frames {
-            if n == slices.len() || (n > 0 && total + q.frame.len() > max_bytes) {
+            if n == max_slices || (n > 0 && total + q.frame.len() > max_bytes) {
                 break;
             }
-            slices[n] = IoSlice::new(&q.frame);
+            slices.push(IoSlice::new(&q.frame));
             total += q.frame.len();
             n += 1;
         }
@@ -193,9 +198,9 @@ mod tests {
     use super::*;
 
     fn contents(q: &OutQueue) -> Vec<u8> {
-        let mut s = [IoSlice::new(&[]); 64];
-        let n = q.io_slices(&mut s, usize::MAX);
-        s[..n].iter().flat_map(|x| x.iter().copied()).collect()
+        let mut s = Vec::new();
+        q.io_slices(&mut s, 64, usize::MAX);
+        s.iter().flat_map(|x| x.iter().copied()).collect()
     }
 
     #[test]
@@ -220,11 +225,14 @@ mod tests {
         for _ in 0..10 {
             q.push(Bytes::from_static(b"0123456789"));
         }
-        let mut s = [IoSlice::new(&[]); 4];
-        assert_eq!(q.io_slices(&mut s, usize::MAX), 4);
-        assert_eq!(q.io_slices(&mut s, 25), 2);
+        let mut s = Vec::new();
+        assert_eq!(q.io_slices(&mut s, 4, usize::MAX), 4);
+        s.clear();
+        assert_eq!(q.io_slices(&mut s, 4, 25), 2);
+        s.clear();
         // At least one frame even when it alone is over the budget.
-        assert_eq!(q.io_slices(&mut s, 1), 1);
+        assert_eq!(q.io_slices(&mut s, 4, 1), 1);
+        assert_eq!(s.len(), 1);
     }
 
     #[test]
@@ -234,10 +242,10 @@ mod tests {
         let mut b = OutQueue::new();
         a.push_tagged(shared.clone(), 1);
         b.push_tagged(shared.clone(), 1);
-        let mut sa = [IoSlice::new(&[]); 1];
-        let mut sb = [IoSlice::new(&[]); 1];
-        a.io_slices(&mut sa, usize::MAX);
-        b.io_slices(&mut sb, usize::MAX);
+        let mut sa = Vec::new();
+        let mut sb = Vec::new();
+        a.io_slices(&mut sa, 1, usize::MAX);
+        b.io_slices(&mut sb, 1, usize::MAX);
         assert_eq!(sa[0].as_ptr(), sb[0].as_ptr());
         assert_eq!(sa[0].as_ptr(), shared.as_ptr());
     }
@@ -261,7 +269,14 @@ mod tests {
     #[test]
     fn conflate_keeps_the_newest_per_topic() {
         let mut q = OutQueue::new();
-        for (f, t) in [(&b"a1"[..], 1), (b"b1", 2), (b"a2", 1), (b"XX", 0), (b"a3", 1), (b"b2", 2)] {
+        for (f, t) in [
+            (&b"a1"[..], 1),
+            (b"b1", 2),
+            (b"a2", 1),
+            (b"XX", 0),
+            (b"a3", 1),
+            (b"b2", 2),
+        ] {
             q.push_tagged(Bytes::copy_from_slice(f), t);
         }
         assert_eq!(q.conflate(), 3);

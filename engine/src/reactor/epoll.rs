@@ -7,7 +7,7 @@
 //! one `writev`; write interest is registered only while a queue stays non-empty after a
 //! write.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,23 +111,23 @@ impl Reactor {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(Self {
-                poll,
-                listener: Some(listener),
-                conns: Slab::new(),
-                config,
-                stop,
-                buf: vec![0; READ_BUF],
-                pending: Vec::new(),
-                deferred: Vec::new(),
-                batch: Vec::new(),
-                accept_paused_until: None,
-                topics: Topics::default(),
-                inbox,
-                fanout,
-                stats,
-                dirty: Vec::new(),
-                high_water: 0,
-                fd_exhausted: false,
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            config,
+            stop,
+            buf: vec![0; READ_BUF],
+            pending: Vec::new(),
+            deferred: Vec::new(),
+            batch: Vec::new(),
+            accept_paused_until: None,
+            topics: Topics::default(),
+            inbox,
+            fanout,
+            stats,
+            dirty: Vec::new(),
+            high_water: 0,
+            fd_exhausted: false,
         })
     }
 
@@ -216,7 +216,8 @@ impl Reactor {
                     }
                     let _ = stream.set_nodelay(true);
                     if self.config.sndbuf > 0 {
-                        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(self.config.sndbuf);
+                        let _ = socket2::SockRef::from(&stream)
+                            .set_send_buffer_size(self.config.sndbuf);
                     }
                     self.stats.accepted.fetch_add(1, Ordering::Relaxed);
                     let entry = self.conns.vacant_entry();
@@ -331,9 +332,9 @@ impl Reactor {
         let mut failed = false;
         let (mut frames, mut bytes) = (0, 0);
         while !c.session.outq.is_empty() {
-            let mut slices = [IoSlice::new(&[]); IOV_MAX];
-            let n = c.session.outq.io_slices(&mut slices, WRITE_BUDGET);
-            match c.stream.write_vectored(&slices[..n]) {
+            let mut slices = Vec::with_capacity(c.session.outq.len_frames().min(IOV_MAX));
+            c.session.outq.io_slices(&mut slices, IOV_MAX, WRITE_BUDGET);
+            match c.stream.write_vectored(&slices) {
                 Ok(0) => {
                     failed = true;
                     break;
@@ -351,8 +352,12 @@ impl Reactor {
             }
         }
         if bytes > 0 {
-            self.stats.frames_out.fetch_add(frames as u64, Ordering::Relaxed);
-            self.stats.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+            self.stats
+                .frames_out
+                .fetch_add(frames as u64, Ordering::Relaxed);
+            self.stats
+                .bytes_out
+                .fetch_add(bytes as u64, Ordering::Relaxed);
         }
         if failed {
             self.remove(key);
@@ -424,9 +429,10 @@ impl Reactor {
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let step = self.conns[key]
-                .session
-                .close(CloseCode::GOING_AWAY, "server shutting down", now);
+            let step =
+                self.conns[key]
+                    .session
+                    .close(CloseCode::GOING_AWAY, "server shutting down", now);
             if step == Step::Drop {
                 self.remove(key);
             } else {

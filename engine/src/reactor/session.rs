@@ -254,13 +254,7 @@ impl Session {
             }
         };
         for t in &topics {
-            let r = handler::subscribe(
-                ctx.key,
-                &mut self.subs,
-                ctx.topics,
-                &ctx.config.topics,
-                t,
-            );
+            let r = handler::subscribe(ctx.key, &mut self.subs, ctx.topics, &ctx.config.topics, t);
             if let Err(e) = r {
                 for s in self.subs.drain(..) {
                     ctx.topics.unsubscribe(s.as_str(), ctx.key);
@@ -312,7 +306,12 @@ impl Session {
         if policy == SlowConsumer::Close || self.outq.len_bytes() > limit {
             self.outq.discard_unstarted();
             if let Phase::Open(conn) = &mut self.phase {
-                conn.close(CloseCode::POLICY, "slow consumer", now, &mut Tx(&mut self.outq));
+                conn.close(
+                    CloseCode::POLICY,
+                    "slow consumer",
+                    now,
+                    &mut Tx(&mut self.outq),
+                );
             }
             // The close frame goes out if the peer reads by the deadline.
             self.phase = draining(now, config);

@@ -233,10 +233,22 @@ mod tests {
             ..Broadcast::default()
         };
         assert_eq!(status(&upgrade(&b, "/pub/x", None, None)), 401);
-        assert_eq!(status(&upgrade(&b, "/pub/x", Some("token=nope"), None)), 401);
-        assert_eq!(status(&upgrade(&b, "/pub/x", Some("token=s3cret"), None)), 101);
-        assert_eq!(status(&upgrade(&b, "/pub/x", None, Some("Bearer s3cret"))), 101);
-        assert_eq!(status(&upgrade(&b, "/pub/x", None, Some("Bearer s3cre"))), 401);
+        assert_eq!(
+            status(&upgrade(&b, "/pub/x", Some("token=nope"), None)),
+            401
+        );
+        assert_eq!(
+            status(&upgrade(&b, "/pub/x", Some("token=s3cret"), None)),
+            101
+        );
+        assert_eq!(
+            status(&upgrade(&b, "/pub/x", None, Some("Bearer s3cret"))),
+            101
+        );
+        assert_eq!(
+            status(&upgrade(&b, "/pub/x", None, Some("Bearer s3cre"))),
+            401
+        );
         // Subscribing needs no token.
         assert_eq!(status(&upgrade(&b, "/sub/x", None, None)), 101);
     }

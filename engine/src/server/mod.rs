@@ -205,7 +205,9 @@ impl EngineHandle {
     }
 
     fn running(&self) -> &Reactors {
-        self.reactors.as_ref().expect("engine is running until the handle is consumed")
+        self.reactors
+            .as_ref()
+            .expect("engine is running until the handle is consumed")
     }
 
     /// Stops accepting, sends close 1001 to every client, waits (up to the close

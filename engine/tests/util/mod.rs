@@ -28,7 +28,7 @@ use std::any::Any;
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::panic::{self, AssertUnwindSafe};
+use std::sync::Mutex;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -88,17 +88,13 @@ pub(crate) fn run_on(backend: Backend, test: fn(Backend)) {
 /// Dropping it shuts the engine down.
 pub(crate) struct TestServer {
     addr: SocketAddr,
-    handle: Option<EngineHandle>,
+    /// In a mutex so that tests can share `&TestServer` between threads.
+    handle: Mutex<Option<EngineHandle>>,
 }
 
 impl TestServer {
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// Whether this is an external server (builder settings do not apply).
-    pub(crate) fn is_external(&self) -> bool {
-        self.handle.is_none()
     }
 
     /// A client connected to `/` with a completed handshake.
@@ -129,7 +125,8 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
+        let handle = self.handle.get_mut().map_or(None, Option::take);
+        if let Some(handle) = handle {
             handle.shutdown();
         }
     }
@@ -147,7 +144,10 @@ pub(crate) fn start_server_with(
     configure: impl FnOnce(EngineBuilder) -> EngineBuilder,
 ) -> TestServer {
     if let Some(addr) = external_addr() {
-        return TestServer { addr, handle: None };
+        return TestServer {
+            addr,
+            handle: Mutex::new(None),
+        };
     }
     let builder = Engine::builder()
         .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -156,7 +156,10 @@ pub(crate) fn start_server_with(
     let handle = configure(builder)
         .start()
         .unwrap_or_else(|e| panic!("engine failed to start on {backend:?}: {e}"));
-    TestServer { addr: handle.local_addr(), handle: Some(handle) }
+    TestServer {
+        addr: handle.local_addr(),
+        handle: Mutex::new(Some(handle)),
+    }
 }
 
 fn external_addr() -> Option<SocketAddr> {
@@ -173,19 +176,40 @@ fn external_addr() -> Option<SocketAddr> {
     Some(addr)
 }
 
-/// Runs every case, even after a failure, then fails with the list of failing cases. For
-/// table-driven tests (close codes, UTF-8 vectors, reserved opcodes).
+/// Runs every case, even after failures, then fails with the list of failing cases. For
+/// table-driven tests (close codes, UTF-8 vectors, reserved opcodes). Cases run on their own
+/// connections, up to 32 at a time, so a server that never answers costs one [`TIMEOUT`] per
+/// batch rather than per case.
 #[track_caller]
-pub(crate) fn check_cases<T>(cases: impl IntoIterator<Item = (String, T)>, check: impl Fn(T)) {
+pub(crate) fn check_cases<T: Send>(
+    cases: impl IntoIterator<Item = (String, T)>,
+    check: impl Fn(T) + Sync,
+) {
+    let check = &check;
+    let mut cases = cases.into_iter().peekable();
     let mut failed = Vec::new();
     let mut total = 0;
-    for (name, case) in cases {
-        total += 1;
-        if let Err(e) = panic::catch_unwind(AssertUnwindSafe(|| check(case))) {
-            failed.push(format!("  {name}: {}", panic_message(&*e)));
-        }
+    while cases.peek().is_some() {
+        let batch: Vec<(String, T)> = cases.by_ref().take(32).collect();
+        total += batch.len();
+        thread::scope(|scope| {
+            let running: Vec<_> = batch
+                .into_iter()
+                .map(|(name, case)| (name, scope.spawn(move || check(case))))
+                .collect();
+            for (name, thread) in running {
+                if let Err(e) = thread.join() {
+                    failed.push(format!("  {name}: {}", panic_message(&*e)));
+                }
+            }
+        });
     }
-    assert!(failed.is_empty(), "{} of {total} cases failed:\n{}", failed.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} of {total} cases failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 fn panic_message(e: &(dyn Any + Send)) -> String {
@@ -204,7 +228,9 @@ fn panic_message(e: &(dyn Any + Send)) -> String {
 
 /// `len` deterministic bytes covering all byte values.
 pub(crate) fn binary_payload(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8)
+        .collect()
 }
 
 /// Valid UTF-8 of exactly `len` bytes, mixing 1- to 4-byte sequences so that they straddle
@@ -244,7 +270,11 @@ pub(crate) fn accept_key(key: &str) -> String {
 
 /// Formats bytes as hex for case names and messages.
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -349,7 +379,11 @@ impl Frame {
         let len = self.payload.len() as u64;
         let mut out = Vec::with_capacity(self.payload.len() + 14);
         out.push(u8::from(self.fin) << 7 | (self.rsv & 7) << 4 | (self.opcode & 0xF));
-        let mask_bit = if self.masking == Masking::None { 0 } else { 0x80 };
+        let mask_bit = if self.masking == Masking::None {
+            0
+        } else {
+            0x80
+        };
         match self.length {
             Length::Minimal if len < 126 => out.push(mask_bit | len as u8),
             Length::Minimal if len <= 0xFFFF => {
@@ -476,7 +510,12 @@ fn server_frame_len(buf: &[u8]) -> Option<usize> {
     if buf.len() < 2 {
         return None;
     }
-    assert_eq!(buf[1] & 0x80, 0, "server frame is masked (RFC 6455 §5.1): header {}", hex(&buf[..2]));
+    assert_eq!(
+        buf[1] & 0x80,
+        0,
+        "server frame is masked (RFC 6455 §5.1): header {}",
+        hex(&buf[..2])
+    );
     let (len, header) = match buf[1] & 0x7F {
         126 => {
             let ext = buf.get(2..4)?;
@@ -487,7 +526,10 @@ fn server_frame_len(buf: &[u8]) -> Option<usize> {
         127 => {
             let ext: [u8; 8] = buf.get(2..10)?.try_into().expect("8 bytes");
             let len = u64::from_be_bytes(ext);
-            assert!(len > 0xFFFF, "server used a non-minimal 64-bit length {len}");
+            assert!(
+                len > 0xFFFF,
+                "server used a non-minimal 64-bit length {len}"
+            );
             assert!(len >> 63 == 0, "server set the top bit of a 64-bit length");
             (len, 10)
         }
@@ -516,8 +558,12 @@ impl Client {
     pub(crate) fn connect_tcp(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
             .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
-        stream.set_read_timeout(Some(TIMEOUT)).expect("set_read_timeout");
-        stream.set_write_timeout(Some(TIMEOUT)).expect("set_write_timeout");
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .expect("set_read_timeout");
+        stream
+            .set_write_timeout(Some(TIMEOUT))
+            .expect("set_write_timeout");
         stream.set_nodelay(true).expect("set_nodelay");
         let port = stream.local_addr().map_or(1, |a| a.port());
         Self {
@@ -562,14 +608,26 @@ impl Client {
     pub(crate) fn check_upgrade_with_key(&self, response: &HttpResponse, key: &str) {
         assert_eq!(response.status, 101, "handshake refused: {response:?}");
         let upgrade = response.header("upgrade").unwrap_or_default();
-        assert!(upgrade.eq_ignore_ascii_case("websocket"), "Upgrade: {upgrade:?}");
+        assert!(
+            upgrade.eq_ignore_ascii_case("websocket"),
+            "Upgrade: {upgrade:?}"
+        );
         let connection = response.header("connection").unwrap_or_default();
         assert!(
-            connection.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")),
+            connection
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade")),
             "Connection: {connection:?}"
         );
-        assert_eq!(response.header("sec-websocket-accept"), Some(&*accept_key(key)));
-        assert_eq!(response.header("sec-websocket-extensions"), None, "no extension was offered");
+        assert_eq!(
+            response.header("sec-websocket-accept"),
+            Some(&*accept_key(key))
+        );
+        assert_eq!(
+            response.header("sec-websocket-extensions"),
+            None,
+            "no extension was offered"
+        );
     }
 
     #[track_caller]
@@ -584,7 +642,10 @@ impl Client {
             if let Some(i) = self.rbuf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
-            assert!(self.rbuf.len() < 64 * 1024, "HTTP response head over 64 KiB");
+            assert!(
+                self.rbuf.len() < 64 * 1024,
+                "HTTP response head over 64 KiB"
+            );
             match self.fill() {
                 Ok(0) => panic!(
                     "connection closed before the end of the HTTP response head; got {:?}",
@@ -613,7 +674,12 @@ impl Client {
             headers: parsed
                 .headers
                 .iter()
-                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
                 .collect(),
             body: Vec::new(),
         };
@@ -627,7 +693,10 @@ impl Client {
     pub(crate) fn read_http_response(&mut self) -> HttpResponse {
         let mut response = self.read_http_head();
         if let Some(len) = response.header("content-length") {
-            let len: usize = len.trim().parse().unwrap_or_else(|_| panic!("Content-Length: {len:?}"));
+            let len: usize = len
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("Content-Length: {len:?}"));
             while self.rbuf.len() < len {
                 match self.fill() {
                     Ok(0) => panic!("body truncated at {} of {len} bytes", self.rbuf.len()),
@@ -637,17 +706,37 @@ impl Client {
             }
             response.body = self.rbuf.drain(..len).collect();
         } else {
-            loop {
-                match self.fill() {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) if is_reset(&e) => break,
-                    Err(e) => panic!("reading a body without Content-Length until EOF: {e}"),
-                }
-            }
+            self.read_to_eof("the end of a body without Content-Length");
             response.body = std::mem::take(&mut self.rbuf);
         }
         response
+    }
+
+    /// Reads until the server closes the connection; returns the HTTP response it sent first,
+    /// if any.
+    #[track_caller]
+    pub(crate) fn read_http_response_or_eof(&mut self) -> Option<HttpResponse> {
+        self.read_to_eof("the server to drop the connection");
+        if self.rbuf.is_empty() {
+            return None;
+        }
+        let mut response = self.read_http_head();
+        response.body = std::mem::take(&mut self.rbuf);
+        Some(response)
+    }
+
+    /// Reads everything until EOF or ECONNRESET, within the read timeout.
+    #[track_caller]
+    fn read_to_eof(&mut self, what: &str) {
+        loop {
+            match self.fill() {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if is_reset(&e) => return,
+                Err(e) if is_timeout(&e) => panic!("waited in vain for {what}"),
+                Err(e) => panic!("waiting for {what}: {e}"),
+            }
+        }
     }
 
     // ----- writing -----
@@ -779,7 +868,10 @@ impl Client {
                 ),
                 Ok(_) => {}
                 Err(e) if is_timeout(&e) => {
-                    panic!("no frame from the server within {TIMEOUT:?} ({} bytes pending)", self.rbuf.len())
+                    panic!(
+                        "no frame from the server within {TIMEOUT:?} ({} bytes pending)",
+                        self.rbuf.len()
+                    )
                 }
                 Err(e) => panic!("reading a frame: {e}"),
             }
@@ -796,7 +888,10 @@ impl Client {
             payload: self.rbuf[header_len..total].to_vec(),
         };
         self.rbuf.drain(..total);
-        assert_eq!(frame.rsv, 0, "server set RSV bits without an extension: {frame:?}");
+        assert_eq!(
+            frame.rsv, 0,
+            "server set RSV bits without an extension: {frame:?}"
+        );
         frame
     }
 
@@ -811,7 +906,10 @@ impl Client {
             payload.len(),
             frame.describe()
         );
-        assert!(frame.fin, "echo must be a single unfragmented frame, got {frame:?}");
+        assert!(
+            frame.fin,
+            "echo must be a single unfragmented frame, got {frame:?}"
+        );
         assert_eq!(
             opcode_name(frame.opcode),
             opcode_name(opcode),
@@ -833,7 +931,12 @@ impl Client {
     #[track_caller]
     pub(crate) fn expect_pong(&mut self, payload: impl AsRef<[u8]>) {
         let frame = self.read_frame();
-        assert_eq!(frame.opcode, op::PONG, "expected a Pong, got {}", frame.describe());
+        assert_eq!(
+            frame.opcode,
+            op::PONG,
+            "expected a Pong, got {}",
+            frame.describe()
+        );
         assert!(frame.fin, "control frames are never fragmented: {frame:?}");
         assert_payload(&frame.payload, payload.as_ref());
     }
@@ -843,12 +946,27 @@ impl Client {
     #[track_caller]
     pub(crate) fn read_close(&mut self) -> Received {
         let frame = self.read_frame();
-        assert_eq!(frame.opcode, op::CLOSE, "expected a Close, got {}", frame.describe());
+        assert_eq!(
+            frame.opcode,
+            op::CLOSE,
+            "expected a Close, got {}",
+            frame.describe()
+        );
         assert!(frame.fin, "control frames are never fragmented: {frame:?}");
-        assert!(frame.payload.len() <= 125, "close payload over 125 bytes: {frame:?}");
-        assert_ne!(frame.payload.len(), 1, "close payload of one byte: {frame:?}");
+        assert!(
+            frame.payload.len() <= 125,
+            "close payload over 125 bytes: {frame:?}"
+        );
+        assert_ne!(
+            frame.payload.len(),
+            1,
+            "close payload of one byte: {frame:?}"
+        );
         if let Some(code) = frame.close_code() {
-            assert!(is_valid_close_code(code), "server sent close code {code}, invalid on the wire");
+            assert!(
+                is_valid_close_code(code),
+                "server sent close code {code}, invalid on the wire"
+            );
             assert!(
                 std::str::from_utf8(&frame.payload[2..]).is_ok(),
                 "close reason is not UTF-8: {frame:?}"
@@ -862,7 +980,12 @@ impl Client {
     #[track_caller]
     pub(crate) fn expect_close(&mut self, code: u16) {
         let frame = self.read_close();
-        assert_eq!(frame.close_code(), Some(code), "close code; got {}", frame.describe());
+        assert_eq!(
+            frame.close_code(),
+            Some(code),
+            "close code; got {}",
+            frame.describe()
+        );
         self.finish_close(code);
     }
 
@@ -912,14 +1035,36 @@ impl Client {
         }
     }
 
+    /// Expects nothing from the server for the read timeout (set it short first): no frame and
+    /// no close. For checking that something does not happen.
+    #[track_caller]
+    pub(crate) fn expect_no_frame(&mut self) {
+        assert!(
+            self.rbuf.is_empty(),
+            "unexpected bytes from the server: {}",
+            hex(&self.rbuf)
+        );
+        match self.fill() {
+            Ok(0) => panic!("the server closed the connection"),
+            Ok(_) => panic!("unexpected bytes from the server: {}", hex(&self.rbuf)),
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => panic!("reading: {e}"),
+        }
+    }
+
     /// Sets the read timeout (to measure how fast the server closes).
     pub(crate) fn set_read_timeout(&mut self, timeout: Duration) {
-        self.stream.set_read_timeout(Some(timeout)).expect("set_read_timeout");
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .expect("set_read_timeout");
     }
 }
 
 fn is_reset(e: &io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted)
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+    )
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -949,7 +1094,11 @@ pub(crate) fn assert_payload(got: &[u8], expected: &[u8]) {
     if got == expected {
         return;
     }
-    let at = got.iter().zip(expected).position(|(a, b)| a != b).unwrap_or(got.len().min(expected.len()));
+    let at = got
+        .iter()
+        .zip(expected)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(expected.len()));
     let from = at.saturating_sub(8);
     panic!(
         "payload differs: got {} bytes, expected {}; first difference at {at}: got [{}], expected [{}]",
@@ -1008,11 +1157,23 @@ impl Request {
 
     /// Sets a header, replacing one of the same name (case-insensitive) in place.
     pub(crate) fn header(mut self, name: &str, value: &str) -> Self {
-        match self.headers.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        match self
+            .headers
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
             Some(h) => h.1 = value.into(),
             None => self.headers.push((name.into(), value.into())),
         }
         self
+    }
+
+    /// The value of a header (case-insensitive name).
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Removes a header.
@@ -1046,14 +1207,23 @@ pub(crate) struct HttpResponse {
 impl HttpResponse {
     /// The value of the first header of this name (case-insensitive).
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
 impl fmt::Debug for HttpResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HTTP/1.{} {} {} {:?} body {:?}", self.version, self.status, self.reason, self.headers, {
-            String::from_utf8_lossy(&self.body[..self.body.len().min(200)])
-        })
+        write!(
+            f,
+            "HTTP/1.{} {} {} {:?} body {:?}",
+            self.version,
+            self.status,
+            self.reason,
+            self.headers,
+            { String::from_utf8_lossy(&self.body[..self.body.len().min(200)]) }
+        )
     }
 }
