@@ -476,6 +476,7 @@ impl Reactor {
             return;
         }
         let mut closed = Vec::new();
+        let mut high_water = 0;
         let mut start = 0;
         while start < batch.len() {
             let topic = &batch[start].topic;
@@ -496,7 +497,9 @@ impl Reactor {
                         break;
                     }
                     c.session.outq.push_tagged(p.frame.clone(), entry.id);
-                    if c.session.outq.len_bytes() > config.max_outq_bytes {
+                    let queued = c.session.outq.len_bytes();
+                    high_water = high_water.max(queued);
+                    if queued > config.max_outq_bytes {
                         let a = c.session.handle_slow(now, config);
                         if a.closed {
                             stats.slow_closed.fetch_add(1, Ordering::Relaxed);
@@ -517,6 +520,12 @@ impl Reactor {
             }
         }
         batch.clear();
+        if high_water as u64 > self.high_water {
+            self.high_water = high_water as u64;
+            stats
+                .queue_high_water
+                .store(high_water as u64, Ordering::Relaxed);
+        }
         stats.publications.fetch_add(n as u64, Ordering::Relaxed);
         stats.ring_lag.store(inbox.len() as u64, Ordering::Relaxed);
         stats.ring_dropped.store(inbox.dropped(), Ordering::Relaxed);

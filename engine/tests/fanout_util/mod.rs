@@ -9,6 +9,8 @@
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub(crate) mod flood;
+
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,142 @@
+//! Slow consumers: a subscriber that completed its handshake and then never reads (tiny
+//! receive buffer, small server send buffer, 64 KiB out-queue limit) is handled by each
+//! policy, while a healthy subscriber of the same topics receives every message in order,
+//! and what the server holds for the stalled one stays bounded.
+//!
+//! The resident-memory bound is checked in this process, beside the other tests of this file:
+//! a failing test elsewhere in it (a panic's backtrace symbolisation takes tens of MiB) can
+//! make it fail too; look at the first failure.
+
+mod fanout_util;
+
+use fanout_util::flood::{BATCH, Flood, drain_until, engine, seq_of};
+use fanout_util::{connect, connect_stalled, next_data, wait_for, wait_stats};
+use ringcast::fanout::SlowConsumer;
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+#[test]
+fn stalled_subscriber_is_closed_with_1008() {
+    let h = engine(SlowConsumer::Close);
+    let addr = h.local_addr();
+    let healthy = connect(addr, "/sub/T");
+    // One never reads again; the other starts reading once the server closed it.
+    let never = connect_stalled(addr, "/sub/T");
+    let mut late = connect_stalled(addr, "/sub/T");
+    let mut flood = Flood {
+        h: &h,
+        healthy,
+        topics: &["T"],
+        next: 0,
+    };
+    let (t, _) = flood.run(|t| t.slow_closed == 2);
+    assert_eq!(t.slow_closed, 2, "{t:#?}");
+    assert_eq!(t.slow_dropped_frames + t.slow_conflated_frames, 0, "{t:#?}");
+    assert_eq!(
+        t.subscriptions, 1,
+        "only the healthy subscriber is left: {t:#?}"
+    );
+
+    // What the late reader gets: a gapless prefix of the messages, then close 1008.
+    let mut next = 0;
+    let close = loop {
+        match next_data(&mut late) {
+            Message::Close(c) => break c,
+            m => {
+                assert_eq!(seq_of(m), next, "a gap before the close");
+                next += 1;
+            }
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(close.code, CloseCode::Policy);
+    assert_eq!(close.reason.as_str(), "slow consumer");
+    assert!(next < flood.next, "the stalled subscriber got everything");
+
+    // The server lets both go: the late one after the close handshake, the one that never
+    // reads when the close timeout passes.
+    wait_stats(&h, "the stalled connections to go", |t| t.connections == 1);
+    flood.batch();
+    drop(never);
+}
+
+#[test]
+fn stalled_subscriber_loses_the_oldest_under_drop_oldest() {
+    let h = engine(SlowConsumer::DropOldest);
+    let addr = h.local_addr();
+    let healthy = connect(addr, "/sub/T");
+    let mut stalled = connect_stalled(addr, "/sub/T");
+    let mut flood = Flood {
+        h: &h,
+        healthy,
+        topics: &["T"],
+        next: 0,
+    };
+    let (t, _) = flood.run(|t| t.slow_dropped_frames > 0);
+    assert_eq!(t.slow_closed + t.slow_conflated_frames, 0, "{t:#?}");
+    assert_eq!(
+        t.connections, 2,
+        "the stalled subscriber stays connected: {t:#?}"
+    );
+
+    // Reading again, it gets increasing sequence numbers up to the newest: only the
+    // oldest queued messages were dropped, none was cut or reordered.
+    let last = flood.next - 1;
+    let seen = drain_until(&mut stalled, &[last]);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "reordered: {seen:?}");
+    assert_eq!(seen[0], 0, "the first messages went out before the stall");
+    let lost = flood.next - seen.len() as u64;
+    assert!(lost > 0);
+    wait_stats(&h, "dropped frames to match", |t| {
+        t.slow_dropped_frames == lost
+    });
+
+    // And it is a healthy subscriber again.
+    flood.batch();
+    for want in flood.next - BATCH..flood.next {
+        assert_eq!(seq_of(next_data(&mut stalled)), want);
+    }
+    assert_eq!(h.stats().total().connections, 2);
+}
+
+#[test]
+fn stalled_subscriber_keeps_the_latest_per_topic_under_conflate() {
+    let h = engine(SlowConsumer::Conflate);
+    let addr = h.local_addr();
+    let healthy = connect(addr, "/sub/T1,T2");
+    let mut stalled = connect_stalled(addr, "/sub/T1,T2");
+    let mut flood = Flood {
+        h: &h,
+        healthy,
+        topics: &["T1", "T2"],
+        next: 0,
+    };
+    let (t, _) = flood.run(|t| t.slow_conflated_frames > 0);
+    assert_eq!(t.slow_closed, 0, "{t:#?}");
+    assert_eq!(
+        t.slow_dropped_frames, 0,
+        "two topics' latest frames fit the limit: nothing to drop: {t:#?}"
+    );
+    assert_eq!(t.connections, 2, "{t:#?}");
+
+    // Reading again: per topic (even / odd sequence numbers), increasing, ending with the
+    // latest of each.
+    let last = [flood.next - 1, flood.next - 2];
+    let seen = drain_until(&mut stalled, &last);
+    for parity in 0..2 {
+        let s: Vec<u64> = seen.iter().copied().filter(|s| s % 2 == parity).collect();
+        assert!(s.windows(2).all(|w| w[0] < w[1]), "reordered: {s:?}");
+    }
+    let lost = flood.next - seen.len() as u64;
+    wait_stats(&h, "conflated frames to match", |t| {
+        t.slow_conflated_frames == lost
+    });
+
+    flood.batch();
+    for want in flood.next - BATCH..flood.next {
+        assert_eq!(seq_of(next_data(&mut stalled)), want);
+    }
+    wait_for("both subscribers to stay", || {
+        h.stats().total().connections == 2
+    });
+}

@@ -1,0 +1,130 @@
+//! A flood past a stalled subscriber, shared by the slow-consumer tests: the test thread
+//! publishes in small batches and reads each batch from a healthy subscriber before the next
+//! one, so the healthy out-queue never nears the limit; a stalled subscriber passes it after
+//! a few dozen messages, and then gets many times the limit more.
+
+use std::time::Duration;
+
+use ringcast::EngineHandle;
+use ringcast::fanout::SlowConsumer;
+use ringcast::protocol::conn::Limits;
+use ringcast::server::ReactorStats;
+use tungstenite::Message;
+
+use super::{Ws, builder, next_data, rss_kib, start};
+
+pub(crate) const MAX_OUTQ: usize = 64 << 10;
+/// Payload size; each frame is this plus a 4-byte header.
+pub(crate) const SIZE: usize = 4000;
+pub(crate) const FRAME: usize = SIZE + 4;
+/// Messages per batch: 32 KB, half the out-queue limit.
+pub(crate) const BATCH: u64 = 8;
+/// Bytes published after the policy first acted: 500 times the out-queue limit.
+pub(crate) const AFTER_TRIGGER: usize = 32 << 20;
+/// A stall needs the server's send buffer, the client's receive buffer and the out-queue
+/// limit to fill: far less than this.
+pub(crate) const MAX_BEFORE_TRIGGER: u64 = 4096;
+/// What the process may grow by while `AFTER_TRIGGER` bytes go by a stalled subscriber (a
+/// sanity bound: the engine runs in this process, beside the other tests of this file).
+pub(crate) const MAX_RSS_GROWTH_KIB: u64 = 24 << 10;
+
+pub(crate) fn engine(policy: SlowConsumer) -> EngineHandle {
+    start(
+        builder()
+            .slow_consumer(policy)
+            .max_outq_bytes(MAX_OUTQ)
+            .sndbuf(4096)
+            .limits(Limits {
+                close_timeout: Duration::from_secs(3),
+                ..Limits::default()
+            }),
+    )
+}
+
+/// Message `seq`: its sequence number, then padding.
+pub(crate) fn payload(seq: u64) -> Vec<u8> {
+    let mut p = vec![0u8; SIZE];
+    p[..8].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+pub(crate) fn seq_of(m: Message) -> u64 {
+    match m {
+        Message::Binary(b) => {
+            assert_eq!(b.len(), SIZE, "payload size");
+            u64::from_be_bytes(b[..8].try_into().unwrap())
+        }
+        other => panic!("expected a binary message, got {other:?}"),
+    }
+}
+
+/// Publishes to `topics` in turn (message `seq` goes to `topics[seq % n]`) and checks that
+/// the healthy subscriber gets every message, in order.
+pub(crate) struct Flood<'a> {
+    pub(crate) h: &'a EngineHandle,
+    pub(crate) healthy: Ws,
+    pub(crate) topics: &'a [&'a str],
+    pub(crate) next: u64,
+}
+
+impl Flood<'_> {
+    pub(crate) fn batch(&mut self) {
+        let first = self.next;
+        for _ in 0..BATCH {
+            let topic = self.topics[(self.next % self.topics.len() as u64) as usize];
+            let r = self.h.publish_binary(topic, &payload(self.next));
+            assert!(r.is_complete(), "{r:?}");
+            self.next += 1;
+        }
+        for want in first..self.next {
+            let got = seq_of(next_data(&mut self.healthy));
+            assert_eq!(
+                got, want,
+                "the healthy subscriber lost or reordered a message"
+            );
+        }
+    }
+
+    /// Floods until `acted` holds (the policy acted on the stalled subscriber), then as
+    /// much again as [`AFTER_TRIGGER`]; returns the last counters and the RSS growth.
+    pub(crate) fn run(&mut self, acted: impl Fn(&ReactorStats) -> bool) -> (ReactorStats, u64) {
+        let rss0 = rss_kib();
+        while !acted(&self.h.stats().total()) {
+            assert!(
+                self.next < MAX_BEFORE_TRIGGER,
+                "the policy never acted after {} messages: {:#?}",
+                self.next,
+                self.h.stats().total()
+            );
+            self.batch();
+        }
+        let trigger = self.next;
+        while ((self.next - trigger) as usize) * SIZE < AFTER_TRIGGER {
+            self.batch();
+        }
+        let growth = rss_kib().saturating_sub(rss0);
+        let t = self.h.stats().total();
+        assert!(
+            t.queue_high_water as usize <= MAX_OUTQ + FRAME,
+            "an out-queue held {} bytes, over the limit {MAX_OUTQ} plus one frame",
+            t.queue_high_water
+        );
+        assert!(
+            growth <= MAX_RSS_GROWTH_KIB,
+            "RSS grew by {growth} KiB while {AFTER_TRIGGER} bytes were published"
+        );
+        (t, growth)
+    }
+}
+
+/// Reads `ws` until `last` of every topic arrived; returns the sequence numbers in order.
+pub(crate) fn drain_until(ws: &mut Ws, last: &[u64]) -> Vec<u64> {
+    let mut seen = Vec::new();
+    let mut missing = last.to_vec();
+    while !missing.is_empty() {
+        let s = seq_of(next_data(ws));
+        missing.retain(|&l| l != s);
+        seen.push(s);
+    }
+    seen
+}
