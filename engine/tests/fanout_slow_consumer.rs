@@ -84,7 +84,9 @@ fn stalled_subscriber_loses_the_oldest_under_drop_oldest() {
     let last = flood.next - 1;
     let seen = drain_until(&mut stalled, &[last]);
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "reordered: {seen:?}");
-    assert_eq!(seen[0], 0, "the first messages went out before the stall");
+    // Which messages were still queued (and so droppable) when the queue passed its
+    // limit depends on how much the kernel took first; what is fixed is that every
+    // message missed is one the policy counted.
     let lost = flood.next - seen.len() as u64;
     assert!(lost > 0);
     wait_stats(&h, "dropped frames to match", |t| {

@@ -137,6 +137,9 @@ impl Utf8Validator {
         if !head_ok {
             return Err(Utf8Error);
         }
+        if tail.is_empty() {
+            return Ok(());
+        }
         match std::str::from_utf8(tail) {
             Ok(_) => Ok(()),
             Err(e) if e.error_len().is_none() => {

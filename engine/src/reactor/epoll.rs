@@ -40,6 +40,8 @@ const IOV_MAX: usize = 1024;
 const WRITE_BUDGET: usize = 4 << 20;
 /// How often timers are scanned.
 const TICK: Duration = Duration::from_millis(100);
+/// How often the counters are logged (at debug level).
+const STATS_LOG: Duration = Duration::from_secs(10);
 /// How long accepting pauses after EMFILE/ENFILE.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Publications taken from the inbox per loop turn, so that writing (and reading) get
@@ -60,6 +62,7 @@ struct Conn {
 
 /// One reactor: its listener, its connections, its poll.
 pub(crate) struct Reactor {
+    index: usize,
     poll: Poll,
     listener: Option<TcpListener>,
     conns: Slab<Conn>,
@@ -101,6 +104,7 @@ impl Reactor {
         shared: super::Shared,
     ) -> io::Result<Self> {
         let super::Shared {
+            index,
             config,
             stop,
             inbox,
@@ -111,6 +115,7 @@ impl Reactor {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(Self {
+            index,
             poll,
             listener: Some(listener),
             conns: Slab::new(),
@@ -136,6 +141,7 @@ impl Reactor {
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
+        let mut next_log = Instant::now() + STATS_LOG;
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
             let now = Instant::now();
@@ -196,6 +202,10 @@ impl Reactor {
             if now >= next_tick {
                 self.tick(now);
                 next_tick = now + TICK;
+                if now >= next_log {
+                    next_log = now + STATS_LOG;
+                    tracing::debug!(reactor = self.index, stats = ?self.stats.snapshot());
+                }
             }
         }
     }

@@ -24,6 +24,8 @@ use crate::server::stats::Counters;
 
 /// What a reactor shares with the engine handle and the other reactors.
 pub(crate) struct Shared {
+    /// The reactor's index (its core, when pinned).
+    pub(crate) index: usize,
     pub(crate) config: Arc<Config>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) inbox: InboxRx,
@@ -73,6 +75,7 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
     let parts = polls.into_iter().zip(listeners).zip(rxs).enumerate();
     for (i, ((poll, listener), inbox)) in parts {
         let shared = Shared {
+            index: i,
             config: Arc::clone(&config),
             stop: Arc::clone(&stop),
             inbox,
