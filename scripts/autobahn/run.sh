@@ -18,7 +18,7 @@ THREADS=("$@")
 [[ -x "$AUTOBAHN_DIR/run.sh" ]] || { echo "autobahn: $AUTOBAHN_DIR/run.sh not found" >&2; exit 2; }
 SKIP_NODE=1 "$AUTOBAHN_DIR/setup.sh"
 
-BIN="${RINGCAST_BIN:-$ROOT/target/release/ringcast}"
+BIN="${RINGCAST_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/ringcast}"
 if [[ -z "${RINGCAST_BIN:-}" ]]; then
   (cd "$ROOT" && cargo build --release --quiet -p ringcast --bin ringcast)
 fi
