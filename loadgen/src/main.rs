@@ -1,17 +1,55 @@
 //! `loadgen`: the ringcast load generator.
 //!
-//! The fan-out, connection-scale and echo scenarios arrive with their own issue; this
-//! first version only establishes the binary and its command-line surface.
+//! Three scenarios against any RFC 6455 server on loopback: `fanout` (subscribers and
+//! publishers on `/sub` and `/pub`, the broadcast contract), `connect` (idle connection
+//! scale and server memory) and `echo` (round trips). See `loadgen --help`.
+//!
+//! ```text
+//!  scenario (fanout/connect/echo)          plans connections, drives phases, reports
+//!     │ Backend
+//!     ├─ Local: Run ── reactor threads (mio/epoll, one read buffer each)
+//!     │                  └─ per connection: handshake → frames → role
+//!     │                       (subscriber: seq/latency accounting; publisher: paced,
+//!     │                        windowed sends; echo: round trips; idle)
+//!     └─ Workers: child `loadgen --worker w/N` processes (own 127.0.0.(2+w) source
+//!                 address), JSON lines on stdout, commands on stdin; tallies merged
+//! ```
+//! Payloads carry a 16-byte stamp (publisher, sequence number, send time on a clock all
+//! processes share); latency is measured end to end from it.
+//!
+//! Exit codes: 0 success, 1 the run could not be made (no server, refused handshake,
+//! bad arguments past clap), 2 usage errors (clap), 3 an `--expect-all` expectation
+//! failed.
 
-use clap::Parser;
+mod cli;
+mod clock;
+mod driver;
+mod frame;
+mod handshake;
+mod limits;
+mod payload;
+mod reactor;
+mod report;
+mod rng;
+mod run;
+mod scenario;
+mod sequence;
+mod target;
 
-/// Load generator for WebSocket broadcast servers.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {}
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
 
 fn main() {
-    let _args = Args::parse();
-    eprintln!("loadgen: no scenario is implemented yet (see the benchmark issue)");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let (name, json, result) = match &cli.command {
+        Command::Fanout(a) => ("fanout", a.common.json, scenario::fanout(a)),
+        Command::Connect(a) => ("connect", a.common.json, scenario::connect(a)),
+        Command::Echo(a) => ("echo", a.common.json, scenario::echo(a)),
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(msg) => scenario::fail(name, json, &msg),
+    };
+    std::process::exit(code);
 }

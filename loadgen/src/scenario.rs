@@ -1,0 +1,843 @@
+//! The three scenarios: what they plan, how they drive a [`Backend`], what they report.
+
+use std::ffi::OsString;
+use std::io::IsTerminal as _;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::cli::{CommonArgs, ConnectArgs, EchoArgs, FanoutArgs, Rate, WorkerSpec, Workers};
+use crate::clock;
+use crate::driver::{self, Backend, Local};
+use crate::limits;
+use crate::payload::MAX_PUBLISHERS;
+use crate::report::{ConnectSummary, LatencySummary, Table, Tally, latency_line, thousands};
+use crate::run::{ConnPlan, Role, Run, Settings};
+use crate::target::Target;
+
+/// Exit code: the run completed but broke an `--expect-all` expectation.
+pub(crate) const EXIT_EXPECTATION: i32 = 3;
+/// Connections per worker process when `--workers auto` splits a run.
+const PER_WORKER: usize = 15_000;
+/// Runs at least this long get a progress bar.
+const PROGRESS_MIN: Duration = Duration::from_secs(3);
+
+/// A failure that ends a scenario before it reports: the message for the user.
+pub(crate) type Failure = String;
+
+/// Everything a process needs to know about the connections of a run.
+struct Layout {
+    plans: Vec<ConnPlan>,
+    publisher_topics: Vec<u32>,
+    topics: usize,
+}
+
+impl Layout {
+    /// Worker `spec`'s share (everything when `None`): connections `i` with
+    /// `i * count / total == index`, publishers by `id % count`.
+    fn share(&self, spec: Option<WorkerSpec>) -> Vec<ConnPlan> {
+        let Some(spec) = spec else {
+            return self.plans.clone();
+        };
+        let others: Vec<&ConnPlan> = self
+            .plans
+            .iter()
+            .filter(|p| !matches!(p.role, Role::Publisher { .. }))
+            .collect();
+        let n = others.len();
+        let lo = spec.index * n / spec.count;
+        let hi = (spec.index + 1) * n / spec.count;
+        let mut out: Vec<ConnPlan> = others[lo..hi].iter().map(|&p| p.clone()).collect();
+        out.extend(
+            self.plans
+                .iter()
+                .filter(|p| matches!(p.role, Role::Publisher { id, .. } if id as usize % spec.count == spec.index))
+                .cloned(),
+        );
+        out
+    }
+}
+
+/// Threads, workers and the rest of the process layout decided from the common flags.
+struct Procs {
+    target: Target,
+    /// Worker processes (0: run here).
+    workers: usize,
+    /// Threads per process.
+    threads: usize,
+    pin: Vec<usize>,
+    spec: Option<WorkerSpec>,
+}
+
+fn procs(common: &CommonArgs, connections: usize) -> Result<Procs, Failure> {
+    let target = Target::parse(&common.url).map_err(|e| e.to_string())?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = common.threads.unwrap_or(cores).max(1);
+    if common.worker.is_some() {
+        return Ok(Procs {
+            target,
+            workers: 0,
+            threads,
+            pin: common
+                .pin_cpus
+                .as_ref()
+                .map(|c| c.0.clone())
+                .unwrap_or_default(),
+            spec: common.worker,
+        });
+    }
+    limits::raise_nofile();
+    let per_process = limits::connections_per_process() as usize;
+    let workers = match common.workers {
+        Workers::Count(n) => n,
+        Workers::Auto if connections <= per_process => 0,
+        Workers::Auto => connections.div_ceil(PER_WORKER.min(per_process).max(1)),
+    };
+    Ok(Procs {
+        target,
+        workers,
+        threads,
+        pin: common
+            .pin_cpus
+            .as_ref()
+            .map(|c| c.0.clone())
+            .unwrap_or_default(),
+        spec: None,
+    })
+}
+
+/// Settings for this process.
+#[allow(clippy::too_many_arguments)]
+fn settings(
+    common: &CommonArgs,
+    p: &Procs,
+    layout: &Layout,
+    size: usize,
+    text: bool,
+    publish_interval_ns: Option<u64>,
+    echo_interval_ns: Option<u64>,
+    window: u64,
+    connect_rate: Option<f64>,
+) -> Settings {
+    let processes = p.spec.map_or(1, |s| s.count);
+    let threads_total = (p.threads * processes) as f64;
+    Settings {
+        target: p.target.clone(),
+        source_ip: p.spec.map(|s| Ipv4Addr::new(127, 0, 0, 2 + s.index as u8)),
+        size,
+        text,
+        publish_interval_ns,
+        echo_interval_ns,
+        window,
+        connect_interval_ns: connect_rate.map(|r| (threads_total * 1e9 / r).max(1.0) as u64),
+        max_pending: (common.max_pending / p.threads).max(1),
+        handshake_timeout: common.handshake_timeout,
+        publisher_topics: layout.publisher_topics.clone(),
+        topics: layout.topics,
+        total_connections: layout.plans.len() as u64,
+    }
+}
+
+/// Starts the connections: here, or in worker processes.
+fn start(p: &Procs, settings: Settings, layout: &Layout) -> Result<Box<dyn Backend>, Failure> {
+    if p.workers == 0 {
+        probe(&p.target)?;
+        let run = Run::start(settings, layout.share(None), p.threads, &p.pin)
+            .map_err(|e| format!("cannot start reactor threads: {e}"))?;
+        return Ok(Box::new(Local(run)));
+    }
+    if p.workers > 250 {
+        return Err("at most 250 workers (one 127.0.0.x source address each)".to_owned());
+    }
+    probe(&p.target)?;
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let child_threads = p.threads.div_ceil(p.workers).max(1);
+    let w = driver::Workers::spawn(&args, p.workers, child_threads, clock::base())?;
+    Ok(Box::new(w))
+}
+
+/// One blocking connect, so that "no server" is said at once and plainly.
+fn probe(target: &Target) -> Result<(), Failure> {
+    match std::net::TcpStream::connect_timeout(&target.addr, Duration::from_secs(3)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(format!(
+            "cannot connect to {}: connection refused — is the server running?",
+            target.addr
+        )),
+        Err(e) => Err(format!("cannot connect to {}: {e}", target.addr)),
+    }
+}
+
+/// Runs this process as worker `spec` of a parent; returns the exit code.
+fn serve_as_worker(settings: Settings, layout: &Layout, p: &Procs) -> Result<i32, Failure> {
+    let run = Run::start(settings, layout.share(p.spec), p.threads, &p.pin)
+        .map_err(|e| format!("cannot start reactor threads: {e}"))?;
+    Ok(driver::serve_parent(run))
+}
+
+fn progress_enabled(common: &CommonArgs, total: Duration) -> bool {
+    !common.json && total >= PROGRESS_MIN && std::io::stderr().is_terminal()
+}
+
+fn bar(len: u64, template: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+/// Waits for connections with a progress bar on big runs.
+fn connect_phase(common: &CommonArgs, backend: &mut dyn Backend, planned: usize) -> ConnectSummary {
+    let pb = (!common.json && planned >= 2000 && std::io::stderr().is_terminal())
+        .then(|| bar(planned as u64, "connecting {bar:30} {pos}/{len} {msg}"));
+    let mut tick = |done: u64, failed: u64| {
+        if let Some(pb) = &pb {
+            pb.set_position(done + failed);
+            if failed > 0 {
+                pb.set_message(format!("({failed} failed)"));
+            }
+        }
+    };
+    let summary = backend.wait_connected(&mut tick);
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    summary
+}
+
+/// Sleeps until `t2` (run clock), with a live-rate progress bar if enabled.
+fn timed_phase(backend: &mut dyn Backend, t0: u64, t2: u64, show: bool, label: &str) {
+    let pb = show.then(|| {
+        bar(
+            (t2 - t0) / 1_000_000,
+            "{spinner} {elapsed_precise} {bar:30} {percent:>3}% {msg}",
+        )
+    });
+    let mut last = (Instant::now(), backend.live());
+    loop {
+        let now = clock::now_ns();
+        if now >= t2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_nanos(t2 - now).min(Duration::from_millis(250)));
+        let live = backend.live();
+        if let Some(pb) = &pb {
+            let dt = last.0.elapsed().as_secs_f64().max(1e-3);
+            let d = (live.0 - last.1.0) as f64 / dt;
+            let p = (live.1 - last.1.1) as f64 / dt;
+            pb.set_position(clock::now_ns().saturating_sub(t0) / 1_000_000);
+            pb.set_message(format!(
+                "{label} {}/s · sent {}/s · open {}",
+                thousands(d),
+                thousands(p),
+                live.2
+            ));
+            last = (Instant::now(), live);
+        }
+    }
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+}
+
+fn lat_json(l: &LatencySummary) -> serde_json::Value {
+    json!({ "p50": l.p50, "p90": l.p90, "p99": l.p99, "p999": l.p999, "max": l.max, "mean": l.mean })
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{v}");
+}
+
+/// Reports a failure in the requested format; returns exit code 1.
+pub(crate) fn fail(scenario: &str, json: bool, msg: &str) -> i32 {
+    eprintln!("loadgen: {msg}");
+    if json {
+        print_json(&json!({ "scenario": scenario, "error": msg }));
+    }
+    1
+}
+
+/// Builds the plans of a fan-out run.
+fn fanout_layout(args: &FanoutArgs, target: &Target) -> Result<Layout, Failure> {
+    let names: Vec<String> = match &args.topic_names {
+        Some(n) if n.is_empty() => return Err("--topic-names is empty".to_owned()),
+        Some(n) => n.clone(),
+        None => (0..args.topics).map(|i| format!("t{i}")).collect(),
+    };
+    let topics = names.len();
+    let plain = args.topic_names.is_none() && topics == 1;
+    let publishers = args.publishers.unwrap_or(topics as u32) as usize;
+    if publishers < topics {
+        return Err(format!(
+            "--publishers {publishers} is fewer than the {topics} topics: every topic needs a publisher"
+        ));
+    }
+    if publishers > MAX_PUBLISHERS as usize {
+        return Err(format!("--publishers is limited to {MAX_PUBLISHERS}"));
+    }
+    if args.subscribers == 0 {
+        return Err("--subscribers must be at least 1".to_owned());
+    }
+    let path = |kind: &str, t: usize| -> Arc<str> {
+        if plain {
+            Arc::from(target.path(&format!("/{kind}")))
+        } else {
+            Arc::from(target.path(&format!("/{kind}/{}", names[t])))
+        }
+    };
+    let sub_paths: Vec<Arc<str>> = (0..topics).map(|t| path("sub", t)).collect();
+    let pub_paths: Vec<Arc<str>> = (0..topics).map(|t| path("pub", t)).collect();
+    let mut plans: Vec<ConnPlan> = (0..args.subscribers)
+        .map(|i| ConnPlan {
+            path: Arc::clone(&sub_paths[i % topics]),
+            role: Role::Subscriber {
+                topic: (i % topics) as u32,
+            },
+        })
+        .collect();
+    let publisher_topics: Vec<u32> = (0..publishers).map(|p| (p % topics) as u32).collect();
+    plans.extend(publisher_topics.iter().enumerate().map(|(p, &t)| ConnPlan {
+        path: Arc::clone(&pub_paths[t as usize]),
+        role: Role::Publisher {
+            id: p as u32,
+            topic: t,
+        },
+    }));
+    Ok(Layout {
+        plans,
+        publisher_topics,
+        topics,
+    })
+}
+
+/// `loadgen fanout`; returns the exit code.
+pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
+    let common = &args.common;
+    clock::init(common.clock_base);
+    let p = procs(
+        common,
+        args.subscribers + args.publishers.unwrap_or(args.topics) as usize,
+    )?;
+    let layout = fanout_layout(args, &p.target)?;
+    let publishers = layout.publisher_topics.len();
+    let interval = match args.rate {
+        Rate::Max => None,
+        Rate::PerSec(r) => Some(((publishers as f64) * 1e9 / r).max(1.0) as u64),
+    };
+    let window = args.window.unwrap_or_else(|| default_window(args.size));
+    let s = settings(
+        common,
+        &p,
+        &layout,
+        args.size as usize,
+        args.text,
+        interval,
+        None,
+        window,
+        None,
+    );
+    if p.spec.is_some() {
+        return serve_as_worker(s, &layout, &p);
+    }
+    let mut backend = start(&p, s, &layout)?;
+    let summary = connect_phase(common, backend.as_mut(), layout.plans.len());
+    if summary.fatal || summary.subscribers == 0 || summary.publishers < publishers as u64 {
+        let why = summary
+            .first_error
+            .clone()
+            .unwrap_or_else(|| "connections failed".to_owned());
+        let _ = backend.finish();
+        return Err(format!(
+            "{why} ({} of {} subscribers and {} of {publishers} publishers connected)",
+            summary.subscribers, args.subscribers, summary.publishers
+        ));
+    }
+    if summary.failed > 0 && !common.json {
+        eprintln!(
+            "loadgen: {} connections failed ({}); running with {} subscribers",
+            summary.failed,
+            summary.first_error.as_deref().unwrap_or("?"),
+            summary.subscribers
+        );
+    }
+    let t0 = clock::now_ns() + 20_000_000;
+    let t1 = t0 + args.warmup.as_nanos() as u64;
+    let t2 = t1 + args.duration.as_nanos() as u64;
+    backend.go(t0, t1, t2);
+    timed_phase(
+        backend.as_mut(),
+        t0,
+        t2,
+        progress_enabled(common, args.warmup + args.duration),
+        "delivered",
+    );
+    let finals = backend.wait_stopped(Duration::from_secs(5));
+    let drained = backend.drain(&finals, args.drain);
+    let tally = backend.finish()?;
+    let secs = args.duration.as_secs_f64().max(1e-9);
+    let lat = tally.latency.summary();
+    let mut failures = Vec::new();
+    if args.expect_all {
+        expect(
+            &mut failures,
+            tally.published == 0,
+            "nothing was published".into(),
+        );
+        expect(
+            &mut failures,
+            tally.lost > 0,
+            format!("{} messages lost", tally.lost),
+        );
+        expect(
+            &mut failures,
+            tally.out_of_order > 0,
+            format!("{} messages out of order", tally.out_of_order),
+        );
+        expect(
+            &mut failures,
+            tally.duplicates > 0,
+            format!("{} duplicates", tally.duplicates),
+        );
+        expect(
+            &mut failures,
+            summary.failed > 0,
+            format!("{} connections failed", summary.failed),
+        );
+        expect(
+            &mut failures,
+            tally.closed_by_server > 0,
+            format!("the server closed {} connections", tally.closed_by_server),
+        );
+    }
+    let report = json!({
+        "scenario": "fanout",
+        "url": common.url,
+        "subscribers": args.subscribers,
+        "subscribers_connected": summary.subscribers,
+        "publishers": publishers,
+        "topics": layout.topics,
+        "size": args.size,
+        "text": args.text,
+        "rate": match args.rate { Rate::Max => json!("max"), Rate::PerSec(r) => json!(r) },
+        "window": window,
+        "warmup_s": args.warmup.as_secs_f64(),
+        "duration_s": secs,
+        "threads": p.threads,
+        "workers": p.workers,
+        "published": tally.published,
+        "published_per_sec": tally.published_measured as f64 / secs,
+        "expected": tally.expected,
+        "delivered": tally.delivered,
+        "deliveries_per_sec": tally.measured as f64 / secs,
+        "measured_deliveries": tally.measured,
+        "lost": tally.lost,
+        "out_of_order": tally.out_of_order,
+        "duplicates": tally.duplicates,
+        "malformed": tally.malformed,
+        "drained": drained,
+        "connect_errors": summary.failed,
+        "first_connect_error": summary.first_error,
+        "closed_by_server": tally.closed_by_server,
+        "first_problem": tally.first_problem,
+        "connect_s": clock::secs(summary.elapsed_ns),
+        "conn_per_sec": summary.rate(),
+        "lat_us": lat_json(&lat),
+        "lat_samples": tally.latency.count(),
+        "ok": failures.is_empty(),
+        "failures": failures,
+    });
+    if common.json {
+        print_json(&report);
+    } else {
+        let mut t = Table::default();
+        t.row(
+            "scenario",
+            format!(
+                "fanout · {} subscribers · {} topics · {} publishers · {} B {}",
+                summary.subscribers,
+                layout.topics,
+                publishers,
+                args.size,
+                if args.text { "text" } else { "binary" }
+            ),
+        )
+        .row(
+            "rate",
+            match args.rate {
+                Rate::Max => format!("max (window {window})"),
+                Rate::PerSec(r) => format!("{} msg/s", thousands(r)),
+            },
+        )
+        .row(
+            "time",
+            format!(
+                "{:.1} s warm-up + {:.1} s measured",
+                args.warmup.as_secs_f64(),
+                secs
+            ),
+        )
+        .row(
+            "connect",
+            format!(
+                "{} in {:.2} s ({} conn/s), {} failed",
+                summary.connected,
+                clock::secs(summary.elapsed_ns),
+                thousands(summary.rate()),
+                summary.failed
+            ),
+        )
+        .row("deliveries/s", thousands(tally.measured as f64 / secs))
+        .row(
+            "published/s",
+            thousands(tally.published_measured as f64 / secs),
+        )
+        .row(
+            "published",
+            format!(
+                "{} (expected deliveries {})",
+                tally.published, tally.expected
+            ),
+        )
+        .row("delivered", tally.delivered)
+        .row(
+            "lost / ooo / dup",
+            format!(
+                "{} / {} / {}",
+                tally.lost, tally.out_of_order, tally.duplicates
+            ),
+        )
+        .row("latency", latency_line(&lat));
+        if tally.closed_by_server > 0 {
+            t.row(
+                "closed by server",
+                format!(
+                    "{} ({})",
+                    tally.closed_by_server,
+                    tally.first_problem.as_deref().unwrap_or("")
+                ),
+            );
+        }
+        if !drained {
+            t.row("drain", "timed out: the missing tail counts as lost");
+        }
+        print!("{}", t.render());
+    }
+    Ok(report_failures(&failures))
+}
+
+/// The default publisher window for `size`-byte payloads: 256 messages, or 1 MiB of
+/// payload per subscriber if that is fewer (at least 4).
+fn default_window(size: u64) -> u64 {
+    ((1 << 20) / size.max(1)).clamp(4, 256)
+}
+
+fn expect(failures: &mut Vec<String>, bad: bool, msg: String) {
+    if bad {
+        failures.push(msg);
+    }
+}
+
+fn report_failures(failures: &[String]) -> i32 {
+    if failures.is_empty() {
+        return 0;
+    }
+    eprintln!("loadgen: expectation failed: {}", failures.join("; "));
+    EXIT_EXPECTATION
+}
+
+/// `loadgen connect`; returns the exit code.
+pub(crate) fn connect(args: &ConnectArgs) -> Result<i32, Failure> {
+    let common = &args.common;
+    clock::init(common.clock_base);
+    if args.connections == 0 {
+        return Err("--connections must be at least 1".to_owned());
+    }
+    let p = procs(common, args.connections)?;
+    let path: Arc<str> = Arc::from(p.target.path(&args.path));
+    let layout = Layout {
+        plans: (0..args.connections)
+            .map(|_| ConnPlan {
+                path: Arc::clone(&path),
+                role: Role::Idle,
+            })
+            .collect(),
+        publisher_topics: Vec::new(),
+        topics: 0,
+    };
+    let s = settings(common, &p, &layout, 16, false, None, None, 1, args.rate);
+    if p.spec.is_some() {
+        return serve_as_worker(s, &layout, &p);
+    }
+    let rss = |pid: Option<u32>| pid.map(limits::rss_kib).transpose();
+    let rss_before = rss(args.server_pid)?;
+    let mut backend = start(&p, s, &layout)?;
+    let summary = connect_phase(common, backend.as_mut(), args.connections);
+    if summary.connected == 0 || summary.fatal {
+        let why = summary
+            .first_error
+            .clone()
+            .unwrap_or_else(|| "no connection succeeded".to_owned());
+        let _ = backend.finish();
+        return Err(format!(
+            "{why} ({} of {} connections open)",
+            summary.connected, args.connections
+        ));
+    }
+    if summary.failed > 0 && !common.json {
+        eprintln!(
+            "loadgen: {} connections failed ({})",
+            summary.failed,
+            summary.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    let t0 = clock::now_ns();
+    let t2 = t0 + args.hold.as_nanos() as u64;
+    backend.go(t0, t0, t2);
+    // Let the server settle before the first reading.
+    std::thread::sleep(Duration::from_millis(200).min(args.hold));
+    let rss_open = rss(args.server_pid)?;
+    timed_phase(
+        backend.as_mut(),
+        t0,
+        t2,
+        progress_enabled(common, args.hold),
+        "idle",
+    );
+    // Workers report their last counts with their stop.
+    let _ = backend.wait_stopped(Duration::from_secs(1));
+    let (_, _, open_after_hold) = backend.live();
+    let rss_after = rss(args.server_pid)?;
+    let _ = backend.drain(&[], Duration::from_millis(10));
+    let tally = backend.finish()?;
+    let per_conn = match (rss_before, rss_open) {
+        (Some(b), Some(a)) => Some((a as f64 - b as f64) * 1024.0 / summary.connected as f64),
+        _ => None,
+    };
+    let report = json!({
+        "scenario": "connect",
+        "url": common.url,
+        "connections": args.connections,
+        "connected": summary.connected,
+        "connect_errors": summary.failed,
+        "first_connect_error": summary.first_error,
+        "connect_s": clock::secs(summary.elapsed_ns),
+        "conn_per_sec": summary.rate(),
+        "peak_concurrent": summary.peak_open,
+        "hold_s": args.hold.as_secs_f64(),
+        "open_after_hold": open_after_hold,
+        "closed_by_server": tally.closed_by_server,
+        "first_problem": tally.first_problem,
+        "server_rss_before_kib": rss_before,
+        "server_rss_open_kib": rss_open,
+        "server_rss_after_kib": rss_after,
+        "server_bytes_per_conn": per_conn,
+        "threads": p.threads,
+        "workers": p.workers,
+    });
+    if common.json {
+        print_json(&report);
+    } else {
+        let mut t = Table::default();
+        t.row(
+            "scenario",
+            format!("connect · {} connections to {}", args.connections, path),
+        )
+        .row(
+            "connected",
+            format!(
+                "{} in {:.2} s ({} conn/s), {} failed",
+                summary.connected,
+                clock::secs(summary.elapsed_ns),
+                thousands(summary.rate()),
+                summary.failed
+            ),
+        )
+        .row("peak concurrent", summary.peak_open)
+        .row(
+            "after hold",
+            format!(
+                "{} open after {:.1} s",
+                open_after_hold,
+                args.hold.as_secs_f64()
+            ),
+        );
+        if let (Some(b), Some(a)) = (rss_before, rss_open) {
+            t.row(
+                "server RSS",
+                format!(
+                    "{:.1} MiB before, {:.1} MiB open, {} after hold",
+                    b as f64 / 1024.0,
+                    a as f64 / 1024.0,
+                    rss_after.map_or("?".to_owned(), |r| format!("{:.1} MiB", r as f64 / 1024.0))
+                ),
+            );
+        }
+        if let Some(b) = per_conn {
+            t.row("bytes/conn", format!("{b:.0}"));
+        }
+        if tally.closed_by_server > 0 {
+            t.row(
+                "closed by server",
+                format!(
+                    "{} ({})",
+                    tally.closed_by_server,
+                    tally.first_problem.as_deref().unwrap_or("")
+                ),
+            );
+        }
+        print!("{}", t.render());
+    }
+    Ok(0)
+}
+
+/// `loadgen echo`; returns the exit code.
+pub(crate) fn echo(args: &EchoArgs) -> Result<i32, Failure> {
+    let common = &args.common;
+    clock::init(common.clock_base);
+    if args.connections == 0 {
+        return Err("--connections must be at least 1".to_owned());
+    }
+    let p = procs(common, args.connections)?;
+    let path: Arc<str> = Arc::from(p.target.path(&args.path));
+    let layout = Layout {
+        plans: (0..args.connections)
+            .map(|i| ConnPlan {
+                path: Arc::clone(&path),
+                role: Role::Echo { id: i as u32 },
+            })
+            .collect(),
+        publisher_topics: Vec::new(),
+        topics: 0,
+    };
+    let interval = args
+        .rate
+        .map(|r| ((args.connections as f64) * 1e9 / r).max(1.0) as u64);
+    let s = settings(
+        common,
+        &p,
+        &layout,
+        args.size as usize,
+        args.text,
+        None,
+        interval,
+        1,
+        None,
+    );
+    if p.spec.is_some() {
+        return serve_as_worker(s, &layout, &p);
+    }
+    let mut backend = start(&p, s, &layout)?;
+    let summary = connect_phase(common, backend.as_mut(), args.connections);
+    if summary.fatal || summary.connected == 0 {
+        let why = summary
+            .first_error
+            .clone()
+            .unwrap_or_else(|| "no connection succeeded".to_owned());
+        let _ = backend.finish();
+        return Err(format!(
+            "{why} ({} of {} connections open)",
+            summary.connected, args.connections
+        ));
+    }
+    let t0 = clock::now_ns() + 20_000_000;
+    let t1 = t0 + args.warmup.as_nanos() as u64;
+    let t2 = t1 + args.duration.as_nanos() as u64;
+    backend.go(t0, t1, t2);
+    timed_phase(
+        backend.as_mut(),
+        t0,
+        t2,
+        progress_enabled(common, args.warmup + args.duration),
+        "echoes",
+    );
+    let _ = backend.wait_stopped(Duration::from_secs(2));
+    let drained = backend.drain(&[], args.drain);
+    let tally: Tally = backend.finish()?;
+    let secs = args.duration.as_secs_f64().max(1e-9);
+    let lat = tally.latency.summary();
+    let mut failures = Vec::new();
+    if args.expect_all {
+        expect(
+            &mut failures,
+            tally.published == 0,
+            "nothing was sent".into(),
+        );
+        expect(
+            &mut failures,
+            tally.lost > 0,
+            format!("{} echoes missing", tally.lost),
+        );
+        expect(
+            &mut failures,
+            summary.failed > 0,
+            format!("{} connections failed", summary.failed),
+        );
+        expect(
+            &mut failures,
+            tally.closed_by_server > 0,
+            format!("the server closed {} connections", tally.closed_by_server),
+        );
+    }
+    let rtt_per_sec = tally.measured as f64 / secs;
+    let report = json!({
+        "scenario": "echo",
+        "url": common.url,
+        "connections": args.connections,
+        "connected": summary.connected,
+        "size": args.size,
+        "text": args.text,
+        "rate": args.rate,
+        "warmup_s": args.warmup.as_secs_f64(),
+        "duration_s": secs,
+        "threads": p.threads,
+        "workers": p.workers,
+        "sent": tally.published,
+        "received": tally.delivered,
+        "lost": tally.lost,
+        "round_trips_per_sec": rtt_per_sec,
+        "bytes_per_sec": rtt_per_sec * args.size as f64,
+        "drained": drained,
+        "connect_errors": summary.failed,
+        "closed_by_server": tally.closed_by_server,
+        "first_problem": tally.first_problem,
+        "lat_us": lat_json(&lat),
+        "ok": failures.is_empty(),
+        "failures": failures,
+    });
+    if common.json {
+        print_json(&report);
+    } else {
+        let mut t = Table::default();
+        t.row(
+            "scenario",
+            format!(
+                "echo · {} connections · {} B · {}",
+                summary.connected,
+                args.size,
+                args.rate.map_or("closed loop".to_owned(), |r| format!(
+                    "{} msg/s",
+                    thousands(r)
+                ))
+            ),
+        )
+        .row("round trips/s", thousands(rtt_per_sec))
+        .row(
+            "throughput",
+            format!("{:.1} MB/s each way", rtt_per_sec * args.size as f64 / 1e6),
+        )
+        .row(
+            "sent / received",
+            format!(
+                "{} / {} ({} missing)",
+                tally.published, tally.delivered, tally.lost
+            ),
+        )
+        .row("round trip", latency_line(&lat));
+        print!("{}", t.render());
+    }
+    Ok(report_failures(&failures))
+}

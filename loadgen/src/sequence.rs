@@ -1,0 +1,199 @@
+//! Loss, reordering and duplicate accounting for one subscriber's view of one
+//! publisher's stream.
+//!
+//! A [`Tracker`] remembers the next sequence number it expects and which of the 128
+//! before it have arrived. A jump ahead counts the skipped numbers as lost; a late arrival
+//! of a skipped number moves it from lost to out-of-order; a second arrival is a
+//! duplicate. Further back than the window, a late arrival cannot be told from a
+//! duplicate: it counts as out-of-order while the stream has losses to take it from, else
+//! as a duplicate. At the end, [`Tracker::finish`] adds the missing tail (numbers up to
+//! the publisher's final count that never arrived). Invariant: for every stream,
+//! `unique arrivals + lost == final count`.
+
+/// Sequence numbers remembered behind the next expected one.
+pub(crate) const WINDOW: u64 = 128;
+
+/// What one arrival was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// The expected next number.
+    InOrder,
+    /// Ahead of the expected number; that many were skipped (lost so far).
+    Gap(u64),
+    /// A number skipped earlier, arriving late.
+    OutOfOrder,
+    /// Seen before.
+    Duplicate,
+}
+
+/// One stream as seen by one subscriber.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tracker {
+    /// Next sequence number expected.
+    next: u64,
+    /// Bit `i` set: `next - 1 - i` has arrived.
+    seen: u128,
+    /// Numbers below `next` not (yet) arrived.
+    lost: u64,
+}
+
+/// Totals over trackers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    /// Never arrived (gaps plus missing tail).
+    pub(crate) lost: u64,
+    /// Arrived after a later number.
+    pub(crate) out_of_order: u64,
+    /// Arrived more than once.
+    pub(crate) duplicates: u64,
+}
+
+impl Tracker {
+    /// Records the arrival of `seq`, updating `counts`.
+    pub(crate) fn record(&mut self, seq: u64, counts: &mut Counts) -> Arrival {
+        if seq >= self.next {
+            let skipped = seq - self.next;
+            self.seen = if skipped + 1 >= 128 {
+                0
+            } else {
+                self.seen << (skipped + 1)
+            } | 1;
+            self.next = seq + 1;
+            self.lost += skipped;
+            if skipped == 0 {
+                return Arrival::InOrder;
+            }
+            return Arrival::Gap(skipped);
+        }
+        let back = self.next - 1 - seq;
+        if back < WINDOW {
+            let bit = 1u128 << back;
+            if self.seen & bit != 0 {
+                counts.duplicates += 1;
+                return Arrival::Duplicate;
+            }
+            self.seen |= bit;
+        } else if self.lost == 0 {
+            counts.duplicates += 1;
+            return Arrival::Duplicate;
+        }
+        self.lost = self.lost.saturating_sub(1);
+        counts.out_of_order += 1;
+        Arrival::OutOfOrder
+    }
+
+    /// Whether every number below `final_count` has arrived or been given up for lost.
+    pub(crate) fn complete(&self, final_count: u64) -> bool {
+        self.next >= final_count
+    }
+
+    /// Adds this stream's losses, including the missing tail up to `final_count`, to
+    /// `counts`.
+    pub(crate) fn finish(&self, final_count: u64, counts: &mut Counts) {
+        counts.lost += self.lost + final_count.saturating_sub(self.next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(seqs: &[u64], final_count: u64) -> (Counts, Vec<Arrival>) {
+        let mut t = Tracker::default();
+        let mut c = Counts::default();
+        let arrivals = seqs.iter().map(|&s| t.record(s, &mut c)).collect();
+        t.finish(final_count, &mut c);
+        (c, arrivals)
+    }
+
+    #[test]
+    fn in_order_stream_is_clean() {
+        let seqs: Vec<u64> = (0..1000).collect();
+        let (c, _) = run(&seqs, 1000);
+        assert_eq!(c, Counts::default());
+    }
+
+    #[test]
+    fn gaps_and_tail_count_as_lost() {
+        let (c, a) = run(&[0, 1, 4, 5], 8);
+        assert_eq!(a[2], Arrival::Gap(2));
+        assert_eq!(
+            c,
+            Counts {
+                lost: 2 + 2,
+                out_of_order: 0,
+                duplicates: 0
+            }
+        );
+    }
+
+    #[test]
+    fn late_arrival_moves_from_lost_to_out_of_order() {
+        let (c, a) = run(&[0, 2, 1, 3], 4);
+        assert_eq!(
+            a,
+            [
+                Arrival::InOrder,
+                Arrival::Gap(1),
+                Arrival::OutOfOrder,
+                Arrival::InOrder
+            ]
+        );
+        assert_eq!(
+            c,
+            Counts {
+                lost: 0,
+                out_of_order: 1,
+                duplicates: 0
+            }
+        );
+    }
+
+    #[test]
+    fn duplicates_in_and_out_of_window() {
+        let (c, _) = run(&[0, 1, 1, 2, 0], 3);
+        assert_eq!(c.duplicates, 2);
+        assert_eq!(c.lost, 0);
+        // Beyond the window, with nothing lost: a duplicate.
+        let mut seqs: Vec<u64> = (0..300).collect();
+        seqs.push(5);
+        let (c, _) = run(&seqs, 300);
+        assert_eq!((c.duplicates, c.out_of_order, c.lost), (1, 0, 0));
+        // Beyond the window, with a loss to fill: out of order.
+        let mut seqs: Vec<u64> = (0..300).filter(|&s| s != 5).collect();
+        seqs.push(5);
+        let (c, _) = run(&seqs, 300);
+        assert_eq!((c.duplicates, c.out_of_order, c.lost), (0, 1, 0));
+    }
+
+    #[test]
+    fn invariant_unique_plus_lost_is_final() {
+        // A scrambled stream: reversed blocks, drops and repeats.
+        let mut seqs = Vec::new();
+        for block in 0..50u64 {
+            for s in (block * 10..block * 10 + 10).rev() {
+                if s % 7 != 3 {
+                    seqs.push(s);
+                }
+                if s % 11 == 0 {
+                    seqs.push(s);
+                }
+            }
+        }
+        let unique: std::collections::HashSet<u64> = seqs.iter().copied().collect();
+        let (c, _) = run(&seqs, 520);
+        assert_eq!(unique.len() as u64 + c.lost, 520);
+        assert_eq!(c.duplicates, seqs.len() as u64 - unique.len() as u64);
+    }
+
+    #[test]
+    fn complete_tracks_progress() {
+        let mut t = Tracker::default();
+        let mut c = Counts::default();
+        assert!(t.complete(0));
+        assert!(!t.complete(2));
+        t.record(0, &mut c);
+        t.record(1, &mut c);
+        assert!(t.complete(2));
+    }
+}

@@ -1,0 +1,190 @@
+//! `loadgen fanout` against an in-process ringcast broadcast server: every published
+//! message reaches every subscriber, and the report says so.
+
+mod util;
+
+use util::{broadcast_server, loadgen, u, url};
+
+#[test]
+fn every_message_reaches_every_subscriber() {
+    let server = broadcast_server();
+    let url = url(server.local_addr());
+    let out = loadgen(&[
+        "fanout",
+        "--url",
+        &url,
+        "--subscribers",
+        "200",
+        "--rate",
+        "2000",
+        "--duration",
+        "2s",
+        "--warmup",
+        "0.5s",
+        "--threads",
+        "2",
+        "--expect-all",
+        "--json",
+    ]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let r = out.json();
+    assert_eq!(r["scenario"], "fanout");
+    assert_eq!(u(&r, "subscribers"), 200);
+    assert_eq!(u(&r, "size"), 64);
+    let published = u(&r, "published");
+    assert!(
+        published > 2000,
+        "paced at 2000/s for 2.5 s, published {published}"
+    );
+    assert!(published < 6000, "pacing overshot: {published}");
+    assert_eq!(u(&r, "delivered"), published * 200);
+    assert_eq!(u(&r, "expected"), published * 200);
+    assert_eq!(u(&r, "lost"), 0);
+    assert_eq!(u(&r, "out_of_order"), 0);
+    assert_eq!(u(&r, "duplicates"), 0);
+    assert_eq!(u(&r, "connect_errors"), 0);
+    let rate = r["deliveries_per_sec"].as_f64().expect("rate");
+    assert!(
+        rate > 200_000.0 && rate < 600_000.0,
+        "about 2000 × 200 deliveries/s, got {rate}"
+    );
+    let lat = &r["lat_us"];
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(lat[key].as_f64().expect(key) > 0.0, "{key} in {lat}");
+    }
+    assert!(lat["p50"].as_f64() <= lat["max"].as_f64());
+    server.shutdown();
+}
+
+#[test]
+fn topics_text_and_several_publishers() {
+    let server = broadcast_server();
+    let url = url(server.local_addr());
+    let out = loadgen(&[
+        "fanout",
+        "--url",
+        &url,
+        "-n",
+        "60",
+        "--topics",
+        "3",
+        "--publishers",
+        "6",
+        "--text",
+        "--size",
+        "100",
+        "--rate",
+        "600",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--expect-all",
+        "--json",
+    ]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let r = out.json();
+    assert_eq!(u(&r, "topics"), 3);
+    assert_eq!(u(&r, "publishers"), 6);
+    // Each topic has 20 subscribers; each message goes to its topic's subscribers only.
+    assert_eq!(u(&r, "delivered"), u(&r, "published") * 20);
+    assert_eq!(u(&r, "lost"), 0);
+    assert_eq!(u(&r, "malformed"), 0);
+    server.shutdown();
+}
+
+#[test]
+fn max_rate_is_bounded_and_lossless() {
+    let server = broadcast_server();
+    let url = url(server.local_addr());
+    let out = loadgen(&[
+        "fanout",
+        "--url",
+        &url,
+        "-n",
+        "50",
+        "--rate",
+        "max",
+        "--window",
+        "16",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0.2s",
+        "--expect-all",
+        "--json",
+    ]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let r = out.json();
+    assert_eq!(r["rate"], "max");
+    assert_eq!(u(&r, "window"), 16);
+    assert!(u(&r, "published") > 100);
+    assert_eq!(u(&r, "delivered"), u(&r, "published") * 50);
+    assert_eq!(u(&r, "lost"), 0);
+    server.shutdown();
+}
+
+#[test]
+fn worker_processes_aggregate_into_one_report() {
+    let server = broadcast_server();
+    let url = url(server.local_addr());
+    let out = loadgen(&[
+        "fanout",
+        "--url",
+        &url,
+        "-n",
+        "120",
+        "--topics",
+        "2",
+        "--workers",
+        "2",
+        "--rate",
+        "400",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0.2s",
+        "--threads",
+        "2",
+        "--expect-all",
+        "--json",
+    ]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let r = out.json();
+    assert_eq!(u(&r, "workers"), 2);
+    assert_eq!(u(&r, "subscribers_connected"), 120);
+    assert_eq!(u(&r, "delivered"), u(&r, "published") * 60);
+    assert_eq!(u(&r, "lost"), 0);
+    assert!(r["lat_us"]["p99"].as_f64().expect("p99") > 0.0);
+    // Latency samples from both workers: every measured delivery was recorded.
+    assert_eq!(u(&r, "lat_samples"), u(&r, "measured_deliveries"));
+    server.shutdown();
+}
+
+#[test]
+fn human_table_by_default() {
+    let server = broadcast_server();
+    let url = url(server.local_addr());
+    let out = loadgen(&[
+        "fanout",
+        "--url",
+        &url,
+        "-n",
+        "10",
+        "--rate",
+        "100",
+        "--duration",
+        "0.5s",
+        "--warmup",
+        "0s",
+    ]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    for key in ["deliveries/s", "lost / ooo / dup", "latency", "p99.9"] {
+        assert!(
+            out.stdout.contains(key),
+            "{key} missing from:\n{}",
+            out.stdout
+        );
+    }
+    server.shutdown();
+}
