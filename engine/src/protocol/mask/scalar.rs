@@ -1,10 +1,11 @@
 //! The portable implementation every SIMD path is checked against: safe code, one `u64`
 //! word at a time.
 //!
-//! A byte loop covers the head up to the first 8-byte-aligned address and the tail of fewer
-//! than 8 bytes; in between, each aligned word is XORed with the key rotated to the word's
-//! phase and repeated twice. A word is 8 bytes, a multiple of the key length, so the
-//! phase does not move from one word to the next.
+//! Each 8-byte word (unaligned; `from_ne_bytes` compiles to a plain load) is XORed with the
+//! key rotated to `phase` and repeated twice; a word is a multiple of the key length, so the
+//! phase does not move from one word to the next. A byte loop covers the tail of fewer than
+//! 8 bytes. (Aligning a byte-loop head first measured no faster here.) The optimiser
+//! vectorises the word loop with the target's baseline SIMD (SSE2 on x86_64).
 
 #![forbid(unsafe_code)]
 
