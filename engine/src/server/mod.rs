@@ -1,11 +1,12 @@
 //! The public face: configure an engine, start it, hold a handle.
 //!
-//! ```no_run
+//! ```
 //! let handle = ringcast::Engine::builder()
-//!     .listen("127.0.0.1:9001".parse().unwrap())
+//!     .listen("127.0.0.1:0".parse().unwrap()) // port 0: any free port
 //!     .threads(2)
 //!     .start()?;
 //! println!("echo server on ws://{}", handle.local_addr());
+//! assert_eq!(handle.stats().reactors.len(), 2);
 //! handle.shutdown();
 //! # Ok::<(), std::io::Error>(())
 //! ```
@@ -173,12 +174,15 @@ impl EngineHandle {
     /// Publishes a text message to every subscriber of `topic`, on every reactor. The frame
     /// is encoded once; never blocks. Callable from any thread through [`fanout`](Self::fanout).
     ///
-    /// ```no_run
+    /// ```
     /// let handle = ringcast::Engine::builder()
+    ///     .listen("127.0.0.1:0".parse().unwrap())
+    ///     .threads(1)
     ///     .handler(ringcast::server::Broadcast::default())
     ///     .start()?;
     /// let r = handle.publish("BTC-USD", r#"{"bid":1}"#);
     /// assert!(r.is_complete());
+    /// handle.shutdown();
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn publish(&self, topic: &str, text: &str) -> Published {
