@@ -252,12 +252,8 @@ fn run(builder: EngineBuilder, mode: &str, demo: Option<(Vec<String>, f64)>) -> 
 /// Parses a byte size: a number with an optional unit (B, K/KB/KiB, M/MB/MiB, G/GB/GiB;
 /// all powers of 1024).
 fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (examples: 1000, 64KiB, 16MiB)"))?;
+    let (n, unit) = number_and_unit(s, "a size (examples: 1000, 64KiB, 16MiB)")?;
+    let n = usize::try_from(n).map_err(|_| format!("'{s}' is too large"))?;
     let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -271,6 +267,15 @@ fn parse_size(s: &str) -> Result<usize, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// Splits `12unit` into the number and the unit; `what` names the expected form.
+fn number_and_unit<'a>(s: &'a str, what: &str) -> Result<(u64, &'a str), String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n = num.parse().map_err(|_| format!("'{s}' is not {what}"))?;
+    Ok((n, unit))
 }
 
 fn parse_policy(s: &str) -> Result<SlowConsumer, String> {
@@ -288,16 +293,11 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 
 /// Parses a duration: a number with a unit (ms, s, m), or plain seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (examples: 10s, 500ms, 2m)"))?;
+    let (n, unit) = number_and_unit(s, "a duration (examples: 10s, 500ms, 2m)")?;
     match unit {
         "" | "s" => Ok(Duration::from_secs(n)),
         "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
         other => Err(format!("unknown duration unit '{other}' (use ms, s or m)")),
     }
 }
