@@ -1,0 +1,451 @@
+#!/usr/bin/env bash
+# Side-by-side broadcast benchmark (STYLE habit 14): ringcast (epoll; io_uring too when
+# `ringcast serve --backend` exists) against raw-writev (the kernel's loopback ceiling)
+# and the tokio peers of bench/peers, all driven the same way by loadgen.
+#
+# Every run starts a fresh server on a free 127.0.0.1 port, pinned to CPU 0, waits until
+# it listens, runs one loadgen scenario pinned to CPU 1 (--json), samples both processes'
+# CPU time (/proc/PID/stat) so the report shows who was saturated, and stops the server by
+# its pid. Scenarios: fan-out throughput (--rate max, 64 B), latency at a fixed rate
+# (100 msg/s and 2 msg/s, 128 B), idle connections (set-up rate, server bytes per
+# connection), and in full mode with io_uring a 40k-subscriber run past the fd cap.
+#
+# Usage: scripts/bench.sh [--quick] [--reps N] [--only IMPL[,IMPL...]]
+#   --quick   1 repetition, 2 s runs, 1k-5k subscribers, no scale run (< 2 min)
+#   --reps N  repetitions in full mode (default 3); the report gives medians
+#             (full mode: 10 s runs, 1k-10k subscribers, 40k scale run; ~20 min)
+#   --only    run only these implementations (ringcast-epoll, ringcast-uring,
+#             raw-writev, peer-tungstenite, peer-fastws)
+# Writes bench/results/<UTC stamp>.json (meta, every run, medians), .md (tables, ratios),
+# -throughput.svg and -latency.svg (bench-report); logs and raw runs go to
+# bench/results/tmp/<stamp>/ (not committed).
+# Exit status: 0 when the benchmark ran, even if some runs failed (they are recorded);
+# 1 on setup errors (build, tools, CPUs); 2 on bad flags.
+set -euo pipefail
+export LC_ALL=C
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+die() {
+  echo "bench: $*" >&2
+  exit 1
+}
+usage() {
+  sed -n '/^# Usage:/,/^# 1 on setup errors/p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+QUICK=0
+REPS=3
+ONLY=""
+while (($#)); do
+  case "$1" in
+  --quick) QUICK=1 ;;
+  --reps)
+    [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage
+    REPS=$2
+    shift
+    ;;
+  --only)
+    [[ -n ${2:-} ]] || usage
+    ONLY=$2
+    shift
+    ;;
+  -h | --help) usage ;;
+  *)
+    echo "bench: unknown argument '$1'" >&2
+    usage
+    ;;
+  esac
+  shift
+done
+
+for i in ${ONLY//,/ }; do
+  case "$i" in
+  ringcast-epoll | ringcast-uring | raw-writev | peer-tungstenite | peer-fastws) ;;
+  *)
+    echo "bench: --only: unknown implementation '$i'" >&2
+    usage
+    ;;
+  esac
+done
+
+if ((QUICK)); then
+  MODE=quick REPS=1 DUR=2 WARMUP=0.5 DRAIN=1 BIG=5000 LAT=2000 HOLD=0.5
+else
+  MODE=full DUR=10 WARMUP=1 DRAIN=2 BIG=10000 LAT=10000 HOLD=3
+fi
+CONNS=10000
+if ((QUICK)); then
+  MODE_NOTE="Quick mode: one ${DUR} s run per cell after a ${WARMUP} s warm-up; loadgen stops waiting for stragglers after ${DRAIN} s without a delivery (30 times that at most), so a server with a deep backlog shows its late tail as lost (marked ‡). Use the full mode for numbers to quote."
+else
+  MODE_NOTE="Full mode: ${REPS} repetitions of ${DUR} s after a ${WARMUP} s warm-up, interleaved (each repetition runs every scenario and implementation once); medians reported."
+fi
+SERVER_CPU=0 # the sampler reads the cpu0 and cpu1 lines of /proc/stat
+LOADGEN_CPU=1
+
+for tool in cargo jq ss taskset git; do
+  command -v "$tool" >/dev/null || die "'$tool' is needed (apt-get install -y jq iproute2 util-linux git)"
+done
+(($(nproc) >= 2)) || die "needs 2 CPUs (server on CPU $SERVER_CPU, loadgen on CPU $LOADGEN_CPU); this process may use $(nproc)"
+taskset -c "$SERVER_CPU,$LOADGEN_CPU" true 2>/dev/null || die "cannot pin to CPUs $SERVER_CPU and $LOADGEN_CPU"
+
+# --- build -----------------------------------------------------------------------------
+BUILD=(
+  "cargo build --release -p ringcast -p ringcast-loadgen"
+  "cargo build --release --manifest-path bench/peers/Cargo.toml"
+)
+for b in "${BUILD[@]}"; do
+  echo "== $b"
+  $b || die "build failed: $b"
+done
+TARGET="${CARGO_TARGET_DIR:-target}/release" # relative: the commands recorded stay short
+PEERS="${CARGO_TARGET_DIR:-bench/peers/target}/release"
+RC="$TARGET/ringcast"
+LG="$TARGET/loadgen"
+REPORT="$PEERS/bench-report"
+for bin in "$RC" "$LG" "$REPORT" "$PEERS/raw-writev" "$PEERS/peer-tungstenite" "$PEERS/peer-fastws"; do
+  [[ -x $bin ]] || die "missing binary $bin"
+done
+
+# --- implementations (PORT is replaced per run) ------------------------------------------
+serve_help="$("$RC" serve --help 2>&1 || true)"
+declare -A CMD
+IMPLS=()
+if [[ $serve_help == *--backend* ]]; then
+  HAVE_URING=1
+  BACKENDS="epoll, io_uring (ringcast serve --backend)"
+  CMD[ringcast-epoll]="$RC serve --threads 1 --backend epoll --listen 127.0.0.1:PORT"
+  CMD[ringcast-uring]="$RC serve --threads 1 --backend uring --listen 127.0.0.1:PORT"
+  IMPLS+=(ringcast-epoll ringcast-uring)
+else
+  HAVE_URING=0
+  BACKENDS="epoll only (this ringcast has no --backend flag)"
+  CMD[ringcast-epoll]="$RC serve --threads 1 --listen 127.0.0.1:PORT"
+  IMPLS+=(ringcast-epoll)
+fi
+CMD[raw-writev]="$PEERS/raw-writev --listen 127.0.0.1:PORT"
+CMD[peer-tungstenite]="$PEERS/peer-tungstenite --threads 1 --listen 127.0.0.1:PORT"
+CMD[peer-fastws]="$PEERS/peer-fastws --threads 1 --listen 127.0.0.1:PORT"
+IMPLS+=(raw-writev peer-tungstenite peer-fastws)
+if [[ -n $ONLY ]]; then
+  for i in ${ONLY//,/ }; do
+    [[ -n ${CMD[$i]:-} ]] || die "--only: unknown or unavailable implementation '$i' (have: ${IMPLS[*]})"
+  done
+  keep=()
+  for i in "${IMPLS[@]}"; do
+    if [[ ",$ONLY," == *",$i,"* ]]; then keep+=("$i"); fi
+  done
+  IMPLS=("${keep[@]}")
+fi
+# Peers that drop for lagging subscribers by design (tokio broadcast): no --expect-all.
+expect_all() { [[ $1 != peer-* ]]; }
+
+# --- scenarios ---------------------------------------------------------------------------
+# id | kind | rate ("" = max) | label | loadgen arguments (SERVER_PID is replaced)
+k() { if (($1 % 1000 == 0)); then echo "$(($1 / 1000))k"; else echo "$1"; fi; }
+SC=()
+add() { SC+=("$1|$2|$3|$4|$5"); }
+COMMON="--warmup ${WARMUP}s --duration ${DUR}s --drain ${DRAIN}s"
+add tput-1k fanout "" "$(k 1000) subscribers × 64 B, --rate max" \
+  "fanout --subscribers 1000 --size 64 --rate max $COMMON"
+add "tput-$(k $BIG)" fanout "" "$(k $BIG) subscribers × 64 B, --rate max" \
+  "fanout --subscribers $BIG --size 64 --rate max $COMMON"
+add lat-100 fanout 100 "$(k $LAT) subscribers × 100 msg/s ($(k $((LAT * 100))) deliveries/s), 128 B" \
+  "fanout --subscribers $LAT --size 128 --rate 100 $COMMON"
+add lat-2 fanout 2 "$(k $LAT) subscribers × 2 msg/s (single publishes), 128 B" \
+  "fanout --subscribers $LAT --size 128 --rate 2 $COMMON"
+add connect connect "" "$(k $CONNS) idle connections: set-up rate and server memory" \
+  "connect --connections $CONNS --hold ${HOLD}s --server-pid SERVER_PID"
+SCALE_ID=scale-40k
+declare -A SKIPPED
+if ((QUICK)); then
+  SKIPPED[$SCALE_ID]="--quick skips the scale run"
+elif ((!HAVE_URING)); then
+  SKIPPED[$SCALE_ID]="needs ringcast serve --backend uring"
+elif [[ " ${IMPLS[*]} " != *" ringcast-uring "* ]]; then
+  SKIPPED[$SCALE_ID]="ringcast-uring not selected (--only)"
+else
+  add "$SCALE_ID" fanout 10 "40k subscribers × 10 msg/s, 128 B, io_uring 2 threads, loadgen workers (unpinned)" \
+    "fanout --subscribers 40000 --size 128 --rate 10 $COMMON"
+fi
+if [[ -n ${SKIPPED[$SCALE_ID]:-} ]]; then
+  echo "bench: scale scenario skipped: ${SKIPPED[$SCALE_ID]}"
+fi
+
+# --- bookkeeping -------------------------------------------------------------------------
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="bench/results"
+WORK="$OUT/tmp/$STAMP"
+mkdir -p "$WORK"
+RUNS="$WORK/runs.jsonl"
+: >"$RUNS"
+CLK_TCK="$(getconf CLK_TCK)"
+
+declare -A LIVE # pids this script started and has not reaped yet
+cleanup() {
+  local p
+  for p in "${!LIVE[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${!LIVE[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Whether pid $1 runs (a zombie does not).
+alive() {
+  local s
+  { read -r s </proc/"$1"/stat; } 2>/dev/null || return 1
+  s=${s##*) }
+  [[ ${s:0:1} != Z ]]
+}
+# Sets TICKS to pid $1's utime+stime in clock ticks (all threads), or -1 (no fork).
+ticks() {
+  local s f
+  TICKS=-1
+  { read -r s </proc/"$1"/stat; } 2>/dev/null || return 0
+  read -ra f <<<"${s##*) }"
+  TICKS=$((f[11] + f[12]))
+}
+free_port() {
+  local p i
+  for i in {1..100}; do
+    p=$((20000 + RANDOM % 12000)) # below the ephemeral range loadgen draws from
+    if [[ -z $(ss -Htan "( sport = :$p )") ]]; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
+}
+# Waits until pid $1 has $3 listening sockets on port $2 (10 s at most).
+wait_listening() {
+  local i
+  for i in {1..200}; do
+    alive "$1" || return 1
+    (($(ss -Hltn "( sport = :$2 )" | wc -l) >= $3)) && return 0
+    sleep 0.05
+  done
+  return 1
+}
+# Stops pid $1 (TERM, then KILL after 10 s), reaps it; sets STOPPED to its exit status.
+stop_pid() {
+  local i
+  if alive "$1"; then
+    kill -TERM "$1" 2>/dev/null || true
+    for i in {1..200}; do
+      alive "$1" || break
+      sleep 0.05
+    done
+    if alive "$1"; then kill -KILL "$1" 2>/dev/null || true; fi
+  fi
+  STOPPED=0
+  wait "$1" 2>/dev/null || STOPPED=$?
+  unset "LIVE[$1]"
+}
+# Sets CPUN to "busy steal" ticks of a /proc/stat cpuN line $1 (busy: user, nice,
+# system, irq, softirq).
+cpu_line() {
+  local f
+  read -ra f <<<"$1"
+  CPUN="$((f[1] + f[2] + f[3] + f[6] + f[7])) ${f[8]:-0}"
+}
+# Samples every 100 ms into $3: time, CPU ticks of server $1 and loadgen $2, and busy
+# and steal ticks of CPUs 0 and 1 (to see other processes or the hypervisor taking the
+# server's CPU). Kills loadgen (TERM, then KILL 5 s later) once the epoch time $4
+# passes: the run's time bound.
+sampler() {
+  local srv=$1 lg=$2 file=$3 deadline=$4 now killed=0 a b c0 c1
+  while :; do
+    now=$EPOCHREALTIME
+    ticks "$srv"
+    a=$TICKS
+    ticks "$lg"
+    b=$TICKS
+    { read -r _ && read -r c0 && read -r c1; } </proc/stat
+    cpu_line "$c0"
+    c0=$CPUN
+    cpu_line "$c1"
+    echo "$now $a $b $c0 $CPUN" >>"$file"
+    if ((${now%.*} >= deadline)); then
+      if ((killed == 0)); then
+        echo "timeout" >"$file.timeout"
+        kill -TERM "$lg" 2>/dev/null || true
+        killed=1
+      elif ((${now%.*} >= deadline + 5)); then
+        kill -KILL "$lg" 2>/dev/null || true
+      fi
+    fi
+    sleep 0.1
+  done
+}
+
+TOTAL=0
+for ((rep = 1; rep <= REPS; rep++)); do
+  for sc in "${SC[@]}"; do
+    IFS='|' read -r id _ _ _ _ <<<"$sc"
+    if [[ $id == "$SCALE_ID" ]]; then TOTAL=$((TOTAL + 1)); else TOTAL=$((TOTAL + ${#IMPLS[@]})); fi
+  done
+done
+N=0
+
+# One run: implementation $1, scenario line $2, repetition $3.
+run_one() {
+  local imp=$1 rep=$3 id kind rate label args
+  IFS='|' read -r id kind rate label args <<<"$2"
+  N=$((N + 1))
+  local tag="$WORK/$id.$imp.$rep"
+  local scmd=${CMD[$imp]} spre=(taskset -c "$SERVER_CPU") lpre=(taskset -c "$LOADGEN_CPU")
+  local lopts="--threads 1 --pin-cpus $LOADGEN_CPU" listeners=1
+  if [[ $id == "$SCALE_ID" ]]; then
+    scmd="$RC serve --threads 2 --backend uring --listen 127.0.0.1:PORT"
+    spre=() lpre=() lopts="--threads 1 --workers auto" listeners=2
+  fi
+  local port status=ran error="" rc=-1 srv_rc=null hwm=null t_start=0 t_end=0
+  : >"$tag.samples"
+  : >"$tag.out"
+  : >"$tag.err"
+  port="$(free_port)" || die "no free port"
+  scmd=${scmd//PORT/$port}
+  local lcmd="$LG $args --url ws://127.0.0.1:$port $lopts --json"
+  if [[ $kind == fanout ]] && expect_all "$imp"; then lcmd+=" --expect-all"; fi
+  printf '[%d/%d] %-16s %-10s rep %d: ' "$N" "$TOTAL" "$imp" "$id" "$rep"
+
+  # shellcheck disable=SC2086 # the commands are word lists
+  "${spre[@]}" $scmd >"$tag.server.log" 2>&1 &
+  local spid=$!
+  LIVE[$spid]=1
+  if ! wait_listening "$spid" "$port" "$listeners"; then
+    status=server-failed
+    if alive "$spid"; then
+      error="not listening on 127.0.0.1:$port within 10 s"
+    else
+      error="exited before listening"
+    fi
+    error+=": $(tail -n 5 "$tag.server.log" | tr -s '\n' ' ')"
+  else
+    lcmd=${lcmd//SERVER_PID/$spid}
+    local bound
+    # connect (30 s allowance), warm-up, run, and the longest drain loadgen allows (30 x --drain)
+    bound=$(awk -v w="$WARMUP" -v d="$DUR" -v r="$DRAIN" 'BEGIN { printf "%d", w + d + 30 * r + 30 }')
+    t_start=$EPOCHREALTIME
+    # shellcheck disable=SC2086
+    "${lpre[@]}" $lcmd >"$tag.out" 2>"$tag.err" &
+    local lpid=$!
+    LIVE[$lpid]=1
+    sampler "$spid" "$lpid" "$tag.samples" $((${t_start%.*} + bound)) &
+    local mpid=$!
+    LIVE[$mpid]=1
+    # The sampler wakes 10 times a second: keep it off the server's CPU.
+    if ((${#lpre[@]})); then taskset -p -c "$LOADGEN_CPU" "$mpid" >/dev/null 2>&1 || true; fi
+    rc=0
+    wait "$lpid" || rc=$?
+    unset "LIVE[$lpid]"
+    t_end=$EPOCHREALTIME
+    kill "$mpid" 2>/dev/null || true
+    wait "$mpid" 2>/dev/null || true
+    unset "LIVE[$mpid]"
+    if [[ -e $tag.samples.timeout ]]; then
+      status=timeout error="loadgen killed after ${bound} s"
+    elif ! alive "$spid"; then
+      status=server-died error="the server exited during the run: $(tail -n 3 "$tag.server.log" | tr '\n' ' ')"
+    fi
+    hwm=$(awk '/^VmHWM:/ { print $2 }' /proc/"$spid"/status 2>/dev/null || true)
+    [[ -n $hwm ]] || hwm=null
+    if [[ -z $error && $rc != 0 ]]; then error="$(tail -n 3 "$tag.err" | tr '\n' ' ')"; fi
+  fi
+  stop_pid "$spid"
+  srv_rc=$STOPPED
+  local lgjson="$tag.out"
+  jq -e 'type == "object"' "$lgjson" >/dev/null 2>&1 || {
+    echo 'null' >"$tag.none"
+    lgjson="$tag.none"
+  }
+  jq -cn \
+    --arg impl "$imp" --arg scenario "$id" --argjson rep "$rep" --arg status "$status" \
+    --arg error "$error" --argjson exit_code "$rc" --argjson server_exit "$srv_rc" \
+    --arg server_cmd "${spre[*]} $scmd" --arg loadgen_cmd "${lpre[*]} $lcmd" \
+    --argjson t_start "$t_start" --argjson t_end "$t_end" --argjson clk_tck "$CLK_TCK" \
+    --argjson server_hwm_kib "$hwm" --arg server_log_tail "$(tail -n 5 "$tag.server.log")" \
+    --argjson port "$port" --argjson server_pid "$spid" \
+    --rawfile samples "$tag.samples" --slurpfile lg "$lgjson" \
+    '{impl: $impl, scenario: $scenario, rep: $rep, status: $status, error: $error,
+      exit_code: $exit_code, server_exit: $server_exit, port: $port, server_pid: $server_pid, server_cmd: ($server_cmd | ltrimstr(" ")),
+      loadgen_cmd: ($loadgen_cmd | ltrimstr(" ")), t_start: $t_start, t_end: $t_end,
+      clk_tck: $clk_tck, server_hwm_kib: $server_hwm_kib, server_log_tail: $server_log_tail,
+      loadgen: $lg[0],
+      samples: ($samples | split("\n") | map(select(length > 0) | split(" ") | map(tonumber)))}' \
+    >>"$RUNS"
+  if [[ $status != ran ]]; then
+    echo "$status: $error"
+  elif [[ $lgjson == "$tag.none" ]]; then
+    echo "failed (exit $rc): $error"
+  else
+    jq -r --arg rc "$rc" 'if .error then "failed: \(.error)"
+      elif .scenario == "connect" then
+        "\(.conn_per_sec | floor) conn/s, \(.server_bytes_per_conn // 0 | floor) B/conn (exit \($rc))"
+      else "\(.deliveries_per_sec | floor) deliveries/s, p50 \(.lat_us.p50) µs, p99 \(.lat_us.p99) µs, lost \(.lost) (exit \($rc))"
+      end' "$lgjson" 2>/dev/null || echo "exit $rc: $error"
+  fi
+}
+
+echo "== benchmark ($MODE, $REPS rep(s), backends: $BACKENDS) -> $OUT/$STAMP.*"
+T0=$SECONDS
+for ((rep = 1; rep <= REPS; rep++)); do
+  for sc in "${SC[@]}"; do
+    IFS='|' read -r id _ <<<"$sc"
+    if [[ $id == "$SCALE_ID" ]]; then
+      run_one ringcast-uring "$sc" "$rep"
+      continue
+    fi
+    for imp in "${IMPLS[@]}"; do
+      run_one "$imp" "$sc" "$rep"
+    done
+  done
+done
+echo "== runs took $((SECONDS - T0)) s"
+
+# --- meta and report ---------------------------------------------------------------------
+cpu_model="$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+dirty=false
+if [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then dirty=true; fi
+{
+  for i in "${IMPLS[@]}"; do jq -cn --arg n "$i" --arg c "taskset -c $SERVER_CPU ${CMD[$i]}" '{name: $n, cmd: $c}'; done
+} >"$WORK/impls.jsonl"
+{
+  for sc in "${SC[@]}"; do
+    IFS='|' read -r id kind rate label _ <<<"$sc"
+    jq -cn --arg id "$id" --arg kind "$kind" --arg rate "$rate" --arg lbl "$label" \
+      '{id: $id, kind: $kind, "label": $lbl, rate: (if $rate == "" then null else ($rate | tonumber) end)}'
+  done
+  if [[ -n ${SKIPPED[$SCALE_ID]:-} ]]; then
+    jq -cn --arg id "$SCALE_ID" '{id: $id, kind: "fanout", rate: 10,
+      "label": "40k subscribers × 10 msg/s, 128 B, io_uring 2 threads (scale, past the fd cap)"}'
+  fi
+} >"$WORK/scenarios.jsonl"
+skipped_json="$(for s in "${!SKIPPED[@]}"; do jq -cn --arg k "$s" --arg v "${SKIPPED[$s]}" '{($k): $v}'; done | jq -cs 'add // {}')"
+jq -n \
+  --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg stamp "$STAMP" --arg mode "$MODE" \
+  --argjson reps "$REPS" --argjson duration_s "$DUR" --argjson warmup_s "$WARMUP" \
+  --arg cpu "$cpu_model" --argjson cores "$(nproc)" --arg kernel "$(uname -r)" \
+  --arg nofile "$(ulimit -n)" --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  --argjson dirty "$dirty" --arg backends "$BACKENDS" \
+  --arg placement "server on CPU $SERVER_CPU (taskset, 1 reactor / 1-thread runtime), loadgen on CPU $LOADGEN_CPU (--pin-cpus $LOADGEN_CPU --threads 1); a fresh server on a free 127.0.0.1 port per run" \
+  --slurpfile impls "$WORK/impls.jsonl" --slurpfile scenarios "$WORK/scenarios.jsonl" \
+  --argjson skipped "$skipped_json" --arg mode_note "$MODE_NOTE" \
+  --args '{date: $date, stamp: $stamp, mode: $mode, reps: $reps, duration_s: $duration_s,
+    warmup_s: $warmup_s, machine: {cpu: $cpu, cores: $cores, kernel: $kernel, nofile: $nofile},
+    git: {commit: $commit, dirty: $dirty}, backends: $backends, placement: $placement,
+    build: $ARGS.positional, impls: $impls, scenarios: $scenarios, skipped: $skipped,
+    notes: [
+      $mode_note,
+      "Loopback on a shared VM: compare rows within one results file, not across files or machines; medians of the repetitions.",
+      "Under --rate max, latency is mostly the publisher window of loadgen (about window ÷ msg/s), not a server delay.",
+      "Bytes/connection: VmRSS growth of the freshly started server ÷ connections, read 200 ms after the last handshake; kernel socket buffers are not in RSS.",
+      "CPU: utime+stime deltas from /proc/PID/stat (sampled every 100 ms) over the measured window; loadgen worker processes (scale run) are not counted.",
+      "raw-writev is a reference, not a WebSocket server: it does the least a broadcast needs (one writev per subscriber per turn)."
+    ]}' "${BUILD[@]}" >"$WORK/meta.json"
+
+"$REPORT" --meta "$WORK/meta.json" --runs "$RUNS" --out "$OUT/$STAMP"
+echo "== $OUT/$STAMP.md"
+cat "$OUT/$STAMP.md"
