@@ -16,9 +16,46 @@ use crate::protocol::handshake::HandshakeConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Backend {
-    /// Readiness-based, through `mio` (epoll on Linux).
+    /// io_uring when the kernel allows it (probed at start: `io_uring_setup` and every
+    /// operation the driver uses), epoll otherwise; the log says which and why.
     #[default]
+    Auto,
+    /// Readiness-based, through `mio` (epoll on Linux).
     Epoll,
+    /// Completion-based io_uring: multishot accept into direct descriptors, multishot
+    /// receive into a provided buffer ring, `sendmsg` straight from the out-queue.
+    /// Starting fails when the kernel refuses it.
+    Uring,
+}
+
+impl Backend {
+    /// The name used on the command line: `auto`, `epoll` or `uring`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Epoll => "epoll",
+            Self::Uring => "uring",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "epoll" => Ok(Self::Epoll),
+            "uring" | "io_uring" | "io-uring" => Ok(Self::Uring),
+            _ => Err(format!("unknown backend '{s}' (use uring, epoll or auto)")),
+        }
+    }
 }
 
 /// The application handler, shared by all reactors.
@@ -75,7 +112,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
             threads: 0,
             pin: true,
-            backend: Backend::Epoll,
+            backend: Backend::Auto,
             handler: SharedHandler(Arc::new(Echo)),
             handshake: HandshakeConfig::default(),
             handshake_timeout: Duration::from_secs(10),
