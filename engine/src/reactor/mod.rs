@@ -143,6 +143,7 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
             }
         };
         let ready = ready_tx.clone();
+        let backlog = config.backlog;
         let t = std::thread::Builder::new()
             .name(format!("ringcast-reactor-{i}"))
             .spawn(move || {
@@ -151,17 +152,19 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
                 }
                 match driver {
                     Start::Epoll(d) => core::run(core::Core::new(shared), d),
-                    Start::Uring(listener, waker) => match uring::Uring::new(listener, waker) {
-                        Ok(d) => {
-                            let _ = ready.send(Ok(()));
-                            core::run(core::Core::new(shared), d)
+                    Start::Uring(listener, waker) => {
+                        match uring::Uring::new(listener, waker, backlog) {
+                            Ok(d) => {
+                                let _ = ready.send(Ok(()));
+                                core::run(core::Core::new(shared), d)
+                            }
+                            Err(e) => {
+                                let msg = format!("io_uring reactor {i}: {e}");
+                                let _ = ready.send(Err(io::Error::new(e.kind(), msg)));
+                                Err(e)
+                            }
                         }
-                        Err(e) => {
-                            let msg = format!("io_uring reactor {i}: {e}");
-                            let _ = ready.send(Err(io::Error::new(e.kind(), msg)));
-                            Err(e)
-                        }
-                    },
+                    }
                 }
             })?;
         threads.push(t);

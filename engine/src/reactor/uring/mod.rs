@@ -3,8 +3,10 @@
 //! - **Accept**: one multishot accept on the reactor's own `SO_REUSEPORT` listener, into
 //!   *direct descriptors* (a sparse registered file table, slots allocated by the kernel):
 //!   connections never enter the process fd table, so `ulimit -n` does not cap them (each
-//!   ring's table may hold up to `RLIMIT_NOFILE` entries). A full table pauses accepting
-//!   ([`ACCEPT_BACKOFF`]), as EMFILE does for epoll.
+//!   ring's table may hold up to `RLIMIT_NOFILE` entries). Near the end of the table
+//!   accepts become one-shot, and a full table pauses accepting until connections close
+//!   (logged once), as EMFILE does for epoll: no connection is accepted into a full table,
+//!   where the kernel would close it.
 //! - **Receive**: one multishot receive per connection, into the reactor's provided-buffer
 //!   ring ([`bufring`]). Each buffer goes back to the ring right after the session consumed
 //!   it. Bytes that arrive while the session does not want input (out-queue over its limit,
@@ -37,7 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use io_uring::types::{Fd, Fixed, SubmitArgs, Timespec};
+use io_uring::types::{DestinationSlot, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 use slab::Slab;
 
@@ -89,12 +91,31 @@ fn split(ud: u64) -> (u8, u32, usize) {
 /// `io_uring_setup`, the opcodes, the extended enter arguments, a sparse file table, a
 /// provided-buffer ring, and a kernel with multishot receive (6.0). `RINGCAST_URING=off`
 /// makes it fail (to exercise the fallback).
+///
+/// The kernel part runs once per process, on a thread of its own: closing an io_uring
+/// instance queues work to every thread that created or used it, and a thread that is
+/// still alive sees that as a pending signal (blocking socket calls with a timeout fail
+/// with EINTR), which the caller of `Engine::start` must never see.
 pub(crate) fn probe() -> Result<(), String> {
     if let Ok(v) = std::env::var("RINGCAST_URING") {
         if matches!(v.as_str(), "off" | "0" | "no" | "false") {
             return Err(format!("disabled by RINGCAST_URING={v}"));
         }
     }
+    static PROBED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    PROBED
+        .get_or_init(|| {
+            std::thread::Builder::new()
+                .name("ringcast-uring-probe".into())
+                .spawn(probe_kernel)
+                .map_err(|e| format!("probe thread: {e}"))?
+                .join()
+                .map_err(|_| "probe thread panicked".to_string())?
+        })
+        .clone()
+}
+
+fn probe_kernel() -> Result<(), String> {
     let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup: {}", describe(&e)))?;
     if !ring.params().is_feature_ext_arg() {
         return Err("the kernel lacks IORING_FEAT_EXT_ARG (needs Linux 5.11)".into());
@@ -216,6 +237,11 @@ pub(crate) struct Uring {
     deferred: Vec<usize>,
     /// Registered file table size.
     files: u32,
+    /// Free table slots below which accepts are one-shot (a multishot accept may take the
+    /// whole listen backlog at once, and a connection accepted into a full table is lost).
+    oneshot_below: usize,
+    /// The armed accept is multishot.
+    accept_multishot: bool,
 }
 
 impl std::fmt::Debug for Uring {
@@ -229,7 +255,7 @@ impl std::fmt::Debug for Uring {
 
 impl Uring {
     /// A driver serving `listener`, woken through `waker` (an eventfd).
-    pub(crate) fn new(listener: TcpListener, waker: Arc<Waker>) -> io::Result<Self> {
+    pub(crate) fn new(listener: TcpListener, waker: Arc<Waker>, backlog: u32) -> io::Result<Self> {
         if waker.eventfd_raw().is_none() {
             return Err(io::Error::other("io_uring reactor needs an eventfd waker"));
         }
@@ -259,6 +285,8 @@ impl Uring {
             pending: Vec::new(),
             deferred: Vec::new(),
             files,
+            oneshot_below: backlog as usize + 64,
+            accept_multishot: false,
         };
         this.arm_accept();
         this.arm_wake();
@@ -295,6 +323,14 @@ impl Uring {
         self.backlog.extend(cq);
     }
 
+    /// Free slots of the registered file table (slots still in our slab, closing ones
+    /// included, are counted as used).
+    fn free_files(&self) -> usize {
+        (self.files as usize).saturating_sub(self.slots.len())
+    }
+
+    /// Arms an accept unless one is armed, accepting is paused, or the file table is full:
+    /// multishot while the table has room for a whole backlog, one-shot near the end.
     fn arm_accept(&mut self) {
         let Some(l) = &self.listener else {
             return;
@@ -302,13 +338,42 @@ impl Uring {
         if self.accept_armed || self.accept_paused_until.is_some() {
             return;
         }
-        let e = opcode::AcceptMulti::new(Fd(l.as_raw_fd()))
-            .allocate_file_index(true)
-            .build()
-            .user_data(user_data(op::ACCEPT, 0, 0));
-        // SAFETY: a multishot accept into direct descriptors points at no memory of ours.
+        let free = self.free_files();
+        if free == 0 {
+            if !self.fd_exhausted {
+                self.fd_exhausted = true;
+                tracing::warn!(
+                    "accept: direct descriptor table full ({} slots); pausing accepts until \
+                     connections close (raise `ulimit -n` or add reactors)",
+                    self.files
+                );
+            }
+            return;
+        }
+        let fd = Fd(l.as_raw_fd());
+        self.accept_multishot = free > self.oneshot_below;
+        let e = if self.accept_multishot {
+            opcode::AcceptMulti::new(fd)
+                .allocate_file_index(true)
+                .build()
+        } else {
+            opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                .file_index(Some(DestinationSlot::auto_target()))
+                .build()
+        };
+        let e = e.user_data(user_data(op::ACCEPT, 0, 0));
+        // SAFETY: an accept into a direct descriptor without a peer address points at no
+        // memory of ours.
         unsafe { self.push(&e) };
         self.accept_armed = true;
+    }
+
+    fn cancel_accept(&mut self) {
+        let e = opcode::AsyncCancel::new(user_data(op::ACCEPT, 0, 0))
+            .build()
+            .user_data(user_data(op::CANCEL_OTHER, 0, 0));
+        // SAFETY: a cancel SQE carries no pointers.
+        unsafe { self.push(&e) };
     }
 
     fn arm_wake(&mut self) {
@@ -474,16 +539,12 @@ impl Uring {
                 }
                 self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                 if self.accept_armed {
-                    let e = opcode::AsyncCancel::new(user_data(op::ACCEPT, 0, 0))
-                        .build()
-                        .user_data(user_data(op::CANCEL_OTHER, 0, 0));
-                    // SAFETY: a cancel SQE carries no pointers.
-                    unsafe { self.push(&e) };
+                    self.cancel_accept();
                 }
             } else if res != -libc::ECANCELED {
                 tracing::debug!("accept: {e}");
             }
-            return;
+            return self.arm_accept();
         }
         let slot_key = self.new_slot(res as u32);
         if self.listener.is_none() {
@@ -503,6 +564,12 @@ impl Uring {
         );
         self.slots[slot_key].conn = Some(key);
         self.arm_recv(slot_key);
+        if self.accept_armed && self.accept_multishot && self.free_files() <= self.oneshot_below {
+            // Near the end of the table: one connection per accept from now on.
+            self.accept_multishot = false;
+            self.cancel_accept();
+        }
+        self.arm_accept();
     }
 
     fn on_recv(&mut self, core: &mut Core<Io>, slot_key: usize, cqe: &cqueue::Entry, now: Instant) {
@@ -574,12 +641,14 @@ impl Uring {
         self.flush(core, key, now);
     }
 
+    /// Starts a `sendmsg` of the front of the queue. It carries at most a quarter of the
+    /// out-queue limit (beyond one frame): what it carries is pinned until it completes,
+    /// and the slow-consumer policies must keep room for the newest frames beside it.
     fn start_send(&mut self, core: &mut Core<Io>, key: usize) {
+        let budget = WRITE_BUDGET.min(core.config.max_outq_bytes / 4);
         let c = &mut core.conns[key];
         let mut frames = Vec::with_capacity(c.session.outq.len_frames().min(IOV_MAX));
-        c.session
-            .outq
-            .frames_into(&mut frames, IOV_MAX, WRITE_BUDGET);
+        c.session.outq.frames_into(&mut frames, IOV_MAX, budget);
         c.session.outq.pin_front(frames.len());
         c.io.sending = true;
         let slot_key = c.io.slot;
@@ -748,11 +817,7 @@ impl Driver for Uring {
     fn stop_accepting(&mut self) {
         self.listener = None;
         if self.accept_armed {
-            let e = opcode::AsyncCancel::new(user_data(op::ACCEPT, 0, 0))
-                .build()
-                .user_data(user_data(op::CANCEL_OTHER, 0, 0));
-            // SAFETY: a cancel SQE carries no pointers.
-            unsafe { self.push(&e) };
+            self.cancel_accept();
         }
     }
 
