@@ -5,9 +5,9 @@
 //! connection's socket, session, subscriptions and out-queue are touched by one thread
 //! only. Publications reach a reactor through its inbox ([`crate::fanout::ring`]).
 //!
-//! The backend moves bytes: [`epoll`] (readiness, `mio`) or [`uring`] (completions,
-//! io_uring), each a [`core::Driver`] under the same generic loop ([`core::run`]),
-//! monomorphised per backend; [`session`] holds what does not depend on either.
+//! The backend moves bytes: `epoll` (readiness, `mio`) or `uring` (completions,
+//! io_uring), each a `core::Driver` under the same generic loop (`core::run`),
+//! monomorphised per backend; `session` holds what does not depend on either.
 
 pub(crate) mod core;
 pub(crate) mod epoll;
@@ -143,7 +143,7 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
             }
         };
         let ready = ready_tx.clone();
-        let backlog = config.backlog;
+        let (backlog, bufs) = (config.backlog, config.uring_recv_buffers);
         let t = std::thread::Builder::new()
             .name(format!("ringcast-reactor-{i}"))
             .spawn(move || {
@@ -153,7 +153,7 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
                 match driver {
                     Start::Epoll(d) => core::run(core::Core::new(shared), d),
                     Start::Uring(listener, waker) => {
-                        match uring::Uring::new(listener, waker, backlog) {
+                        match uring::Uring::new(listener, waker, backlog, bufs) {
                             Ok(d) => {
                                 let _ = ready.send(Ok(()));
                                 core::run(core::Core::new(shared), d)

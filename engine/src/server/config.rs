@@ -104,6 +104,10 @@ pub struct Config {
     pub inbox_capacity: usize,
     /// Listen backlog of each reactor's listener.
     pub backlog: u32,
+    /// io_uring only: receive buffers (16 KiB each) in each reactor's provided-buffer ring,
+    /// rounded up to a power of two. Receives that find the ring empty end (`ENOBUFS`)
+    /// and are re-armed once buffers are back, so fewer buffers cost throughput, not data.
+    pub uring_recv_buffers: u16,
 }
 
 impl Default for Config {
@@ -123,6 +127,7 @@ impl Default for Config {
             sndbuf: 128 << 10,
             inbox_capacity: DEFAULT_INBOX_CAPACITY,
             backlog: 4096,
+            uring_recv_buffers: 256,
         }
     }
 }

@@ -134,6 +134,13 @@ impl EngineBuilder {
         self
     }
 
+    /// io_uring receive buffers (16 KiB each) per reactor; see
+    /// [`Config::uring_recv_buffers`].
+    pub fn uring_recv_buffers(mut self, buffers: u16) -> Self {
+        self.config.uring_recv_buffers = buffers;
+        self
+    }
+
     /// The configuration so far.
     pub fn config(&self) -> &Config {
         &self.config

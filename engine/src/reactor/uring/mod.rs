@@ -53,8 +53,7 @@ use super::waker::Waker;
 const SQ_ENTRIES: u32 = 4096;
 /// Completion queue entries (the kernel keeps overflow too: `IORING_FEAT_NODROP`).
 const CQ_ENTRIES: u32 = 16384;
-/// Provided receive buffers per reactor (a power of two) and their size.
-const RECV_BUFS: u16 = 256;
+/// Size of each provided receive buffer (their number is `Config::uring_recv_buffers`).
 const RECV_BUF_SIZE: usize = 16 * 1024;
 /// Largest registered file table per ring (the kernel's own limit is 1 << 20).
 const MAX_FILES: u32 = 1 << 20;
@@ -255,7 +254,12 @@ impl std::fmt::Debug for Uring {
 
 impl Uring {
     /// A driver serving `listener`, woken through `waker` (an eventfd).
-    pub(crate) fn new(listener: TcpListener, waker: Arc<Waker>, backlog: u32) -> io::Result<Self> {
+    pub(crate) fn new(
+        listener: TcpListener,
+        waker: Arc<Waker>,
+        backlog: u32,
+        recv_bufs: u16,
+    ) -> io::Result<Self> {
         if waker.eventfd_raw().is_none() {
             return Err(io::Error::other("io_uring reactor needs an eventfd waker"));
         }
@@ -264,9 +268,10 @@ impl Uring {
             .build(SQ_ENTRIES)?;
         let files = nofile_limit().min(MAX_FILES);
         ring.submitter().register_files_sparse(files)?;
-        let bufs = BufRing::register(&ring, RECV_BUFS, RECV_BUF_SIZE)?;
+        let recv_bufs = recv_bufs.clamp(1, 1 << 15).next_power_of_two();
+        let bufs = BufRing::register(&ring, recv_bufs, RECV_BUF_SIZE)?;
         tracing::debug!(
-            "io_uring reactor: {files} direct descriptors, {RECV_BUFS} × {RECV_BUF_SIZE} B receive buffers"
+            "io_uring reactor: {files} direct descriptors, {recv_bufs} × {RECV_BUF_SIZE} B receive buffers"
         );
         let mut this = Self {
             ring,
@@ -853,7 +858,9 @@ impl Driver for Uring {
             // Unlike `wait`, this does not re-arm the wake read.
             self.drain_completions(core);
         }
-        if self.outstanding() {
+        if !self.outstanding() {
+            tracing::debug!("io_uring teardown: every operation completed");
+        } else {
             tracing::warn!(
                 "io_uring teardown: {} operations still in flight after {TEARDOWN:?}; \
                  leaking their buffers",
