@@ -36,7 +36,10 @@ pub(crate) fn engine(backend: Backend, policy: SlowConsumer) -> EngineHandle {
             .max_outq_bytes(MAX_OUTQ)
             .sndbuf(4096)
             .limits(Limits {
-                close_timeout: Duration::from_secs(3),
+                // Long enough for a whole flood to pass between the policy closing a stalled
+                // subscriber and the test reading its close frame, on a loaded machine with
+                // both backends' tests running.
+                close_timeout: Duration::from_secs(8),
                 ..Limits::default()
             }),
     )

@@ -873,3 +873,6 @@ impl Driver for Uring {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
