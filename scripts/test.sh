@@ -20,7 +20,7 @@ cargo test --workspace --quiet
 if [[ "${SKIP_AUTOBAHN:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "autobahn: skipped (SKIP_AUTOBAHN=1)"
 elif [[ -d "$ROOT/../shared/autobahn" || -n "${AUTOBAHN_DIR:-}" ]]; then
-  echo "== Autobahn|Testsuite (strict), 1 and 2 reactors =="
+  echo "== Autobahn|Testsuite (strict), epoll and io_uring, 1 and 2 reactors each =="
   scripts/autobahn/run.sh core 1 2
 else
   if [[ "${CI:-}" == true ]]; then

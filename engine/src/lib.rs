@@ -3,8 +3,8 @@
 //! A WebSocket broadcast engine: a message published once reaches very many clients.
 //!
 //! ```text
-//!  socket bytes ──► reactor (one per core, pinned; epoll via mio)
-//!                     │  read into a reactor buffer
+//!  socket bytes ──► reactor (one per core, pinned; io_uring or epoll, one generic loop)
+//!                     │  read into a reactor buffer (epoll) or a provided buffer (io_uring)
 //!                     ▼
 //!                   protocol::Connection (sans-IO): handshake, frames, unmask (SIMD),
 //!                     │  UTF-8 (simdutf8, incremental), close/ping rules, limits
@@ -12,12 +12,13 @@
 //!                   application (echo, …) ──► frames encoded once as `Bytes`
 //!                     │
 //!                     ▼
-//!                   out-queue (bounded) ──► one writev per writable socket ──► socket
+//!                   out-queue (bounded) ──► one writev / sendmsg SQE per socket ──► socket
 //! ```
 //!
 //! The seams: [`protocol`] never touches I/O; [`reactor`] never parses frames beyond the
-//! connection's API; [`server`] is the public face used by the `ringcast` binary and by
-//! embedders alike.
+//! connection's API, and its two backends (io_uring: completions into direct descriptors;
+//! epoll: readiness) share one reactor core; [`server`] is the public face used by the
+//! `ringcast` binary and by embedders alike.
 
 #![warn(missing_docs)]
 

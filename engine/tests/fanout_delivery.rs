@@ -4,11 +4,13 @@
 //! publishers, as text and as binary. The `frames_out` counter matches what clients received.
 
 mod fanout_util;
+mod util;
 
 use std::net::SocketAddr;
 
 use fanout_util::{Ws, builder, connect, connect_many, start, wait_publications};
 use ringcast::EngineHandle;
+use ringcast::server::Backend;
 use tungstenite::Message;
 
 /// Messages per data topic per round.
@@ -100,8 +102,8 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(counts: [usize; 4]) -> Self {
-        let handle = start(builder());
+    fn new(backend: Backend, counts: [usize; 4]) -> Self {
+        let handle = start(builder(backend));
         let addr = handle.local_addr();
         let mut subs = Vec::new();
         for (group, (g, &n)) in GROUPS.iter().zip(&counts).enumerate() {
@@ -316,18 +318,21 @@ fn check(got: &[Msg], want: &[Msg], via: Via, markers: usize) -> Result<(), Stri
     Ok(())
 }
 
-#[test]
-fn embedded_publish_reaches_every_subscriber_once_in_order() {
-    let mut h = Harness::new([800, 700, 400, 100]);
+fn embedded_publish_reaches_every_subscriber_once_in_order(backend: Backend) {
+    let mut h = Harness::new(backend, [800, 700, 400, 100]);
     h.round(Via::Embedded, false);
     h.round(Via::Embedded, true);
     h.check_frames_out();
 }
 
-#[test]
-fn websocket_publishers_reach_every_subscriber_once_in_order() {
-    let mut h = Harness::new([800, 700, 400, 100]);
+fn websocket_publishers_reach_every_subscriber_once_in_order(backend: Backend) {
+    let mut h = Harness::new(backend, [800, 700, 400, 100]);
     h.round(Via::Socket, false);
     h.round(Via::Socket, true);
     h.check_frames_out();
 }
+
+util::for_each_backend!(
+    embedded_publish_reaches_every_subscriber_once_in_order,
+    websocket_publishers_reach_every_subscriber_once_in_order,
+);

@@ -3,6 +3,7 @@
 //! `shutdown` says 1001 to every client; the out-queue high-water mark sees stalled queues.
 
 mod fanout_util;
+mod util;
 
 use std::time::{Duration, Instant};
 
@@ -14,17 +15,16 @@ use fanout_util::{
 use ringcast::fanout::{SlowConsumer, TopicName};
 use ringcast::protocol::conn::Limits;
 use ringcast::protocol::frame::OpCode;
-use ringcast::server::Broadcast;
+use ringcast::server::{Backend, Broadcast};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 /// A flood of publishes into 4-slot inboxes returns promptly; every (reactor, publication)
 /// pair the publisher was told was dropped is counted in `ring_dropped`, and the subscriber
 /// receives exactly the publications its reactor took, in order.
-#[test]
-fn publishing_never_blocks_and_inbox_drops_are_counted_exactly() {
+fn publishing_never_blocks_and_inbox_drops_are_counted_exactly(backend: Backend) {
     const N: u64 = 100_000;
-    let h = start(builder().inbox_capacity(4));
+    let h = start(builder(backend).inbox_capacity(4));
     let mut sub = connect(h.local_addr(), "/sub/F");
     let fanout = h.fanout();
     let publisher = std::thread::spawn(move || {
@@ -116,9 +116,8 @@ fn assert_not_echoed(publisher: &mut Ws, ping: &str) {
     }
 }
 
-#[test]
-fn pub_needs_the_token_and_does_not_echo() {
-    let h = start(builder().handler(tokened()));
+fn pub_needs_the_token_and_does_not_echo(backend: Backend) {
+    let h = start(builder(backend).handler(tokened()));
     let addr = h.local_addr();
     let mut sub = connect(addr, "/sub/T");
     let mut sub_default = connect(addr, "/sub");
@@ -164,9 +163,8 @@ fn pub_needs_the_token_and_does_not_echo() {
     assert_eq!(h.stats().total().messages_in, 3);
 }
 
-#[test]
-fn unknown_paths_get_404() {
-    let h = start(builder());
+fn unknown_paths_get_404(backend: Backend) {
+    let h = start(builder(backend));
     let addr = h.local_addr();
     for path in ["/nope", "/", "/subway", "/publish", "/nope?token=x"] {
         match try_connect_with(addr, path, &[]) {
@@ -183,10 +181,9 @@ fn unknown_paths_get_404() {
     }
 }
 
-#[test]
-fn shutdown_sends_1001_to_every_client_and_returns() {
+fn shutdown_sends_1001_to_every_client_and_returns(backend: Backend) {
     const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-    let h = start(builder().limits(Limits {
+    let h = start(builder(backend).limits(Limits {
         close_timeout: CLOSE_TIMEOUT,
         ..Limits::default()
     }));
@@ -230,9 +227,8 @@ fn shutdown_sends_1001_to_every_client_and_returns() {
 /// The policy acts only on a queue over the limit (a frame pushed onto a queue takes it past
 /// the limit, then the policy trims it), so once it has acted, the high-water mark of
 /// out-queues must say that a queue passed the limit, by one frame at most.
-#[test]
-fn queue_high_water_sees_the_stalled_queue() {
-    let h = engine(SlowConsumer::DropOldest);
+fn queue_high_water_sees_the_stalled_queue(backend: Backend) {
+    let h = engine(backend, SlowConsumer::DropOldest);
     let addr = h.local_addr();
     let healthy = connect(addr, "/sub/T");
     let _stalled = connect_stalled(addr, "/sub/T");
@@ -255,3 +251,11 @@ fn queue_high_water_sees_the_stalled_queue() {
         t.slow_dropped_frames
     );
 }
+
+util::for_each_backend!(
+    publishing_never_blocks_and_inbox_drops_are_counted_exactly,
+    pub_needs_the_token_and_does_not_echo,
+    unknown_paths_get_404,
+    shutdown_sends_1001_to_every_client_and_returns,
+    queue_high_water_sees_the_stalled_queue,
+);

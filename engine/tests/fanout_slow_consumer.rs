@@ -8,16 +8,17 @@
 //! make it fail too; look at the first failure.
 
 mod fanout_util;
+mod util;
 
 use fanout_util::flood::{BATCH, Flood, drain_until, engine, seq_of};
 use fanout_util::{connect, connect_stalled, next_data, wait_for, wait_stats};
 use ringcast::fanout::SlowConsumer;
+use ringcast::server::Backend;
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-#[test]
-fn stalled_subscriber_is_closed_with_1008() {
-    let h = engine(SlowConsumer::Close);
+fn stalled_subscriber_is_closed_with_1008(backend: Backend) {
+    let h = engine(backend, SlowConsumer::Close);
     let addr = h.local_addr();
     let healthy = connect(addr, "/sub/T");
     // One never reads again; the other starts reading once the server closed it.
@@ -60,9 +61,8 @@ fn stalled_subscriber_is_closed_with_1008() {
     drop(never);
 }
 
-#[test]
-fn stalled_subscriber_loses_the_oldest_under_drop_oldest() {
-    let h = engine(SlowConsumer::DropOldest);
+fn stalled_subscriber_loses_the_oldest_under_drop_oldest(backend: Backend) {
+    let h = engine(backend, SlowConsumer::DropOldest);
     let addr = h.local_addr();
     let healthy = connect(addr, "/sub/T");
     let mut stalled = connect_stalled(addr, "/sub/T");
@@ -101,9 +101,8 @@ fn stalled_subscriber_loses_the_oldest_under_drop_oldest() {
     assert_eq!(h.stats().total().connections, 2);
 }
 
-#[test]
-fn stalled_subscriber_keeps_the_latest_per_topic_under_conflate() {
-    let h = engine(SlowConsumer::Conflate);
+fn stalled_subscriber_keeps_the_latest_per_topic_under_conflate(backend: Backend) {
+    let h = engine(backend, SlowConsumer::Conflate);
     let addr = h.local_addr();
     let healthy = connect(addr, "/sub/T1,T2");
     let mut stalled = connect_stalled(addr, "/sub/T1,T2");
@@ -142,3 +141,9 @@ fn stalled_subscriber_keeps_the_latest_per_topic_under_conflate() {
         h.stats().total().connections == 2
     });
 }
+
+util::for_each_backend!(
+    stalled_subscriber_is_closed_with_1008,
+    stalled_subscriber_loses_the_oldest_under_drop_oldest,
+    stalled_subscriber_keeps_the_latest_per_topic_under_conflate,
+);

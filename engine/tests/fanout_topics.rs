@@ -8,11 +8,12 @@
 //! not arrive before a marker published after it to a topic still subscribed.
 
 mod fanout_util;
+mod util;
 
 use fanout_util::{Ws, builder, connect, next_text, send_text, start, wait_stats};
 use ringcast::EngineHandle;
 use ringcast::fanout::TopicRules;
-use ringcast::server::Broadcast;
+use ringcast::server::{Backend, Broadcast};
 use serde_json::{Value, json};
 use tungstenite::Message;
 
@@ -23,8 +24,8 @@ fn rules() -> TopicRules {
     }
 }
 
-fn engine() -> EngineHandle {
-    start(builder().topics(rules()).handler(Broadcast {
+fn engine(backend: Backend) -> EngineHandle {
+    start(builder(backend).topics(rules()).handler(Broadcast {
         publish_token: None,
         rules: rules(),
     }))
@@ -58,9 +59,8 @@ fn assert_receives(h: &EngineHandle, ws: &mut Ws, topic: &str, text: &str) {
     assert_eq!(next_text(ws), text);
 }
 
-#[test]
-fn subscribe_and_unsubscribe_take_effect_by_the_ack() {
-    let h = engine();
+fn subscribe_and_unsubscribe_take_effect_by_the_ack(backend: Backend) {
+    let h = engine(backend);
     let mut ws = connect(h.local_addr(), "/sub/X");
     assert_receives(&h, &mut ws, "X", "x1");
 
@@ -114,9 +114,8 @@ fn subscribe_and_unsubscribe_take_effect_by_the_ack() {
     assert_eq!(next_text(&mut ws), "z2");
 }
 
-#[test]
-fn control_errors_are_answered_and_the_connection_stays_open() {
-    let h = engine();
+fn control_errors_are_answered_and_the_connection_stays_open(backend: Backend) {
+    let h = engine(backend);
     let mut ws = connect(h.local_addr(), "/sub/X");
 
     let cases: [(&str, &str); 8] = [
@@ -176,9 +175,8 @@ fn control_errors_are_answered_and_the_connection_stays_open() {
 }
 
 /// The `subscriptions` gauge counts connection × topic pairs as they come and go.
-#[test]
-fn subscriptions_gauge_follows_subscribers() {
-    let h = engine();
+fn subscriptions_gauge_follows_subscribers(backend: Backend) {
+    let h = engine(backend);
     let addr = h.local_addr();
     let mut a = connect(addr, "/sub/X,Y");
     let b = connect(addr, "/sub/X");
@@ -193,3 +191,9 @@ fn subscriptions_gauge_follows_subscribers() {
         t.subscriptions == 1 && t.connections == 1
     });
 }
+
+util::for_each_backend!(
+    subscribe_and_unsubscribe_take_effect_by_the_ack,
+    control_errors_are_answered_and_the_connection_stays_open,
+    subscriptions_gauge_follows_subscribers,
+);

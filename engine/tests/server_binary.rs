@@ -8,16 +8,42 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ringcast::server::Backend;
+
+/// Whether the io_uring variant must be skipped here (printed; a failure under `CI=true`).
+fn skip(backend: Backend) -> bool {
+    if backend != Backend::Uring {
+        return false;
+    }
+    match ringcast::server::probe_uring() {
+        Ok(()) => false,
+        Err(why) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "io_uring unavailable under CI=true: {why}"
+            );
+            eprintln!("SKIPPED (io_uring unavailable: {why})");
+            true
+        }
+    }
+}
+
 /// The server binary under a shell-imposed `ulimit -n`, with its address parsed from
 /// the startup log line.
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// The startup line (`... listening on ws://ADDR (N reactors, BACKEND)`).
+    banner: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
     fn start(nofile: u32, args: &str) -> Self {
+        Self::start_with_env(nofile, args, &[])
+    }
+
+    fn start_with_env(nofile: u32, args: &str, env: &[(&str, &str)]) -> Self {
         let bin = env!("CARGO_BIN_EXE_ringcast");
         let mut child = Command::new("sh")
             .arg("-c")
@@ -25,30 +51,38 @@ impl Server {
                 "ulimit -n {nofile} && exec \"{bin}\" {args} --listen 127.0.0.1:0 --threads 1 --no-pin"
             ))
             .env("RUST_LOG", "ringcast=info")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ringcast");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
+        let mut early = Vec::new();
+        let (addr, banner) = loop {
             let line = lines
                 .next()
                 .expect("server exited before listening")
                 .expect("read server log");
             if let Some(rest) = line.split("ws://").nth(1) {
                 let addr = rest.split_whitespace().next().expect("address");
-                break addr.parse().expect("socket address");
+                break (addr.parse().expect("socket address"), line.clone());
             }
+            early.push(line);
         };
         // Keep draining the log so the server never blocks on a full pipe.
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(early));
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
         });
-        Self { child, addr, log }
+        Self {
+            child,
+            addr,
+            banner,
+            log,
+        }
     }
 
     fn cpu_ticks(&self) -> u64 {
@@ -84,9 +118,14 @@ fn echo_round_trip(addr: SocketAddr) -> Result<(), String> {
     }
 }
 
-#[test]
-fn accept_backs_off_on_emfile_and_recovers() {
-    let server = Server::start(64, "echo");
+/// Out of descriptors, each backend backs off and recovers: epoll on EMFILE from
+/// `accept(2)`, io_uring when its direct descriptor table (sized by the same `ulimit -n`)
+/// is full.
+fn accept_backs_off_on_emfile_and_recovers(backend: Backend) {
+    if skip(backend) {
+        return;
+    }
+    let server = Server::start(64, &format!("echo --backend {backend}"));
     echo_round_trip(server.addr).expect("echo before exhaustion");
 
     // Far more connections than the server has descriptors for: the kernel completes
@@ -116,9 +155,13 @@ fn accept_backs_off_on_emfile_and_recovers() {
         );
     }
     let log = server.log.lock().unwrap().join("\n");
+    let exhausted = match backend {
+        Backend::Uring => "direct descriptor table full",
+        _ => "Too many open files",
+    };
     assert!(
-        log.contains("Too many open files") && log.contains("pausing accepts"),
-        "no EMFILE back-off logged:\n{log}"
+        log.contains(exhausted) && log.contains("pausing accepts"),
+        "no back-off logged:\n{log}"
     );
     // The clients still held were accepted meanwhile or are still queued; none of them
     // got a reset from a crashed server.
@@ -133,9 +176,11 @@ fn accept_backs_off_on_emfile_and_recovers() {
     }
 }
 
-#[test]
-fn sigterm_closes_clients_with_1001_and_exits_0() {
-    let mut server = Server::start(1024, "serve");
+fn sigterm_closes_clients_with_1001_and_exits_0(backend: Backend) {
+    if skip(backend) {
+        return;
+    }
+    let mut server = Server::start(1024, &format!("serve --backend {backend}"));
     let stream = TcpStream::connect(server.addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -216,4 +261,62 @@ fn help_explains_every_flag_and_bad_flags_are_named() {
         .unwrap();
     assert_eq!(busy.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&busy.stderr).contains("cannot listen on 203.0.113.1:1"));
+}
+
+#[test]
+fn auto_falls_back_to_epoll_and_says_why() {
+    let server = Server::start_with_env(1024, "echo", &[("RINGCAST_URING", "off")]);
+    echo_round_trip(server.addr).expect("echo on the fallback backend");
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("backend: epoll (auto: io_uring unavailable: disabled by RINGCAST_URING=off)"),
+        "no fallback line:\n{log}"
+    );
+    // The startup line names the backend too (read before the log thread started).
+    let bin = env!("CARGO_BIN_EXE_ringcast");
+    let forced = Command::new(bin)
+        .args(["echo", "--backend", "uring", "--listen", "127.0.0.1:0"])
+        .env("RINGCAST_URING", "off")
+        .output()
+        .unwrap();
+    assert_eq!(forced.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&forced.stderr);
+    assert!(
+        err.contains("io_uring backend unavailable: disabled by RINGCAST_URING=off"),
+        "{err}"
+    );
+}
+
+#[test]
+fn auto_picks_io_uring_where_the_kernel_allows_it() {
+    let expect = if ringcast::server::probe_uring().is_ok() {
+        "io_uring)"
+    } else {
+        "epoll)"
+    };
+    let server = Server::start(1024, "echo");
+    echo_round_trip(server.addr).expect("echo");
+    assert!(server.banner.ends_with(expect), "{}", server.banner);
+}
+
+mod accept_backs_off_on_emfile_and_recovers {
+    #[test]
+    fn epoll() {
+        super::accept_backs_off_on_emfile_and_recovers(super::Backend::Epoll);
+    }
+    #[test]
+    fn uring() {
+        super::accept_backs_off_on_emfile_and_recovers(super::Backend::Uring);
+    }
+}
+
+mod sigterm_closes_clients_with_1001_and_exits_0 {
+    #[test]
+    fn epoll() {
+        super::sigterm_closes_clients_with_1001_and_exits_0(super::Backend::Epoll);
+    }
+    #[test]
+    fn uring() {
+        super::sigterm_closes_clients_with_1001_and_exits_0(super::Backend::Uring);
+    }
 }

@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use ringcast::fanout::{SlowConsumer, TopicRules};
 use ringcast::protocol::conn::Limits;
 use ringcast::protocol::handshake::HandshakeConfig;
-use ringcast::server::Broadcast;
 use ringcast::server::demo::{DEFAULT_SYMBOLS, DemoFeed};
+use ringcast::server::{Backend, Broadcast};
 use ringcast::{Engine, EngineBuilder};
 
 /// ringcast: a WebSocket broadcast engine.
@@ -82,6 +82,10 @@ struct ServerArgs {
     /// Do not pin reactor threads to cores.
     #[arg(long)]
     no_pin: bool,
+    /// I/O backend: uring (io_uring; fails if the kernel refuses it), epoll, or auto
+    /// (io_uring when the kernel allows it, else epoll; the log says which and why).
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: Backend,
     /// Largest message accepted (all fragments), e.g. 16MiB, 64KiB, 1000; over it the
     /// connection is closed with 1009.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
@@ -130,6 +134,7 @@ impl ServerArgs {
             )
             .threads(self.threads)
             .pin(!self.no_pin)
+            .backend(self.backend)
             .handshake(HandshakeConfig {
                 max_head_len: self.max_head,
                 protocols: self.protocols.clone(),
@@ -227,9 +232,13 @@ fn run(builder: EngineBuilder, mode: &str, demo: Option<(Vec<String>, f64)>) -> 
         }
     });
     tracing::info!(
-        "ringcast {mode} listening on ws://{} ({threads} reactor{}, epoll)",
+        "ringcast {mode} listening on ws://{} ({threads} reactor{}, {})",
         handle.local_addr(),
-        if threads == 1 { "" } else { "s" }
+        if threads == 1 { "" } else { "s" },
+        match handle.backend() {
+            Backend::Uring => "io_uring",
+            _ => "epoll",
+        }
     );
     let _feed = demo.map(|(symbols, rate)| {
         tracing::info!(
@@ -276,6 +285,10 @@ fn number_and_unit<'a>(s: &'a str, what: &str) -> Result<(u64, &'a str), String>
     let (num, unit) = t.split_at(split);
     let n = num.parse().map_err(|_| format!("'{s}' is not {what}"))?;
     Ok((n, unit))
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    s.parse()
 }
 
 fn parse_policy(s: &str) -> Result<SlowConsumer, String> {

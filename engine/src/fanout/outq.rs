@@ -9,6 +9,11 @@
 //! [`UNTAGGED`] for frames that belong to this connection alone (handshake response,
 //! pongs, closes, replies). The slow-consumer policies discard only tagged frames, and
 //! never the front frame once part of it has been written.
+//!
+//! A completion-based backend (io_uring) hands the kernel clones of the front frames
+//! ([`OutQueue::frames_into`]) and [pins](OutQueue::pin_front) them until the send
+//! completes: no policy discards a pinned frame, so [`OutQueue::advance`] with the byte
+//! count of the completion always consumes exactly what the kernel sent.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::IoSlice;
@@ -32,6 +37,8 @@ pub struct OutQueue {
     high_water: usize,
     /// Part of the front frame has been written.
     front_started: bool,
+    /// Frames at the front that an in-flight send covers: no policy discards them.
+    pinned: usize,
 }
 
 impl OutQueue {
@@ -96,6 +103,43 @@ impl OutQueue {
         n
     }
 
+    /// Appends clones of the front frames to `frames` (refcount bumps), with the same
+    /// limits as [`io_slices`](Self::io_slices); returns how many were added.
+    pub fn frames_into(
+        &self,
+        frames: &mut Vec<Bytes>,
+        max_frames: usize,
+        max_bytes: usize,
+    ) -> usize {
+        let mut n = 0;
+        let mut total = 0;
+        for q in &self.frames {
+            if n == max_frames || (n > 0 && total + q.frame.len() > max_bytes) {
+                break;
+            }
+            frames.push(q.frame.clone());
+            total += q.frame.len();
+            n += 1;
+        }
+        n
+    }
+
+    /// Marks the first `n` frames as being sent: policies leave them alone until
+    /// [`unpin`](Self::unpin).
+    pub fn pin_front(&mut self, n: usize) {
+        self.pinned = n.min(self.frames.len());
+    }
+
+    /// Ends a send started with [`pin_front`](Self::pin_front).
+    pub fn unpin(&mut self) {
+        self.pinned = 0;
+    }
+
+    /// Frames at the front no policy may discard: the pinned ones, or the started one.
+    fn untouchable(&self) -> usize {
+        self.pinned.max(usize::from(self.front_started))
+    }
+
     /// Drops `written` bytes from the front (what a write accepted); returns how many
     /// whole frames were completed.
     ///
@@ -111,6 +155,7 @@ impl OutQueue {
                 written -= front.frame.len();
                 self.frames.pop_front();
                 self.front_started = false;
+                self.pinned = self.pinned.saturating_sub(1);
                 done += 1;
             } else {
                 front.frame.advance(written);
@@ -124,8 +169,8 @@ impl OutQueue {
     /// Discards every frame not yet started (a closing connection); returns the frames
     /// discarded.
     pub fn discard_unstarted(&mut self) -> usize {
-        let keep = usize::from(self.front_started);
-        let n = self.frames.len().saturating_sub(keep);
+        let keep = self.untouchable().min(self.frames.len());
+        let n = self.frames.len() - keep;
         for q in self.frames.drain(keep..) {
             self.bytes -= q.frame.len();
         }
@@ -139,14 +184,14 @@ impl OutQueue {
             return 0;
         }
         let mut excess = self.bytes - limit;
-        let started = self.front_started;
+        let keep = self.untouchable();
         let mut dropped = 0;
         let mut freed = 0;
         let mut i = 0;
         self.frames.retain(|q| {
-            let first = i == 0;
+            let kept = i < keep;
             i += 1;
-            if excess == 0 || q.tag == UNTAGGED || (first && started) {
+            if excess == 0 || q.tag == UNTAGGED || kept {
                 return true;
             }
             excess = excess.saturating_sub(q.frame.len());
@@ -162,12 +207,12 @@ impl OutQueue {
     /// the started front one); returns the frames discarded.
     pub fn conflate(&mut self) -> usize {
         let mut seen = HashSet::new();
-        let started = self.front_started;
+        let fixed = self.untouchable();
         let len = self.frames.len();
         // Walk from the back: the first frame seen of each tag is the newest.
         let mut keep = vec![true; len];
         for (i, q) in self.frames.iter().enumerate().rev() {
-            if q.tag != UNTAGGED && !(i == 0 && started) && !seen.insert(q.tag) {
+            if q.tag != UNTAGGED && i >= fixed && !seen.insert(q.tag) {
                 keep[i] = false;
             }
         }
@@ -190,6 +235,7 @@ impl OutQueue {
         self.frames.clear();
         self.bytes = 0;
         self.front_started = false;
+        self.pinned = 0;
     }
 }
 
@@ -282,6 +328,27 @@ mod tests {
         assert_eq!(q.conflate(), 3);
         assert_eq!(contents(&q), b"XXa3b2");
         assert_eq!(q.len_bytes(), 6);
+    }
+
+    #[test]
+    fn pinned_frames_survive_every_policy() {
+        let mut q = OutQueue::new();
+        for (f, t) in [(&b"a1"[..], 1), (b"a2", 1), (b"a3", 1), (b"a4", 1)] {
+            q.push_tagged(Bytes::copy_from_slice(f), t);
+        }
+        let mut sent = Vec::new();
+        assert_eq!(q.frames_into(&mut sent, 2, usize::MAX), 2);
+        q.pin_front(2);
+        assert_eq!(q.conflate(), 1);
+        assert_eq!(contents(&q), b"a1a2a4");
+        assert_eq!(q.drop_oldest(0), 1);
+        assert_eq!(contents(&q), b"a1a2");
+        assert_eq!(q.discard_unstarted(), 0);
+        // The completion consumes exactly what was handed to the kernel.
+        assert_eq!(q.advance(3), 1);
+        q.unpin();
+        assert_eq!(contents(&q), b"2");
+        assert_eq!(sent, [&b"a1"[..], b"a2"]);
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! never blocks: it is a `try_send`.
 //!
 //! **Wake-ups.** A reactor clears its `notified` flag before draining its inbox; a
-//! publisher wakes the reactor (an eventfd write) only when it is the one that sets the
+//! publisher wakes the reactor (an eventfd write: a `mio::Waker` for epoll reactors, a bare
+//! eventfd the reactor keeps a read armed on for io_uring ones) only when it is the one that sets the
 //! flag again. So a busy reactor receives no wake-up syscalls at all, and an idle one
 //! receives one per batch, however many messages the batch holds.
 //!
@@ -33,6 +34,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use super::encode;
 use super::topic::TopicName;
 use crate::protocol::frame::OpCode;
+use crate::reactor::waker::Waker;
 
 /// Default capacity of each reactor's inbox, in publications.
 pub const DEFAULT_INBOX_CAPACITY: usize = 64 * 1024;
@@ -66,7 +68,7 @@ impl Published {
 pub(crate) struct InboxTx {
     tx: Sender<Publication>,
     notified: Arc<AtomicBool>,
-    waker: Arc<mio::Waker>,
+    waker: Arc<Waker>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -79,7 +81,7 @@ pub(crate) struct InboxRx {
 }
 
 /// Creates a reactor's inbox, woken through `waker`.
-pub(crate) fn inbox(capacity: usize, waker: Arc<mio::Waker>) -> (InboxTx, InboxRx) {
+pub(crate) fn inbox(capacity: usize, waker: Arc<Waker>) -> (InboxTx, InboxRx) {
     let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
     let notified = Arc::new(AtomicBool::new(false));
     let dropped = Arc::new(AtomicU64::new(0));
@@ -188,7 +190,9 @@ mod tests {
 
     fn setup(cap: usize, reactors: usize) -> (Fanout, Vec<InboxRx>, mio::Poll) {
         let poll = mio::Poll::new().unwrap();
-        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let waker = Arc::new(Waker::Mio(
+            mio::Waker::new(poll.registry(), mio::Token(0)).unwrap(),
+        ));
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..reactors)
             .map(|_| inbox(cap, Arc::clone(&waker)))
             .unzip();

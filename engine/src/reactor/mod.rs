@@ -3,20 +3,28 @@
 //! Every reactor binds its own `SO_REUSEPORT` listener on the same address, so the kernel
 //! spreads new connections across them and no connection ever moves between threads: a
 //! connection's socket, session, subscriptions and out-queue are touched by one thread
-//! only. Publications reach a reactor through its inbox ([`crate::fanout::ring`]). The
-//! backend (`epoll` here) moves bytes; [`session`] holds what does not depend on it.
+//! only. Publications reach a reactor through its inbox ([`crate::fanout::ring`]).
+//!
+//! The backend moves bytes: `epoll` (readiness, `mio`) or `uring` (completions,
+//! io_uring), each a `core::Driver` under the same generic loop (`core::run`),
+//! monomorphised per backend; `session` holds what does not depend on either.
 
+pub(crate) mod core;
 pub(crate) mod epoll;
 pub(crate) mod listener;
 pub(crate) mod pin;
 pub(crate) mod session;
+pub(crate) mod sys;
+pub(crate) mod uring;
+pub(crate) mod waker;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
+use self::waker::Waker;
 use crate::fanout::Fanout;
 use crate::fanout::ring::{self, InboxRx};
 use crate::server::config::{Backend, Config};
@@ -37,17 +45,53 @@ pub(crate) struct Shared {
 pub(crate) struct Reactors {
     pub(crate) local_addr: SocketAddr,
     pub(crate) threads: Vec<JoinHandle<io::Result<()>>>,
-    pub(crate) wakers: Vec<Arc<mio::Waker>>,
+    pub(crate) wakers: Vec<Arc<Waker>>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) fanout: Fanout,
     pub(crate) stats: Vec<Arc<Counters>>,
+    /// The backend in use (never `Auto`).
+    pub(crate) backend: Backend,
+    /// Why `Auto` chose epoll, when it did.
+    pub(crate) fallback: Option<String>,
+}
+
+/// Resolves `Auto`: io_uring if the probe passes, else epoll with the reason.
+fn choose(backend: Backend) -> io::Result<(Backend, Option<String>)> {
+    match backend {
+        Backend::Epoll => Ok((Backend::Epoll, None)),
+        Backend::Uring => match uring::probe() {
+            Ok(()) => Ok((Backend::Uring, None)),
+            Err(why) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring backend unavailable: {why}"),
+            )),
+        },
+        Backend::Auto => match uring::probe() {
+            Ok(()) => {
+                tracing::info!(
+                    "backend: io_uring (auto: the kernel supports every operation used)"
+                );
+                Ok((Backend::Uring, None))
+            }
+            Err(why) => {
+                tracing::info!("backend: epoll (auto: io_uring unavailable: {why})");
+                Ok((Backend::Epoll, Some(why)))
+            }
+        },
+    }
+}
+
+/// Whether io_uring can be used here, and if not why (for tests and diagnostics).
+pub(crate) fn probe_uring() -> Result<(), String> {
+    uring::probe()
 }
 
 /// Binds the listeners (all before any thread starts, so a bind error is returned to the
 /// caller) and starts one reactor thread per listener.
 pub(crate) fn start(config: Config) -> io::Result<Reactors> {
+    let (backend, fallback) = choose(config.backend)?;
     let n = config.reactor_count();
-    let listeners = listener::bind_all(config.listen, n, config.backlog)?;
+    let listeners = listener::bind_all(config.listen, n, config.backlog, config.sndbuf)?;
     let local_addr = listeners[0].local_addr()?;
     let config = Arc::new(config);
     let stop = Arc::new(AtomicBool::new(false));
@@ -58,8 +102,12 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
     let mut txs = Vec::with_capacity(n);
     let mut rxs = Vec::with_capacity(n);
     for _ in 0..n {
-        let (poll, waker) = match config.backend {
-            Backend::Epoll => epoll::Reactor::poll()?,
+        let (poll, waker) = match backend {
+            Backend::Uring => (None, Waker::eventfd()?),
+            _ => {
+                let (poll, waker) = epoll::Epoll::poll()?;
+                (Some(poll), waker)
+            }
         };
         let waker = Arc::new(waker);
         let (tx, rx) = ring::inbox(config.inbox_capacity, Arc::clone(&waker));
@@ -72,6 +120,10 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
     let stats: Vec<Arc<Counters>> = (0..n).map(|_| Arc::default()).collect();
 
     let mut threads = Vec::with_capacity(n);
+    // io_uring instances are created on their own thread (they are not `Send`); each
+    // reports whether it started, so that a failure is returned from here.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+    let mut expected = 0;
     let parts = polls.into_iter().zip(listeners).zip(rxs).enumerate();
     for (i, ((poll, listener), inbox)) in parts {
         let shared = Shared {
@@ -82,17 +134,56 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
             fanout: fanout.clone(),
             stats: Arc::clone(&stats[i]),
         };
-        let reactor = epoll::Reactor::new(poll, listener, shared)?;
-        let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+        let core_id = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+        let driver = match poll {
+            Some(poll) => Start::Epoll(epoll::Epoll::new(poll, listener)?),
+            None => {
+                expected += 1;
+                Start::Uring(listener, Arc::clone(&wakers[i]))
+            }
+        };
+        let ready = ready_tx.clone();
+        let (backlog, bufs) = (config.backlog, config.uring_recv_buffers);
         let t = std::thread::Builder::new()
             .name(format!("ringcast-reactor-{i}"))
             .spawn(move || {
-                if let Some(core) = core {
-                    pin::pin_current(core, i);
+                if let Some(core_id) = core_id {
+                    pin::pin_current(core_id, i);
                 }
-                reactor.run()
+                match driver {
+                    Start::Epoll(d) => core::run(core::Core::new(shared), d),
+                    Start::Uring(listener, waker) => {
+                        match uring::Uring::new(listener, waker, backlog, bufs) {
+                            Ok(d) => {
+                                let _ = ready.send(Ok(()));
+                                core::run(core::Core::new(shared), d)
+                            }
+                            Err(e) => {
+                                let msg = format!("io_uring reactor {i}: {e}");
+                                let _ = ready.send(Err(io::Error::new(e.kind(), msg)));
+                                Err(e)
+                            }
+                        }
+                    }
+                }
             })?;
         threads.push(t);
+    }
+    drop(ready_tx);
+    for _ in 0..expected {
+        let failed = match ready_rx.recv() {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(_) => io::Error::other("a reactor thread exited while starting"),
+        };
+        stop.store(true, Ordering::Release);
+        for w in &wakers {
+            let _ = w.wake();
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        return Err(failed);
     }
     Ok(Reactors {
         local_addr,
@@ -101,5 +192,14 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
         stop,
         fanout,
         stats,
+        backend,
+        fallback,
     })
+}
+
+/// What a reactor thread starts with.
+enum Start {
+    Epoll(epoll::Epoll),
+    /// The io_uring driver is built on the reactor thread itself.
+    Uring(std::net::TcpListener, Arc<Waker>),
 }

@@ -16,9 +16,46 @@ use crate::protocol::handshake::HandshakeConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Backend {
-    /// Readiness-based, through `mio` (epoll on Linux).
+    /// io_uring when the kernel allows it (probed at start: `io_uring_setup` and every
+    /// operation the driver uses), epoll otherwise; the log says which and why.
     #[default]
+    Auto,
+    /// Readiness-based, through `mio` (epoll on Linux).
     Epoll,
+    /// Completion-based io_uring: multishot accept into direct descriptors, multishot
+    /// receive into a provided buffer ring, `sendmsg` straight from the out-queue.
+    /// Starting fails when the kernel refuses it.
+    Uring,
+}
+
+impl Backend {
+    /// The name used on the command line: `auto`, `epoll` or `uring`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Epoll => "epoll",
+            Self::Uring => "uring",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "epoll" => Ok(Self::Epoll),
+            "uring" | "io_uring" | "io-uring" => Ok(Self::Uring),
+            _ => Err(format!("unknown backend '{s}' (use uring, epoll or auto)")),
+        }
+    }
 }
 
 /// The application handler, shared by all reactors.
@@ -67,6 +104,10 @@ pub struct Config {
     pub inbox_capacity: usize,
     /// Listen backlog of each reactor's listener.
     pub backlog: u32,
+    /// io_uring only: receive buffers (16 KiB each) in each reactor's provided-buffer ring,
+    /// rounded up to a power of two. Receives that find the ring empty end (`ENOBUFS`)
+    /// and are re-armed once buffers are back, so fewer buffers cost throughput, not data.
+    pub uring_recv_buffers: u16,
 }
 
 impl Default for Config {
@@ -75,7 +116,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
             threads: 0,
             pin: true,
-            backend: Backend::Epoll,
+            backend: Backend::Auto,
             handler: SharedHandler(Arc::new(Echo)),
             handshake: HandshakeConfig::default(),
             handshake_timeout: Duration::from_secs(10),
@@ -86,6 +127,7 @@ impl Default for Config {
             sndbuf: 128 << 10,
             inbox_capacity: DEFAULT_INBOX_CAPACITY,
             backlog: 4096,
+            uring_recv_buffers: 256,
         }
     }
 }

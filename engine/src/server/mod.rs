@@ -33,6 +33,7 @@ use crate::fanout::{Fanout, Published, SlowConsumer};
 use crate::protocol::conn::Limits;
 use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::HandshakeConfig;
+use crate::reactor::waker::Waker;
 use crate::reactor::{self, Reactors};
 
 /// Entry point: `Engine::builder()`.
@@ -40,8 +41,9 @@ use crate::reactor::{self, Reactors};
 pub struct Engine;
 
 impl Engine {
-    /// A builder with defaults: `127.0.0.1:9001`, one pinned reactor per core, epoll,
-    /// the [`Echo`] handler.
+    /// A builder with defaults: `127.0.0.1:9001`, one pinned reactor per core,
+    /// [`Backend::Auto`] (io_uring where the kernel allows it, else epoll), the [`Echo`]
+    /// handler.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
     }
@@ -72,7 +74,7 @@ impl EngineBuilder {
         self
     }
 
-    /// I/O backend.
+    /// I/O backend (default [`Backend::Auto`]).
     pub fn backend(mut self, backend: Backend) -> Self {
         self.config.backend = backend;
         self
@@ -133,6 +135,13 @@ impl EngineBuilder {
         self
     }
 
+    /// io_uring receive buffers (16 KiB each) per reactor; see
+    /// [`Config::uring_recv_buffers`].
+    pub fn uring_recv_buffers(mut self, buffers: u16) -> Self {
+        self.config.uring_recv_buffers = buffers;
+        self
+    }
+
     /// The configuration so far.
     pub fn config(&self) -> &Config {
         &self.config
@@ -150,6 +159,15 @@ impl EngineBuilder {
     }
 }
 
+/// Whether the io_uring backend can run here: `Err` names what is missing or refused
+/// (`io_uring_setup: EPERM ...`, a missing opcode, `RINGCAST_URING=off`).
+///
+/// # Errors
+/// The reason io_uring cannot be used.
+pub fn probe_uring() -> Result<(), String> {
+    reactor::probe_uring()
+}
+
 /// A running engine. Dropping it shuts the engine down.
 pub struct EngineHandle {
     reactors: Option<Reactors>,
@@ -164,6 +182,18 @@ impl std::fmt::Debug for EngineHandle {
 }
 
 impl EngineHandle {
+    /// The backend the reactors run on: [`Backend::Epoll`] or [`Backend::Uring`] (what
+    /// [`Backend::Auto`] resolved to).
+    pub fn backend(&self) -> Backend {
+        self.running().backend
+    }
+
+    /// Why [`Backend::Auto`] fell back to epoll (e.g. `io_uring_setup: EPERM ...`), if it
+    /// did.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.running().fallback.as_deref()
+    }
+
     /// The bound address (with the real port when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.reactors
@@ -263,7 +293,7 @@ impl Drop for EngineHandle {
 #[derive(Debug, Clone)]
 pub struct ShutdownTrigger {
     stop: Arc<AtomicBool>,
-    wakers: Vec<Arc<mio::Waker>>,
+    wakers: Vec<Arc<Waker>>,
 }
 
 impl ShutdownTrigger {
@@ -273,7 +303,7 @@ impl ShutdownTrigger {
     }
 }
 
-fn signal_stop(stop: &AtomicBool, wakers: &[Arc<mio::Waker>]) {
+fn signal_stop(stop: &AtomicBool, wakers: &[Arc<Waker>]) {
     stop.store(true, Ordering::Release);
     for w in wakers {
         let _ = w.wake();

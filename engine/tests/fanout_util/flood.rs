@@ -3,12 +3,13 @@
 //! one, so the healthy out-queue never nears the limit; a stalled subscriber passes it after
 //! a few dozen messages, and then gets many times the limit more.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use ringcast::EngineHandle;
 use ringcast::fanout::SlowConsumer;
 use ringcast::protocol::conn::Limits;
-use ringcast::server::ReactorStats;
+use ringcast::server::{Backend, ReactorStats};
 use tungstenite::Message;
 
 use super::{Ws, builder, next_data, rss_kib, start};
@@ -28,14 +29,17 @@ pub(crate) const MAX_BEFORE_TRIGGER: u64 = 4096;
 /// sanity bound: the engine runs in this process, beside the other tests of this file).
 pub(crate) const MAX_RSS_GROWTH_KIB: u64 = 24 << 10;
 
-pub(crate) fn engine(policy: SlowConsumer) -> EngineHandle {
+pub(crate) fn engine(backend: Backend, policy: SlowConsumer) -> EngineHandle {
     start(
-        builder()
+        builder(backend)
             .slow_consumer(policy)
             .max_outq_bytes(MAX_OUTQ)
             .sndbuf(4096)
             .limits(Limits {
-                close_timeout: Duration::from_secs(3),
+                // Long enough for a whole flood to pass between the policy closing a stalled
+                // subscriber and the test reading its close frame, on a loaded machine with
+                // both backends' tests running.
+                close_timeout: Duration::from_secs(8),
                 ..Limits::default()
             }),
     )
@@ -87,7 +91,12 @@ impl Flood<'_> {
 
     /// Floods until `acted` holds (the policy acted on the stalled subscriber), then as
     /// much again as [`AFTER_TRIGGER`]; returns the last counters and the RSS growth.
+    ///
+    /// Floods of one test process run one at a time (each test runs per backend, so
+    /// twice as many engines share the process): the RSS bound is process-wide.
     pub(crate) fn run(&mut self, acted: impl Fn(&ReactorStats) -> bool) -> (ReactorStats, u64) {
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let rss0 = rss_kib();
         while !acted(&self.h.stats().total()) {
             assert!(

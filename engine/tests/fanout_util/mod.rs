@@ -14,7 +14,7 @@ pub(crate) mod flood;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use ringcast::server::{Broadcast, ReactorStats};
+use ringcast::server::{Backend, Broadcast, ReactorStats};
 use ringcast::{Engine, EngineBuilder, EngineHandle};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::{HeaderName, HeaderValue};
@@ -34,10 +34,11 @@ pub(crate) fn broadcast() -> Broadcast {
     }
 }
 
-/// A builder for 127.0.0.1:0, two reactors, the broadcast handler.
-pub(crate) fn builder() -> EngineBuilder {
+/// A builder for 127.0.0.1:0, two reactors, the broadcast handler, on `backend`.
+pub(crate) fn builder(backend: Backend) -> EngineBuilder {
     Engine::builder()
         .listen("127.0.0.1:0".parse().unwrap())
+        .backend(backend)
         .threads(2)
         .handler(broadcast())
 }

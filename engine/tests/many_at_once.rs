@@ -1,0 +1,75 @@
+//! Bursts wider than the backend's fixed resources: more clients sending at once than the
+//! io_uring receive-buffer ring has buffers (receives end with ENOBUFS and are re-armed;
+//! nothing is lost), and one publication to more subscribers of one reactor than its
+//! submission queue has entries (full queue: submit, then queue the rest; no send dropped).
+//! Run on both backends like every socket test.
+
+mod fanout_util;
+mod util;
+
+use std::thread;
+
+use fanout_util::{builder, connect_many, next_text, start, wait_stats};
+use ringcast::server::Backend;
+use util::{Frame, binary_payload, start_server_with};
+
+/// 48 clients × 8 messages of 64 KiB, all written at once: 24 MiB in flight towards one
+/// reactor with 4 receive buffers of 16 KiB (io_uring; epoll ignores the setting).
+fn more_senders_than_receive_buffers(backend: Backend) {
+    let server = start_server_with(backend, 1, |b| b.uring_recv_buffers(4));
+    let payload = binary_payload(64 * 1024);
+    thread::scope(|scope| {
+        let clients: Vec<_> = (0..48).map(|_| server.client()).collect();
+        let mut writers = Vec::new();
+        let mut readers = Vec::new();
+        for (i, mut client) in clients.into_iter().enumerate() {
+            let mut mine = payload.clone();
+            mine[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let bytes = client.encode_all(&vec![Frame::binary(mine.clone()); 8]);
+            writers.push(client.write_in_background(bytes));
+            readers.push(scope.spawn(move || {
+                for _ in 0..8 {
+                    client.expect_binary(&mine);
+                }
+            }));
+        }
+        for r in readers {
+            r.join().expect("reader");
+        }
+        for w in writers {
+            w.join().expect("writer");
+        }
+    });
+}
+
+/// 6000 subscribers on one reactor (its submission queue holds 4096 entries), three
+/// publications: every subscriber gets all three, in order.
+fn more_subscribers_than_submission_entries(backend: Backend) {
+    const SUBS: usize = 6000;
+    let h = start(builder(backend).threads(1));
+    let mut subs = connect_many(h.local_addr(), "/sub/W", SUBS);
+    wait_stats(&h, "every subscription", |s| s.subscriptions == SUBS as u64);
+    for i in 0..3 {
+        assert!(h.publish("W", &format!("wide {i}")).is_complete());
+    }
+    let chunk = SUBS.div_ceil(4);
+    thread::scope(|scope| {
+        for part in subs.chunks_mut(chunk) {
+            scope.spawn(move || {
+                for ws in part {
+                    for i in 0..3 {
+                        assert_eq!(next_text(ws), format!("wide {i}"));
+                    }
+                }
+            });
+        }
+    });
+    wait_stats(&h, "every frame counted", |s| {
+        s.frames_out >= 3 * SUBS as u64
+    });
+}
+
+util::for_each_backend!(
+    more_senders_than_receive_buffers,
+    more_subscribers_than_submission_entries
+);

@@ -1,0 +1,75 @@
+//! Connections closed, and engines shut down, while writes are in flight (STYLE habit 8: the
+//! memory a pending write points to outlives it). A subscriber that never reads keeps a
+//! write pending: on io_uring a `sendmsg` SQE waiting for room in the socket, holding clones
+//! of the queued frames; on epoll write interest on a full socket.
+
+mod fanout_util;
+mod util;
+
+use std::time::{Duration, Instant};
+
+use fanout_util::{builder, connect, connect_stalled, next_data, next_text, start, wait_stats};
+use ringcast::fanout::SlowConsumer;
+use ringcast::protocol::conn::Limits;
+use ringcast::server::Backend;
+
+const FRAME: usize = 16_000;
+const FRAMES: usize = 32;
+
+/// Publishes `FRAMES` frames of `FRAME` bytes to topic `T` and reads them from `healthy`.
+fn flood(h: &ringcast::EngineHandle, healthy: &mut fanout_util::Ws) {
+    let payload = vec![7u8; FRAME];
+    for _ in 0..FRAMES {
+        assert!(h.publish_binary("T", &payload).is_complete());
+    }
+    for _ in 0..FRAMES {
+        assert_eq!(next_data(healthy).len(), FRAME);
+    }
+}
+
+/// The peer of a pending write resets the connection: the write fails (or is cancelled),
+/// the connection goes, and the engine keeps serving the others.
+fn reset_with_a_write_in_flight(backend: Backend) {
+    let h = start(
+        builder(backend)
+            .sndbuf(4096)
+            .slow_consumer(SlowConsumer::DropOldest),
+    );
+    let addr = h.local_addr();
+    let stalled = connect_stalled(addr, "/sub/T");
+    let mut healthy = connect(addr, "/sub/T");
+    wait_stats(&h, "two subscribers", |s| s.subscriptions == 2);
+    flood(&h, &mut healthy);
+    wait_stats(&h, "the stalled queue to back up", |s| {
+        s.queue_high_water > (FRAME * FRAMES / 2) as u64
+    });
+    // Closing with unread input sends a reset.
+    drop(stalled);
+    wait_stats(&h, "the reset connection to go", |s| s.connections == 1);
+    assert!(h.publish("T", "after").is_complete());
+    assert_eq!(next_text(&mut healthy), "after");
+}
+
+/// Shutdown while several writes wait for stalled peers: it returns after the close
+/// timeout, with every pending operation cancelled and completed first.
+fn shutdown_with_writes_in_flight(backend: Backend) {
+    let h = start(builder(backend).sndbuf(4096).limits(Limits {
+        close_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    }));
+    let addr = h.local_addr();
+    let stalled: Vec<_> = (0..4).map(|_| connect_stalled(addr, "/sub/T")).collect();
+    let mut healthy = connect(addr, "/sub/T");
+    wait_stats(&h, "five subscribers", |s| s.subscriptions == 5);
+    flood(&h, &mut healthy);
+    wait_stats(&h, "the stalled queues to back up", |s| {
+        s.queue_high_water > (FRAME * FRAMES / 2) as u64
+    });
+    let t0 = Instant::now();
+    h.shutdown();
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    drop(stalled);
+}
+
+util::for_each_backend!(reset_with_a_write_in_flight, shutdown_with_writes_in_flight);
