@@ -1,8 +1,10 @@
 //! Bursts wider than the backend's fixed resources: more clients sending at once than the
 //! io_uring receive-buffer ring has buffers (receives end with ENOBUFS and are re-armed;
 //! nothing is lost), and one publication to more subscribers of one reactor than its
-//! submission queue has entries (full queue: submit, then queue the rest; no send dropped).
-//! Run on both backends like every socket test.
+//! submission queue has entries (full queue: submit, then queue the rest; no send dropped);
+//! and connections refused and closed in quick succession, each one's descriptor slot
+//! reused by the next (on io_uring, a half-close still in flight on a kernel worker must not
+//! reach the next connection in the slot). Run on both backends like every socket test.
 
 mod fanout_util;
 mod util;
@@ -11,7 +13,7 @@ use std::thread;
 
 use fanout_util::{builder, connect_many, next_text, start, wait_stats};
 use ringcast::server::Backend;
-use util::{Frame, binary_payload, start_server_with};
+use util::{Frame, binary_payload, start_server, start_server_with};
 
 /// 48 clients × 8 messages of 64 KiB, all written at once: 24 MiB in flight towards one
 /// reactor with 4 receive buffers of 16 KiB (io_uring; epoll ignores the setting).
@@ -69,7 +71,21 @@ fn more_subscribers_than_submission_entries(backend: Backend) {
     });
 }
 
+/// 400 refused upgrades, one after the other: the server answers, half-closes, the client
+/// closes at once, and the next connection (often in the same descriptor slot) still gets
+/// its whole answer.
+fn refusals_in_quick_succession(backend: Backend) {
+    let server = start_server(backend, 1);
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Version: 13\r\n\r\n";
+    for i in 0..400 {
+        let response = server.http(request);
+        assert_eq!(response.status, 400, "request {i}: {response:?}");
+    }
+}
+
 util::for_each_backend!(
     more_senders_than_receive_buffers,
-    more_subscribers_than_submission_entries
+    more_subscribers_than_submission_entries,
+    refusals_in_quick_succession,
 );

@@ -19,7 +19,9 @@
 //!   pinned in the queue (no policy discards them) and consumed with `OutQueue::advance` by
 //!   the completion; a partial send is resumed by the next one.
 //! - **Close**: `shutdown(SHUT_WR)` and `close` of direct descriptors are SQEs too.
-//!   Removing a connection cancels its receive (and send) and closes its slot; the slot
+//!   Removing a connection cancels its receive (and send) and closes its slot, after any
+//!   `shutdown` in flight (which names the descriptor only when a kernel worker runs it, so
+//!   closing first could let it hit the next connection accepted into the slot); the slot
 //!   record (with any in-flight send buffers) lives until every operation that names it has
 //!   completed. `user_data` carries the slot key, a generation and the operation kind, so a
 //!   late completion can never be taken for another connection's.
@@ -199,6 +201,12 @@ struct Slot {
     send: Option<Box<SendOp>>,
     /// Shutdown, close and cancel operations in flight.
     ops: u32,
+    /// A `shutdown` is in flight. The kernel runs it on a worker thread and resolves the
+    /// direct descriptor only there, so the slot must not be closed (and possibly reused by
+    /// the next accept) before it completes: the close waits for it.
+    shutting_down: bool,
+    /// The connection is gone; close the descriptor once the shutdown completes.
+    close_after_shutdown: bool,
     /// Bytes received while the session did not want them.
     stash: Vec<u8>,
     /// The peer's end (or a receive error) came after the stash.
@@ -442,6 +450,8 @@ impl Uring {
             recv: Recv::Off,
             send: None,
             ops: 0,
+            shutting_down: false,
+            close_after_shutdown: false,
             stash: Vec::new(),
             eof: false,
         })
@@ -459,6 +469,14 @@ impl Uring {
         if self.slots[slot_key].send.is_some() {
             self.cancel(slot_key, op::SEND);
         }
+        if self.slots[slot_key].shutting_down {
+            self.slots[slot_key].close_after_shutdown = true;
+        } else {
+            self.push_close(slot_key);
+        }
+    }
+
+    fn push_close(&mut self, slot_key: usize) {
         let fixed = self.slots[slot_key].fixed;
         let e = opcode::Close::new(Fixed(fixed)).build();
         self.push_slot_op(slot_key, e, op::CLOSE);
@@ -515,7 +533,15 @@ impl Uring {
         match kind {
             op::RECV => self.on_recv(core, slot_key, cqe, now),
             op::SEND => self.on_send(core, slot_key, cqe.result(), now),
-            op::SHUTDOWN | op::CLOSE | op::CANCEL => self.slots[slot_key].ops -= 1,
+            op::SHUTDOWN => {
+                let s = &mut self.slots[slot_key];
+                s.ops -= 1;
+                s.shutting_down = false;
+                if std::mem::take(&mut s.close_after_shutdown) {
+                    self.push_close(slot_key);
+                }
+            }
+            op::CLOSE | op::CANCEL => self.slots[slot_key].ops -= 1,
             _ => tracing::error!("io_uring completion of unknown kind {kind}"),
         }
         self.free_if_idle(slot_key);
@@ -804,6 +830,7 @@ impl Driver for Uring {
                         let slot_key = c.io.slot;
                         let fixed = self.slots[slot_key].fixed;
                         let e = opcode::Shutdown::new(Fixed(fixed), libc::SHUT_WR).build();
+                        self.slots[slot_key].shutting_down = true;
                         self.push_slot_op(slot_key, e, op::SHUTDOWN);
                     }
                     Step::Drop => return core.remove(self, key),
@@ -858,18 +885,27 @@ impl Driver for Uring {
             // Unlike `wait`, this does not re-arm the wake read.
             self.drain_completions(core);
         }
-        if !self.outstanding() {
-            tracing::debug!("io_uring teardown: every operation completed");
-        } else {
+        if self.outstanding() {
             tracing::warn!(
-                "io_uring teardown: {} operations still in flight after {TEARDOWN:?}; \
-                 leaking their buffers",
+                "io_uring teardown: {} connections' operations still in flight after \
+                 {TEARDOWN:?}; leaking their buffers",
                 self.slots.len()
             );
+        } else {
+            tracing::debug!("io_uring teardown: every operation completed");
+        }
+    }
+}
+
+impl Drop for Uring {
+    /// After [`Driver::finish`] nothing is in flight and everything is freed normally. If
+    /// something still is (teardown timed out, or the reactor panicked and never finished),
+    /// the memory those operations point to is leaked rather than freed under the kernel.
+    fn drop(&mut self) {
+        if self.outstanding() {
             self.bufs.leak();
             std::mem::forget(std::mem::take(&mut self.slots));
-            let buf = std::mem::replace(&mut self.wake_buf, Box::new(0));
-            Box::leak(buf);
+            Box::leak(std::mem::replace(&mut self.wake_buf, Box::new(0)));
         }
     }
 }
