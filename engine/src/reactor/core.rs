@@ -147,6 +147,20 @@ impl<T> Core<T> {
     }
 
     /// Records an out-queue length seen before a write.
+    /// The connections to read this turn: those with input left over from the last one,
+    /// and the publishers deferred by congested inboxes once the inboxes have room again.
+    pub(crate) fn retries(
+        &self,
+        pending: &mut Vec<usize>,
+        deferred: &mut Vec<usize>,
+    ) -> Vec<usize> {
+        let mut retry = std::mem::take(pending);
+        if !self.fanout.is_congested() {
+            retry.append(deferred);
+        }
+        retry
+    }
+
     pub(crate) fn note_queue(&mut self, queued: usize) {
         let queued = queued as u64;
         if queued > self.high_water {

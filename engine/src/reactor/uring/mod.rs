@@ -796,11 +796,7 @@ impl Driver for Uring {
     }
 
     fn resume(&mut self, core: &mut Core<Io>, now: Instant) {
-        let mut retry = std::mem::take(&mut self.pending);
-        if !core.fanout.is_congested() {
-            retry.append(&mut self.deferred);
-        }
-        for key in retry {
+        for key in core.retries(&mut self.pending, &mut self.deferred) {
             self.resume_read(core, key, now);
         }
     }
