@@ -1,7 +1,7 @@
 //! Connections closed, and engines shut down, while writes are in flight (STYLE habit 8: the
 //! memory a pending write points to outlives it). A subscriber that never reads keeps a
-//! write pending: on io_uring a `sendmsg` SQE waiting for room in the socket, holding clones
-//! of the queued frames; on epoll write interest on a full socket.
+//! write pending: on io_uring a `sendmsg` SQE waiting for room in the socket, pinning the
+//! topic-log chunks it points into; on epoll write interest on a full socket.
 
 mod fanout_util;
 mod util;
@@ -40,8 +40,8 @@ fn reset_with_a_write_in_flight(backend: Backend) {
     let mut healthy = connect(addr, "/sub/T");
     wait_stats(&h, "two subscribers", |s| s.subscriptions == 2);
     flood(&h, &mut healthy);
-    wait_stats(&h, "the stalled queue to back up", |s| {
-        s.queue_high_water > (FRAME * FRAMES / 2) as u64
+    wait_stats(&h, "the stalled subscriber to fall behind", |s| {
+        s.lag_high_water > (FRAME * FRAMES / 2) as u64
     });
     // Closing with unread input sends a reset.
     drop(stalled);
@@ -62,8 +62,8 @@ fn shutdown_with_writes_in_flight(backend: Backend) {
     let mut healthy = connect(addr, "/sub/T");
     wait_stats(&h, "five subscribers", |s| s.subscriptions == 5);
     flood(&h, &mut healthy);
-    wait_stats(&h, "the stalled queues to back up", |s| {
-        s.queue_high_water > (FRAME * FRAMES / 2) as u64
+    wait_stats(&h, "the stalled subscribers to fall behind", |s| {
+        s.lag_high_water > (FRAME * FRAMES / 2) as u64
     });
     let t0 = Instant::now();
     h.shutdown();

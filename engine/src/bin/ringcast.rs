@@ -45,8 +45,9 @@ struct ServeArgs {
     /// without it anyone may publish.
     #[arg(long, env = "RINGCAST_PUBLISH_TOKEN")]
     publish_token: Option<String>,
-    /// What to do with a subscriber whose out-queue passes --max-outq: close (1008
-    /// "slow consumer"), drop-oldest, or conflate (keep the latest message per topic).
+    /// What to do with a subscriber whose lag passes --max-lag: close (1008 "slow
+    /// consumer"), drop-oldest (skip its oldest messages), or conflate (skip to the latest
+    /// message of the topic).
     #[arg(long, default_value = "close", value_parser = parse_policy)]
     slow_consumer: SlowConsumer,
     /// Longest topic name, in bytes (names use A-Z a-z 0-9 - _ . : @).
@@ -115,10 +116,11 @@ struct ServerArgs {
     /// Accept browser upgrades only from this Origin (repeat; default: any origin).
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
-    /// A connection's out-queue limit: past it the slow-consumer policy applies to
-    /// published messages, and replies (echoes) pause reading until it drains.
+    /// How far (bytes) a subscriber may fall behind a topic before the slow-consumer
+    /// policy acts; also the limit of a connection's queued replies (echoes), past which
+    /// its input is not read until they drain.
     #[arg(long, default_value = "4MiB", value_parser = parse_size)]
-    max_outq: usize,
+    max_lag: usize,
     /// SO_SNDBUF of client sockets (the kernel doubles it); caps what a stalled client
     /// pins in kernel memory. 0 leaves kernel autotuning.
     #[arg(long, default_value = "128KiB", value_parser = parse_size)]
@@ -149,7 +151,7 @@ impl ServerArgs {
                 close_timeout: self.close_timeout,
                 idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
             })
-            .max_outq_bytes(self.max_outq)
+            .max_lag_bytes(self.max_lag)
             .sndbuf(self.sndbuf)
     }
 }

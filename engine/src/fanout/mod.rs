@@ -1,18 +1,25 @@
-//! Fan-out: frames encoded once, the rings that carry them to the reactors, the topic
-//! registries and the per-connection out-queues.
+//! Fan-out: the rings that carry publications to the reactors, and in each reactor the
+//! topic logs, the subscriptions (cursors) and the slow-consumer policies.
 //!
 //! ```text
-//!  publish ─► encode (once, Bytes) ─► ring: one inbox per reactor ─► reactor: topic's
-//!  subscribers ─► each out-queue gets a clone (refcount bump) ─► one writev per socket
+//!  publish ─► encode once (Bytes) ─► ring: one inbox per reactor ─► reactor: append to
+//!  the topic's log (one memcpy) ─► mark its subscribers dirty ─► each dirty connection:
+//!  log[cursor..head] of each topic + own frames ─► one writev / one send SQE
 //! ```
+//!
+//! Per subscriber and message there is no allocation, refcount or copy: a subscriber is a
+//! cursor, and a write carries a topic's whole pending run as one slice (two at a chunk
+//! edge).
 
-pub mod encode;
-pub mod outq;
+#[doc(hidden)]
+pub mod bench;
+pub(crate) mod chunk;
+pub(crate) mod log;
+pub(crate) mod outbox;
 pub mod policy;
 pub mod ring;
 pub mod topic;
 
-pub use outq::OutQueue;
 pub use policy::SlowConsumer;
-pub use ring::{Fanout, Publication, Published};
+pub use ring::{Fanout, Publication, Published, Wake};
 pub use topic::{DEFAULT_TOPIC, TopicError, TopicName, TopicRules};

@@ -1,19 +1,30 @@
-//! What happens to a subscriber whose out-queue passes its limit (a slow consumer).
+//! What happens to a subscriber that falls behind (a slow consumer): cursor arithmetic.
+//!
+//! A subscription's lag is `head - cursor` in its topic's log. When a subscriber whose last
+//! write is still pending (its socket is full) lags more than the limit (`max_lag`), or one
+//! still has more than the limit pending from before the batch being delivered — so a
+//! burst larger than the limit does not count against healthy subscribers, who get it in
+//! the same turn — the policy acts on the cursor alone — nothing is copied
+//! or cut per subscriber: `close` detaches it, `drop-oldest` moves it forward to the oldest
+//! frame within three quarters of the limit, `conflate` to the topic's latest frame.
+
+use super::log::TopicLog;
+use super::outbox::Outbox;
 
 use std::fmt;
 use std::str::FromStr;
 
-/// The slow-consumer policy, applied when a connection's queued bytes pass its limit.
+/// The slow-consumer policy, applied when a subscription's lag passes its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SlowConsumer {
-    /// Close the connection with 1008 "slow consumer" (queued frames that have not
-    /// started to go out are discarded so the close frame is next), then drop it.
+    /// Close the connection with 1008 "slow consumer" (pending messages are not sent; a
+    /// frame already started is finished, then the close frame goes out), then drop it.
     #[default]
     Close,
-    /// Discard the oldest queued messages until the queue is within its limit.
+    /// Skip the oldest pending messages of the topic, down to three quarters of the limit
+    /// (always keeping the newest).
     DropOldest,
-    /// Market-data mode: keep only the latest queued message of each topic; if that is
-    /// still over the limit, discard the oldest.
+    /// Market-data mode: skip to the latest message of the topic.
     Conflate,
 }
 
@@ -39,5 +50,48 @@ impl fmt::Display for SlowConsumer {
             Self::DropOldest => "drop-oldest",
             Self::Conflate => "conflate",
         })
+    }
+}
+
+/// What a policy did to one subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acted {
+    /// Within the limit: nothing.
+    Nothing,
+    /// The connection must be closed (1008).
+    Close,
+    /// Messages skipped by drop-oldest.
+    Dropped(usize),
+    /// Messages skipped by conflate.
+    Conflated(usize),
+}
+
+impl SlowConsumer {
+    /// Applies the policy to subscription `i` of `outbox` (on `log`) if what it has
+    /// pending up to position `until` (the head, or where the batch being delivered began)
+    /// is over `max_lag` bytes.
+    pub(crate) fn apply(
+        self,
+        outbox: &mut Outbox,
+        i: usize,
+        log: &TopicLog,
+        until: u64,
+        max_lag: u64,
+    ) -> Acted {
+        if until.saturating_sub(outbox.subs()[i].cursor) <= max_lag {
+            return Acted::Nothing;
+        }
+        let latest = log.latest_frame().unwrap_or(log.head());
+        match self {
+            Self::Close => Acted::Close,
+            Self::DropOldest => {
+                let keep = max_lag - max_lag / 4;
+                let oldest = log.frame_at_or_after(log.head().saturating_sub(keep));
+                // A newest frame larger than the window is still delivered.
+                let to = if oldest == log.head() { latest } else { oldest };
+                Acted::Dropped(outbox.skip(log, i, to))
+            }
+            Self::Conflate => Acted::Conflated(outbox.skip(log, i, latest)),
+        }
     }
 }

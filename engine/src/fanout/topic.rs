@@ -1,15 +1,21 @@
 //! Topics and their subscriber sets, one registry per reactor.
 //!
-//! A reactor's [`Topics`] lists, for each topic, the keys of *its own* connections that
-//! subscribe to it. Nothing here is shared between threads, so the per-message path —
-//! look up the topic, walk its subscribers — takes no lock.
+//! A reactor's [`Topics`] holds, for each topic with subscribers among *its own*
+//! connections, the topic's log ([`super::log`]) and the keys of those connections.
+//! Nothing here is shared between threads, so the per-message path — look up the topic,
+//! append to its log, mark its subscribers — takes no lock.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use indexmap::IndexSet;
+use slab::Slab;
+
+use super::chunk::ChunkPool;
+use super::log::TopicLog;
 
 /// The topic of plain `/sub` and `/pub`.
 pub const DEFAULT_TOPIC: &str = "default";
@@ -104,55 +110,117 @@ impl TopicRules {
     }
 }
 
-/// One topic in a reactor: its subscribers and the tag its frames carry in out-queues.
+/// One topic in a reactor: its log and its subscribers.
 #[derive(Debug)]
 pub(crate) struct TopicEntry {
-    /// Reactor-local id, never 0 ([`UNTAGGED`](super::outq::UNTAGGED)).
-    pub(crate) id: u32,
+    /// The name.
+    pub(crate) name: TopicName,
     /// Keys of the subscribed connections.
     pub(crate) subscribers: IndexSet<usize>,
+    /// The framed messages, once for every subscriber here.
+    pub(crate) log: TopicLog,
+    /// In the reactor's list of topics published to this turn.
+    pub(crate) in_turn: bool,
+    /// The log's head before this turn's publications.
+    pub(crate) turn_start: u64,
+    /// In the reactor's list of topics published to since the last tick.
+    pub(crate) touched: bool,
 }
 
-/// A reactor's topics: name → the keys of its subscribed connections.
+/// A reactor's topics: name → id → log and subscribers. Ids are small integers, reused
+/// after a topic loses its last subscriber here.
 #[derive(Debug, Default)]
 pub(crate) struct Topics {
-    map: HashMap<TopicName, TopicEntry>,
-    next_id: u32,
+    ids: HashMap<TopicName, u32>,
+    entries: Slab<TopicEntry>,
+    pool: ChunkPool,
     subscriptions: usize,
 }
 
 impl Topics {
-    /// Adds `conn` to `topic`; returns whether it was new.
-    pub(crate) fn subscribe(&mut self, topic: &TopicName, conn: usize) -> bool {
-        let next = &mut self.next_id;
-        let entry = self.map.entry(topic.clone()).or_insert_with(|| {
-            *next = next.checked_add(1).unwrap_or(1);
-            TopicEntry {
-                id: *next,
-                subscribers: IndexSet::new(),
+    /// Adds `conn` to `topic`; returns the topic's id and the log's head (where the new
+    /// subscription starts), or `None` if `conn` already subscribes.
+    pub(crate) fn subscribe(&mut self, topic: &TopicName, conn: usize) -> Option<(u32, u64)> {
+        let id = match self.ids.get(topic) {
+            Some(&id) => id,
+            None => {
+                let id = self.entries.insert(TopicEntry {
+                    name: topic.clone(),
+                    subscribers: IndexSet::new(),
+                    log: TopicLog::new(1),
+                    in_turn: false,
+                    turn_start: 0,
+                    touched: false,
+                }) as u32;
+                self.ids.insert(topic.clone(), id);
+                id
             }
-        });
-        let new = entry.subscribers.insert(conn);
-        self.subscriptions += usize::from(new);
-        new
+        };
+        let entry = &mut self.entries[id as usize];
+        if !entry.subscribers.insert(conn) {
+            return None;
+        }
+        self.subscriptions += 1;
+        Some((id, entry.log.head()))
     }
 
-    /// Removes `conn` from `topic`; returns whether it was there. Empty topics are forgotten.
-    pub(crate) fn unsubscribe(&mut self, topic: &str, conn: usize) -> bool {
-        let Some(entry) = self.map.get_mut(topic) else {
+    /// Removes `conn` from topic `id`; returns whether it was there. A topic without
+    /// subscribers is forgotten (its log goes back to the pool, as far as no send holds it).
+    pub(crate) fn unsubscribe(&mut self, id: u32, conn: usize) -> bool {
+        let Some(entry) = self.entries.get_mut(id as usize) else {
             return false;
         };
         let removed = entry.subscribers.swap_remove(&conn);
         self.subscriptions -= usize::from(removed);
         if entry.subscribers.is_empty() {
-            self.map.remove(topic);
+            let entry = self.entries.remove(id as usize);
+            self.ids.remove(&entry.name);
         }
         removed
     }
 
-    /// The topic's entry, if it has subscribers here.
-    pub(crate) fn get(&self, topic: &str) -> Option<&TopicEntry> {
-        self.map.get(topic)
+    /// The id of `topic`, if it has subscribers here.
+    pub(crate) fn id(&self, topic: &str) -> Option<u32> {
+        self.ids.get(topic).copied()
+    }
+
+    /// Topic `id`.
+    ///
+    /// # Panics
+    /// If there is no such topic (ids come from [`subscribe`](Self::subscribe)).
+    pub(crate) fn entry(&self, id: u32) -> &TopicEntry {
+        &self.entries[id as usize]
+    }
+
+    /// Topic `id`, mutably.
+    pub(crate) fn entry_mut(&mut self, id: u32) -> &mut TopicEntry {
+        &mut self.entries[id as usize]
+    }
+
+    /// Topic `id`, if it exists.
+    pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut TopicEntry> {
+        self.entries.get_mut(id as usize)
+    }
+
+    /// The log of topic `id`.
+    pub(crate) fn log(&self, id: u32) -> &TopicLog {
+        &self.entries[id as usize].log
+    }
+
+    /// Appends a frame to topic `id`'s log; returns its sequence number.
+    pub(crate) fn append(&mut self, id: u32, frame: &Bytes) -> u64 {
+        let Self { entries, pool, .. } = self;
+        entries[id as usize].log.append(frame, pool)
+    }
+
+    /// The chunk pool of this reactor's logs.
+    pub(crate) fn pool(&self) -> &ChunkPool {
+        &self.pool
+    }
+
+    /// Topics with subscribers here.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 
     /// Subscriptions (connection × topic pairs) in this reactor.
@@ -180,16 +248,24 @@ mod tests {
     fn subscribe_unsubscribe() {
         let mut t = Topics::default();
         let a = TopicName::new("a");
-        assert!(t.subscribe(&a, 1));
-        assert!(!t.subscribe(&a, 1));
-        assert!(t.subscribe(&a, 2));
-        assert_eq!(t.get("a").unwrap().subscribers.len(), 2);
-        assert_ne!(t.get("a").unwrap().id, 0);
+        let (id, head) = t.subscribe(&a, 1).unwrap();
+        assert_eq!(head, 0);
+        assert_eq!(t.subscribe(&a, 1), None);
+        t.append(id, &Bytes::from_static(b"\x82\x01x"));
+        assert_eq!(
+            t.subscribe(&a, 2),
+            Some((id, 3)),
+            "a late subscriber starts at the head"
+        );
+        assert_eq!(t.entry(id).subscribers.len(), 2);
+        assert_eq!(t.id("a"), Some(id));
         assert_eq!(t.subscriptions(), 2);
-        assert!(t.unsubscribe("a", 1));
-        assert!(!t.unsubscribe("a", 1));
-        assert!(t.unsubscribe("a", 2));
-        assert!(t.get("a").is_none());
+        assert!(t.unsubscribe(id, 1));
+        assert!(!t.unsubscribe(id, 1));
+        assert!(t.unsubscribe(id, 2));
+        assert_eq!(t.id("a"), None);
+        assert_eq!(t.len(), 0);
         assert_eq!(t.subscriptions(), 0);
+        assert_eq!(t.pool().live(), 0, "the log's chunk went back to the pool");
     }
 }

@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::close::{CloseCode, CloseFrame};
+use super::encode;
 use super::error::ProtocolError;
 use super::frame::{self, Decoded, FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
 use super::mask;
 use super::utf8::Utf8Validator;
-use crate::fanout::encode;
 
 /// Above this capacity the message buffer is released after each message, so that one
 /// large message does not pin memory on an idle connection.

@@ -15,6 +15,7 @@
 
 pub mod close;
 pub mod conn;
+pub mod encode;
 pub mod error;
 pub mod frame;
 pub mod handshake;

@@ -7,16 +7,18 @@
 //! one `writev`; write interest is registered only while a queue stays non-empty after a
 //! write.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::Shutdown;
-use std::sync::atomic::Ordering;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::core::{ACCEPT_BACKOFF, Core, Driver, IOV_MAX, WRITE_BUDGET};
-use super::session::{Ctx, Step};
+use super::core::accept::Backoff;
+use super::core::{Core, Driver, Gate, IOV_MAX, WRITE_BUDGET};
+use super::session::Step;
+use super::sys::{IoVecs, syscall};
 use super::waker::Waker;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -47,9 +49,9 @@ pub(crate) struct Epoll {
     pending: Vec<usize>,
     /// Publishers not read because an inbox is congested, retried next turn.
     deferred: Vec<usize>,
-    accept_paused_until: Option<Instant>,
-    /// Accepts failed for lack of descriptors and have not succeeded since (logged once).
-    fd_exhausted: bool,
+    backoff: Backoff,
+    /// The slices of the write being made.
+    iov: IoVecs,
 }
 
 impl Epoll {
@@ -73,8 +75,8 @@ impl Epoll {
             buf: vec![0; READ_BUF],
             pending: Vec::new(),
             deferred: Vec::new(),
-            accept_paused_until: None,
-            fd_exhausted: false,
+            backoff: Backoff::default(),
+            iov: IoVecs::default(),
         })
     }
 
@@ -82,16 +84,13 @@ impl Epoll {
         let Some(listener) = &self.listener else {
             return;
         };
-        if self.accept_paused_until.is_some() {
+        if self.backoff.is_paused() {
             return;
         }
         loop {
             match listener.accept() {
                 Ok((mut stream, _peer)) => {
-                    if self.fd_exhausted {
-                        self.fd_exhausted = false;
-                        tracing::info!("accepting again ({} connections open)", core.conns.len());
-                    }
+                    self.backoff.accepted(core.conns.len());
                     // TCP_NODELAY and SO_SNDBUF come from the listener (listener.rs).
                     let key = core.conns.vacant_key();
                     if let Err(e) =
@@ -111,61 +110,46 @@ impl Epoll {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_fd_exhaustion(&e) => {
-                    if !self.fd_exhausted {
-                        self.fd_exhausted = true;
-                        tracing::warn!(
-                            "accept: {e}; pausing accepts, retrying every {ACCEPT_BACKOFF:?} \
-                             ({} connections open; raise `ulimit -n`)",
-                            core.conns.len()
-                        );
+                Err(e) => {
+                    if self
+                        .backoff
+                        .failed(&e, now, core.conns.len(), "raise `ulimit -n`")
+                    {
+                        return;
                     }
-                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                    return;
                 }
-                // ECONNABORTED and friends concern one pending connection only.
-                Err(e) => tracing::debug!("accept: {e}"),
             }
         }
     }
 
     /// Reads what the socket has (within the budget) and processes it.
     fn read(&mut self, core: &mut Core<Io>, key: usize, now: Instant) {
-        let Some(c) = core.conns.get_mut(key) else {
-            return;
-        };
-        if !c.io.read_pending {
+        if !core.conns.get(key).is_some_and(|c| c.io.read_pending) {
             return;
         }
         let mut step = Step::Continue;
         let mut reads = 0;
-        while c.session.wants_read(&core.config) {
-            if c.session.is_publisher() && core.fanout.is_congested() {
-                self.deferred.push(key);
-                break;
+        loop {
+            match core.gate(key) {
+                Gate::Open => {}
+                Gate::Defer => {
+                    self.deferred.push(key);
+                    break;
+                }
+                Gate::Closed => break,
             }
             if reads == READ_BUDGET {
                 self.pending.push(key);
                 break;
             }
             reads += 1;
+            let c = &mut core.conns[key];
             match c.io.stream.read(&mut self.buf) {
                 Ok(0) => {
                     step = Step::Drop;
                     break;
                 }
-                Ok(n) => {
-                    let mut ctx = Ctx {
-                        config: &core.config,
-                        topics: &mut core.topics,
-                        fanout: &core.fanout,
-                        key,
-                    };
-                    let m = c.session.handle_read(&mut self.buf[..n], now, &mut ctx);
-                    if m > 0 {
-                        core.stats.messages_in.fetch_add(m, Ordering::Relaxed);
-                    }
-                }
+                Ok(n) => core.feed(key, &mut self.buf[..n], now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     c.io.read_pending = false;
                     break;
@@ -182,6 +166,58 @@ impl Epoll {
         } else {
             self.flush(core, key, now);
         }
+    }
+
+    /// Writes what connection `key` has pending until the socket takes no more; returns
+    /// whether the socket failed.
+    fn write(&mut self, core: &mut Core<Io>, key: usize) -> bool {
+        let Core { conns, topics, .. } = &mut *core;
+        let c = &mut conns[key];
+        let fd = c.io.stream.as_raw_fd();
+        let (mut frames, mut bytes) = (0, 0);
+        let mut failed = false;
+        loop {
+            let iov = &mut self.iov;
+            let total = c.session.outbox.gather(topics, WRITE_BUDGET, |b, _| {
+                iov.push(b);
+                iov.0.len() < IOV_MAX
+            });
+            if total == 0 {
+                break;
+            }
+            // SAFETY: all-zero is a valid `msghdr` (no address, no control data).
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.0.as_mut_ptr();
+            msg.msg_iovlen = iov.0.len() as _;
+            // SAFETY: `msg` names `iov.0`, whose entries point into the outbox's own
+            // frames and the topic logs' chunks: all borrowed from `c` and `topics`,
+            // alive and unmodified until `advance` below, after the call returned. `fd` is
+            // the connection's open socket.
+            let r = syscall!(sendmsg(fd, &raw const msg, libc::MSG_NOSIGNAL));
+            iov.0.clear();
+            match r {
+                Ok(n) if n > 0 => {
+                    let n = n as usize;
+                    frames += c.session.outbox.advance(topics, n).frames;
+                    bytes += n;
+                    if n < total {
+                        break;
+                    }
+                }
+                Ok(_) => {
+                    failed = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        core.note_written(crate::fanout::outbox::Written { frames }, bytes);
+        failed
     }
 }
 
@@ -230,60 +266,33 @@ impl Driver for Epoll {
     }
 
     fn resume(&mut self, core: &mut Core<Io>, now: Instant) {
-        for key in core.retries(&mut self.pending, &mut self.deferred) {
+        let retry = core.retries(&mut self.pending, &mut self.deferred);
+        for &key in &retry {
             self.read(core, key, now);
         }
+        core.retried(retry);
     }
 
     fn maintain(&mut self, core: &mut Core<Io>, now: Instant) {
-        if self
-            .accept_paused_until
-            .is_some_and(|t| now >= t && self.listener.is_some())
-        {
-            self.accept_paused_until = None;
+        if self.backoff.expire(now) && self.listener.is_some() {
             self.accept(core, now);
         }
     }
 
-    /// Writes as much of the out-queue as the socket takes, one `writev` per round, then
-    /// sets write interest and advances the session.
+    /// Writes what the connection has pending, then sets write interest and advances the
+    /// session.
     fn flush(&mut self, core: &mut Core<Io>, key: usize, now: Instant) {
         let Some(c) = core.conns.get_mut(key) else {
             return;
         };
         c.dirty = false;
-        let queued = c.session.outq.len_bytes();
-        let was_over = !c.session.wants_read(&core.config);
-        let mut failed = false;
-        let (mut frames, mut bytes) = (0, 0);
-        while !c.session.outq.is_empty() {
-            let mut slices = Vec::with_capacity(c.session.outq.len_frames().min(IOV_MAX));
-            c.session.outq.io_slices(&mut slices, IOV_MAX, WRITE_BUDGET);
-            match c.io.stream.write_vectored(&slices) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(written) => {
-                    frames += c.session.outq.advance(written);
-                    bytes += written;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        core.note_queue(queued);
-        core.note_written(frames, bytes);
-        if failed {
+        let was_gated = core.gate(key) == Gate::Closed;
+        if self.write(core, key) {
             core.remove(self, key);
             return;
         }
+        let want_write = !core.is_flushed(key);
         let c = &mut core.conns[key];
-        let want_write = !c.session.outq.is_empty();
         if want_write != c.io.writable_registered {
             let interest = if want_write {
                 Interest::READABLE | Interest::WRITABLE
@@ -301,9 +310,10 @@ impl Driver for Epoll {
             }
             c.io.writable_registered = want_write;
         }
-        match c.session.next_step(now, &core.config) {
+        match core.after_write(key, now) {
             Step::Continue => {}
             Step::ShutdownWrite => {
+                let c = &mut core.conns[key];
                 let _ = c.io.stream.shutdown(Shutdown::Write);
                 // Input may already be waiting, with no new edge to come.
                 c.io.read_pending = true;
@@ -312,7 +322,7 @@ impl Driver for Epoll {
             Step::Drop => return core.remove(self, key),
         }
         // Backpressure released: read what was left in the socket.
-        if was_over && c.session.wants_read(&core.config) && c.io.read_pending {
+        if was_gated && core.gate(key) != Gate::Closed && core.conns[key].io.read_pending {
             self.pending.push(key);
         }
     }
@@ -328,11 +338,4 @@ impl Driver for Epoll {
     }
 
     fn finish(&mut self, _core: &mut Core<Io>) {}
-}
-
-fn is_fd_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }

@@ -9,11 +9,14 @@
 //! io_uring), each a `core::Driver` under the same generic loop (`core::run`),
 //! monomorphised per backend; `session` holds what does not depend on either.
 
+pub mod config;
 pub(crate) mod core;
 pub(crate) mod epoll;
+pub mod handler;
 pub(crate) mod listener;
 pub(crate) mod pin;
 pub(crate) mod session;
+pub mod stats;
 pub(crate) mod sys;
 pub(crate) mod uring;
 pub(crate) mod waker;
@@ -24,11 +27,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
+use self::config::{Backend, Config};
+use self::stats::Counters;
 use self::waker::Waker;
 use crate::fanout::Fanout;
 use crate::fanout::ring::{self, InboxRx};
-use crate::server::config::{Backend, Config};
-use crate::server::stats::Counters;
 
 /// What a reactor shares with the engine handle and the other reactors.
 pub(crate) struct Shared {
@@ -110,7 +113,7 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
             }
         };
         let waker = Arc::new(waker);
-        let (tx, rx) = ring::inbox(config.inbox_capacity, Arc::clone(&waker));
+        let (tx, rx) = ring::inbox(config.inbox_capacity, Arc::clone(&waker) as _);
         polls.push(poll);
         wakers.push(waker);
         txs.push(tx);

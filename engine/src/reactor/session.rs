@@ -5,21 +5,24 @@
 //! flushes its out-queue, half-closes the socket and waits (bounded) for the peer's end of
 //! the TCP connection, so that unread input never turns our final close frame into a
 //! reset. The backend only moves bytes: it calls [`Session::handle_read`] with what it
-//! read, writes from [`Session::outq`], and asks [`Session::wants_read`] /
-//! [`Session::next_step`] what to do.
+//! read, writes what [`Session::outbox`] gathers (own frames and the pending runs of the
+//! subscribed topics' logs), and asks [`Session::wants_read`] / [`Session::next_step`]
+//! what to do.
 
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::config::Config;
+use super::handler::{self, Client, Message, Upgrade, UpgradeRequest};
+use crate::fanout::Fanout;
+use crate::fanout::outbox::Outbox;
 use crate::fanout::topic::{TopicName, Topics};
-use crate::fanout::{Fanout, OutQueue, SlowConsumer};
 use crate::protocol::close::CloseCode;
 use crate::protocol::conn::{Connection, Event, Sink};
 use crate::protocol::error::HandshakeError;
+use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::{self, Parsed};
-use crate::server::config::Config;
-use crate::server::handler::{self, Client, Message, Upgrade, UpgradeRequest};
 
 /// Where a session is in its life.
 #[derive(Debug)]
@@ -45,17 +48,6 @@ pub(crate) enum Step {
     Drop,
 }
 
-/// What a slow-consumer check did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct SlowAction {
-    /// The connection was closed (1008).
-    pub(crate) closed: bool,
-    /// Frames discarded (drop-oldest).
-    pub(crate) dropped: usize,
-    /// Frames replaced by newer ones (conflate).
-    pub(crate) conflated: usize,
-}
-
 /// The reactor's state a session acts on while handling input.
 pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a Config,
@@ -69,10 +61,9 @@ pub(crate) struct Ctx<'a> {
 #[derive(Debug)]
 pub(crate) struct Session {
     phase: Phase,
-    /// Encoded frames (and the handshake response) waiting for the socket.
-    pub(crate) outq: OutQueue,
-    /// Topics this connection subscribes to.
-    subs: Vec<TopicName>,
+    /// What waits for the socket: own frames (the handshake response, replies, control
+    /// frames) and a cursor per subscribed topic.
+    pub(crate) outbox: Outbox,
     /// The topic this connection publishes to, if the handler said so.
     publish_to: Option<TopicName>,
     /// Open and not closing: published frames are queued. Kept beside the phase so the
@@ -80,10 +71,9 @@ pub(crate) struct Session {
     receiving: bool,
 }
 
-/// Routes protocol output into the out-queue and client messages to the handler.
+/// Routes protocol output into the outbox and client messages to the handler.
 struct App<'s, 'c> {
-    outq: &'s mut OutQueue,
-    subs: &'s mut Vec<TopicName>,
+    outbox: &'s mut Outbox,
     publish_to: Option<&'s TopicName>,
     ctx: &'s mut Ctx<'c>,
     close: Option<(CloseCode, String)>,
@@ -92,7 +82,7 @@ struct App<'s, 'c> {
 
 impl Sink for App<'_, '_> {
     fn transmit(&mut self, frame: Bytes) {
-        self.outq.push(frame);
+        transmit(self.outbox, self.ctx.topics, self.ctx.key, frame);
     }
 
     fn event(&mut self, event: Event<'_>) {
@@ -107,8 +97,7 @@ impl Sink for App<'_, '_> {
         }
         let mut client = Client {
             key: self.ctx.key,
-            outq: self.outq,
-            subs: self.subs,
+            outbox: self.outbox,
             topics: self.ctx.topics,
             rules: &self.ctx.config.topics,
             fanout: self.ctx.fanout,
@@ -120,14 +109,33 @@ impl Sink for App<'_, '_> {
 }
 
 /// A sink for frames the protocol sends on its own (timers, server closes).
-struct Tx<'a>(&'a mut OutQueue);
+struct Tx<'a> {
+    outbox: &'a mut Outbox,
+    topics: &'a mut Topics,
+    key: usize,
+}
 
 impl Sink for Tx<'_> {
     fn transmit(&mut self, frame: Bytes) {
-        self.0.push(frame);
+        transmit(self.outbox, self.topics, self.key, frame);
     }
 
     fn event(&mut self, _: Event<'_>) {}
+}
+
+/// Queues a frame the protocol sends. The close frame is the last frame of a
+/// connection: the subscriptions end there, and what they still have pending is sent
+/// before it.
+fn transmit(outbox: &mut Outbox, topics: &mut Topics, key: usize, frame: Bytes) {
+    if frame
+        .first()
+        .is_some_and(|b| b & 0x0f == OpCode::Close.as_u8())
+    {
+        for id in outbox.freeze(topics) {
+            topics.unsubscribe(id, key);
+        }
+    }
+    outbox.push(frame);
 }
 
 impl Session {
@@ -138,8 +146,7 @@ impl Session {
                 buf: Vec::new(),
                 deadline: now + config.handshake_timeout,
             },
-            outq: OutQueue::new(),
-            subs: Vec::new(),
+            outbox: Outbox::default(),
             publish_to: None,
             receiving: false,
         }
@@ -150,21 +157,16 @@ impl Session {
         self.receiving = matches!(&self.phase, Phase::Open(c) if c.is_open());
     }
 
-    /// Whether the backend should read from the socket now: not while the out-queue is
-    /// over its limit (backpressure) and not while draining.
+    /// Whether the backend should read from the socket now: not while its own frames
+    /// (replies) are over the limit (backpressure) and not while draining.
     pub(crate) fn wants_read(&self, config: &Config) -> bool {
         match self.phase {
             Phase::Handshake { .. } | Phase::Open(_) => {
-                self.outq.len_bytes() <= config.max_outq_bytes
+                self.outbox.own_bytes() <= config.max_lag_bytes
             }
             Phase::Draining { .. } => false,
             Phase::Lingering { .. } => true,
         }
-    }
-
-    /// Whether published frames should be queued for this session.
-    pub(crate) fn is_open(&self) -> bool {
-        self.receiving
     }
 
     /// Whether this connection publishes (its reads feed the fan-out rings).
@@ -177,9 +179,11 @@ impl Session {
         matches!(self.phase, Phase::Draining { .. })
     }
 
-    /// The topics this session subscribes to (to unsubscribe them when it goes).
-    pub(crate) fn take_subscriptions(&mut self) -> Vec<TopicName> {
-        std::mem::take(&mut self.subs)
+    /// Ends every subscription (the connection is going away).
+    pub(crate) fn leave(&mut self, topics: &mut Topics, key: usize) {
+        for id in self.outbox.drop_subs(topics) {
+            topics.unsubscribe(id, key);
+        }
     }
 
     /// Takes bytes read from the socket (modified in place: unmasking); returns the
@@ -199,8 +203,7 @@ impl Session {
             }
             Phase::Open(conn) => {
                 let mut app = App {
-                    outq: &mut self.outq,
-                    subs: &mut self.subs,
+                    outbox: &mut self.outbox,
                     publish_to: self.publish_to.as_ref(),
                     ctx,
                     close: None,
@@ -211,7 +214,12 @@ impl Session {
                 }
                 let messages = app.messages;
                 if let Some((code, reason)) = app.close.take() {
-                    conn.close(code, &reason, now, &mut Tx(&mut self.outq));
+                    let mut tx = Tx {
+                        outbox: &mut self.outbox,
+                        topics: ctx.topics,
+                        key: ctx.key,
+                    };
+                    conn.close(code, &reason, now, &mut tx);
                 }
                 if conn.is_finished() {
                     self.phase = draining(now, ctx.config);
@@ -254,11 +262,10 @@ impl Session {
             }
         };
         for t in &topics {
-            let r = handler::subscribe(ctx.key, &mut self.subs, ctx.topics, &ctx.config.topics, t);
+            let r =
+                handler::subscribe(ctx.key, &mut self.outbox, ctx.topics, &ctx.config.topics, t);
             if let Err(e) = r {
-                for s in self.subs.drain(..) {
-                    ctx.topics.unsubscribe(s.as_str(), ctx.key);
-                }
+                self.leave(ctx.topics, ctx.key);
                 let e = HandshakeError::Refused {
                     status: 400,
                     reason: format!("topic '{t}': {e}"),
@@ -270,7 +277,7 @@ impl Session {
         self.publish_to = publish_to;
         let mut resp = Vec::with_capacity(160);
         handshake::accept_response_into(&req, &mut resp);
-        self.outq.push(Bytes::from(resp));
+        self.outbox.push(Bytes::from(resp));
         let conn = Connection::new(ctx.config.limits.clone(), now);
         self.phase = Phase::Open(Box::new(conn));
         let rest = &mut buf[req.head_len..];
@@ -285,48 +292,56 @@ impl Session {
         tracing::debug!("handshake refused: {e}");
         let mut resp = Vec::with_capacity(256);
         handshake::reject_response_into(e, &mut resp);
-        self.outq.push(Bytes::from(resp));
+        self.outbox.push(Bytes::from(resp));
         self.phase = draining(now, config);
     }
 
-    /// Applies the slow-consumer policy once the out-queue is over `limit`.
-    pub(crate) fn handle_slow(&mut self, now: Instant, config: &Config) -> SlowAction {
-        let (policy, limit) = (config.slow_consumer, config.max_outq_bytes);
-        let mut action = SlowAction::default();
-        if self.outq.len_bytes() <= limit {
-            return action;
+    /// Closes a slow consumer with 1008: its subscriptions end without sending what they
+    /// have pending (a frame already started is finished), then the close frame goes out
+    /// if the peer reads it by the deadline.
+    pub(crate) fn close_slow(
+        &mut self,
+        now: Instant,
+        config: &Config,
+        topics: &mut Topics,
+        key: usize,
+    ) {
+        // Own frames not started are dropped first: the rest of a published frame the
+        // subscription had started goes to the front of the own queue and must stay.
+        self.outbox.discard_own_unstarted();
+        self.leave(topics, key);
+        if let Phase::Open(conn) = &mut self.phase {
+            let mut tx = Tx {
+                outbox: &mut self.outbox,
+                topics,
+                key,
+            };
+            conn.close(CloseCode::POLICY, "slow consumer", now, &mut tx);
         }
-        if policy == SlowConsumer::Conflate {
-            action.conflated = self.outq.conflate();
-        }
-        if policy != SlowConsumer::Close && self.outq.len_bytes() > limit {
-            // Down to three quarters, so a flood does not rescan the queue per frame.
-            action.dropped = self.outq.drop_oldest(limit - limit / 4);
-        }
-        if policy == SlowConsumer::Close || self.outq.len_bytes() > limit {
-            self.outq.discard_unstarted();
-            if let Phase::Open(conn) = &mut self.phase {
-                conn.close(
-                    CloseCode::POLICY,
-                    "slow consumer",
-                    now,
-                    &mut Tx(&mut self.outq),
-                );
-            }
-            // The close frame goes out if the peer reads by the deadline.
-            self.phase = draining(now, config);
-            action.closed = true;
-        }
+        self.phase = draining(now, config);
         self.sync();
-        action
     }
 
-    /// Starts a server-side close (shutdown): close 1001 on open connections, and drops
-    /// sessions still in their handshake.
-    pub(crate) fn close(&mut self, code: CloseCode, reason: &str, now: Instant) -> Step {
+    /// Starts a server-side close (shutdown): close 1001 on open connections, after what
+    /// their subscriptions have pending, and drops sessions still in their handshake.
+    pub(crate) fn close(
+        &mut self,
+        code: CloseCode,
+        reason: &str,
+        now: Instant,
+        topics: &mut Topics,
+        key: usize,
+    ) -> Step {
         match &mut self.phase {
             Phase::Handshake { .. } => return Step::Drop,
-            Phase::Open(conn) => conn.close(code, reason, now, &mut Tx(&mut self.outq)),
+            Phase::Open(conn) => {
+                let mut tx = Tx {
+                    outbox: &mut self.outbox,
+                    topics,
+                    key,
+                };
+                conn.close(code, reason, now, &mut tx);
+            }
             Phase::Draining { .. } | Phase::Lingering { .. } => {}
         }
         self.sync();
@@ -334,14 +349,25 @@ impl Session {
     }
 
     /// Runs timers; returns what to do next.
-    pub(crate) fn handle_timeout(&mut self, now: Instant, config: &Config) -> Step {
+    pub(crate) fn handle_timeout(
+        &mut self,
+        now: Instant,
+        config: &Config,
+        topics: &mut Topics,
+        key: usize,
+    ) -> Step {
         match &mut self.phase {
             Phase::Handshake { deadline, .. } if now >= *deadline => {
                 tracing::debug!("handshake timeout");
                 return Step::Drop;
             }
             Phase::Open(conn) if conn.poll_timeout().is_some_and(|t| now >= t) => {
-                conn.handle_timeout(now, &mut Tx(&mut self.outq));
+                let mut tx = Tx {
+                    outbox: &mut self.outbox,
+                    topics,
+                    key,
+                };
+                conn.handle_timeout(now, &mut tx);
                 if conn.is_finished() {
                     self.phase = draining(now, config);
                 }
@@ -355,9 +381,9 @@ impl Session {
         Step::Continue
     }
 
-    /// Called after writing: once a draining session's queue is empty, it half-closes.
-    pub(crate) fn next_step(&mut self, now: Instant, config: &Config) -> Step {
-        if self.is_draining() && self.outq.is_empty() {
+    /// Called after writing: once a draining session has sent everything, it half-closes.
+    pub(crate) fn next_step(&mut self, now: Instant, config: &Config, topics: &Topics) -> Step {
+        if self.is_draining() && self.outbox.is_empty(topics) {
             self.phase = Phase::Lingering {
                 deadline: now + config.limits.close_timeout,
             };

@@ -17,3 +17,23 @@ macro_rules! syscall {
     }};
 }
 pub(crate) use syscall;
+
+/// A reusable array of `iovec`s for one vectored write at a time. It is filled, handed to
+/// the kernel and cleared within one flush, so the pointers it holds never outlive the
+/// buffers they point to; between flushes it is empty and only its capacity is kept.
+#[derive(Debug, Default)]
+pub(crate) struct IoVecs(pub(crate) Vec<libc::iovec>);
+
+// SAFETY: between uses the vector is empty (every user clears it before returning), so
+// moving it to another thread moves no pointer; while filled it is used by one thread.
+unsafe impl Send for IoVecs {}
+
+impl IoVecs {
+    /// Appends a slice.
+    pub(crate) fn push(&mut self, b: &[u8]) {
+        self.0.push(libc::iovec {
+            iov_base: b.as_ptr().cast_mut().cast(),
+            iov_len: b.len(),
+        });
+    }
+}

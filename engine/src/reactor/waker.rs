@@ -31,6 +31,20 @@ impl Waker {
 
     /// Wakes the reactor (its wait returns soon).
     pub(crate) fn wake(&self) -> io::Result<()> {
+        <Self as crate::fanout::ring::Wake>::wake(self)
+    }
+
+    /// The eventfd, for the io_uring reactor to read.
+    pub(crate) fn eventfd_raw(&self) -> Option<RawFd> {
+        match self {
+            Self::Mio(_) => None,
+            Self::EventFd(f) => Some(f.as_raw_fd()),
+        }
+    }
+}
+
+impl crate::fanout::ring::Wake for Waker {
+    fn wake(&self) -> io::Result<()> {
         match self {
             Self::Mio(w) => w.wake(),
             Self::EventFd(f) => match (&*f).write(&1u64.to_ne_bytes()) {
@@ -39,14 +53,6 @@ impl Waker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
                 Err(e) => Err(e),
             },
-        }
-    }
-
-    /// The eventfd, for the io_uring reactor to read.
-    pub(crate) fn eventfd_raw(&self) -> Option<RawFd> {
-        match self {
-            Self::Mio(_) => None,
-            Self::EventFd(f) => Some(f.as_raw_fd()),
         }
     }
 }

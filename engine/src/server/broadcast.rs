@@ -12,9 +12,9 @@
 
 use serde::Deserialize;
 
-use super::handler::{Client, Handler, Message, Upgrade, UpgradeRequest};
 use crate::fanout::topic::{DEFAULT_TOPIC, TopicName, TopicRules};
 use crate::protocol::frame::OpCode;
+use crate::reactor::handler::{Client, Handler, Message, Upgrade, UpgradeRequest};
 
 /// Subscribers on `/sub…`, publishers on `/pub…`.
 #[derive(Debug, Clone, Default)]

@@ -12,10 +12,9 @@
 //! ```
 
 pub mod broadcast;
-pub mod config;
 pub mod demo;
-pub mod handler;
-pub mod stats;
+
+pub use crate::reactor::{config, handler, stats};
 
 use std::io;
 use std::net::SocketAddr;
@@ -92,7 +91,7 @@ impl EngineBuilder {
         self
     }
 
-    /// What happens to a subscriber whose out-queue passes its limit.
+    /// What happens to a subscriber whose lag passes its limit.
     pub fn slow_consumer(mut self, policy: SlowConsumer) -> Self {
         self.config.slow_consumer = policy;
         self
@@ -128,10 +127,11 @@ impl EngineBuilder {
         self
     }
 
-    /// A connection's out-queue limit: past it, the slow-consumer policy applies to
-    /// published frames, and the connection is not read until its replies drain.
-    pub fn max_outq_bytes(mut self, bytes: usize) -> Self {
-        self.config.max_outq_bytes = bytes;
+    /// How far (bytes) a subscription may fall behind its topic before the slow-consumer
+    /// policy acts; also the limit of a connection's queued replies, past which it is not
+    /// read until they drain.
+    pub fn max_lag_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_lag_bytes = bytes;
         self
     }
 

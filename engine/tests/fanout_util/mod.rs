@@ -123,7 +123,7 @@ pub(crate) fn connect_many(addr: SocketAddr, path: &str, n: usize) -> Vec<Ws> {
 }
 
 /// A subscriber that completes the handshake and then never reads: its receive buffer is
-/// tiny, so the server's send buffer and then its out-queue fill after a few KiB.
+/// tiny, so the server's send buffer fills after a few KiB and its lag grows from there.
 pub(crate) fn connect_stalled(addr: SocketAddr, path: &str) -> Ws {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();

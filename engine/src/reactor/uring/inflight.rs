@@ -1,89 +1,188 @@
-//! What an in-flight send owns until its completion arrives.
+//! What an in-flight send owns until its completion arrives, and the pool that reuses it.
 //!
 //! A `sendmsg` SQE points at a `msghdr`, which points at an iovec array, which points into
-//! frames. All three belong to one boxed [`SendOp`]: the frames are `Bytes` clones of the
-//! out-queue's front (a refcount bump each, no copy), so even if the session drops its queue
-//! (the connection closes, a slow-consumer policy fires) the memory the kernel reads stays
-//! alive. The reactor keeps the box in the connection's slot until the CQE names it, and
-//! only then drops it (STYLE habit 8). Nothing in it is touched while it is in flight.
+//! the topic logs' chunks and the connection's own frames. All of it belongs to one boxed
+//! [`SendOp`]: the iovecs, and one [`Pin`] per chunk (or own frame) they point into — a
+//! refcount per chunk in flight, not per message — so whatever the reactor does meanwhile
+//! (appending to the logs, trimming them, moving a slow consumer's cursor, closing the
+//! connection) the memory the kernel reads stays alive and unchanged. The reactor keeps
+//! the box in the connection's slot until the CQE names it (STYLE habit 8), and then puts
+//! it back in its pool: after warm-up, a send allocates nothing.
 
-use bytes::Bytes;
+use crate::fanout::log::{Backing, Pin};
 
-/// One `sendmsg` in flight: the frames, their iovecs and the message header.
+/// One `sendmsg` in flight: iovecs, pins and the message header.
 pub(crate) struct SendOp {
-    frames: Vec<Bytes>,
     iovs: Vec<libc::iovec>,
+    pins: Vec<Pin>,
     msg: libc::msghdr,
+    /// First iovec not completely sent.
+    first: usize,
+    /// Bytes not sent yet.
+    left: usize,
+    /// Bytes in all.
     len: usize,
+    /// Whole frames the send finishes.
+    pub(crate) frames: usize,
 }
 
 impl std::fmt::Debug for SendOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SendOp")
-            .field("frames", &self.frames.len())
-            .field("len", &self.len)
+            .field("iovs", &self.iovs.len())
+            .field("pins", &self.pins.len())
+            .field("left", &self.left)
             .finish_non_exhaustive()
     }
 }
 
 impl SendOp {
-    /// A send of `frames`, boxed so that the header's address is stable.
-    pub(crate) fn new(frames: Vec<Bytes>) -> Box<Self> {
-        let iovs: Vec<libc::iovec> = frames
-            .iter()
-            .map(|f| libc::iovec {
-                iov_base: f.as_ptr().cast_mut().cast(),
-                iov_len: f.len(),
-            })
-            .collect();
-        let len = frames.iter().map(Bytes::len).sum();
-        // SAFETY: `msghdr` is a plain C struct for which all-zero is a valid value (no
-        // address, no control data, no flags).
-        let msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        let mut op = Box::new(Self {
-            frames,
-            iovs,
-            msg,
-            len,
-        });
-        let iov = op.iovs.as_mut_ptr();
-        op.msg.msg_iov = iov;
-        op.msg.msg_iovlen = op.iovs.len() as _;
-        op
+    /// An empty send, boxed so that the header's address is stable.
+    pub(crate) fn new() -> Box<Self> {
+        Box::new(Self {
+            iovs: Vec::new(),
+            pins: Vec::new(),
+            // SAFETY: `msghdr` is a plain C struct for which all-zero is a valid value (no
+            // address, no control data, no flags).
+            msg: unsafe { std::mem::zeroed() },
+            first: 0,
+            left: 0,
+            len: 0,
+            frames: 0,
+        })
     }
 
-    /// The header to put in the SQE. Valid while `self` is neither moved out of its box
-    /// nor dropped; its iovecs and frames are never changed after [`new`](Self::new).
-    pub(crate) fn msg_ptr(&self) -> *const libc::msghdr {
+    /// Adds a slice, pinning its memory (once per chunk or buffer in a row).
+    pub(crate) fn push(&mut self, bytes: &[u8], backing: Backing<'_>) {
+        self.iovs.push(libc::iovec {
+            iov_base: bytes.as_ptr().cast_mut().cast(),
+            iov_len: bytes.len(),
+        });
+        if !self.pins.last().is_some_and(|p| backing.same(p)) {
+            self.pins.push(backing.pin());
+        }
+        self.left += bytes.len();
+        self.len += bytes.len();
+    }
+
+    /// Slices added.
+    pub(crate) fn slices(&self) -> usize {
+        self.iovs.len()
+    }
+
+    #[cfg(test)]
+    /// Chunks and buffers pinned.
+    pub(crate) fn pins(&self) -> usize {
+        self.pins.len()
+    }
+
+    #[cfg(test)]
+    /// Bytes not sent yet.
+    pub(crate) fn left(&self) -> usize {
+        self.left
+    }
+
+    /// Bytes in all.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The header for the SQE, naming the slices not sent yet. Valid while `self` is
+    /// neither moved out of its box nor changed.
+    pub(crate) fn header(&mut self) -> *const libc::msghdr {
+        let rest = &mut self.iovs[self.first..];
+        self.msg.msg_iov = rest.as_mut_ptr();
+        self.msg.msg_iovlen = rest.len() as _;
         &raw const self.msg
     }
 
-    /// Bytes this send carries.
-    pub(crate) fn len(&self) -> usize {
-        self.len
+    /// Records that the kernel sent `n` more bytes; returns whether everything was sent.
+    pub(crate) fn sent(&mut self, mut n: usize) -> bool {
+        n = n.min(self.left);
+        self.left -= n;
+        while n > 0 {
+            let iov = &mut self.iovs[self.first];
+            if n >= iov.iov_len {
+                n -= iov.iov_len;
+                self.first += 1;
+            } else {
+                // SAFETY: `n < iov_len`, so the new base stays inside the slice it named.
+                iov.iov_base = unsafe { iov.iov_base.cast::<u8>().add(n).cast() };
+                iov.iov_len -= n;
+                n = 0;
+            }
+        }
+        self.left == 0
+    }
+
+    /// Empties the send for reuse, releasing its pins.
+    pub(crate) fn clear(&mut self) {
+        self.iovs.clear();
+        self.pins.clear();
+        self.first = 0;
+        self.left = 0;
+        self.len = 0;
+        self.frames = 0;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
+    use crate::fanout::chunk::ChunkPool;
 
     #[test]
-    fn header_points_at_the_frames_themselves() {
-        let a = Bytes::from_static(b"hello ");
-        let b = Bytes::from(vec![b'w'; 100]);
-        let op = SendOp::new(vec![a.clone(), b.clone()]);
-        assert_eq!(op.len(), 106);
-        let msg = op.msg_ptr();
+    fn header_points_at_the_bytes_themselves_and_pins_each_chunk_once() {
+        let pool = ChunkPool::default();
+        let chunk = pool.take(0);
+        chunk.append(b"hello world");
+        let big = Bytes::from(vec![b'w'; 100]);
+        let mut op = SendOp::new();
+        op.push(chunk.bytes(0, 6), Backing::Chunk(&chunk));
+        op.push(chunk.bytes(6, 11), Backing::Chunk(&chunk));
+        op.push(&big, Backing::Bytes(&big));
+        assert_eq!((op.slices(), op.pins(), op.left()), (3, 2, 111));
+        let msg = op.header();
         // SAFETY: `msg` points into `op`, alive for this whole test, and the iovecs it
-        // names are `op.iovs`, two initialised entries.
+        // names are `op.iovs`, three initialised entries.
         let iovs = unsafe {
-            assert_eq!((*msg).msg_iovlen, 2);
-            std::slice::from_raw_parts((*msg).msg_iov, 2)
+            assert_eq!((*msg).msg_iovlen, 3);
+            std::slice::from_raw_parts((*msg).msg_iov, 3)
         };
-        assert_eq!(iovs[0].iov_base.cast_const().cast::<u8>(), a.as_ptr());
-        assert_eq!(iovs[1].iov_len, 100);
-        // Zero-copy: the clone shares the frame's storage.
-        assert_eq!(iovs[1].iov_base.cast_const().cast::<u8>(), b.as_ptr());
+        assert_eq!(
+            iovs[0].iov_base.cast_const().cast::<u8>(),
+            chunk.bytes(0, 1).as_ptr()
+        );
+        assert_eq!(iovs[2].iov_base.cast_const().cast::<u8>(), big.as_ptr());
+        // The chunk stays referenced (not reused) while the send holds it.
+        drop(chunk);
+        assert_eq!(pool.free_bytes(), 0);
+        op.clear();
+        assert_eq!(pool.free_bytes(), 4096);
+    }
+
+    #[test]
+    fn a_short_send_resumes_inside_a_slice() {
+        let a = Bytes::from_static(b"abcdef");
+        let b = Bytes::from_static(b"ghij");
+        let mut op = SendOp::new();
+        op.push(&a, Backing::Bytes(&a));
+        op.push(&b, Backing::Bytes(&b));
+        assert!(!op.sent(4));
+        let msg = op.header();
+        // SAFETY: as above; after 4 bytes the header names both slices, the first cut.
+        let iovs = unsafe { std::slice::from_raw_parts((*msg).msg_iov, (*msg).msg_iovlen) };
+        assert_eq!(iovs.len(), 2);
+        assert_eq!(iovs[0].iov_len, 2);
+        assert_eq!(iovs[0].iov_base.cast_const().cast::<u8>(), a[4..].as_ptr());
+        assert!(!op.sent(3));
+        assert_eq!(op.left(), 3);
+        let msg = op.header();
+        // SAFETY: as above.
+        let iovs = unsafe { std::slice::from_raw_parts((*msg).msg_iov, (*msg).msg_iovlen) };
+        assert_eq!((iovs.len(), iovs[0].iov_len), (1, 3));
+        assert!(op.sent(3));
     }
 }

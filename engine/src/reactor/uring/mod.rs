@@ -14,10 +14,13 @@
 //!   stash and the receive is cancelled; it is re-armed, after the stash is fed, when the
 //!   session wants input again. A completion without `IORING_CQE_F_MORE` (`ENOBUFS`,
 //!   cancellation, ...) ends the receive; it is re-armed if still wanted. Nothing is dropped.
-//! - **Send**: at most one `sendmsg` in flight per connection, carrying up to `IOV_MAX`
-//!   queued frames straight from the out-queue's `Bytes` ([`inflight`]); the frames are
-//!   pinned in the queue (no policy discards them) and consumed with `OutQueue::advance` by
-//!   the completion; a partial send is resumed by the next one.
+//! - **Send**: at most one `sendmsg` in flight per connection, carrying what the connection
+//!   has pending — own frames, and each subscribed topic's run straight from the topic log,
+//!   one slice per run (two at a chunk edge) — with `MSG_WAITALL`, so the kernel finishes
+//!   it rather than completing early on a full socket. The send's iovecs and the pins of
+//!   the chunks it points into live in a pooled [`inflight::SendOp`] (no allocation per
+//!   send after warm-up); the cursors move when the send is submitted, and a short
+//!   completion (an error after progress) resubmits the rest of the same send.
 //! - **Close**: `shutdown(SHUT_WR)` and `close` of direct descriptors are SQEs too.
 //!   Removing a connection cancels its receive (and send) and closes its slot, after any
 //!   `shutdown` in flight (which names the descriptor only when a kernel worker runs it, so
@@ -26,7 +29,12 @@
 //!   completed. `user_data` carries the slot key, a generation and the operation kind, so a
 //!   late completion can never be taken for another connection's.
 //! - **Wake-ups and timers**: a read stays armed on the reactor's eventfd ([`Waker`]), and
-//!   each loop turn is one `io_uring_enter` that submits and waits with the tick timeout.
+//!   each loop turn is one `io_uring_enter` that submits every SQE of the turn (all the
+//!   flushes of a fan-out batch at once) and waits with the tick timeout.
+//! - **Ring setup**: `IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN` (completion work runs
+//!   only when the reactor enters the ring, never interrupting it), falling back to
+//!   `COOP_TASKRUN`, then to none, on kernels that refuse them; `RINGCAST_URING_SETUP=
+//!   defer|coop|plain` picks one (for measurements).
 //!
 //! Teardown cancels everything and waits (bounded) for the last completion before any
 //! memory the kernel could touch is freed; if the bound passes, that memory is leaked.
@@ -38,17 +46,19 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use io_uring::types::{DestinationSlot, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
+
+use crate::fanout::outbox::Written;
 use slab::Slab;
 
 use self::bufring::{BGID, BufRing};
 use self::inflight::SendOp;
-use super::core::{ACCEPT_BACKOFF, Core, Driver, IOV_MAX, WRITE_BUDGET};
-use super::session::{Ctx, Step};
+use super::core::accept::Backoff;
+use super::core::{Core, Driver, Gate, IOV_MAX, WRITE_BUDGET};
+use super::session::Step;
 use super::waker::Waker;
 
 /// Submission queue entries.
@@ -61,6 +71,8 @@ const RECV_BUF_SIZE: usize = 16 * 1024;
 const MAX_FILES: u32 = 1 << 20;
 /// How long teardown waits for the last completions.
 const TEARDOWN: Duration = Duration::from_secs(2);
+/// Idle send records kept for reuse.
+const SEND_POOL: usize = 1024;
 
 /// Operation kinds, in the top byte of `user_data`.
 mod op {
@@ -228,8 +240,7 @@ pub(crate) struct Uring {
     next_gen: u32,
     listener: Option<TcpListener>,
     accept_armed: bool,
-    accept_paused_until: Option<Instant>,
-    fd_exhausted: bool,
+    backoff: Backoff,
     waker: Arc<Waker>,
     /// Where the eventfd read lands.
     wake_buf: Box<u64>,
@@ -249,6 +260,10 @@ pub(crate) struct Uring {
     oneshot_below: usize,
     /// The armed accept is multishot.
     accept_multishot: bool,
+    /// Idle send records, reused. Boxed: an SQE points into a record, which must not move
+    /// while it is in flight (it lives in a slot then, and comes back here after).
+    #[allow(clippy::vec_box)]
+    send_pool: Vec<Box<SendOp>>,
 }
 
 impl std::fmt::Debug for Uring {
@@ -271,9 +286,7 @@ impl Uring {
         if waker.eventfd_raw().is_none() {
             return Err(io::Error::other("io_uring reactor needs an eventfd waker"));
         }
-        let ring = IoUring::builder()
-            .setup_cqsize(CQ_ENTRIES)
-            .build(SQ_ENTRIES)?;
+        let ring = build_ring()?;
         let files = nofile_limit().min(MAX_FILES);
         ring.submitter().register_files_sparse(files)?;
         let recv_bufs = recv_bufs.clamp(1, 1 << 15).next_power_of_two();
@@ -288,8 +301,7 @@ impl Uring {
             next_gen: 0,
             listener: Some(listener),
             accept_armed: false,
-            accept_paused_until: None,
-            fd_exhausted: false,
+            backoff: Backoff::default(),
             waker,
             wake_buf: Box::new(0),
             wake_armed: false,
@@ -300,6 +312,7 @@ impl Uring {
             files,
             oneshot_below: backlog as usize + 64,
             accept_multishot: false,
+            send_pool: Vec::new(),
         };
         this.arm_accept();
         this.arm_wake();
@@ -348,19 +361,16 @@ impl Uring {
         let Some(l) = &self.listener else {
             return;
         };
-        if self.accept_armed || self.accept_paused_until.is_some() {
+        if self.accept_armed || self.backoff.is_paused() {
             return;
         }
         let free = self.free_files();
         if free == 0 {
-            if !self.fd_exhausted {
-                self.fd_exhausted = true;
-                tracing::warn!(
-                    "accept: direct descriptor table full ({} slots); pausing accepts until \
-                     connections close (raise `ulimit -n` or add reactors)",
-                    self.files
-                );
-            }
+            let what = format!(
+                "direct descriptor table full ({} slots; raise `ulimit -n` or add reactors)",
+                self.files
+            );
+            self.backoff.full(&what);
             return;
         }
         let fd = Fd(l.as_raw_fd());
@@ -482,35 +492,13 @@ impl Uring {
         self.push_slot_op(slot_key, e, op::CLOSE);
     }
 
-    /// Whether the connection takes input now (else it is stashed and the receive paused).
-    fn can_read(core: &Core<Io>, key: usize) -> bool {
-        let c = &core.conns[key];
-        c.session.wants_read(&core.config)
-            && !(c.session.is_publisher() && core.fanout.is_congested())
-    }
-
-    /// Feeds `data` to the session of `key`.
-    fn feed(core: &mut Core<Io>, key: usize, data: &mut [u8], now: Instant) {
-        let c = &mut core.conns[key];
-        let mut ctx = Ctx {
-            config: &core.config,
-            topics: &mut core.topics,
-            fanout: &core.fanout,
-            key,
-        };
-        let m = c.session.handle_read(data, now, &mut ctx);
-        if m > 0 {
-            core.stats.messages_in.fetch_add(m, Ordering::Relaxed);
-        }
-    }
-
     /// Queues `key` to be fed from its stash and re-armed, if it wants input and nothing
     /// is receiving for it.
     fn want_recv(&mut self, core: &Core<Io>, key: usize) {
         let Some(c) = core.conns.get(key) else {
             return;
         };
-        if self.slots[c.io.slot].recv == Recv::Off && Self::can_read(core, key) {
+        if self.slots[c.io.slot].recv == Recv::Off && (core.gate(key) == Gate::Open) {
             self.pending.push(key);
         }
     }
@@ -554,26 +542,14 @@ impl Uring {
         let res = cqe.result();
         if res < 0 {
             let e = io::Error::from_raw_os_error(-res);
-            if matches!(
-                -res,
-                libc::ENFILE | libc::EMFILE | libc::ENOBUFS | libc::ENOMEM
-            ) {
-                if !self.fd_exhausted {
-                    self.fd_exhausted = true;
-                    tracing::warn!(
-                        "accept: {e}; pausing accepts, retrying every {ACCEPT_BACKOFF:?} \
-                         ({} connections open, {} direct descriptors per reactor; \
-                         raise `ulimit -n` or add reactors)",
-                        core.conns.len(),
-                        self.files
-                    );
-                }
-                self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                if self.accept_armed {
+            if res != -libc::ECANCELED {
+                let hint = format!(
+                    "{} direct descriptors per reactor; raise `ulimit -n` or add reactors",
+                    self.files
+                );
+                if self.backoff.failed(&e, now, core.conns.len(), &hint) && self.accept_armed {
                     self.cancel_accept();
                 }
-            } else if res != -libc::ECANCELED {
-                tracing::debug!("accept: {e}");
             }
             return self.arm_accept();
         }
@@ -582,10 +558,7 @@ impl Uring {
             // Accepted while stopping.
             return self.close_slot(slot_key);
         }
-        if self.fd_exhausted {
-            self.fd_exhausted = false;
-            tracing::info!("accepting again ({} connections open)", core.conns.len());
-        }
+        self.backoff.accepted(core.conns.len());
         let key = core.insert(
             Io {
                 slot: slot_key,
@@ -614,8 +587,8 @@ impl Uring {
             let data = self.bufs.get(bid, n.min(self.bufs.buf_size()));
             if let Some(key) = key.filter(|_| !data.is_empty()) {
                 let s = &mut self.slots[slot_key];
-                if s.stash.is_empty() && Self::can_read(core, key) {
-                    Self::feed(core, key, data, now);
+                if s.stash.is_empty() && (core.gate(key) == Gate::Open) {
+                    core.feed(key, data, now);
                 } else {
                     s.stash.extend_from_slice(data);
                 }
@@ -628,7 +601,7 @@ impl Uring {
         let s = &mut self.slots[slot_key];
         if res == 0 || (res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED) {
             // The peer's end, or an error: seen once everything before it was read.
-            if s.stash.is_empty() && Self::can_read(core, key) {
+            if s.stash.is_empty() && (core.gate(key) == Gate::Open) {
                 return core.remove(self, key);
             }
             s.eof = true;
@@ -646,54 +619,79 @@ impl Uring {
     }
 
     fn on_send(&mut self, core: &mut Core<Io>, slot_key: usize, res: i32, now: Instant) {
-        let done = self.slots[slot_key].send.take();
-        let Some(key) = self.slots[slot_key].conn else {
-            // Detached: the completion releases the frames and iovecs, nothing else.
-            return drop(done);
+        let Some(mut op) = self.slots[slot_key].send.take() else {
+            return;
         };
-        let c = &mut core.conns[key];
-        c.io.sending = false;
-        let len = done.as_ref().map_or(0, |d| d.len());
-        let mut failed = false;
-        if res > 0 {
-            let written = (res as usize).min(len);
-            let frames = c.session.outq.advance(written);
-            c.session.outq.unpin();
-            core.note_written(frames, written);
-        } else {
-            c.session.outq.unpin();
-            failed = !(res == -libc::EINTR || res == -libc::EAGAIN);
-        }
-        // Only now may the frames and iovecs go: the kernel is done with them.
-        drop(done);
+        let Some(key) = self.slots[slot_key].conn else {
+            // Detached: the completion releases the pins, nothing else.
+            return self.recycle(op);
+        };
+        let failed = match res {
+            n if n > 0 => {
+                if !op.sent(n as usize) {
+                    // Stopped short (an error after progress): send the rest, from the
+                    // same record, before anything else.
+                    return self.submit_send(slot_key, op);
+                }
+                core.note_written(Written { frames: op.frames }, op.len());
+                false
+            }
+            n if n == -libc::EINTR || n == -libc::EAGAIN => {
+                return self.submit_send(slot_key, op);
+            }
+            _ => true,
+        };
+        // Only now may the pins go: the kernel is done with the memory.
+        self.recycle(op);
+        core.conns[key].io.sending = false;
         if failed {
             return core.remove(self, key);
         }
         self.flush(core, key, now);
     }
 
-    /// Starts a `sendmsg` of the front of the queue. It carries at most a quarter of the
-    /// out-queue limit (beyond one frame): what it carries is pinned until it completes,
-    /// and the slow-consumer policies must keep room for the newest frames beside it.
+    /// Starts a `sendmsg` of what connection `key` has pending (up to the lag limit), and
+    /// moves its cursors past it (see [`inflight`]).
     fn start_send(&mut self, core: &mut Core<Io>, key: usize) {
-        let budget = WRITE_BUDGET.min(core.config.max_outq_bytes / 4);
-        let c = &mut core.conns[key];
-        let mut frames = Vec::with_capacity(c.session.outq.len_frames().min(IOV_MAX));
-        c.session.outq.frames_into(&mut frames, IOV_MAX, budget);
-        c.session.outq.pin_front(frames.len());
+        let mut op = self.send_pool.pop().unwrap_or_else(SendOp::new);
+        // What a send carries is committed: no more than the lag limit, so a slow
+        // consumer's policy still has the rest to act on.
+        let budget = WRITE_BUDGET.min(core.config.max_lag_bytes.max(64 << 10));
+        let Core { conns, topics, .. } = &mut *core;
+        let c = &mut conns[key];
+        let total = c.session.outbox.gather(topics, budget, |b, k| {
+            op.push(b, k);
+            op.slices() < IOV_MAX
+        });
+        if total == 0 {
+            return self.recycle(op);
+        }
+        op.frames = c.session.outbox.advance(topics, total).frames;
         c.io.sending = true;
         let slot_key = c.io.slot;
-        let op = SendOp::new(frames);
+        self.submit_send(slot_key, op);
+    }
+
+    fn submit_send(&mut self, slot_key: usize, mut op: Box<SendOp>) {
         let s = &mut self.slots[slot_key];
-        let e = opcode::SendMsg::new(Fixed(s.fixed), op.msg_ptr())
-            .flags(libc::MSG_NOSIGNAL as u32)
+        let e = opcode::SendMsg::new(Fixed(s.fixed), op.header())
+            .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
             .build()
             .user_data(user_data(op::SEND, s.gen_, slot_key));
         s.send = Some(op);
-        // SAFETY: the header, iovecs and frames belong to the boxed `SendOp` now held in
-        // the slot; the slot (and the box) is kept until this send's completion, also when
-        // the connection closes (`free_if_idle` waits for `send` to be taken by `on_send`).
+        // SAFETY: the header, the iovecs and the pins of the memory they point into belong
+        // to the boxed `SendOp` now held in the slot, unchanged until this send's
+        // completion; the slot (and the box) is kept until then, also when the connection
+        // closes (`free_if_idle` waits for `send` to be taken by `on_send`).
         unsafe { self.push(&e) };
+    }
+
+    /// Puts an idle send record back in the pool (its pins released).
+    fn recycle(&mut self, mut op: Box<SendOp>) {
+        op.clear();
+        if self.send_pool.len() < SEND_POOL {
+            self.send_pool.push(op);
+        }
     }
 
     /// Feeds a connection its stash, then re-arms its receive (see [`Self::want_recv`]).
@@ -705,7 +703,7 @@ impl Uring {
         if self.slots[slot_key].recv != Recv::Off {
             return;
         }
-        if !Self::can_read(core, key) {
+        if !(core.gate(key) == Gate::Open) {
             if c.session.is_publisher() && core.fanout.is_congested() {
                 self.deferred.push(key);
             }
@@ -713,12 +711,12 @@ impl Uring {
         }
         let mut stash = std::mem::take(&mut self.slots[slot_key].stash);
         if !stash.is_empty() {
-            Self::feed(core, key, &mut stash, now);
+            core.feed(key, &mut stash, now);
         }
         if self.slots[slot_key].eof {
             return core.remove(self, key);
         }
-        if Self::can_read(core, key) {
+        if core.gate(key) == Gate::Open {
             self.arm_recv(slot_key);
         }
         self.flush(core, key, now);
@@ -743,6 +741,40 @@ impl Uring {
     fn outstanding(&self) -> bool {
         self.accept_armed || self.wake_armed || !self.slots.is_empty()
     }
+}
+
+/// Builds a reactor's ring with the cheapest completion mode the kernel takes (module
+/// docs); `RINGCAST_URING_SETUP` picks one.
+fn build_ring() -> io::Result<IoUring> {
+    let forced = std::env::var("RINGCAST_URING_SETUP").ok();
+    let modes: &[&str] = match forced.as_deref() {
+        Some(m @ ("defer" | "coop" | "plain")) => &[m][..],
+        _ => &["defer", "coop", "plain"],
+    };
+    let mut last = None;
+    for &mode in modes {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(CQ_ENTRIES);
+        match mode {
+            "defer" => {
+                b.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag();
+            }
+            "coop" => {
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            _ => {}
+        }
+        match b.build(SQ_ENTRIES) {
+            Ok(ring) => {
+                tracing::debug!("io_uring ring setup: {mode}");
+                return Ok(ring);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no io_uring setup mode")))
 }
 
 /// The soft `RLIMIT_NOFILE`: the most direct descriptors one ring may register.
@@ -796,15 +828,15 @@ impl Driver for Uring {
     }
 
     fn resume(&mut self, core: &mut Core<Io>, now: Instant) {
-        for key in core.retries(&mut self.pending, &mut self.deferred) {
+        let retry = core.retries(&mut self.pending, &mut self.deferred);
+        for &key in &retry {
             self.resume_read(core, key, now);
         }
+        core.retried(retry);
     }
 
     fn maintain(&mut self, _core: &mut Core<Io>, now: Instant) {
-        if self.accept_paused_until.is_some_and(|t| now >= t) {
-            self.accept_paused_until = None;
-        }
+        self.backoff.expire(now);
         self.arm_accept();
     }
 
@@ -814,16 +846,12 @@ impl Driver for Uring {
         };
         c.dirty = false;
         if !c.io.sending {
-            let queued = c.session.outq.len_bytes();
-            core.note_queue(queued);
-            if queued > 0 {
-                self.start_send(core, key);
-            } else {
-                let c = &mut core.conns[key];
-                match c.session.next_step(now, &core.config) {
+            self.start_send(core, key);
+            if !core.conns[key].io.sending {
+                match core.after_write(key, now) {
                     Step::Continue => {}
                     Step::ShutdownWrite => {
-                        let slot_key = c.io.slot;
+                        let slot_key = core.conns[key].io.slot;
                         let fixed = self.slots[slot_key].fixed;
                         let e = opcode::Shutdown::new(Fixed(fixed), libc::SHUT_WR).build();
                         self.slots[slot_key].shutting_down = true;

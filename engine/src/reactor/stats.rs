@@ -49,13 +49,19 @@ counters! {
     frames_out,
     /// Bytes written to sockets.
     bytes_out,
-    /// Largest out-queue of any connection, in bytes (high-water mark).
-    queue_high_water,
+    /// Largest backlog of any connection (own frames plus a topic's lag) seen when
+    /// delivering, in bytes (high-water mark).
+    lag_high_water,
+    /// Topics with subscribers (gauge).
+    topics,
+    /// Bytes of topic-log chunks alive: held by logs, in-flight sends or half-written
+    /// frames (gauge, at the last tick).
+    log_bytes,
     /// Slow consumers closed with 1008.
     slow_closed,
-    /// Frames discarded by drop-oldest.
+    /// Messages skipped by drop-oldest.
     slow_dropped_frames,
-    /// Frames replaced by newer ones under conflate.
+    /// Messages skipped by conflate (a newer one of the topic was sent instead).
     slow_conflated_frames,
     /// Publications this reactor missed because its inbox was full.
     ring_dropped,
@@ -75,9 +81,9 @@ impl Stats {
     pub fn total(&self) -> ReactorStats {
         let mut t = ReactorStats::default();
         for r in &self.reactors {
-            let hw = t.queue_high_water.max(r.queue_high_water);
+            let hw = t.lag_high_water.max(r.lag_high_water);
             t.add(r);
-            t.queue_high_water = hw;
+            t.lag_high_water = hw;
         }
         t
     }

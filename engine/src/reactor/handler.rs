@@ -8,10 +8,11 @@
 //! Two handlers come with ringcast: [`Echo`] (the conformance-suite mode) and
 //! [`Broadcast`](super::broadcast::Broadcast) (`ringcast serve`).
 
-use crate::fanout::encode;
+use crate::fanout::outbox::Outbox;
 use crate::fanout::topic::{TopicError, TopicName, TopicRules, Topics};
-use crate::fanout::{Fanout, OutQueue, Published};
+use crate::fanout::{Fanout, Published};
 use crate::protocol::close::CloseCode;
+use crate::protocol::encode;
 use crate::protocol::frame::OpCode;
 
 /// The parts of an upgrade request a handler decides on.
@@ -122,8 +123,7 @@ pub trait Handler: Send + Sync + 'static {
 /// One connection, as a handler sees it while handling its message.
 pub struct Client<'a> {
     pub(crate) key: usize,
-    pub(crate) outq: &'a mut OutQueue,
-    pub(crate) subs: &'a mut Vec<TopicName>,
+    pub(crate) outbox: &'a mut Outbox,
     pub(crate) topics: &'a mut Topics,
     pub(crate) rules: &'a TopicRules,
     pub(crate) fanout: &'a Fanout,
@@ -135,7 +135,7 @@ impl std::fmt::Debug for Client<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("key", &self.key)
-            .field("subscriptions", &self.subs)
+            .field("subscriptions", &self.subscriptions())
             .finish_non_exhaustive()
     }
 }
@@ -143,17 +143,22 @@ impl std::fmt::Debug for Client<'_> {
 impl Client<'_> {
     /// Sends a text message to this client.
     pub fn send_text(&mut self, text: &str) {
-        self.outq.push(encode::frame(OpCode::Text, text.as_bytes()));
+        self.outbox
+            .push(encode::frame(OpCode::Text, text.as_bytes()));
     }
 
     /// Sends a binary message to this client.
     pub fn send_binary(&mut self, data: &[u8]) {
-        self.outq.push(encode::frame(OpCode::Binary, data));
+        self.outbox.push(encode::frame(OpCode::Binary, data));
     }
 
-    /// The topics this client is subscribed to.
-    pub fn subscriptions(&self) -> &[TopicName] {
-        self.subs
+    /// The topics this client is subscribed to, in the order it subscribed.
+    pub fn subscriptions(&self) -> Vec<TopicName> {
+        self.outbox
+            .subs()
+            .iter()
+            .map(|s| self.topics.entry(s.topic).name.clone())
+            .collect()
     }
 
     /// The topic given in [`Upgrade::Accept::publish_to`], if any.
@@ -161,24 +166,26 @@ impl Client<'_> {
         self.publish_to
     }
 
-    /// Subscribes this client to `topic`; returns whether it was new.
+    /// Subscribes this client to `topic` from now on (messages published before are not
+    /// sent); returns whether it was new.
     ///
     /// # Errors
     /// A bad name or too many topics ([`TopicRules`]).
     pub fn subscribe(&mut self, topic: &str) -> Result<bool, TopicError> {
-        subscribe(self.key, self.subs, self.topics, self.rules, topic)
+        subscribe(self.key, self.outbox, self.topics, self.rules, topic)
     }
 
-    /// Unsubscribes this client from `topic`; returns whether it was subscribed.
+    /// Unsubscribes this client from `topic`; returns whether it was subscribed. A message
+    /// of the topic already partly written is finished; the rest is not sent.
     pub fn unsubscribe(&mut self, topic: &str) -> bool {
-        match self.subs.iter().position(|t| t.as_str() == topic) {
-            Some(i) => {
-                self.subs.swap_remove(i);
-                self.topics.unsubscribe(topic, self.key);
-                true
-            }
-            None => false,
+        let Some(id) = self.topics.id(topic) else {
+            return false;
+        };
+        if !self.outbox.remove_sub(self.topics, id) {
+            return false;
         }
+        self.topics.unsubscribe(id, self.key);
+        true
     }
 
     /// Publishes to every subscriber of `topic` on every reactor (this client included
@@ -196,22 +203,28 @@ impl Client<'_> {
 /// Adds a subscription for connection `key`, checking the rules.
 pub(crate) fn subscribe(
     key: usize,
-    subs: &mut Vec<TopicName>,
+    outbox: &mut Outbox,
     topics: &mut Topics,
     rules: &TopicRules,
     topic: &str,
 ) -> Result<bool, TopicError> {
     rules.check(topic)?;
-    if subs.iter().any(|t| t.as_str() == topic) {
+    if topics
+        .id(topic)
+        .is_some_and(|id| outbox.sub_index(id).is_some())
+    {
         return Ok(false);
     }
-    if subs.len() >= rules.max_per_connection {
+    if outbox.subs().len() >= rules.max_per_connection {
         return Err(TopicError::TooMany(rules.max_per_connection));
     }
-    let name = TopicName::new(topic);
-    topics.subscribe(&name, key);
-    subs.push(name);
-    Ok(true)
+    match topics.subscribe(&TopicName::new(topic), key) {
+        Some((id, head)) => {
+            outbox.add_sub(id, head);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
 /// Echoes every message back with its type, on the paths `/` and `/echo`.

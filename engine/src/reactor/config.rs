@@ -23,7 +23,7 @@ pub enum Backend {
     /// Readiness-based, through `mio` (epoll on Linux).
     Epoll,
     /// Completion-based io_uring: multishot accept into direct descriptors, multishot
-    /// receive into a provided buffer ring, `sendmsg` straight from the out-queue.
+    /// receive into a provided buffer ring, `sendmsg` straight from the topic logs.
     /// Starting fails when the kernel refuses it.
     Uring,
 }
@@ -89,11 +89,11 @@ pub struct Config {
     pub limits: Limits,
     /// Topic name and per-connection topic limits.
     pub topics: TopicRules,
-    /// A connection's out-queue limit in bytes. Past it, published frames trigger the
-    /// slow-consumer policy, and the connection's own input is not read until its queue
-    /// drains (backpressure on replies such as echoes).
-    pub max_outq_bytes: usize,
-    /// What to do with a subscriber whose out-queue passes `max_outq_bytes`.
+    /// How far, in bytes, a subscription may fall behind its topic's head before the
+    /// slow-consumer policy acts; also the limit of a connection's own queued frames
+    /// (replies such as echoes), past which its input is not read until they drain.
+    pub max_lag_bytes: usize,
+    /// What to do with a subscriber whose lag passes `max_lag_bytes`.
     pub slow_consumer: SlowConsumer,
     /// `SO_SNDBUF` of accepted sockets (the kernel doubles it), so that stalled
     /// subscribers cannot pin autotuned megabytes of kernel memory each; 0 leaves the
@@ -122,7 +122,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             topics: TopicRules::default(),
-            max_outq_bytes: 4 << 20,
+            max_lag_bytes: 4 << 20,
             slow_consumer: SlowConsumer::Close,
             sndbuf: 128 << 10,
             inbox_capacity: DEFAULT_INBOX_CAPACITY,

@@ -1,13 +1,18 @@
-//! The reactor core both backends share: connections and their sessions, topics, the
-//! inbox, fan-out delivery (topic runs, slow consumers), timers, shutdown and counters.
+//! The reactor core both backends share: connections and their sessions, topics and
+//! their logs, the inbox, fan-out delivery and slow consumers ([`deliver`]), timers,
+//! shutdown, counters, and the rules both drivers follow: what to do with input, when to
+//! read, what follows a write, how accepting backs off ([`accept`]).
 //!
 //! A backend is a [`Driver`]: it owns the sockets and moves bytes (epoll: readiness and
 //! `readv`/`writev`; io_uring: completions). The loop ([`run`]) is generic over the driver
 //! and monomorphised for each, so nothing on the per-message path is dispatched
 //! dynamically. The core calls back into the driver for the three things that depend on
-//! it: [`Driver::flush`] (start writing a connection's queue), [`Driver::release`] (forget
-//! a connection's socket) and [`Driver::write_blocked`] (a write is already pending, so a
-//! flush now would do nothing).
+//! it: [`Driver::flush`] (start writing a connection's pending bytes), [`Driver::release`]
+//! (forget a connection's socket) and [`Driver::write_blocked`] (a write is already
+//! pending, so a flush now would do nothing).
+
+pub(crate) mod accept;
+mod deliver;
 
 use std::io;
 use std::sync::Arc;
@@ -16,35 +21,31 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::session::{Session, Step};
+use super::config::Config;
+use super::session::{Ctx, Session, Step};
+use super::stats::Counters;
 use crate::fanout::Fanout;
+use crate::fanout::outbox::Written;
 use crate::fanout::ring::{InboxRx, Publication};
 use crate::fanout::topic::Topics;
 use crate::protocol::close::CloseCode;
-use crate::server::config::Config;
-use crate::server::stats::Counters;
 
 /// How often timers are scanned.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// How often the counters are logged (at debug level).
 const STATS_LOG: Duration = Duration::from_secs(10);
-/// How long accepting pauses after EMFILE/ENFILE.
-pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Publications taken from the inbox per loop turn, so that writing (and reading) get
-/// their turn under a publish flood; the rest wait for the next turn.
-const DRAIN_BUDGET: usize = 2048;
 /// Wait timeout while publisher reads are deferred by congested inboxes.
 const DEFER_RETRY: Duration = Duration::from_millis(1);
-/// Slices (frames) per write (Linux `IOV_MAX`).
+/// Slices per write (Linux `IOV_MAX`).
 pub(crate) const IOV_MAX: usize = 1024;
-/// Bytes per write, so one huge queue does not hold up the loop turn.
+/// Bytes per write, so one huge backlog does not hold up the loop turn.
 pub(crate) const WRITE_BUDGET: usize = 4 << 20;
 
 /// One connection: its session and the backend's part (`T`).
 #[derive(Debug)]
 pub(crate) struct Conn<T> {
     pub(crate) session: Session,
-    /// In the core's dirty list: frames were queued this turn.
+    /// In the core's dirty list: published bytes are pending since this turn.
     pub(crate) dirty: bool,
     pub(crate) io: T,
 }
@@ -74,8 +75,8 @@ pub(crate) trait Driver: Sized {
     /// After delivery: resumes accepting when a back-off has passed.
     fn maintain(&mut self, core: &mut Core<Self::Io>, now: Instant);
 
-    /// Writes (or starts writing) the connection's out-queue and acts on
-    /// [`Session::next_step`].
+    /// Writes (or starts writing) what the connection has pending, then acts on
+    /// [`Core::after_write`].
     fn flush(&mut self, core: &mut Core<Self::Io>, key: usize, now: Instant);
 
     /// Forgets the socket of a connection the core removed.
@@ -86,6 +87,17 @@ pub(crate) trait Driver: Sized {
 
     /// After the loop: releases what the kernel may still use.
     fn finish(&mut self, core: &mut Core<Self::Io>);
+}
+
+/// Whether a connection's input should be read now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Read.
+    Open,
+    /// A publisher while an inbox is congested: retry when the inboxes have room.
+    Defer,
+    /// Not now (replies over the limit, draining): retry after the next write.
+    Closed,
 }
 
 /// What a reactor owns besides its sockets.
@@ -99,11 +111,18 @@ pub(crate) struct Core<T> {
     inbox: InboxRx,
     pub(crate) fanout: Fanout,
     pub(crate) stats: Arc<Counters>,
-    /// This turn's publications, delivered topic run by topic run.
+    /// This turn's publications.
     batch: Vec<Publication>,
-    /// Connections that got published frames this turn, to flush once each.
+    /// Connections with published bytes pending since this turn, to flush once each.
     dirty: Vec<usize>,
-    /// Largest out-queue seen, in bytes.
+    /// Topics published to this turn.
+    turn: Vec<u32>,
+    /// Topics published to since the last tick (trimmed then).
+    touched: Vec<u32>,
+    /// Reused lists of connection keys (closing, timed out, touched by a timer).
+    scratch: Vec<usize>,
+    scratch2: Vec<usize>,
+    /// Largest backlog (own frames plus lag) seen, in bytes.
     high_water: u64,
 }
 
@@ -128,6 +147,10 @@ impl<T> Core<T> {
             stats,
             batch: Vec::new(),
             dirty: Vec::new(),
+            turn: Vec::new(),
+            touched: Vec::new(),
+            scratch: Vec::new(),
+            scratch2: Vec::new(),
             high_water: 0,
         }
     }
@@ -146,38 +169,85 @@ impl<T> Core<T> {
         key
     }
 
-    /// Records an out-queue length seen before a write.
     /// The connections to read this turn: those with input left over from the last one,
     /// and the publishers deferred by congested inboxes once the inboxes have room again.
+    /// Takes from `pending` and `deferred` and leaves their capacity.
     pub(crate) fn retries(
-        &self,
+        &mut self,
         pending: &mut Vec<usize>,
         deferred: &mut Vec<usize>,
     ) -> Vec<usize> {
-        let mut retry = std::mem::take(pending);
+        let mut retry = std::mem::take(&mut self.scratch2);
+        retry.clear();
+        retry.append(pending);
         if !self.fanout.is_congested() {
             retry.append(deferred);
         }
         retry
     }
 
-    pub(crate) fn note_queue(&mut self, queued: usize) {
-        let queued = queued as u64;
-        if queued > self.high_water {
-            self.high_water = queued;
-            self.stats.queue_high_water.store(queued, Ordering::Relaxed);
+    /// Gives back the list [`retries`](Self::retries) returned, for its capacity.
+    pub(crate) fn retried(&mut self, list: Vec<usize>) {
+        self.scratch2 = list;
+    }
+
+    /// Whether to read connection `key` now.
+    pub(crate) fn gate(&self, key: usize) -> Gate {
+        let Some(c) = self.conns.get(key) else {
+            return Gate::Closed;
+        };
+        if !c.session.wants_read(&self.config) {
+            Gate::Closed
+        } else if c.session.is_publisher() && self.fanout.is_congested() {
+            Gate::Defer
+        } else {
+            Gate::Open
         }
     }
 
-    /// Counts a completed write.
-    pub(crate) fn note_written(&self, frames: usize, bytes: usize) {
+    /// Hands bytes read from connection `key` (modified in place: unmasking) to its
+    /// session.
+    pub(crate) fn feed(&mut self, key: usize, data: &mut [u8], now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut ctx = Ctx {
+            config: &self.config,
+            topics: &mut self.topics,
+            fanout: &self.fanout,
+            key,
+        };
+        let m = c.session.handle_read(data, now, &mut ctx);
+        if m > 0 {
+            self.stats.messages_in.fetch_add(m, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts what a write took.
+    pub(crate) fn note_written(&self, w: Written, bytes: usize) {
         if bytes > 0 {
             self.stats
                 .frames_out
-                .fetch_add(frames as u64, Ordering::Relaxed);
+                .fetch_add(w.frames as u64, Ordering::Relaxed);
             self.stats
                 .bytes_out
                 .fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether connection `key` has nothing left to write.
+    pub(crate) fn is_flushed(&self, key: usize) -> bool {
+        self.conns
+            .get(key)
+            .is_none_or(|c| c.session.outbox.is_empty(&self.topics))
+    }
+
+    /// After a write of connection `key` (or when it has nothing to write): a draining
+    /// session that has sent everything half-closes.
+    pub(crate) fn after_write(&mut self, key: usize, now: Instant) -> Step {
+        match self.conns.get_mut(key) {
+            Some(c) => c.session.next_step(now, &self.config, &self.topics),
+            None => Step::Drop,
         }
     }
 
@@ -185,9 +255,7 @@ impl<T> Core<T> {
     /// socket.
     pub(crate) fn remove<D: Driver<Io = T>>(&mut self, driver: &mut D, key: usize) {
         if let Some(mut c) = self.conns.try_remove(key) {
-            for t in c.session.take_subscriptions() {
-                self.topics.unsubscribe(t.as_str(), key);
-            }
+            c.session.leave(&mut self.topics, key);
             driver.release(key, c.io);
             self.stats
                 .connections
@@ -195,136 +263,68 @@ impl<T> Core<T> {
         }
     }
 
-    /// Runs the session timers of every connection.
+    /// Runs the session timers of every connection, and trims the logs published to
+    /// since the last tick.
     fn tick<D: Driver<Io = T>>(&mut self, driver: &mut D, now: Instant) {
-        let mut dead = Vec::new();
-        let mut touched = Vec::new();
-        for (key, c) in &mut self.conns {
-            match c.session.handle_timeout(now, &self.config) {
+        let mut dead = std::mem::take(&mut self.scratch);
+        let mut touched = std::mem::take(&mut self.scratch2);
+        let Self {
+            conns,
+            config,
+            topics,
+            ..
+        } = self;
+        for (key, c) in conns.iter_mut() {
+            match c.session.handle_timeout(now, config, topics, key) {
                 Step::Drop => dead.push(key),
                 // A timer queued a frame (ping, close) or ended the connection.
                 _ if !D::write_blocked(&c.io)
-                    && (!c.session.outq.is_empty() || c.session.is_draining()) =>
+                    && (c.session.outbox.own_bytes() > 0 || c.session.is_draining()) =>
                 {
                     touched.push(key);
                 }
                 _ => {}
             }
         }
-        for key in dead {
+        for &key in &dead {
             self.remove(driver, key);
         }
+        self.trim_logs();
         self.stats
             .subscriptions
             .store(self.topics.subscriptions() as u64, Ordering::Relaxed);
-        for key in touched {
+        self.stats
+            .topics
+            .store(self.topics.len() as u64, Ordering::Relaxed);
+        self.stats
+            .log_bytes
+            .store(self.topics.pool().live_bytes() as u64, Ordering::Relaxed);
+        for &key in &touched {
             driver.flush(self, key, now);
         }
+        dead.clear();
+        touched.clear();
+        self.scratch = dead;
+        self.scratch2 = touched;
     }
 
-    /// Stops accepting and closes every connection with 1001.
+    /// Stops accepting and closes every connection with 1001, after what it has pending.
     fn begin_shutdown<D: Driver<Io = T>>(&mut self, driver: &mut D, now: Instant) {
         driver.stop_accepting();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let step =
-                self.conns[key]
-                    .session
-                    .close(CloseCode::GOING_AWAY, "server shutting down", now);
+            let step = self.conns[key].session.close(
+                CloseCode::GOING_AWAY,
+                "server shutting down",
+                now,
+                &mut self.topics,
+                key,
+            );
             if step == Step::Drop {
                 self.remove(driver, key);
             } else {
                 driver.flush(self, key, now);
             }
-        }
-    }
-
-    /// Takes publications from the inbox, queues each frame (a refcount bump) on every
-    /// open subscriber, applies the slow-consumer policy as queues pass their limit, and
-    /// flushes every connection that got frames once: all its new frames in one write.
-    ///
-    /// Consecutive publications to the same topic are delivered as a run: each subscriber
-    /// is visited once per run and takes the whole run, so its state is touched once per
-    /// batch rather than once per message.
-    fn deliver<D: Driver<Io = T>>(&mut self, driver: &mut D, now: Instant) {
-        let Self {
-            inbox,
-            topics,
-            conns,
-            dirty,
-            config,
-            stats,
-            batch,
-            ..
-        } = self;
-        let n = inbox.drain(DRAIN_BUDGET, |p| batch.push(p));
-        if n == 0 {
-            return;
-        }
-        let mut closed = Vec::new();
-        let mut high_water = 0;
-        let mut start = 0;
-        while start < batch.len() {
-            let topic = &batch[start].topic;
-            let end = start
-                + batch[start..]
-                    .iter()
-                    .position(|p| p.topic != *topic)
-                    .unwrap_or(batch.len() - start);
-            let run = &batch[start..end];
-            start = end;
-            let Some(entry) = topics.get(run[0].topic.as_str()) else {
-                continue;
-            };
-            for &key in &entry.subscribers {
-                let c = &mut conns[key];
-                for p in run {
-                    if !c.session.is_open() {
-                        break;
-                    }
-                    c.session.outq.push_tagged(p.frame.clone(), entry.id);
-                    let queued = c.session.outq.len_bytes();
-                    high_water = high_water.max(queued);
-                    if queued > config.max_outq_bytes {
-                        let a = c.session.handle_slow(now, config);
-                        if a.closed {
-                            stats.slow_closed.fetch_add(1, Ordering::Relaxed);
-                            closed.push(key);
-                        }
-                        stats
-                            .slow_dropped_frames
-                            .fetch_add(a.dropped as u64, Ordering::Relaxed);
-                        stats
-                            .slow_conflated_frames
-                            .fetch_add(a.conflated as u64, Ordering::Relaxed);
-                    }
-                }
-                if !c.dirty && !D::write_blocked(&c.io) {
-                    c.dirty = true;
-                    dirty.push(key);
-                }
-            }
-        }
-        batch.clear();
-        if high_water as u64 > self.high_water {
-            self.high_water = high_water as u64;
-            stats
-                .queue_high_water
-                .store(high_water as u64, Ordering::Relaxed);
-        }
-        stats.publications.fetch_add(n as u64, Ordering::Relaxed);
-        stats.ring_lag.store(inbox.len() as u64, Ordering::Relaxed);
-        stats.ring_dropped.store(inbox.dropped(), Ordering::Relaxed);
-        for key in closed {
-            for t in conns[key].session.take_subscriptions() {
-                topics.unsubscribe(t.as_str(), key);
-            }
-        }
-        stats
-            .subscriptions
-            .store(topics.subscriptions() as u64, Ordering::Relaxed);
-        for key in std::mem::take(&mut self.dirty) {
-            driver.flush(self, key, now);
         }
     }
 }
@@ -372,3 +372,6 @@ pub(crate) fn run<D: Driver>(mut core: Core<D::Io>, mut driver: D) -> io::Result
     driver.finish(&mut core);
     result
 }
+
+#[cfg(test)]
+mod tests;

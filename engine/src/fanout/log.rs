@@ -1,0 +1,396 @@
+//! A topic's log in one reactor: the framed bytes of its recent messages, held once.
+//!
+//! ```text
+//!  position:   tail                                                      head
+//!              │ chunk (64 KiB, pooled)      │ large frame (Bytes) │ chunk │
+//!              │ f1 f2 f3 f4 … (contiguous)  │ f9 (referenced)     │ f10 … │
+//!                   ▲ cursor of subscriber A                ▲ cursor of B
+//! ```
+//!
+//! Positions are byte offsets in the topic's stream since the log began (`u64`, never
+//! reused). Appending a frame copies it into the tail chunk (one `memcpy` per message per
+//! reactor), so a run of small frames is one contiguous range; a frame over
+//! [`LARGE_FRAME`] is kept as its own segment (a refcount, no copy). A frame never spans
+//! two segments. The log records where each held frame starts and its sequence number, for
+//! skipping (slow consumers) and counting.
+//!
+//! A subscriber is a cursor: what it has not been sent is `[cursor, head)`, which
+//! [`pieces`](TopicLog::pieces) yields as one slice per segment — usually one, two at a
+//! chunk edge — however many messages that is. The log drops segments from its front once
+//! every cursor has passed them ([`trim`](TopicLog::trim)); readers that must keep bytes
+//! beyond that (an in-flight send, a half-written frame) hold the chunk itself.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::chunk::{CLASSES, Chunk, ChunkPool, class_for};
+
+/// Frames longer than this are referenced, not copied. Copying costs about as much as a
+/// refcount and a segment below a few KiB; above, it costs more and would spread the small
+/// frames around it over more chunks.
+pub(crate) const LARGE_FRAME: usize = 16 << 10;
+
+/// Bytes held outside a log (by a connection or an in-flight send): part of a chunk, or
+/// a `Bytes` (a control frame, a large frame).
+#[derive(Debug, Clone)]
+pub(crate) enum Held {
+    /// `chunk[off..off + len]`.
+    Chunk {
+        /// The chunk, kept alive by this reference.
+        chunk: Chunk,
+        /// Start within the chunk.
+        off: u32,
+        /// Length.
+        len: u32,
+    },
+    /// A frame of its own (sliced to what is left of it).
+    Bytes(Bytes),
+}
+
+impl Held {
+    /// The bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Chunk { chunk, off, len } => {
+                chunk.bytes(*off as usize, *off as usize + *len as usize)
+            }
+            Self::Bytes(b) => b,
+        }
+    }
+
+    /// Their length.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Chunk { len, .. } => *len as usize,
+            Self::Bytes(b) => b.len(),
+        }
+    }
+
+    /// The memory to keep alive while the kernel reads these bytes.
+    pub(crate) fn backing(&self) -> Backing<'_> {
+        match self {
+            Self::Chunk { chunk, .. } => Backing::Chunk(chunk),
+            Self::Bytes(b) => Backing::Bytes(b),
+        }
+    }
+}
+
+/// What a slice handed out for writing points into.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Backing<'a> {
+    /// A chunk.
+    Chunk(&'a Chunk),
+    /// A `Bytes` buffer.
+    Bytes(&'a Bytes),
+}
+
+/// A reference that keeps a slice's memory alive (an in-flight send holds these).
+#[derive(Debug, Clone)]
+pub(crate) enum Pin {
+    /// One reference to a chunk, however many slices of it the send carries.
+    Chunk(Chunk),
+    /// One reference to a frame buffer.
+    Bytes(Bytes),
+}
+
+impl Backing<'_> {
+    /// A reference to the memory.
+    pub(crate) fn pin(self) -> Pin {
+        match self {
+            Self::Chunk(c) => Pin::Chunk(c.clone()),
+            Self::Bytes(b) => Pin::Bytes(b.clone()),
+        }
+    }
+
+    /// Whether `pin` already keeps this memory alive.
+    pub(crate) fn same(self, pin: &Pin) -> bool {
+        match (self, pin) {
+            (Self::Chunk(a), Pin::Chunk(b)) => a.ptr_eq(b),
+            (Self::Bytes(a), Pin::Bytes(b)) => a.as_ptr() == b.as_ptr() && a.len() == b.len(),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Data {
+    Chunk(Chunk),
+    Large(Bytes),
+}
+
+#[derive(Debug)]
+struct Seg {
+    /// Position of the segment's first byte.
+    start: u64,
+    data: Data,
+}
+
+impl Seg {
+    fn len(&self) -> usize {
+        match &self.data {
+            Data::Chunk(c) => c.len(),
+            Data::Large(b) => b.len(),
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.start + self.len() as u64
+    }
+
+    /// The bytes from offset `from` (within the segment) to its end.
+    fn bytes_from(&self, from: usize) -> &[u8] {
+        match &self.data {
+            Data::Chunk(c) => c.bytes(from, c.len()),
+            Data::Large(b) => &b[from..],
+        }
+    }
+
+    fn backing(&self) -> Backing<'_> {
+        match &self.data {
+            Data::Chunk(c) => Backing::Chunk(c),
+            Data::Large(b) => Backing::Bytes(b),
+        }
+    }
+
+    /// `[off, off + len)` of the segment, held.
+    fn held(&self, off: usize, len: usize) -> Held {
+        match &self.data {
+            Data::Chunk(c) => Held::Chunk {
+                chunk: c.clone(),
+                off: off as u32,
+                len: len as u32,
+            },
+            Data::Large(b) => Held::Bytes(b.slice(off..off + len)),
+        }
+    }
+}
+
+/// Where a held frame starts, and its sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameMeta {
+    /// Position of the frame's first byte.
+    pub(crate) pos: u64,
+    /// The message's sequence number in this topic.
+    pub(crate) seq: u64,
+}
+
+/// One topic's log in one reactor. See the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct TopicLog {
+    segs: VecDeque<Seg>,
+    frames: VecDeque<FrameMeta>,
+    head: u64,
+    next_seq: u64,
+    /// Size class of the next chunk: grows while chunks fill up, shrinks when the log
+    /// empties, so a busy topic gets 64 KiB runs and a quiet one holds 4 KiB.
+    class: usize,
+}
+
+impl TopicLog {
+    /// An empty log whose first message will have sequence number `next_seq`.
+    pub(crate) fn new(next_seq: u64) -> Self {
+        Self {
+            next_seq,
+            ..Self::default()
+        }
+    }
+
+    /// Position after the last byte appended: where a new subscriber starts.
+    pub(crate) fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// Position of the oldest byte held.
+    pub(crate) fn tail(&self) -> u64 {
+        self.segs.front().map_or(self.head, |s| s.start)
+    }
+
+    #[cfg(test)]
+    /// Bytes held.
+    pub(crate) fn held_bytes(&self) -> u64 {
+        self.head - self.tail()
+    }
+
+    #[cfg(test)]
+    /// Segments held (chunks and large frames).
+    pub(crate) fn segments(&self) -> usize {
+        self.segs.len()
+    }
+
+    #[cfg(test)]
+    /// The sequence number the next message gets.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Appends an encoded frame; returns its sequence number.
+    pub(crate) fn append(&mut self, frame: &Bytes, pool: &ChunkPool) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let len = frame.len();
+        if len == 0 {
+            return seq;
+        }
+        self.frames.push_back(FrameMeta {
+            pos: self.head,
+            seq,
+        });
+        if len > LARGE_FRAME {
+            self.segs.push_back(Seg {
+                start: self.head,
+                data: Data::Large(frame.clone()),
+            });
+        } else {
+            let fits = matches!(self.segs.back(), Some(Seg { data: Data::Chunk(c), .. }) if c.room() >= len);
+            if !fits {
+                if let Some(Seg {
+                    data: Data::Chunk(c),
+                    ..
+                }) = self.segs.back()
+                {
+                    // The tail chunk filled up: the next one is twice as large.
+                    self.class = (c.class() + 1).min(CLASSES - 1);
+                }
+                let class = self.class.max(class_for(len).unwrap_or(CLASSES - 1));
+                self.segs.push_back(Seg {
+                    start: self.head,
+                    data: Data::Chunk(pool.take(class)),
+                });
+            }
+            if let Some(Seg {
+                data: Data::Chunk(c),
+                ..
+            }) = self.segs.back()
+            {
+                c.append(frame);
+            }
+        }
+        self.head += len as u64;
+        seq
+    }
+
+    /// Calls `f` with the bytes `[from, head)`, one slice per segment, until `max` bytes
+    /// were given or `f` returns `false`; returns the bytes given.
+    ///
+    /// # Panics
+    /// If `from` is not within `[tail, head]` (a cursor the log dropped).
+    pub(crate) fn pieces(
+        &self,
+        from: u64,
+        max: usize,
+        mut f: impl FnMut(&[u8], Backing<'_>) -> bool,
+    ) -> usize {
+        assert!(
+            from >= self.tail() && from <= self.head,
+            "cursor {from} outside the log [{}, {}]",
+            self.tail(),
+            self.head
+        );
+        let first = self.segs.partition_point(|s| s.end() <= from);
+        let mut total = 0;
+        for s in self.segs.range(first..) {
+            if total >= max {
+                break;
+            }
+            let off = (from.max(s.start) - s.start) as usize;
+            let bytes = s.bytes_from(off);
+            let take = bytes.len().min(max - total);
+            total += take;
+            if !f(&bytes[..take], s.backing()) {
+                break;
+            }
+        }
+        total
+    }
+
+    /// The bytes `[from, head)` as held pieces (one per segment): what a closing
+    /// connection still sends after the log has moved on.
+    pub(crate) fn hold_from(&self, from: u64, mut f: impl FnMut(Held)) {
+        let first = self.segs.partition_point(|s| s.end() <= from);
+        for s in self.segs.range(first..) {
+            let off = (from.max(s.start) - s.start) as usize;
+            let len = s.len() - off;
+            if len > 0 {
+                f(s.held(off, len));
+            }
+        }
+    }
+
+    /// The rest of the frame that `pos` is inside of, held (for a connection that wrote
+    /// part of it and must finish it wherever its cursor goes next).
+    pub(crate) fn hold_rest_of_frame(&self, pos: u64) -> Option<Held> {
+        let end = self.frame_end(pos);
+        if end == pos {
+            return None;
+        }
+        let i = self.segs.partition_point(|s| s.end() <= pos);
+        let s = self.segs.get(i)?;
+        let off = (pos - s.start) as usize;
+        Some(s.held(off, (end - pos) as usize))
+    }
+
+    /// Frames held that start before `pos`.
+    pub(crate) fn frames_before(&self, pos: u64) -> usize {
+        self.frames.partition_point(|f| f.pos < pos)
+    }
+
+    /// Whether `pos` is between two frames (or at the head).
+    pub(crate) fn is_boundary(&self, pos: u64) -> bool {
+        pos == self.head || self.frames.binary_search_by_key(&pos, |f| f.pos).is_ok()
+    }
+
+    /// The end of the frame that contains `pos` (`pos` itself at a boundary).
+    pub(crate) fn frame_end(&self, pos: u64) -> u64 {
+        if self.is_boundary(pos) {
+            return pos;
+        }
+        let i = self.frames.partition_point(|f| f.pos <= pos);
+        self.frames.get(i).map_or(self.head, |f| f.pos)
+    }
+
+    /// Where the newest frame starts.
+    pub(crate) fn latest_frame(&self) -> Option<u64> {
+        self.frames.back().map(|f| f.pos)
+    }
+
+    /// Where the first frame at or after `pos` starts (the head if none).
+    pub(crate) fn frame_at_or_after(&self, pos: u64) -> u64 {
+        let i = self.frames.partition_point(|f| f.pos < pos);
+        self.frames.get(i).map_or(self.head, |f| f.pos)
+    }
+
+    #[cfg(test)]
+    /// The held frames, oldest first.
+    pub(crate) fn frames(&self) -> impl Iterator<Item = FrameMeta> + '_ {
+        self.frames.iter().copied()
+    }
+
+    /// Drops the segments that end at or before `keep_from` (every cursor is at or past
+    /// it). A tail chunk still less than half full stays, to take the next frames.
+    pub(crate) fn trim(&mut self, keep_from: u64) {
+        while let Some(front) = self.segs.front() {
+            if front.end() > keep_from {
+                break;
+            }
+            if self.segs.len() == 1 {
+                if let Data::Chunk(c) = &front.data {
+                    if c.len() < c.capacity() / 2 {
+                        break;
+                    }
+                }
+            }
+            self.segs.pop_front();
+        }
+        if self.segs.is_empty() {
+            self.class = self.class.saturating_sub(1);
+        }
+        let tail = self.tail();
+        while self.frames.front().is_some_and(|f| f.pos < tail) {
+            self.frames.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+use bytes::Bytes;
+
+use super::*;
+use crate::fanout::chunk::{MAX_CHUNK, MIN_CHUNK};
+
+fn frame(len: usize, fill: u8) -> Bytes {
+    Bytes::from(vec![fill; len])
+}
+
+fn collect(log: &TopicLog, from: u64) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    let mut slices = 0;
+    log.pieces(from, usize::MAX, |b, _| {
+        out.extend_from_slice(b);
+        slices += 1;
+        true
+    });
+    (out, slices)
+}
+
+#[test]
+fn small_frames_are_one_contiguous_run() {
+    let pool = ChunkPool::default();
+    let mut log = TopicLog::new(1);
+    for i in 0..100u8 {
+        assert_eq!(log.append(&frame(10, i), &pool), u64::from(i) + 1);
+    }
+    assert_eq!(log.head(), 1000);
+    let (bytes, slices) = collect(&log, 0);
+    assert_eq!(slices, 1, "100 messages, one slice");
+    assert_eq!(bytes.len(), 1000);
+    assert_eq!(&bytes[990..], &[99u8; 10]);
+    // From the middle of a frame.
+    let (bytes, slices) = collect(&log, 995);
+    assert_eq!((bytes.len(), slices), (5, 1));
+}
+
+#[test]
+fn runs_cross_chunk_edges_as_two_slices() {
+    let pool = ChunkPool::default();
+    let mut log = TopicLog::new(1);
+    // 4 KiB first chunk: 40 frames of 100 B fit, the 41st opens a second (8 KiB) chunk.
+    for i in 0..41u8 {
+        log.append(&frame(100, i), &pool);
+    }
+    assert_eq!(log.segments(), 2);
+    let (bytes, slices) = collect(&log, 3950);
+    assert_eq!(slices, 2);
+    assert_eq!(bytes.len(), 150);
+    assert_eq!(&bytes[..50], &[39u8; 50]);
+    assert_eq!(&bytes[50..], &[40u8; 100]);
+    // Chunks grow while they fill up.
+    for i in 0..200u8 {
+        log.append(&frame(100, i), &pool);
+    }
+    let mut caps = Vec::new();
+    log.pieces(0, usize::MAX, |_, k| {
+        if let Backing::Chunk(c) = k {
+            caps.push(c.capacity());
+        }
+        true
+    });
+    assert_eq!(caps[0], MIN_CHUNK);
+    assert!(caps.windows(2).all(|w| w[1] >= w[0]), "{caps:?}");
+    assert_eq!(*caps.last().unwrap(), MAX_CHUNK.min(*caps.last().unwrap()));
+}
+
+#[test]
+fn large_frames_are_referenced_not_copied() {
+    let pool = ChunkPool::default();
+    let mut log = TopicLog::new(1);
+    log.append(&frame(10, 1), &pool);
+    let big = frame(LARGE_FRAME + 1, 2);
+    log.append(&big, &pool);
+    log.append(&frame(10, 3), &pool);
+    assert_eq!(log.segments(), 3);
+    let mut ptrs = Vec::new();
+    log.pieces(0, usize::MAX, |b, _| {
+        ptrs.push((b.as_ptr(), b.len()));
+        true
+    });
+    assert_eq!(ptrs.len(), 3);
+    assert_eq!(
+        ptrs[1],
+        (big.as_ptr(), big.len()),
+        "the published buffer itself"
+    );
+    // The rest of the large frame, held, is a slice of the same buffer.
+    let rest = log.hold_rest_of_frame(20).unwrap();
+    assert_eq!(rest.len(), LARGE_FRAME + 1 - 10);
+    assert_eq!(rest.bytes().as_ptr(), big[10..].as_ptr());
+}
+
+#[test]
+fn boundaries_and_counts() {
+    let pool = ChunkPool::default();
+    let mut log = TopicLog::new(7);
+    for len in [3usize, 5, 2] {
+        log.append(&frame(len, len as u8), &pool);
+    }
+    // Frames at 0, 3, 8; head 10.
+    assert!(log.is_boundary(0) && log.is_boundary(3) && log.is_boundary(8) && log.is_boundary(10));
+    assert!(!log.is_boundary(4));
+    assert_eq!(log.frame_end(4), 8);
+    assert_eq!(log.frame_end(9), 10);
+    assert_eq!(log.frame_end(3), 3);
+    assert_eq!(log.frames_before(0), 0);
+    assert_eq!(log.frames_before(4), 2);
+    assert_eq!(log.frames_before(10), 3);
+    assert_eq!(log.latest_frame(), Some(8));
+    assert_eq!(log.frame_at_or_after(4), 8);
+    assert_eq!(log.frame_at_or_after(9), 10);
+    let seqs: Vec<u64> = log.frames().map(|f| f.seq).collect();
+    assert_eq!(seqs, [7, 8, 9]);
+    assert_eq!(log.next_seq(), 10);
+    let rest = log.hold_rest_of_frame(5).unwrap();
+    assert_eq!(rest.bytes(), &[5u8; 3]);
+    assert!(log.hold_rest_of_frame(8).is_none());
+}
+
+#[test]
+fn trim_returns_chunks_every_cursor_passed() {
+    let pool = ChunkPool::default();
+    let mut log = TopicLog::new(1);
+    for i in 0..1000u32 {
+        log.append(&frame(100, i as u8), &pool);
+    }
+    let segs = log.segments();
+    assert!(segs > 3);
+    let live = pool.live();
+    // A cursor in the middle keeps its chunk and everything after it.
+    log.trim(50_000);
+    assert!(log.tail() <= 50_000 && log.tail() > 0);
+    assert!(pool.live() < live);
+    assert_eq!(log.frames().next().unwrap().pos, log.tail());
+    let (bytes, _) = collect(&log, 50_000);
+    assert_eq!(bytes.len(), 50_000);
+    // Every cursor at the head: nothing but (at most) a half-empty tail chunk stays.
+    log.trim(log.head());
+    assert!(log.held_bytes() < MAX_CHUNK as u64 / 2);
+    assert!(pool.live() <= 1);
+    // A pinned chunk stays alive (not reused) after the log let it go.
+    let mut log = TopicLog::new(1);
+    log.append(&frame(100, 9), &pool);
+    log.append(&frame(4000, 9), &pool);
+    let held = log.hold_rest_of_frame(50).unwrap();
+    log.trim(log.head());
+    assert_eq!(log.segments(), 1, "only the half-empty tail chunk stays");
+    assert_eq!(
+        held.bytes(),
+        &[9u8; 50],
+        "the first chunk lives on for its holder"
+    );
+}
+
+#[test]
+#[should_panic(expected = "outside the log")]
+fn a_dropped_cursor_is_a_bug() {
+    let pool = ChunkPool::default();
+    let mut log = TopicLog::new(1);
+    for _ in 0..100 {
+        log.append(&frame(1000, 0), &pool);
+    }
+    log.trim(90_000);
+    log.pieces(0, usize::MAX, |_, _| true);
+}

@@ -1,0 +1,312 @@
+//! What one connection has to send: a cursor per subscribed topic, and a small queue of
+//! its own frames.
+//!
+//! Published messages are not queued per connection at all: a subscription is `(topic,
+//! cursor)`, and what it has not been sent is `log[cursor..head]` of the topic's log
+//! ([`super::log`]) — one or two slices however many messages are pending. The connection's
+//! own frames (handshake answer, pongs, replies, the close frame) go through a short
+//! queue, [`Outbox::push`].
+//!
+//! # Write order
+//! [`gather`](Outbox::gather) hands out, in this order: the subscription whose last write
+//! ended inside a frame (it must finish that frame before anything else goes on the
+//! wire), then the own queue, then every other subscription's pending run in the order
+//! they were subscribed. [`advance`](Outbox::advance) consumes what a write took in the
+//! same order, so a partial write resumes exactly where it stopped — inside a frame,
+//! inside a chunk, anywhere. Within a topic, messages go out in publish order; across
+//! topics, a write carries each topic's pending run in turn, so two topics' messages
+//! published in the same turn may reach a client grouped by topic.
+//!
+//! # Moving a cursor
+//! Slow-consumer policies ([`skip`](Outbox::skip)) and unsubscribing never cut a frame: if
+//! the subscription had written part of a frame, the rest of that frame is kept (a
+//! reference to its chunk, [`Held`]) at the front of the own queue and finished first.
+//! Closing normally ([`freeze`](Outbox::freeze)) holds everything still pending the same
+//! way, so the close frame goes out after it.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::log::{Backing, Held, TopicLog};
+use super::topic::Topics;
+
+/// One subscription of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sub {
+    /// The topic's id in the reactor ([`Topics`]).
+    pub(crate) topic: u32,
+    /// The cursor is inside a frame: part of it was written.
+    mid: bool,
+    /// Position in the topic's log of the next byte to send.
+    pub(crate) cursor: u64,
+}
+
+/// A source of bytes, in write order.
+#[derive(Debug, Clone, Copy)]
+enum Src {
+    Sub(usize),
+    Own,
+}
+
+/// What a write completed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// Whole frames (published or own) finished.
+    pub(crate) frames: usize,
+}
+
+/// A connection's pending output. See the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    own: VecDeque<Held>,
+    /// Bytes of `own.front()` already written.
+    own_off: usize,
+    /// Bytes in `own`, minus `own_off`.
+    own_bytes: usize,
+    subs: Vec<Sub>,
+}
+
+impl Outbox {
+    /// Queues a frame of the connection's own (after those queued before).
+    pub(crate) fn push(&mut self, frame: Bytes) {
+        if !frame.is_empty() {
+            self.own_bytes += frame.len();
+            self.own.push_back(Held::Bytes(frame));
+        }
+    }
+
+    /// Bytes of own frames waiting.
+    pub(crate) fn own_bytes(&self) -> usize {
+        self.own_bytes
+    }
+
+    /// The subscriptions.
+    pub(crate) fn subs(&self) -> &[Sub] {
+        &self.subs
+    }
+
+    /// The subscription to `topic`, if any.
+    pub(crate) fn sub_index(&self, topic: u32) -> Option<usize> {
+        self.subs.iter().position(|s| s.topic == topic)
+    }
+
+    /// Subscribes at `cursor` (the log's head: only messages published from now on).
+    pub(crate) fn add_sub(&mut self, topic: u32, cursor: u64) {
+        self.subs.push(Sub {
+            topic,
+            mid: false,
+            cursor,
+        });
+    }
+
+    /// Unsubscribes from `topic`, finishing a frame it had started; returns whether it
+    /// was subscribed.
+    pub(crate) fn remove_sub(&mut self, topics: &Topics, topic: u32) -> bool {
+        let Some(i) = self.sub_index(topic) else {
+            return false;
+        };
+        let s = self.subs[i];
+        if s.mid {
+            self.hold_rest_of_frame(topics.log(topic), s.cursor);
+        }
+        self.subs.remove(i);
+        true
+    }
+
+    /// Nothing at all to send.
+    pub(crate) fn is_empty(&self, topics: &Topics) -> bool {
+        self.own.is_empty()
+            && self
+                .subs
+                .iter()
+                .all(|s| s.cursor == topics.log(s.topic).head())
+    }
+
+    /// Bytes a subscription has not been sent yet.
+    pub(crate) fn lag(&self, i: usize, log: &TopicLog) -> u64 {
+        log.head() - self.subs[i].cursor
+    }
+
+    /// Calls `f` with the bytes to write next, in write order (module docs), until `max`
+    /// bytes were given or `f` returns `false` (no room for another slice); returns the
+    /// bytes given.
+    pub(crate) fn gather(
+        &self,
+        topics: &Topics,
+        max: usize,
+        mut f: impl FnMut(&[u8], Backing<'_>) -> bool,
+    ) -> usize {
+        let mut total = 0;
+        let mut go = true;
+        for src in self.order() {
+            if !go || total >= max {
+                break;
+            }
+            match src {
+                Src::Sub(i) => {
+                    let s = &self.subs[i];
+                    total += topics.log(s.topic).pieces(s.cursor, max - total, |b, k| {
+                        go = f(b, k);
+                        go
+                    });
+                }
+                Src::Own => {
+                    for (k, h) in self.own.iter().enumerate() {
+                        if !go || total >= max {
+                            break;
+                        }
+                        let bytes = &h.bytes()[if k == 0 { self.own_off } else { 0 }..];
+                        let take = bytes.len().min(max - total);
+                        total += take;
+                        go = f(&bytes[..take], h.backing());
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    /// Consumes `n` bytes that a write took, in [`gather`](Self::gather) order.
+    ///
+    /// # Panics
+    /// If `n` is more than what is pending.
+    pub(crate) fn advance(&mut self, topics: &Topics, mut n: usize) -> Written {
+        let mut w = Written::default();
+        for src in self.order() {
+            if n == 0 {
+                break;
+            }
+            match src {
+                Src::Sub(i) => n = self.advance_sub(topics, i, n, &mut w),
+                Src::Own => n = self.advance_own(n, &mut w),
+            }
+        }
+        assert_eq!(n, 0, "advance past the pending bytes");
+        w
+    }
+
+    /// The write order (module docs).
+    fn order(&self) -> impl Iterator<Item = Src> + use<> {
+        let mid = self.subs.iter().position(|s| s.mid);
+        let n = self.subs.len();
+        mid.map(Src::Sub)
+            .into_iter()
+            .chain(std::iter::once(Src::Own))
+            .chain((0..n).filter(move |&i| Some(i) != mid).map(Src::Sub))
+    }
+
+    fn advance_own(&mut self, mut n: usize, w: &mut Written) -> usize {
+        while n > 0 {
+            let Some(front) = self.own.front() else {
+                break;
+            };
+            let left = front.len() - self.own_off;
+            if n >= left {
+                n -= left;
+                self.own_bytes -= left;
+                self.own.pop_front();
+                self.own_off = 0;
+                w.frames += 1;
+            } else {
+                self.own_off += n;
+                self.own_bytes -= n;
+                n = 0;
+            }
+        }
+        n
+    }
+
+    fn advance_sub(&mut self, topics: &Topics, i: usize, n: usize, w: &mut Written) -> usize {
+        let s = &mut self.subs[i];
+        let log = topics.log(s.topic);
+        let take = ((log.head() - s.cursor) as usize).min(n);
+        if take == 0 {
+            return n;
+        }
+        let (old, new) = (s.cursor, s.cursor + take as u64);
+        let mid_new = !log.is_boundary(new);
+        // Frames finished: those starting in [old, new), plus the one `old` was inside of,
+        // minus the one `new` is inside of.
+        w.frames += log.frames_before(new) - log.frames_before(old) + usize::from(s.mid)
+            - usize::from(mid_new);
+        s.cursor = new;
+        s.mid = mid_new;
+        n - take
+    }
+
+    /// Moves subscription `i`'s cursor forward to the frame boundary `to` (a
+    /// slow-consumer policy); returns the messages skipped. A frame it had started is
+    /// finished first (held), and is not counted.
+    pub(crate) fn skip(&mut self, log: &TopicLog, i: usize, to: u64) -> usize {
+        let s = self.subs[i];
+        let mut cursor = s.cursor;
+        if s.mid {
+            self.hold_rest_of_frame(log, cursor);
+            cursor = log.frame_end(cursor);
+        }
+        let to = to.max(cursor);
+        let skipped = log.frames_before(to) - log.frames_before(cursor);
+        self.subs[i] = Sub {
+            topic: s.topic,
+            mid: false,
+            cursor: to,
+        };
+        skipped
+    }
+
+    /// Detaches every subscription for a slow-consumer close: a frame started is finished,
+    /// the rest is not sent; returns the topics to leave.
+    pub(crate) fn drop_subs(&mut self, topics: &Topics) -> Vec<u32> {
+        if let Some(s) = self.subs.iter().find(|s| s.mid).copied() {
+            self.hold_rest_of_frame(topics.log(s.topic), s.cursor);
+        }
+        self.subs.drain(..).map(|s| s.topic).collect()
+    }
+
+    /// Detaches every subscription for a normal close: what each has pending is held and
+    /// still sent (before anything queued after this call, such as the close frame);
+    /// returns the topics to leave.
+    pub(crate) fn freeze(&mut self, topics: &Topics) -> Vec<u32> {
+        if let Some(i) = self.subs.iter().position(|s| s.mid) {
+            let s = self.subs[i];
+            let mut rest = Vec::new();
+            topics.log(s.topic).hold_from(s.cursor, |h| rest.push(h));
+            for h in rest.into_iter().rev() {
+                self.own_bytes += h.len();
+                self.own.push_front(h);
+            }
+            self.subs[i].cursor = topics.log(s.topic).head();
+        }
+        for s in &self.subs {
+            let (own, own_bytes) = (&mut self.own, &mut self.own_bytes);
+            topics.log(s.topic).hold_from(s.cursor, |h| {
+                *own_bytes += h.len();
+                own.push_back(h);
+            });
+        }
+        self.subs.drain(..).map(|s| s.topic).collect()
+    }
+
+    /// Drops own frames not started (the connection is going away); returns how many.
+    pub(crate) fn discard_own_unstarted(&mut self) -> usize {
+        let keep = usize::from(self.own_off > 0).min(self.own.len());
+        let n = self.own.len() - keep;
+        for h in self.own.drain(keep..) {
+            self.own_bytes -= h.len();
+        }
+        n
+    }
+
+    /// Puts the rest of the frame that `pos` is inside of at the front of the own queue.
+    fn hold_rest_of_frame(&mut self, log: &TopicLog, pos: u64) {
+        debug_assert_eq!(self.own_off, 0, "two writes in progress at once");
+        if let Some(h) = log.hold_rest_of_frame(pos) {
+            self.own_bytes += h.len();
+            self.own.push_front(h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
