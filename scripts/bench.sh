@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Side-by-side broadcast benchmark (STYLE habit 14): ringcast (epoll; io_uring too when
-# `ringcast serve --backend` exists) against raw-writev (the kernel's loopback ceiling)
-# and the tokio peers of bench/peers, all driven the same way by loadgen.
+# `ringcast serve --backend` exists) against raw-batch (the ceiling: one contiguous write
+# per subscriber per turn from a shared byte log, the best a coalescing server can do on
+# loopback), raw-writev (a secondary reference: one writev of per-frame slices per
+# subscriber per turn) and the tokio peers of bench/peers, all driven the same way by
+# loadgen.
 #
 # Every run starts a fresh server on a free 127.0.0.1 port, pinned to CPU 0, waits until
 # it listens, runs one loadgen scenario pinned to CPU 1 (--json), samples both processes'
@@ -9,13 +12,18 @@
 # its pid. Scenarios: fan-out throughput (--rate max, 64 B), latency at a fixed rate
 # (100 msg/s and 2 msg/s, 128 B), idle connections (set-up rate, server bytes per
 # connection), and in full mode with io_uring a 40k-subscriber run past the fd cap.
+# The window matrix measures fan-out throughput (--rate max, 64 B) at 16, 64 and 256
+# messages in flight (loadgen --window) with 1k and 10k subscribers, for ringcast-epoll,
+# ringcast-uring and raw-batch (and raw-writev in full mode); the report sets each
+# ringcast backend against the raw-batch ceiling.
 #
 # Usage: scripts/bench.sh [--quick] [--reps N] [--only IMPL[,IMPL...]]
-#   --quick   1 repetition, 2 s runs, 1k-5k subscribers, no scale run (< 2 min)
+#   --quick   1 repetition, 2 s runs, 1k-5k subscribers (window matrix: 1k and 10k,
+#             three implementations), no scale run (~4 min with every implementation)
 #   --reps N  repetitions in full mode (default 3); the report gives medians
-#             (full mode: 10 s runs, 1k-10k subscribers, 40k scale run; ~20 min)
+#             (full mode: 10 s runs, 1k-10k subscribers, 40k scale run; ~40 min)
 #   --only    run only these implementations (ringcast-epoll, ringcast-uring,
-#             raw-writev, peer-tungstenite, peer-fastws)
+#             raw-batch, raw-writev, peer-tungstenite, peer-fastws)
 # Writes bench/results/<UTC stamp>.json (meta, every run, medians), .md (tables, ratios),
 # -throughput.svg and -latency.svg (bench-report); logs and raw runs go to
 # bench/results/tmp/<stamp>/ (not committed).
@@ -62,7 +70,7 @@ done
 
 for i in ${ONLY//,/ }; do
   case "$i" in
-  ringcast-epoll | ringcast-uring | raw-writev | peer-tungstenite | peer-fastws) ;;
+  ringcast-epoll | ringcast-uring | raw-batch | raw-writev | peer-tungstenite | peer-fastws) ;;
   *)
     echo "bench: --only: unknown implementation '$i'" >&2
     usage
@@ -104,7 +112,7 @@ PEERS="${CARGO_TARGET_DIR:-bench/peers/target}/release"
 RC="$TARGET/ringcast"
 LG="$TARGET/loadgen"
 REPORT="$PEERS/bench-report"
-for bin in "$RC" "$LG" "$REPORT" "$PEERS/raw-writev" "$PEERS/peer-tungstenite" "$PEERS/peer-fastws"; do
+for bin in "$RC" "$LG" "$REPORT" "$PEERS/raw-batch" "$PEERS/raw-writev" "$PEERS/peer-tungstenite" "$PEERS/peer-fastws"; do
   [[ -x $bin ]] || die "missing binary $bin"
 done
 
@@ -124,10 +132,11 @@ else
   CMD[ringcast-epoll]="$RC serve --threads 1 --listen 127.0.0.1:PORT"
   IMPLS+=(ringcast-epoll)
 fi
+CMD[raw-batch]="$PEERS/raw-batch --listen 127.0.0.1:PORT"
 CMD[raw-writev]="$PEERS/raw-writev --listen 127.0.0.1:PORT"
 CMD[peer-tungstenite]="$PEERS/peer-tungstenite --threads 1 --listen 127.0.0.1:PORT"
 CMD[peer-fastws]="$PEERS/peer-fastws --threads 1 --listen 127.0.0.1:PORT"
-IMPLS+=(raw-writev peer-tungstenite peer-fastws)
+IMPLS+=(raw-batch raw-writev peer-tungstenite peer-fastws)
 if [[ -n $ONLY ]]; then
   for i in ${ONLY//,/ }; do
     [[ -n ${CMD[$i]:-} ]] || die "--only: unknown or unavailable implementation '$i' (have: ${IMPLS[*]})"
@@ -140,6 +149,9 @@ if [[ -n $ONLY ]]; then
 fi
 # Peers that drop for lagging subscribers by design (tokio broadcast): no --expect-all.
 expect_all() { [[ $1 != peer-* ]]; }
+# Scenarios that only some implementations run: id -> space-separated implementations.
+declare -A ONLY_FOR
+runs_in() { [[ -z ${ONLY_FOR[$1]:-} || " ${ONLY_FOR[$1]} " == *" $2 "* ]]; }
 
 # --- scenarios ---------------------------------------------------------------------------
 # id | kind | rate ("" = max) | label | loadgen arguments (SERVER_PID is replaced)
@@ -151,6 +163,19 @@ add tput-1k fanout "" "$(k 1000) subscribers × 64 B, --rate max" \
   "fanout --subscribers 1000 --size 64 --rate max $COMMON"
 add "tput-$(k $BIG)" fanout "" "$(k $BIG) subscribers × 64 B, --rate max" \
   "fanout --subscribers $BIG --size 64 --rate max $COMMON"
+# Window matrix: messages in flight (loadgen --window) × subscribers, against raw-batch.
+MATRIX_IMPLS="ringcast-epoll ringcast-uring raw-batch"
+if ((!QUICK)); then MATRIX_IMPLS+=" raw-writev"; fi
+declare -A MATRIX # id -> "subscribers window"
+for n in 1000 10000; do
+  for w in 16 64 256; do
+    id="win-$(k $n)-w$w"
+    add "$id" fanout "" "$(k $n) subscribers × 64 B, --rate max --window $w" \
+      "fanout --subscribers $n --size 64 --rate max --window $w $COMMON"
+    ONLY_FOR[$id]=$MATRIX_IMPLS
+    MATRIX[$id]="$n $w"
+  done
+done
 add lat-100 fanout 100 "$(k $LAT) subscribers × 100 msg/s ($(k $((LAT * 100))) deliveries/s), 128 B" \
   "fanout --subscribers $LAT --size 128 --rate 100 $COMMON"
 add lat-2 fanout 2 "$(k $LAT) subscribers × 2 msg/s (single publishes), 128 B" \
@@ -284,7 +309,13 @@ TOTAL=0
 for ((rep = 1; rep <= REPS; rep++)); do
   for sc in "${SC[@]}"; do
     IFS='|' read -r id _ _ _ _ <<<"$sc"
-    if [[ $id == "$SCALE_ID" ]]; then TOTAL=$((TOTAL + 1)); else TOTAL=$((TOTAL + ${#IMPLS[@]})); fi
+    if [[ $id == "$SCALE_ID" ]]; then
+      TOTAL=$((TOTAL + 1))
+      continue
+    fi
+    for imp in "${IMPLS[@]}"; do
+      if runs_in "$id" "$imp"; then TOTAL=$((TOTAL + 1)); fi
+    done
   done
 done
 N=0
@@ -399,7 +430,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
       continue
     fi
     for imp in "${IMPLS[@]}"; do
-      run_one "$imp" "$sc" "$rep"
+      if runs_in "$id" "$imp"; then run_one "$imp" "$sc" "$rep"; fi
     done
   done
 done
@@ -415,8 +446,11 @@ if [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then dir
 {
   for sc in "${SC[@]}"; do
     IFS='|' read -r id kind rate label _ <<<"$sc"
+    read -r m_subs m_window <<<"${MATRIX[$id]:-}"
     jq -cn --arg id "$id" --arg kind "$kind" --arg rate "$rate" --arg lbl "$label" \
-      '{id: $id, kind: $kind, "label": $lbl, rate: (if $rate == "" then null else ($rate | tonumber) end)}'
+      --arg subs "${m_subs:-}" --arg window "${m_window:-}" \
+      '{id: $id, kind: $kind, "label": $lbl, rate: (if $rate == "" then null else ($rate | tonumber) end)}
+       + (if $window == "" then {} else {matrix: {subscribers: ($subs | tonumber), window: ($window | tonumber)}} end)'
   done
   if [[ -n ${SKIPPED[$SCALE_ID]:-} ]]; then
     jq -cn --arg id "$SCALE_ID" '{id: $id, kind: "fanout", rate: 10,
@@ -443,7 +477,8 @@ jq -n \
       "Under --rate max, latency is mostly the publisher window of loadgen (about window ÷ msg/s), not a server delay.",
       "Bytes/connection: VmRSS growth of the freshly started server ÷ connections, read 200 ms after the last handshake; kernel socket buffers are not in RSS.",
       "CPU: utime+stime deltas from /proc/PID/stat (sampled every 100 ms) over the measured window; loadgen worker processes (scale run) are not counted.",
-      "raw-writev is a reference, not a WebSocket server: it does the least a broadcast needs (one writev per subscriber per turn)."
+      "raw-batch is the ceiling: not a WebSocket server but the least a coalescing broadcast needs. Each publication is appended once to one shared byte log, and each subscriber gets one contiguous write of everything it has not yet received per poll turn (no per-message work per subscriber).",
+      "raw-writev is a secondary reference: one writev per subscriber per turn of one slice per queued frame (a per-message cost per subscriber)."
     ]}' "${BUILD[@]}" >"$WORK/meta.json"
 
 "$REPORT" --meta "$WORK/meta.json" --runs "$RUNS" --out "$OUT/$STAMP"

@@ -5,7 +5,9 @@
 //! CPU-time samples of the server and loadgen processes). Output, beside `--out PREFIX`:
 //!
 //! - `PREFIX.json`: the meta, every run with its derived metrics, and the medians;
-//! - `PREFIX.md`: one table per scenario, ratios, problems, the exact commands;
+//! - `PREFIX.md`: the window matrix (ringcast against the `raw-batch` ceiling at 16, 64
+//!   and 256 messages in flight), one table per other scenario, ratios, problems, the
+//!   exact commands;
 //! - `PREFIX-throughput.svg`, `PREFIX-latency.svg`: bar charts per implementation.
 //!
 //! CPU use is the server's (and loadgen's) `utime + stime` delta over the measured window
@@ -73,6 +75,8 @@ struct Scenario {
     kind: String,
     /// Target messages per second; `None` for `--rate max`.
     rate: Option<f64>,
+    /// A cell of the window matrix: (subscribers, loadgen `--window`).
+    matrix: Option<(u64, u64)>,
 }
 
 /// One loadgen run, with what is derived from it.
@@ -221,6 +225,9 @@ fn scenarios(meta: &Value) -> Res<Vec<Scenario>> {
             label: s["label"].as_str().unwrap_or("?").to_owned(),
             kind: s["kind"].as_str().unwrap_or("fanout").to_owned(),
             rate: s["rate"].as_f64(),
+            matrix: s["matrix"]["subscribers"]
+                .as_u64()
+                .zip(s["matrix"]["window"].as_u64()),
         })
         .collect())
 }
@@ -434,6 +441,10 @@ fn summarize(
     cells
 }
 
+/// The implementation the window matrix measures ringcast against: one contiguous write
+/// per subscriber per turn, the best a coalescing server can do on loopback.
+const CEILING: &str = "raw-batch";
+
 /// "`subject` is `value`× better than `versus`" on `metric` (higher-is-better metrics:
 /// subject ÷ versus; lower-is-better: versus ÷ subject).
 #[derive(Debug)]
@@ -475,10 +486,13 @@ fn ratios(
                 p.push(("ringcast-epoll".to_owned(), i.clone()));
             }
         }
-        if impls.iter().any(|i| i == "ringcast-uring")
-            && impls.iter().any(|i| i == "ringcast-epoll")
-        {
-            p.push(("ringcast-uring".to_owned(), "ringcast-epoll".to_owned()));
+        if impls.iter().any(|i| i == "ringcast-uring") {
+            if impls.iter().any(|i| i == CEILING) {
+                p.push(("ringcast-uring".to_owned(), CEILING.to_owned()));
+            }
+            if impls.iter().any(|i| i == "ringcast-epoll") {
+                p.push(("ringcast-uring".to_owned(), "ringcast-epoll".to_owned()));
+            }
         }
         p
     };
@@ -586,6 +600,155 @@ fn status_cell(c: &Cell) -> String {
     }
 }
 
+/// The cells after the implementation's name in a fan-out table row: deliveries/s,
+/// published/s, p50, p99, p99.9, lost, server CPU, CPU 0 others, loadgen CPU, bottleneck,
+/// runs ok.
+fn fanout_cells(sc: &Scenario, c: &Cell) -> String {
+    let g = |k: &str| c.median.get(k).copied();
+    [
+        opt(g("deliveries_per_sec"), thousands),
+        opt(g("published_per_sec"), thousands),
+        opt(g("p50_us"), us),
+        opt(g("p99_us"), us),
+        opt(g("p999_us"), us),
+        opt(g("lost"), thousands) + if c.undrained > 0 { " ‡" } else { "" },
+        opt(g("server_cpu"), pct),
+        opt(g("cpu0_others"), pct),
+        opt(g("loadgen_cpu"), pct),
+        if c.measured > 0 {
+            bottleneck(sc, &c.median)
+        } else {
+            "–".to_owned()
+        },
+        status_cell(c),
+    ]
+    .join(" | ")
+}
+
+/// The window matrix: deliveries/s of each implementation per (subscribers, messages in
+/// flight), ringcast's backends as a share of the `raw-batch` ceiling, io_uring against
+/// epoll; then the details of every cell (latency, loss, CPU, bottleneck).
+fn window_matrix(
+    md: &mut String,
+    scenarios: &[Scenario],
+    impls: &[String],
+    cells: &BTreeMap<(String, String), Cell>,
+) {
+    let rows: Vec<(&Scenario, u64, u64)> = scenarios
+        .iter()
+        .filter_map(|s| s.matrix.map(|(n, w)| (s, n, w)))
+        .collect();
+    let cols: Vec<&String> = impls
+        .iter()
+        .filter(|i| {
+            rows.iter()
+                .any(|(s, _, _)| cells.contains_key(&(s.id.clone(), (*i).clone())))
+        })
+        .collect();
+    if cols.is_empty() {
+        return;
+    }
+    let has = |i: &str| cols.iter().any(|c| *c == i);
+    let ratio_cols: Vec<(&str, &str, &str)> = [
+        ("ringcast-epoll", CEILING, "ringcast-epoll / raw-batch"),
+        ("ringcast-uring", CEILING, "ringcast-uring / raw-batch"),
+        ("ringcast-uring", "ringcast-epoll", "uring / epoll"),
+    ]
+    .into_iter()
+    .filter(|(a, b, _)| has(a) && has(b))
+    .collect();
+    let _ = writeln!(
+        md,
+        "## Window matrix: ringcast against the `raw-batch` ceiling\n"
+    );
+    let _ = writeln!(
+        md,
+        "Fan-out throughput (deliveries/s, medians; 64 B, `--rate max`) at 16, 64 and 256 \
+         messages in flight (loadgen `--window`). **`raw-batch` is the ceiling**: the best a \
+         coalescing server can do on loopback. It appends each publication once to one \
+         shared byte log, and after each poll turn gives every subscriber one contiguous \
+         `write` of everything it is owed: one syscall per subscriber per turn, no \
+         per-message work per subscriber. A ratio to it is the share of the ceiling reached \
+         (1 = at the ceiling). `raw-writev`, where present, is a secondary reference (one \
+         slice per frame). § the server was not the bottleneck (small windows are bound by \
+         the round trip; or loadgen, or a shared CPU 0): that server could have done more, so \
+         the figure understates it. † a run failed or an \
+         expectation did not hold; ‡ the drain timed out. See the details below.\n"
+    );
+    let mut head = "| subscribers | in flight |".to_owned();
+    let mut rule = "|--:|--:|".to_owned();
+    for i in &cols {
+        if i.as_str() == CEILING {
+            let _ = write!(head, " {i} (ceiling) |");
+        } else {
+            let _ = write!(head, " {i} |");
+        }
+        rule.push_str("--:|");
+    }
+    for (_, _, name) in &ratio_cols {
+        let _ = write!(head, " {name} |");
+        rule.push_str("--:|");
+    }
+    let _ = writeln!(md, "{head}\n{rule}");
+    for (s, n, w) in &rows {
+        let value = |i: &str| {
+            cells
+                .get(&(s.id.clone(), i.to_owned()))
+                .and_then(|c| c.median.get("deliveries_per_sec").copied())
+        };
+        let mut line = format!("| {} | {w} |", thousands(*n as f64));
+        for i in &cols {
+            let cell = match cells.get(&(s.id.clone(), (*i).clone())) {
+                None => "–".to_owned(),
+                Some(c) => {
+                    let mut v = opt(value(i), thousands);
+                    if c.measured > 0 && bottleneck(s, &c.median) != "server" {
+                        v.push_str(" §");
+                    }
+                    if c.ok < c.runs {
+                        v.push_str(" †");
+                    }
+                    if c.undrained > 0 {
+                        v.push_str(" ‡");
+                    }
+                    v
+                }
+            };
+            let _ = write!(line, " {cell} |");
+        }
+        for (a, b, _) in &ratio_cols {
+            let r = match (value(a), value(b)) {
+                (Some(x), Some(y)) if y > 0.0 => format!("{:.2}", x / y),
+                _ => "–".to_owned(),
+            };
+            let _ = write!(line, " {r} |");
+        }
+        let _ = writeln!(md, "{line}");
+    }
+    let _ = writeln!(md, "\nDetails:\n");
+    let _ = writeln!(
+        md,
+        "| subscribers | in flight | implementation | deliveries/s | published/s | p50 µs | p99 µs | p99.9 µs | lost | server CPU | CPU 0 others | loadgen CPU | bottleneck | runs ok |"
+    );
+    let _ = writeln!(
+        md,
+        "|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|:-:|"
+    );
+    for (s, n, w) in &rows {
+        for i in &cols {
+            if let Some(c) = cells.get(&(s.id.clone(), (*i).clone())) {
+                let _ = writeln!(
+                    md,
+                    "| {} | {w} | {i} | {} |",
+                    thousands(*n as f64),
+                    fanout_cells(s, c)
+                );
+            }
+        }
+    }
+    md.push('\n');
+}
+
 fn markdown(
     meta: &Value,
     scenarios: &[Scenario],
@@ -643,8 +806,9 @@ fn markdown(
          or an expectation (`--expect-all`: nothing lost, reordered, duplicated or closed) \
          did not hold; see *Problems*.\n"
     );
+    window_matrix(&mut md, scenarios, impls, cells);
 
-    for sc in scenarios {
+    for sc in scenarios.iter().filter(|s| s.matrix.is_none()) {
         let present: Vec<&String> = impls
             .iter()
             .filter(|i| cells.contains_key(&(sc.id.clone(), (*i).clone())))
@@ -684,35 +848,25 @@ fn markdown(
             let _ = writeln!(md, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|:-:|");
             for i in present {
                 let c = &cells[&(sc.id.clone(), i.clone())];
-                let g = |k: &str| c.median.get(k).copied();
-                let _ = writeln!(
-                    md,
-                    "| {i} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    opt(g("deliveries_per_sec"), thousands),
-                    opt(g("published_per_sec"), thousands),
-                    opt(g("p50_us"), us),
-                    opt(g("p99_us"), us),
-                    opt(g("p999_us"), us),
-                    opt(g("lost"), thousands) + if c.undrained > 0 { " ‡" } else { "" },
-                    opt(g("server_cpu"), pct),
-                    opt(g("cpu0_others"), pct),
-                    opt(g("loadgen_cpu"), pct),
-                    if c.measured > 0 {
-                        bottleneck(sc, &c.median)
-                    } else {
-                        "–".to_owned()
-                    },
-                    status_cell(c)
-                );
+                let _ = writeln!(md, "| {i} | {} |", fanout_cells(sc, c));
             }
         }
         md.push('\n');
     }
 
+    // The window matrix has its own ratio columns (above).
+    let ratios: Vec<&Ratio> = ratios
+        .iter()
+        .filter(|r| {
+            scenarios
+                .iter()
+                .any(|s| s.id == r.scenario && s.matrix.is_none())
+        })
+        .collect();
     if !ratios.is_empty() {
         let cols: Vec<(String, String)> = {
             let mut v: Vec<(String, String)> = Vec::new();
-            for r in ratios {
+            for r in &ratios {
                 let k = (r.subject.clone(), r.versus.clone());
                 if !v.contains(&k) {
                     v.push(k);
@@ -733,7 +887,7 @@ fn markdown(
             rule.push_str("--:|");
         }
         let _ = writeln!(md, "{head}\n{rule}");
-        for sc in scenarios {
+        for sc in scenarios.iter().filter(|s| s.matrix.is_none()) {
             for metric in headline(sc) {
                 let row: Vec<String> = cols
                     .iter()
@@ -894,7 +1048,8 @@ fn color(name: &str, idx: usize) -> RGBColor {
     match name {
         "ringcast-epoll" => RGBColor(0x1f, 0x77, 0xb4),
         "ringcast-uring" => RGBColor(0x17, 0xbe, 0xcf),
-        "raw-writev" => RGBColor(0x7f, 0x7f, 0x7f),
+        "raw-batch" => RGBColor(0x33, 0x33, 0x33),
+        "raw-writev" => RGBColor(0xaa, 0xaa, 0xaa),
         "peer-tungstenite" => RGBColor(0xff, 0x7f, 0x0e),
         "peer-fastws" => RGBColor(0x2c, 0xa0, 0x2c),
         _ => [
@@ -1181,8 +1336,17 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// A chart axis label: the scenario's subscriber count and payload size.
+/// A chart axis label: the scenario's subscriber count and payload size (for a window
+/// matrix cell, its subscribers and window).
 fn short_label(s: &Scenario) -> String {
+    if let Some((n, w)) = s.matrix {
+        let n = if n % 1000 == 0 {
+            format!("{}k", n / 1000)
+        } else {
+            n.to_string()
+        };
+        return format!("{n} × window {w}");
+    }
     s.label
         .split(',')
         .next()

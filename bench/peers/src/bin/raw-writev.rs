@@ -1,4 +1,7 @@
-//! `raw-writev`: the loopback ceiling reference, a plain non-blocking `writev` loop.
+//! `raw-writev`: a secondary reference, a plain non-blocking `writev` loop.
+//!
+//! Not a ceiling: it costs a `Bytes` clone, a queue entry and an iovec per frame per
+//! subscriber. `raw-batch` (one contiguous write per subscriber per turn) is the ceiling.
 //!
 //! One thread, mio (epoll, edge-triggered). Just enough protocol to be reachable by loadgen:
 //! a minimal HTTP upgrade answer, client frames parsed only to find their boundaries and
