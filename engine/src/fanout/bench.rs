@@ -23,10 +23,10 @@ impl FanoutBench {
         let mut subs = Vec::with_capacity(subscribers);
         let mut id = 0;
         for key in 0..subscribers {
-            let (t, head) = topics.subscribe(&name, key).unwrap_or((id, 0));
+            let (t, pos, head) = topics.subscribe(&name, key);
             id = t;
             let mut o = Outbox::default();
-            o.add_sub(id, head);
+            o.add_sub(id, pos, head);
             subs.push(o);
         }
         Self { topics, id, subs }

@@ -27,6 +27,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use super::log::{Backing, Held, TopicLog};
 use super::topic::Topics;
@@ -36,10 +37,23 @@ use super::topic::Topics;
 pub(crate) struct Sub {
     /// The topic's id in the reactor ([`Topics`]).
     pub(crate) topic: u32,
-    /// The cursor is inside a frame: part of it was written.
-    mid: bool,
+    /// Position among the topic's subscribers.
+    pub(crate) pos: u32,
     /// Position in the topic's log of the next byte to send.
     pub(crate) cursor: u64,
+}
+
+/// No subscription is inside a frame.
+const NO_MID: u32 = u32::MAX;
+
+/// The own frames of a connection; allocated only while there are some.
+#[derive(Debug, Default)]
+struct Own {
+    frames: VecDeque<Held>,
+    /// Bytes of `frames.front()` already written.
+    off: usize,
+    /// Bytes in `frames`, minus `off`.
+    bytes: usize,
 }
 
 /// A source of bytes, in write order.
@@ -57,28 +71,39 @@ pub(crate) struct Written {
 }
 
 /// A connection's pending output. See the module docs.
-#[derive(Debug, Default)]
+///
+/// # Memory layout
+/// 40 bytes while idle with one subscription: the subscription inline, own frames behind
+/// a pointer that is null while there are none.
+#[derive(Debug)]
 pub(crate) struct Outbox {
-    own: VecDeque<Held>,
-    /// Bytes of `own.front()` already written.
-    own_off: usize,
-    /// Bytes in `own`, minus `own_off`.
-    own_bytes: usize,
-    subs: Vec<Sub>,
+    own: Option<Box<Own>>,
+    subs: SmallVec<[Sub; 1]>,
+    /// The subscription whose last write ended inside a frame (at most one), or `NO_MID`.
+    mid: u32,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self {
+            own: None,
+            subs: SmallVec::new(),
+            mid: NO_MID,
+        }
+    }
 }
 
 impl Outbox {
     /// Queues a frame of the connection's own (after those queued before).
     pub(crate) fn push(&mut self, frame: Bytes) {
         if !frame.is_empty() {
-            self.own_bytes += frame.len();
-            self.own.push_back(Held::Bytes(frame));
+            self.own_push_back(Held::Bytes(frame));
         }
     }
 
     /// Bytes of own frames waiting.
     pub(crate) fn own_bytes(&self) -> usize {
-        self.own_bytes
+        self.own.as_ref().map_or(0, |o| o.bytes)
     }
 
     /// The subscriptions.
@@ -92,31 +117,36 @@ impl Outbox {
     }
 
     /// Subscribes at `cursor` (the log's head: only messages published from now on).
-    pub(crate) fn add_sub(&mut self, topic: u32, cursor: u64) {
-        self.subs.push(Sub {
-            topic,
-            mid: false,
-            cursor,
-        });
+    pub(crate) fn add_sub(&mut self, topic: u32, pos: u32, cursor: u64) {
+        self.subs.push(Sub { topic, pos, cursor });
     }
 
-    /// Unsubscribes from `topic`, finishing a frame it had started; returns whether it
-    /// was subscribed.
-    pub(crate) fn remove_sub(&mut self, topics: &Topics, topic: u32) -> bool {
-        let Some(i) = self.sub_index(topic) else {
-            return false;
-        };
-        let s = self.subs[i];
-        if s.mid {
-            self.hold_rest_of_frame(topics.log(topic), s.cursor);
+    /// Records that subscription `i` moved to position `pos` among its topic's
+    /// subscribers.
+    pub(crate) fn set_pos(&mut self, i: usize, pos: u32) {
+        self.subs[i].pos = pos;
+    }
+
+    /// Unsubscribes from `topic`, finishing a frame it had started; returns the
+    /// subscription that was removed (for the topic's side).
+    pub(crate) fn remove_sub(&mut self, topics: &Topics, topic: u32) -> Option<Sub> {
+        let i = self.sub_index(topic)?;
+        if self.mid() == Some(i) {
+            self.hold_rest_of_frame(topics.log(topic), self.subs[i].cursor);
+            self.mid = NO_MID;
         }
-        self.subs.remove(i);
-        true
+        let s = self.subs.remove(i);
+        if let Some(m) = self.mid() {
+            if m > i {
+                self.mid -= 1;
+            }
+        }
+        Some(s)
     }
 
     /// Nothing at all to send.
     pub(crate) fn is_empty(&self, topics: &Topics) -> bool {
-        self.own.is_empty()
+        self.own.is_none()
             && self
                 .subs
                 .iter()
@@ -152,11 +182,14 @@ impl Outbox {
                     });
                 }
                 Src::Own => {
-                    for (k, h) in self.own.iter().enumerate() {
+                    let Some(own) = &self.own else {
+                        continue;
+                    };
+                    for (k, h) in own.frames.iter().enumerate() {
                         if !go || total >= max {
                             break;
                         }
-                        let bytes = &h.bytes()[if k == 0 { self.own_off } else { 0 }..];
+                        let bytes = &h.bytes()[if k == 0 { own.off } else { 0 }..];
                         let take = bytes.len().min(max - total);
                         total += take;
                         go = f(&bytes[..take], h.backing());
@@ -186,9 +219,14 @@ impl Outbox {
         w
     }
 
+    /// The subscription inside a frame, if any.
+    fn mid(&self) -> Option<usize> {
+        (self.mid != NO_MID).then_some(self.mid as usize)
+    }
+
     /// The write order (module docs).
     fn order(&self) -> impl Iterator<Item = Src> + use<> {
-        let mid = self.subs.iter().position(|s| s.mid);
+        let mid = self.mid();
         let n = self.subs.len();
         mid.map(Src::Sub)
             .into_iter()
@@ -197,27 +235,35 @@ impl Outbox {
     }
 
     fn advance_own(&mut self, mut n: usize, w: &mut Written) -> usize {
+        let Some(own) = &mut self.own else {
+            return n;
+        };
         while n > 0 {
-            let Some(front) = self.own.front() else {
+            let Some(front) = own.frames.front() else {
                 break;
             };
-            let left = front.len() - self.own_off;
+            let left = front.len() - own.off;
             if n >= left {
                 n -= left;
-                self.own_bytes -= left;
-                self.own.pop_front();
-                self.own_off = 0;
+                own.bytes -= left;
+                own.frames.pop_front();
+                own.off = 0;
                 w.frames += 1;
             } else {
-                self.own_off += n;
-                self.own_bytes -= n;
+                own.off += n;
+                own.bytes -= n;
                 n = 0;
             }
+        }
+        if own.frames.is_empty() {
+            // An idle connection holds no queue.
+            self.own = None;
         }
         n
     }
 
     fn advance_sub(&mut self, topics: &Topics, i: usize, n: usize, w: &mut Written) -> usize {
+        let was_mid = self.mid() == Some(i);
         let s = &mut self.subs[i];
         let log = topics.log(s.topic);
         let take = ((log.head() - s.cursor) as usize).min(n);
@@ -228,10 +274,14 @@ impl Outbox {
         let mid_new = !log.is_boundary(new);
         // Frames finished: those starting in [old, new), plus the one `old` was inside of,
         // minus the one `new` is inside of.
-        w.frames += log.frames_before(new) - log.frames_before(old) + usize::from(s.mid)
+        w.frames += log.frames_before(new) - log.frames_before(old) + usize::from(was_mid)
             - usize::from(mid_new);
         s.cursor = new;
-        s.mid = mid_new;
+        if mid_new {
+            self.mid = i as u32;
+        } else if was_mid {
+            self.mid = NO_MID;
+        }
         n - take
     }
 
@@ -239,72 +289,90 @@ impl Outbox {
     /// slow-consumer policy); returns the messages skipped. A frame it had started is
     /// finished first (held), and is not counted.
     pub(crate) fn skip(&mut self, log: &TopicLog, i: usize, to: u64) -> usize {
-        let s = self.subs[i];
-        let mut cursor = s.cursor;
-        if s.mid {
+        let mut cursor = self.subs[i].cursor;
+        if self.mid() == Some(i) {
             self.hold_rest_of_frame(log, cursor);
+            self.mid = NO_MID;
             cursor = log.frame_end(cursor);
         }
         let to = to.max(cursor);
         let skipped = log.frames_before(to) - log.frames_before(cursor);
-        self.subs[i] = Sub {
-            topic: s.topic,
-            mid: false,
-            cursor: to,
-        };
+        self.subs[i].cursor = to;
         skipped
     }
 
     /// Detaches every subscription for a slow-consumer close: a frame started is finished,
-    /// the rest is not sent; returns the topics to leave.
-    pub(crate) fn drop_subs(&mut self, topics: &Topics) -> Vec<u32> {
-        if let Some(s) = self.subs.iter().find(|s| s.mid).copied() {
+    /// the rest is not sent; returns the subscriptions to remove from their topics.
+    pub(crate) fn drop_subs(&mut self, topics: &Topics) -> SmallVec<[Sub; 1]> {
+        if let Some(i) = self.mid() {
+            let s = self.subs[i];
             self.hold_rest_of_frame(topics.log(s.topic), s.cursor);
+            self.mid = NO_MID;
         }
-        self.subs.drain(..).map(|s| s.topic).collect()
+        std::mem::take(&mut self.subs)
     }
 
     /// Detaches every subscription for a normal close: what each has pending is held and
     /// still sent (before anything queued after this call, such as the close frame);
-    /// returns the topics to leave.
-    pub(crate) fn freeze(&mut self, topics: &Topics) -> Vec<u32> {
-        if let Some(i) = self.subs.iter().position(|s| s.mid) {
+    /// returns the subscriptions to remove from their topics.
+    pub(crate) fn freeze(&mut self, topics: &Topics) -> SmallVec<[Sub; 1]> {
+        if let Some(i) = self.mid() {
             let s = self.subs[i];
             let mut rest = Vec::new();
             topics.log(s.topic).hold_from(s.cursor, |h| rest.push(h));
             for h in rest.into_iter().rev() {
-                self.own_bytes += h.len();
-                self.own.push_front(h);
+                self.own_push_front(h);
             }
             self.subs[i].cursor = topics.log(s.topic).head();
+            self.mid = NO_MID;
         }
-        for s in &self.subs {
-            let (own, own_bytes) = (&mut self.own, &mut self.own_bytes);
-            topics.log(s.topic).hold_from(s.cursor, |h| {
-                *own_bytes += h.len();
-                own.push_back(h);
-            });
+        for k in 0..self.subs.len() {
+            let s = self.subs[k];
+            topics
+                .log(s.topic)
+                .hold_from(s.cursor, |h| self.own_push_back(h));
         }
-        self.subs.drain(..).map(|s| s.topic).collect()
+        std::mem::take(&mut self.subs)
     }
 
     /// Drops own frames not started (the connection is going away); returns how many.
     pub(crate) fn discard_own_unstarted(&mut self) -> usize {
-        let keep = usize::from(self.own_off > 0).min(self.own.len());
-        let n = self.own.len() - keep;
-        for h in self.own.drain(keep..) {
-            self.own_bytes -= h.len();
+        let Some(own) = &mut self.own else {
+            return 0;
+        };
+        let keep = usize::from(own.off > 0).min(own.frames.len());
+        let n = own.frames.len() - keep;
+        for h in own.frames.drain(keep..) {
+            own.bytes -= h.len();
+        }
+        if own.frames.is_empty() {
+            self.own = None;
         }
         n
     }
 
     /// Puts the rest of the frame that `pos` is inside of at the front of the own queue.
     fn hold_rest_of_frame(&mut self, log: &TopicLog, pos: u64) {
-        debug_assert_eq!(self.own_off, 0, "two writes in progress at once");
+        debug_assert_eq!(
+            self.own.as_ref().map_or(0, |o| o.off),
+            0,
+            "two writes in progress at once"
+        );
         if let Some(h) = log.hold_rest_of_frame(pos) {
-            self.own_bytes += h.len();
-            self.own.push_front(h);
+            self.own_push_front(h);
         }
+    }
+
+    fn own_push_back(&mut self, h: Held) {
+        let own = self.own.get_or_insert_with(Box::default);
+        own.bytes += h.len();
+        own.frames.push_back(h);
+    }
+
+    fn own_push_front(&mut self, h: Held) {
+        let own = self.own.get_or_insert_with(Box::default);
+        own.bytes += h.len();
+        own.frames.push_front(h);
     }
 }
 

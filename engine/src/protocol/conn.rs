@@ -23,6 +23,7 @@
 //! finishes at once; later input is discarded. A close the server starts
 //! ([`Connection::close`]) waits up to [`Limits::close_timeout`] for the peer's reply.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -121,7 +122,8 @@ struct InMessage {
 /// One WebSocket connection, server side, after the opening handshake.
 #[derive(Debug)]
 pub struct Connection {
-    limits: Limits,
+    /// Shared by every connection of a reactor (one pointer each, not a copy).
+    limits: Arc<Limits>,
     state: State,
     head: [u8; MAX_HEADER_LEN],
     head_len: u8,
@@ -135,10 +137,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection that has just completed its handshake at `now`.
-    pub fn new(limits: Limits, now: Instant) -> Self {
+    /// A connection that has just completed its handshake at `now`, with `limits` (a
+    /// [`Limits`], or an `Arc` of one shared by many connections).
+    pub fn new(limits: impl Into<Arc<Limits>>, now: Instant) -> Self {
         Self {
-            limits,
+            limits: limits.into(),
             state: State::Open,
             head: [0; MAX_HEADER_LEN],
             head_len: 0,

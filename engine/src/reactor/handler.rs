@@ -181,10 +181,10 @@ impl Client<'_> {
         let Some(id) = self.topics.id(topic) else {
             return false;
         };
-        if !self.outbox.remove_sub(self.topics, id) {
+        let Some(s) = self.outbox.remove_sub(self.topics, id) else {
             return false;
-        }
-        self.topics.unsubscribe(id, self.key);
+        };
+        self.topics.unsubscribe(id, self.key, s.pos);
         true
     }
 
@@ -218,13 +218,9 @@ pub(crate) fn subscribe(
     if outbox.subs().len() >= rules.max_per_connection {
         return Err(TopicError::TooMany(rules.max_per_connection));
     }
-    match topics.subscribe(&TopicName::new(topic), key) {
-        Some((id, head)) => {
-            outbox.add_sub(id, head);
-            Ok(true)
-        }
-        None => Ok(false),
-    }
+    let (id, pos, head) = topics.subscribe(&TopicName::new(topic), key);
+    outbox.add_sub(id, pos, head);
+    Ok(true)
 }
 
 /// Echoes every message back with its type, on the paths `/` and `/echo`.

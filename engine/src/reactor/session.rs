@@ -9,6 +9,7 @@
 //! subscribed topics' logs), and asks [`Session::wants_read`] / [`Session::next_step`]
 //! what to do.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -19,7 +20,7 @@ use crate::fanout::Fanout;
 use crate::fanout::outbox::Outbox;
 use crate::fanout::topic::{TopicName, Topics};
 use crate::protocol::close::CloseCode;
-use crate::protocol::conn::{Connection, Event, Sink};
+use crate::protocol::conn::{Connection, Event, Limits, Sink};
 use crate::protocol::error::HandshakeError;
 use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::{self, Parsed};
@@ -30,7 +31,7 @@ enum Phase {
     /// Reading the upgrade request until the deadline.
     Handshake { buf: Vec<u8>, deadline: Instant },
     /// A WebSocket connection.
-    Open(Box<Connection>),
+    Open(Connection),
     /// No more frames: flush the out-queue (by the deadline), then half-close.
     Draining { deadline: Instant },
     /// Half-closed: discard input until the peer closes or the deadline passes.
@@ -51,6 +52,8 @@ pub(crate) enum Step {
 /// The reactor's state a session acts on while handling input.
 pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a Config,
+    /// The protocol limits, shared by every connection.
+    pub(crate) limits: &'a Arc<Limits>,
     pub(crate) topics: &'a mut Topics,
     pub(crate) fanout: &'a Fanout,
     /// The session's key in the reactor (its subscriber id).
@@ -131,8 +134,8 @@ fn transmit(outbox: &mut Outbox, topics: &mut Topics, key: usize, frame: Bytes) 
         .first()
         .is_some_and(|b| b & 0x0f == OpCode::Close.as_u8())
     {
-        for id in outbox.freeze(topics) {
-            topics.unsubscribe(id, key);
+        for s in outbox.freeze(topics) {
+            topics.unsubscribe(s.topic, key, s.pos);
         }
     }
     outbox.push(frame);
@@ -181,8 +184,8 @@ impl Session {
 
     /// Ends every subscription (the connection is going away).
     pub(crate) fn leave(&mut self, topics: &mut Topics, key: usize) {
-        for id in self.outbox.drop_subs(topics) {
-            topics.unsubscribe(id, key);
+        for s in self.outbox.drop_subs(topics) {
+            topics.unsubscribe(s.topic, key, s.pos);
         }
     }
 
@@ -278,8 +281,8 @@ impl Session {
         let mut resp = Vec::with_capacity(160);
         handshake::accept_response_into(&req, &mut resp);
         self.outbox.push(Bytes::from(resp));
-        let conn = Connection::new(ctx.config.limits.clone(), now);
-        self.phase = Phase::Open(Box::new(conn));
+        let conn = Connection::new(Arc::clone(ctx.limits), now);
+        self.phase = Phase::Open(conn);
         let rest = &mut buf[req.head_len..];
         if rest.is_empty() {
             0

@@ -63,10 +63,8 @@ impl World {
         let mut ob = Outbox::default();
         let mut ids = Vec::new();
         for t in 0..n {
-            let (id, head) = topics
-                .subscribe(&TopicName::new(&format!("t{t}")), 1)
-                .unwrap();
-            ob.add_sub(id, head);
+            let (id, pos, head) = topics.subscribe(&TopicName::new(&format!("t{t}")), 1);
+            ob.add_sub(id, pos, head);
             ids.push(id);
         }
         Self {
@@ -199,8 +197,8 @@ fn unsubscribing_mid_frame_finishes_the_frame() {
     w.publish(1, 100);
     let mut out = Vec::new();
     write(&mut w.ob, &w.topics, 50, &mut out);
-    assert!(w.ob.remove_sub(&w.topics, w.ids[0]));
-    assert!(!w.ob.remove_sub(&w.topics, w.ids[0]));
+    assert!(w.ob.remove_sub(&w.topics, w.ids[0]).is_some());
+    assert!(w.ob.remove_sub(&w.topics, w.ids[0]).is_none());
     write(&mut w.ob, &w.topics, usize::MAX, &mut out);
     assert_eq!(parse(&out), [(0, 1), (1, 1)]);
 }

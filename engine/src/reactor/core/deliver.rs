@@ -61,6 +61,7 @@ impl<T> Core<T> {
             let log = &entry.log;
             let mut min = log.head();
             for &key in &entry.subscribers {
+                let key = key as usize;
                 let Some(c) = conns.get_mut(key) else {
                     continue;
                 };
@@ -127,6 +128,7 @@ impl<T> Core<T> {
         stats
             .subscriptions
             .store(topics.subscriptions() as u64, Ordering::Relaxed);
+        self.settle();
         let mut list = std::mem::take(&mut self.dirty);
         for &key in &list {
             driver.flush(self, key, now);
@@ -153,7 +155,7 @@ impl<T> Core<T> {
             let mut min = entry.log.head();
             for &key in &entry.subscribers {
                 let sub = conns
-                    .get(key)
+                    .get(key as usize)
                     .and_then(|c| c.session.outbox.subs().iter().find(|s| s.topic == id));
                 if let Some(s) = sub {
                     min = min.min(s.cursor);

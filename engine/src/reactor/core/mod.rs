@@ -29,6 +29,7 @@ use crate::fanout::outbox::Written;
 use crate::fanout::ring::{InboxRx, Publication};
 use crate::fanout::topic::Topics;
 use crate::protocol::close::CloseCode;
+use crate::protocol::conn::Limits;
 
 /// How often timers are scanned.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -106,6 +107,8 @@ pub(crate) struct Core<T> {
     pub(crate) index: usize,
     pub(crate) conns: Slab<Conn<T>>,
     pub(crate) config: Arc<Config>,
+    /// `config.limits`, shared by every connection's protocol state.
+    limits: Arc<Limits>,
     stop: Arc<AtomicBool>,
     pub(crate) topics: Topics,
     inbox: InboxRx,
@@ -122,6 +125,7 @@ pub(crate) struct Core<T> {
     /// Reused lists of connection keys (closing, timed out, touched by a timer).
     scratch: Vec<usize>,
     scratch2: Vec<usize>,
+    moves: Vec<(u32, u32, u32)>,
     /// Largest backlog (own frames plus lag) seen, in bytes.
     high_water: u64,
 }
@@ -139,6 +143,7 @@ impl<T> Core<T> {
         Self {
             index,
             conns: Slab::new(),
+            limits: Arc::new(config.limits.clone()),
             config,
             stop,
             topics: Topics::default(),
@@ -151,6 +156,7 @@ impl<T> Core<T> {
             touched: Vec::new(),
             scratch: Vec::new(),
             scratch2: Vec::new(),
+            moves: Vec::new(),
             high_water: 0,
         }
     }
@@ -213,6 +219,7 @@ impl<T> Core<T> {
         };
         let mut ctx = Ctx {
             config: &self.config,
+            limits: &self.limits,
             topics: &mut self.topics,
             fanout: &self.fanout,
             key,
@@ -220,6 +227,20 @@ impl<T> Core<T> {
         let m = c.session.handle_read(data, now, &mut ctx);
         if m > 0 {
             self.stats.messages_in.fetch_add(m, Ordering::Relaxed);
+        }
+        self.settle();
+    }
+
+    /// Tells the subscriptions that unsubscribes moved within their topics' subscriber
+    /// lists where they are now (a stale position still works, by a search).
+    pub(crate) fn settle(&mut self) {
+        self.topics.take_moves(&mut self.moves);
+        for (topic, conn, pos) in self.moves.drain(..) {
+            if let Some(c) = self.conns.get_mut(conn as usize) {
+                if let Some(i) = c.session.outbox.sub_index(topic) {
+                    c.session.outbox.set_pos(i, pos);
+                }
+            }
         }
     }
 
@@ -256,6 +277,7 @@ impl<T> Core<T> {
     pub(crate) fn remove<D: Driver<Io = T>>(&mut self, driver: &mut D, key: usize) {
         if let Some(mut c) = self.conns.try_remove(key) {
             c.session.leave(&mut self.topics, key);
+            self.settle();
             driver.release(key, c.io);
             self.stats
                 .connections
@@ -286,6 +308,7 @@ impl<T> Core<T> {
                 _ => {}
             }
         }
+        self.settle();
         for &key in &dead {
             self.remove(driver, key);
         }
@@ -320,6 +343,7 @@ impl<T> Core<T> {
                 &mut self.topics,
                 key,
             );
+            self.settle();
             if step == Step::Drop {
                 self.remove(driver, key);
             } else {

@@ -204,7 +204,7 @@ pub(crate) struct Io {
 #[derive(Debug)]
 struct Slot {
     /// The core's key while the connection exists; `None` once removed.
-    conn: Option<usize>,
+    conn: Option<u32>,
     /// Index in the registered file table.
     fixed: u32,
     gen_: u32,
@@ -220,9 +220,29 @@ struct Slot {
     /// The connection is gone; close the descriptor once the shutdown completes.
     close_after_shutdown: bool,
     /// Bytes received while the session did not want them.
-    stash: Vec<u8>,
+    stash: Stash,
     /// The peer's end (or a receive error) came after the stash.
     eof: bool,
+}
+
+/// Bytes received while the session did not want them; allocated only then. Boxed: an
+/// empty stash costs a connection one pointer, not a `Vec`'s three words.
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)]
+struct Stash(Option<Box<Vec<u8>>>);
+
+impl Stash {
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|v| v.is_empty())
+    }
+
+    fn extend_from_slice(&mut self, data: &[u8]) {
+        self.0.get_or_insert_default().extend_from_slice(data);
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        self.0.take().map(|b| *b).unwrap_or_default()
+    }
 }
 
 impl Slot {
@@ -462,7 +482,7 @@ impl Uring {
             ops: 0,
             shutting_down: false,
             close_after_shutdown: false,
-            stash: Vec::new(),
+            stash: Stash::default(),
             eof: false,
         })
     }
@@ -471,7 +491,7 @@ impl Uring {
     fn close_slot(&mut self, slot_key: usize) {
         let s = &mut self.slots[slot_key];
         s.conn = None;
-        s.stash = Vec::new();
+        s.stash = Stash::default();
         if s.recv == Recv::Armed {
             s.recv = Recv::Cancelling;
             self.cancel(slot_key, op::RECV);
@@ -566,7 +586,7 @@ impl Uring {
             },
             now,
         );
-        self.slots[slot_key].conn = Some(key);
+        self.slots[slot_key].conn = Some(key as u32);
         self.arm_recv(slot_key);
         if self.accept_armed && self.accept_multishot && self.free_files() <= self.oneshot_below {
             // Near the end of the table: one connection per accept from now on.
@@ -581,7 +601,7 @@ impl Uring {
         if !cqueue::more(flags) {
             self.slots[slot_key].recv = Recv::Off;
         }
-        let key = self.slots[slot_key].conn;
+        let key = self.slots[slot_key].conn.map(|k| k as usize);
         if let Some(bid) = cqueue::buffer_select(flags) {
             let n = usize::try_from(res).unwrap_or(0);
             let data = self.bufs.get(bid, n.min(self.bufs.buf_size()));
@@ -622,7 +642,7 @@ impl Uring {
         let Some(mut op) = self.slots[slot_key].send.take() else {
             return;
         };
-        let Some(key) = self.slots[slot_key].conn else {
+        let Some(key) = self.slots[slot_key].conn.map(|k| k as usize) else {
             // Detached: the completion releases the pins, nothing else.
             return self.recycle(op);
         };
@@ -709,7 +729,7 @@ impl Uring {
             }
             return;
         }
-        let mut stash = std::mem::take(&mut self.slots[slot_key].stash);
+        let mut stash = self.slots[slot_key].stash.take();
         if !stash.is_empty() {
             core.feed(key, &mut stash, now);
         }
