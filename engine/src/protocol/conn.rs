@@ -479,6 +479,20 @@ impl Connection {
     }
 }
 
+#[cfg(fuzzing)]
+impl Connection {
+    /// For the `conn_feed` fuzz target: the message buffer's length and capacity, the
+    /// control payload buffer's capacity, and the message capacity kept between messages.
+    pub fn buffer_sizes(&self) -> [usize; 4] {
+        [
+            self.msg_buf.len(),
+            self.msg_buf.capacity(),
+            self.control.capacity(),
+            KEEP_MSG_CAPACITY,
+        ]
+    }
+}
+
 /// Drops a message buffer that grew past what an idle connection should keep.
 fn release(buf: &mut Vec<u8>) {
     if buf.capacity() > KEEP_MSG_CAPACITY {

@@ -17,6 +17,8 @@ pub mod close;
 pub mod conn;
 pub mod error;
 pub mod frame;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod mask;
 pub mod utf8;
