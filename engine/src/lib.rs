@@ -23,6 +23,8 @@
 #![warn(missing_docs)]
 
 pub mod fanout;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod protocol;
 pub mod reactor;
 pub mod server;

@@ -208,6 +208,92 @@ fn garbage(backend: Backend) {
     });
 }
 
+/// `request` with `extra` header lines appended to its head (repeats included, which
+/// `Request::header` would replace), then `body`.
+fn with_extra(request: &Request, extra: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut bytes = request.to_bytes();
+    bytes.truncate(bytes.len() - 2); // the blank line
+    for line in extra {
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(b"\r\n");
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// An upgrade request has no body (RFC 6455 §4.1): a `Content-Length` other than 0 or any
+/// `Transfer-Encoding` is a 400 that says why; `Content-Length: 0` upgrades.
+fn request_with_a_body(backend: Backend) {
+    let server = start_server(backend, 2);
+    let cases: [(&str, &[&str], &[u8], &str); 4] = [
+        (
+            "content-length with body",
+            &["Content-Length: 5"],
+            b"hello",
+            "Content-Length",
+        ),
+        (
+            "content-length without body",
+            &["Content-Length: 5"],
+            b"",
+            "Content-Length",
+        ),
+        (
+            "chunked",
+            &["Transfer-Encoding: chunked"],
+            b"5\r\nhello\r\n0\r\n\r\n",
+            "Transfer-Encoding",
+        ),
+        (
+            "chunked with length 0",
+            &["Content-Length: 0", "Transfer-Encoding: chunked"],
+            b"0\r\n\r\n",
+            "Transfer-Encoding",
+        ),
+    ];
+    check_cases(
+        cases.map(|(n, extra, body, named)| (n.to_owned(), (extra, body, named))),
+        |(extra, body, named)| {
+            let response =
+                expect_rejection(&server, &with_extra(&Request::new("/"), extra, body), 400);
+            let text = String::from_utf8_lossy(&response.body);
+            assert!(
+                text.contains("body") && text.contains(named),
+                "reason {text:?} should say the request has a body ({named})"
+            );
+        },
+    );
+    expect_upgrade_and_echo(&server, &Request::new("/").header("Content-Length", "0"));
+}
+
+/// A repeated `Host`, `Sec-WebSocket-Key` or `Sec-WebSocket-Version` is a 400 whose reason
+/// names the header, even when both values agree.
+fn repeated_headers(backend: Backend) {
+    let server = start_server(backend, 2);
+    let cases = [
+        ("Host", "127.0.0.1"),
+        ("Host", "example.com"),
+        ("Sec-WebSocket-Key", Request::DEFAULT_KEY),
+        ("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA=="),
+        ("Sec-WebSocket-Version", "13"),
+        ("sec-websocket-version", "13"),
+    ];
+    check_cases(
+        cases.map(|(name, value)| (format!("{name}: {value}"), (name, value))),
+        |(name, value)| {
+            let line = format!("{name}: {value}");
+            let request = with_extra(&Request::new("/"), &[&line], b"");
+            let response = expect_rejection(&server, &request, 400);
+            let text = String::from_utf8_lossy(&response.body).to_ascii_lowercase();
+            assert!(
+                text.contains("duplicate") && text.contains(&name.to_ascii_lowercase()),
+                "reason {text:?} should name {name}"
+            );
+        },
+    );
+}
+
 /// RFC 9110 §15.5.6: a 405 MUST carry `Allow`.
 fn post_is_method_not_allowed(backend: Backend) {
     let server = start_server(backend, 2);
@@ -425,6 +511,8 @@ for_each_backend!(
     missing_connection_upgrade,
     http_1_0,
     garbage,
+    request_with_a_body,
+    repeated_headers,
     post_is_method_not_allowed,
     unsupported_version,
     unknown_path,

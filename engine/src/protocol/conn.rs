@@ -353,7 +353,9 @@ impl Connection {
                     .message
                     .as_mut()
                     .ok_or(ProtocolError::UnexpectedContinuation)?;
-                msg.fragments += 1;
+                // Saturates: with no fragment limit, empty continuations could otherwise
+                // count past u32::MAX.
+                msg.fragments = msg.fragments.saturating_add(1);
                 if let Some(max) = self.limits.max_fragments {
                     if msg.fragments > max {
                         return Err(ProtocolError::TooManyFragments(max));
@@ -371,7 +373,7 @@ impl Connection {
     }
 
     fn check_message_len(&self, frame_len: u64) -> Result<(), ProtocolError> {
-        let len = self.msg_buf.len() as u64 + frame_len;
+        let len = (self.msg_buf.len() as u64).saturating_add(frame_len);
         if len > self.limits.max_message as u64 {
             return Err(ProtocolError::MessageTooLarge {
                 len,
@@ -477,6 +479,20 @@ impl Connection {
             _ => unreachable!("data opcode in finish_control"),
         }
         Ok(())
+    }
+}
+
+#[cfg(fuzzing)]
+impl Connection {
+    /// For the `conn_feed` fuzz target: the message buffer's length and capacity, the
+    /// control payload buffer's capacity, and the message capacity kept between messages.
+    pub fn buffer_sizes(&self) -> [usize; 4] {
+        [
+            self.msg_buf.len(),
+            self.msg_buf.capacity(),
+            self.control.capacity(),
+            KEEP_MSG_CAPACITY,
+        ]
     }
 }
 

@@ -21,11 +21,18 @@
 //! | method `GET`                                                 | 405 (`Allow: GET`) |
 //! | version `HTTP/1.1`                                           | 400     |
 //! | origin-form target (starts with `/`)                         | 400     |
-//! | exactly one `Host`                                           | 400     |
+//! | no body: no `Transfer-Encoding`, every `Content-Length` is 0 | 400     |
+//! | exactly one `Host`                                           | 400 (reason names it) |
 //! | `Upgrade` lists `websocket`, `Connection` lists `upgrade`    | 400     |
-//! | `Sec-WebSocket-Version` present (400) and exactly `13`       | 426 (`Sec-WebSocket-Version: 13`) |
-//! | one `Sec-WebSocket-Key`, base64 of 16 bytes                  | 400     |
+//! | one `Sec-WebSocket-Version` (400, reason names it), `13`     | 426 (`Sec-WebSocket-Version: 13`) |
+//! | one `Sec-WebSocket-Key` (reason names it), base64 of 16 bytes | 400    |
 //! | `Origin`, when present and an allow-list is configured       | 403     |
+//!
+//! An upgrade request carries no content (RFC 6455 §4.1 describes a bare GET, and bytes
+//! after the head are the first frames), so a request that announces a body is refused
+//! rather than having the body read as frames. The headers the handshake depends on may
+//! not be repeated: two `Host`, `Sec-WebSocket-Key` or `Sec-WebSocket-Version` fields
+//! (whatever their values) are a 400 whose reason names the field.
 //!
 //! Token lists (`Upgrade`, `Connection`, `Sec-WebSocket-Protocol`) may be spread over
 //! several headers and are compared case-insensitively, except subprotocols, which are
@@ -188,6 +195,16 @@ fn try_parse(buf: &[u8], config: &HandshakeConfig) -> Result<Option<Request>, Ha
     }
     let headers = &*req.headers;
 
+    if values(headers, "Transfer-Encoding").next().is_some() {
+        return Err(BadRequest(
+            "upgrade request must not have a body (Transfer-Encoding present)",
+        ));
+    }
+    if !values(headers, "Content-Length").all(is_zero) {
+        return Err(BadRequest(
+            "upgrade request must not have a body (Content-Length must be 0)",
+        ));
+    }
     if single(headers, "Host", "duplicate Host header")?.is_none() {
         return Err(BadRequest("missing Host header"));
     }
@@ -200,15 +217,19 @@ fn try_parse(buf: &[u8], config: &HandshakeConfig) -> Result<Option<Request>, Ha
     match single(
         headers,
         "Sec-WebSocket-Version",
-        "duplicate Sec-WebSocket-Version",
+        "duplicate Sec-WebSocket-Version header",
     )? {
         None => return Err(BadRequest("missing Sec-WebSocket-Version")),
         Some(v) if v.trim_ascii() != b"13" => return Err(HandshakeError::UnsupportedVersion),
         Some(_) => {}
     }
-    let key = single(headers, "Sec-WebSocket-Key", "duplicate Sec-WebSocket-Key")?
-        .ok_or(BadRequest("missing Sec-WebSocket-Key"))?
-        .trim_ascii();
+    let key = single(
+        headers,
+        "Sec-WebSocket-Key",
+        "duplicate Sec-WebSocket-Key header",
+    )?
+    .ok_or(BadRequest("missing Sec-WebSocket-Key"))?
+    .trim_ascii();
     if !is_valid_key(key) {
         return Err(BadRequest("Sec-WebSocket-Key must be base64 of 16 bytes"));
     }
@@ -255,6 +276,12 @@ fn http_error_reason(err: httparse::Error) -> &'static str {
         httparse::Error::Version => "HTTP version must be 1.1",
         httparse::Error::TooManyHeaders => "too many headers",
     }
+}
+
+/// Whether a `Content-Length` value announces no body: one or more `0` digits.
+fn is_zero(value: &[u8]) -> bool {
+    let digits = value.trim_ascii();
+    !digits.is_empty() && digits.iter().all(|&b| b == b'0')
 }
 
 /// Whether `key` is the base64 of exactly 16 bytes (§4.1: a 16-byte nonce).

@@ -18,6 +18,8 @@ pub mod conn;
 pub mod encode;
 pub mod error;
 pub mod frame;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod mask;
 pub mod utf8;

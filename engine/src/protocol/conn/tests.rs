@@ -282,6 +282,40 @@ fn fragment_limit_is_1008() {
     assert!(closed_with(&rec.0, 1008));
 }
 
+/// The fragment count is peer-controlled: with no fragment limit it saturates at
+/// `u32::MAX` instead of overflowing (a panic in debug builds) after 2^32 empty
+/// continuations; with a limit of `u32::MAX` the limit is never passed.
+#[test]
+fn fragment_count_saturates() {
+    for max_fragments in [None, Some(u32::MAX)] {
+        let now = Instant::now();
+        let mut c = Connection::new(
+            Limits {
+                max_fragments,
+                ..limits()
+            },
+            now,
+        );
+        let mut rec = Record::default();
+        c.handle_read(&mut frame(false, 2, b"a"), now, &mut rec)
+            .unwrap();
+        // Skip the 2^32 - 2 empty continuations it would take to get here.
+        c.message.as_mut().unwrap().fragments = u32::MAX - 1;
+        for piece in [&b"b"[..], b"", b"c"] {
+            c.handle_read(&mut frame(false, 0, piece), now, &mut rec)
+                .unwrap();
+        }
+        assert_eq!(c.message.unwrap().fragments, u32::MAX);
+        c.handle_read(&mut frame(true, 0, b"d"), now, &mut rec)
+            .unwrap();
+        assert_eq!(
+            rec.0,
+            vec![Out::Binary(b"abcd".to_vec())],
+            "{max_fragments:?}"
+        );
+    }
+}
+
 #[test]
 fn idle_connection_is_pinged_then_closed() {
     let t0 = Instant::now();

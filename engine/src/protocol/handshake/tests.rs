@@ -196,6 +196,105 @@ fn rejects_missing_or_duplicate_host() {
     );
 }
 
+/// An upgrade request carries no body: any `Transfer-Encoding`, or a `Content-Length`
+/// other than 0, is a 400 that says so.
+#[test]
+fn rejects_request_with_a_body() {
+    let te = bad("upgrade request must not have a body (Transfer-Encoding present)");
+    for h in [
+        "Transfer-Encoding: chunked",
+        "Transfer-Encoding: identity",
+        "transfer-encoding: gzip, chunked",
+        "TRANSFER-ENCODING:",
+    ] {
+        assert_eq!(reject(&with(&[], &[h])), te, "{h}");
+    }
+    // Together with Content-Length: 0, still refused.
+    assert_eq!(
+        reject(&with(
+            &[],
+            &["Content-Length: 0", "Transfer-Encoding: chunked"]
+        )),
+        te
+    );
+    let cl = bad("upgrade request must not have a body (Content-Length must be 0)");
+    for h in [
+        "Content-Length: 5",
+        "Content-Length: 1",
+        "content-length: 18446744073709551616",
+        "Content-Length: 01",
+        "Content-Length: -0",
+        "Content-Length: +0",
+        "Content-Length: 0x0",
+        "Content-Length: 0, 0",
+        "Content-Length:",
+    ] {
+        assert_eq!(reject(&with(&[], &[h])), cl, "{h}");
+    }
+    // A zero length among others does not hide a non-zero one.
+    assert_eq!(
+        reject(&with(&[], &["Content-Length: 0", "Content-Length: 7"])),
+        cl
+    );
+    // The body itself is never read as part of the head.
+    let mut buf = with(&[], &["Content-Length: 5"]);
+    buf.extend_from_slice(b"hello");
+    assert_eq!(reject(&buf), cl);
+}
+
+#[test]
+fn accepts_content_length_zero() {
+    let config = HandshakeConfig::default();
+    for add in [
+        &["Content-Length: 0"][..],
+        &["content-length:  0 "],
+        &["Content-Length: 000"],
+        &["Content-Length: 0", "Content-Length: 0"],
+    ] {
+        let buf = with(&[], add);
+        assert_eq!(accept(&buf, &config).head_len, buf.len(), "{add:?}");
+    }
+}
+
+/// A repeated `Host`, `Sec-WebSocket-Key` or `Sec-WebSocket-Version` is a 400 naming the
+/// header, whether or not the values agree and however the name is spelt.
+#[test]
+fn rejects_repeated_headers_naming_them() {
+    let cases = [
+        ("Host", "server.example.com", "other.example.com"),
+        (
+            "Sec-WebSocket-Key",
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            "AAAAAAAAAAAAAAAAAAAAAA==",
+        ),
+        ("Sec-WebSocket-Version", "13", "8"),
+    ];
+    for (name, same, other) in cases {
+        let expected = match name {
+            "Host" => bad("duplicate Host header"),
+            "Sec-WebSocket-Key" => bad("duplicate Sec-WebSocket-Key header"),
+            _ => bad("duplicate Sec-WebSocket-Version header"),
+        };
+        for value in [same, other] {
+            for spelling in [
+                name.to_owned(),
+                name.to_ascii_lowercase(),
+                name.to_ascii_uppercase(),
+            ] {
+                let buf = with(&[], &[&format!("{spelling}: {value}")]);
+                let err = reject(&buf);
+                assert_eq!(err, expected, "{spelling}: {value}");
+                let mut out = Vec::new();
+                reject_response_into(&err, &mut out);
+                let (status, _, _, body) = parse_response(&out);
+                assert_eq!(status, 400);
+                let body = String::from_utf8(body).unwrap();
+                assert!(body.contains(name), "body {body:?} does not name {name}");
+            }
+        }
+    }
+}
+
 #[test]
 fn rejects_missing_upgrade_or_connection_token() {
     let no_upgrade = bad("Upgrade header must contain websocket");
@@ -256,7 +355,7 @@ fn version_missing_is_400_other_is_426() {
         );
     }
     let dup = with(&[], &["Sec-WebSocket-Version: 13"]);
-    assert_eq!(reject(&dup), bad("duplicate Sec-WebSocket-Version"));
+    assert_eq!(reject(&dup), bad("duplicate Sec-WebSocket-Version header"));
 }
 
 #[test]
@@ -267,7 +366,7 @@ fn key_checks() {
         bad("missing Sec-WebSocket-Key")
     );
     let dup = with(&[], &["Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA=="]);
-    assert_eq!(reject(&dup), bad("duplicate Sec-WebSocket-Key"));
+    assert_eq!(reject(&dup), bad("duplicate Sec-WebSocket-Key header"));
     let invalid = bad("Sec-WebSocket-Key must be base64 of 16 bytes");
     for key in [
         "",
