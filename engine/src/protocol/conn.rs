@@ -32,6 +32,7 @@ use super::close::{CloseCode, CloseFrame};
 use super::encode;
 use super::error::ProtocolError;
 use super::frame::{self, Decoded, FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
+use super::lazy_buf::LazyBuf;
 use super::mask;
 use super::utf8::Utf8Validator;
 
@@ -109,7 +110,8 @@ struct InFrame {
     header: FrameHeader,
     key: [u8; 4],
     remaining: u64,
-    phase: usize,
+    /// Position in the 4-byte mask key (0..=3): one byte, to keep connections small.
+    phase: u8,
 }
 
 /// The data message being received.
@@ -129,8 +131,10 @@ pub struct Connection {
     head_len: u8,
     frame: Option<InFrame>,
     message: Option<InMessage>,
-    msg_buf: Vec<u8>,
-    control: Vec<u8>,
+    /// A message that spans reads or fragments, while it is assembled.
+    msg_buf: LazyBuf,
+    /// A control frame's payload that spans reads, while it is assembled.
+    control: LazyBuf,
     utf8: Utf8Validator,
     last_input: Instant,
     ping_sent: Option<Instant>,
@@ -147,8 +151,8 @@ impl Connection {
             head_len: 0,
             frame: None,
             message: None,
-            msg_buf: Vec::new(),
-            control: Vec::new(),
+            msg_buf: LazyBuf::default(),
+            control: LazyBuf::default(),
             utf8: Utf8Validator::new(),
             last_input: now,
             ping_sent: None,
@@ -246,8 +250,7 @@ impl Connection {
         self.message = None;
         self.head_len = 0;
         self.utf8.reset();
-        self.msg_buf.clear();
-        self.release_message_buffer();
+        self.msg_buf.clear_keeping(0);
     }
 
     fn process<S: Sink>(
@@ -274,14 +277,17 @@ impl Connection {
                 .min(input.len());
             let (chunk, rest) = std::mem::take(&mut input).split_at_mut(take);
             input = rest;
-            frame.phase = mask::unmask(chunk, frame.key, frame.phase);
+            frame.phase = mask::unmask(chunk, frame.key, usize::from(frame.phase)) as u8;
             frame.remaining -= take as u64;
             let done = frame.remaining == 0;
             self.frame = if done { None } else { Some(frame) };
             if frame.header.opcode.is_control() {
                 self.control.extend_from_slice(chunk);
                 if done {
-                    self.finish_control(frame.header.opcode, sink)?;
+                    let r = self.finish_control(frame.header.opcode, sink);
+                    // Control frames are rare: an idle connection keeps no buffer for them.
+                    self.control.clear_keeping(0);
+                    r?;
                 }
             } else {
                 self.data(frame.header, chunk, done, sink)?;
@@ -337,7 +343,7 @@ impl Connection {
             });
         }
         match h.opcode {
-            OpCode::Close | OpCode::Ping | OpCode::Pong => self.control.clear(),
+            OpCode::Close | OpCode::Ping | OpCode::Pong => self.control.clear_keeping(0),
             OpCode::Text | OpCode::Binary => {
                 if self.message.is_some() {
                     return Err(ProtocolError::ExpectedContinuation);
@@ -418,9 +424,13 @@ impl Connection {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         self.message = None;
-        let r = Self::deliver(self.state == State::Open, msg.text, &self.msg_buf, sink);
-        self.msg_buf.clear();
-        self.release_message_buffer();
+        let r = Self::deliver(
+            self.state == State::Open,
+            msg.text,
+            self.msg_buf.as_slice(),
+            sink,
+        );
+        self.msg_buf.clear_keeping(KEEP_MSG_CAPACITY);
         r
     }
 
@@ -445,23 +455,19 @@ impl Connection {
         Ok(())
     }
 
-    fn release_message_buffer(&mut self) {
-        release(&mut self.msg_buf);
-    }
-
     /// Acts on a complete control frame, whose payload is in `self.control`.
     fn finish_control<S: Sink>(&mut self, op: OpCode, sink: &mut S) -> Result<(), ProtocolError> {
         debug_assert!(self.control.len() <= MAX_CONTROL_PAYLOAD);
         match op {
             OpCode::Ping => {
                 if self.state == State::Open {
-                    sink.transmit(encode::frame(OpCode::Pong, &self.control));
+                    sink.transmit(encode::frame(OpCode::Pong, self.control.as_slice()));
                 }
-                sink.event(Event::Ping(&self.control));
+                sink.event(Event::Ping(self.control.as_slice()));
             }
-            OpCode::Pong => sink.event(Event::Pong(&self.control)),
+            OpCode::Pong => sink.event(Event::Pong(self.control.as_slice())),
             OpCode::Close => {
-                let close = CloseFrame::decode(&self.control)?;
+                let close = CloseFrame::decode(self.control.as_slice())?;
                 if self.state == State::Open {
                     // Echo the peer's code (an empty close is answered with an empty one).
                     let reply = match close.code {
@@ -472,8 +478,7 @@ impl Connection {
                 }
                 self.state = State::Finished;
                 self.message = None;
-                self.msg_buf.clear();
-                release(&mut self.msg_buf);
+                self.msg_buf.clear_keeping(0);
                 sink.event(Event::Close(close));
             }
             _ => unreachable!("data opcode in finish_control"),
@@ -493,13 +498,6 @@ impl Connection {
             self.control.capacity(),
             KEEP_MSG_CAPACITY,
         ]
-    }
-}
-
-/// Drops a message buffer that grew past what an idle connection should keep.
-fn release(buf: &mut Vec<u8>) {
-    if buf.capacity() > KEEP_MSG_CAPACITY {
-        *buf = Vec::new();
     }
 }
 

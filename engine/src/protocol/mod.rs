@@ -21,6 +21,7 @@ pub mod frame;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod handshake;
+mod lazy_buf;
 pub mod mask;
 pub mod utf8;
 

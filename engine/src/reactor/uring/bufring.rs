@@ -66,6 +66,11 @@ impl BufRing {
         if ring_mem.is_null() || bufs.is_null() {
             alloc::handle_alloc_error(ring_layout);
         }
+        // SAFETY: `bufs` is a fresh allocation of `bufs_layout.size()` bytes. Writing it
+        // commits its pages now: the kernel writes into these buffers on the receive path,
+        // which then takes no page faults, and the reactor's fixed memory shows at start
+        // rather than growing as the first connections arrive.
+        unsafe { std::ptr::write_bytes(bufs, 0, bufs_layout.size()) };
         let mut this = Self {
             ring: ring_mem,
             bufs,

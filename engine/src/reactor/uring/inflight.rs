@@ -9,12 +9,16 @@
 //! the box in the connection's slot until the CQE names it (STYLE habit 8), and then puts
 //! it back in its pool: after warm-up, a send allocates nothing.
 
+use smallvec::SmallVec;
+
 use crate::fanout::log::{Backing, Pin};
 
-/// One `sendmsg` in flight: iovecs, pins and the message header.
+/// One `sendmsg` in flight: iovecs, pins and the message header. A send of a few slices
+/// (the usual: a handshake answer, one topic's run) keeps them inline, without heap
+/// allocations of its own.
 pub(crate) struct SendOp {
-    iovs: Vec<libc::iovec>,
-    pins: Vec<Pin>,
+    iovs: SmallVec<[libc::iovec; 4]>,
+    pins: SmallVec<[Pin; 2]>,
     msg: libc::msghdr,
     /// First iovec not completely sent.
     first: usize,
@@ -40,8 +44,8 @@ impl SendOp {
     /// An empty send, boxed so that the header's address is stable.
     pub(crate) fn new() -> Box<Self> {
         Box::new(Self {
-            iovs: Vec::new(),
-            pins: Vec::new(),
+            iovs: SmallVec::new(),
+            pins: SmallVec::new(),
             // SAFETY: `msghdr` is a plain C struct for which all-zero is a valid value (no
             // address, no control data, no flags).
             msg: unsafe { std::mem::zeroed() },
@@ -115,10 +119,13 @@ impl SendOp {
         self.left == 0
     }
 
-    /// Empties the send for reuse, releasing its pins.
+    /// Empties the send for reuse, releasing its pins (and the heap arrays of a large
+    /// send, so that pooled records stay small).
     pub(crate) fn clear(&mut self) {
         self.iovs.clear();
         self.pins.clear();
+        self.iovs.shrink_to_fit();
+        self.pins.shrink_to_fit();
         self.first = 0;
         self.left = 0;
         self.len = 0;

@@ -71,8 +71,8 @@ const RECV_BUF_SIZE: usize = 16 * 1024;
 const MAX_FILES: u32 = 1 << 20;
 /// How long teardown waits for the last completions.
 const TEARDOWN: Duration = Duration::from_secs(2);
-/// Idle send records kept for reuse.
-const SEND_POOL: usize = 1024;
+/// Idle send records kept for reuse (a burst of sends beyond it allocates, then frees).
+const SEND_POOL: usize = 64;
 
 /// Operation kinds, in the top byte of `user_data`.
 mod op {
@@ -195,7 +195,7 @@ enum Recv {
 #[derive(Debug)]
 pub(crate) struct Io {
     /// Key of the connection's [`Slot`].
-    slot: usize,
+    slot: u32,
     /// A send is in flight.
     sending: bool,
 }
@@ -518,7 +518,7 @@ impl Uring {
         let Some(c) = core.conns.get(key) else {
             return;
         };
-        if self.slots[c.io.slot].recv == Recv::Off && (core.gate(key) == Gate::Open) {
+        if self.slots[c.io.slot as usize].recv == Recv::Off && (core.gate(key) == Gate::Open) {
             self.pending.push(key);
         }
     }
@@ -581,7 +581,7 @@ impl Uring {
         self.backoff.accepted(core.conns.len());
         let key = core.insert(
             Io {
-                slot: slot_key,
+                slot: slot_key as u32,
                 sending: false,
             },
             now,
@@ -688,7 +688,7 @@ impl Uring {
         }
         op.frames = c.session.outbox.advance(topics, total).frames;
         c.io.sending = true;
-        let slot_key = c.io.slot;
+        let slot_key = c.io.slot as usize;
         self.submit_send(slot_key, op);
     }
 
@@ -719,7 +719,7 @@ impl Uring {
         let Some(c) = core.conns.get(key) else {
             return;
         };
-        let slot_key = c.io.slot;
+        let slot_key = c.io.slot as usize;
         if self.slots[slot_key].recv != Recv::Off {
             return;
         }
@@ -871,7 +871,7 @@ impl Driver for Uring {
                 match core.after_write(key, now) {
                     Step::Continue => {}
                     Step::ShutdownWrite => {
-                        let slot_key = core.conns[key].io.slot;
+                        let slot_key = core.conns[key].io.slot as usize;
                         let fixed = self.slots[slot_key].fixed;
                         let e = opcode::Shutdown::new(Fixed(fixed), libc::SHUT_WR).build();
                         self.slots[slot_key].shutting_down = true;
@@ -886,8 +886,8 @@ impl Driver for Uring {
     }
 
     fn release(&mut self, _key: usize, io: Io) {
-        self.close_slot(io.slot);
-        self.free_if_idle(io.slot);
+        self.close_slot(io.slot as usize);
+        self.free_if_idle(io.slot as usize);
     }
 
     fn stop_accepting(&mut self) {
