@@ -100,6 +100,16 @@ impl SendOp {
         &raw const self.msg
     }
 
+    /// The one slice not sent yet, when only one is left: such a send goes out as a plain
+    /// `send` (no message header for the kernel to copy in). Valid like
+    /// [`header`](Self::header).
+    pub(crate) fn single(&self) -> Option<(*const u8, usize)> {
+        match &self.iovs[self.first..] {
+            [one] => Some((one.iov_base.cast_const().cast(), one.iov_len)),
+            _ => None,
+        }
+    }
+
     /// Records that the kernel sent `n` more bytes; returns whether everything was sent.
     pub(crate) fn sent(&mut self, mut n: usize) -> bool {
         n = n.min(self.left);

@@ -141,6 +141,7 @@ fn probe_kernel() -> Result<(), String> {
         (opcode::AcceptMulti::CODE, "IORING_OP_ACCEPT"),
         (opcode::RecvMulti::CODE, "IORING_OP_RECV"),
         (opcode::SendMsg::CODE, "IORING_OP_SENDMSG"),
+        (opcode::Send::CODE, "IORING_OP_SEND"),
         (opcode::Shutdown::CODE, "IORING_OP_SHUTDOWN"),
         (opcode::Close::CODE, "IORING_OP_CLOSE"),
         (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
@@ -694,10 +695,16 @@ impl Uring {
 
     fn submit_send(&mut self, slot_key: usize, mut op: Box<SendOp>) {
         let s = &mut self.slots[slot_key];
-        let e = opcode::SendMsg::new(Fixed(s.fixed), op.header())
-            .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
-            .build()
-            .user_data(user_data(op::SEND, s.gen_, slot_key));
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
+        let e = match op.single() {
+            Some((ptr, len)) => opcode::Send::new(Fixed(s.fixed), ptr, len as u32)
+                .flags(flags)
+                .build(),
+            None => opcode::SendMsg::new(Fixed(s.fixed), op.header())
+                .flags(flags as u32)
+                .build(),
+        };
+        let e = e.user_data(user_data(op::SEND, s.gen_, slot_key));
         s.send = Some(op);
         // SAFETY: the header, the iovecs and the pins of the memory they point into belong
         // to the boxed `SendOp` now held in the slot, unchanged until this send's
