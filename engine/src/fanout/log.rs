@@ -31,6 +31,9 @@ use super::chunk::{CLASSES, Chunk, ChunkPool, class_for};
 /// frames around it over more chunks.
 pub(crate) const LARGE_FRAME: usize = 16 << 10;
 
+/// A chunk that takes more trims than this to fill belongs to a quiet topic.
+const SLOW_FILL: u32 = 16;
+
 /// Bytes held outside a log (by a connection or an in-flight send): part of a chunk, or
 /// a `Bytes` (a control frame, a large frame).
 #[derive(Debug, Clone)]
@@ -182,9 +185,11 @@ pub(crate) struct TopicLog {
     frames: VecDeque<FrameMeta>,
     head: u64,
     next_seq: u64,
-    /// Size class of the next chunk: grows while chunks fill up, shrinks when the log
-    /// empties, so a busy topic gets 64 KiB runs and a quiet one holds 4 KiB.
+    /// Size class of the next chunk: grows when a chunk fills within a few trims (a busy
+    /// topic gets 64 KiB runs), shrinks when one took many (a quiet one holds 4 KiB).
     class: usize,
+    /// Trims (delivery turns that published here) since the tail chunk was taken.
+    trims: u32,
 }
 
 impl TopicLog {
@@ -249,9 +254,15 @@ impl TopicLog {
                     ..
                 }) = self.segs.back()
                 {
-                    // The tail chunk filled up: the next one is twice as large.
-                    self.class = (c.class() + 1).min(CLASSES - 1);
+                    // The tail chunk filled up: quickly, the next is twice as large;
+                    // slowly, half as large.
+                    self.class = if self.trims <= SLOW_FILL {
+                        (c.class() + 1).min(CLASSES - 1)
+                    } else {
+                        c.class().saturating_sub(1)
+                    };
                 }
+                self.trims = 0;
                 let class = self.class.max(class_for(len).unwrap_or(CLASSES - 1));
                 self.segs.push_back(Seg {
                     start: self.head,
@@ -332,12 +343,19 @@ impl TopicLog {
 
     /// Frames held that start before `pos`.
     pub(crate) fn frames_before(&self, pos: u64) -> usize {
-        self.frames.partition_point(|f| f.pos < pos)
+        // The usual cursors (at the oldest frame, at the head) need no search.
+        match (self.frames.front(), self.frames.back()) {
+            (Some(first), _) if pos <= first.pos => 0,
+            (_, Some(last)) if pos > last.pos => self.frames.len(),
+            _ => self.frames.partition_point(|f| f.pos < pos),
+        }
     }
 
     /// Whether `pos` is between two frames (or at the head).
     pub(crate) fn is_boundary(&self, pos: u64) -> bool {
-        pos == self.head || self.frames.binary_search_by_key(&pos, |f| f.pos).is_ok()
+        pos == self.head
+            || self.frames.front().is_some_and(|f| f.pos == pos)
+            || self.frames.binary_search_by_key(&pos, |f| f.pos).is_ok()
     }
 
     /// The end of the frame that contains `pos` (`pos` itself at a boundary).
@@ -367,23 +385,21 @@ impl TopicLog {
     }
 
     /// Drops the segments that end at or before `keep_from` (every cursor is at or past
-    /// it). A tail chunk still less than half full stays, to take the next frames.
+    /// it). A tail chunk with room left stays, to take the next frames.
     pub(crate) fn trim(&mut self, keep_from: u64) {
+        self.trims = self.trims.saturating_add(1);
         while let Some(front) = self.segs.front() {
             if front.end() > keep_from {
                 break;
             }
             if self.segs.len() == 1 {
                 if let Data::Chunk(c) = &front.data {
-                    if c.len() < c.capacity() / 2 {
+                    if c.room() > 0 {
                         break;
                     }
                 }
             }
             self.segs.pop_front();
-        }
-        if self.segs.is_empty() {
-            self.class = self.class.saturating_sub(1);
         }
         let tail = self.tail();
         while self.frames.front().is_some_and(|f| f.pos < tail) {

@@ -50,7 +50,7 @@ fn runs_cross_chunk_edges_as_two_slices() {
     assert_eq!(&bytes[..50], &[39u8; 50]);
     assert_eq!(&bytes[50..], &[40u8; 100]);
     // Chunks grow while they fill up.
-    for i in 0..200u8 {
+    for i in (0..2000u32).map(|i| i as u8) {
         log.append(&frame(100, i), &pool);
     }
     let mut caps = Vec::new();
@@ -62,7 +62,37 @@ fn runs_cross_chunk_edges_as_two_slices() {
     });
     assert_eq!(caps[0], MIN_CHUNK);
     assert!(caps.windows(2).all(|w| w[1] >= w[0]), "{caps:?}");
-    assert_eq!(*caps.last().unwrap(), MAX_CHUNK.min(*caps.last().unwrap()));
+    assert_eq!(*caps.last().unwrap(), MAX_CHUNK, "{caps:?}");
+}
+
+#[test]
+fn a_quiet_topic_shrinks_back_to_small_chunks() {
+    let pool = ChunkPool::default();
+    let mut log = TopicLog::new(1);
+    // Busy: chunks fill within a trim or two, and grow.
+    for _ in 0..200 {
+        for _ in 0..100 {
+            log.append(&frame(100, 1), &pool);
+        }
+        log.trim(log.head());
+    }
+    let cap = |log: &TopicLog| {
+        let mut c = 0;
+        log.pieces(log.tail(), usize::MAX, |_, k| {
+            if let Backing::Chunk(ch) = k {
+                c = ch.capacity();
+            }
+            true
+        });
+        c
+    };
+    assert_eq!(cap(&log), MAX_CHUNK);
+    // Quiet: one message per trim; each chunk takes hundreds of trims to fill.
+    for _ in 0..5000 {
+        log.append(&frame(100, 2), &pool);
+        log.trim(log.head());
+    }
+    assert_eq!(cap(&log), MIN_CHUNK);
 }
 
 #[test]
@@ -135,17 +165,17 @@ fn trim_returns_chunks_every_cursor_passed() {
     assert_eq!(log.frames().next().unwrap().pos, log.tail());
     let (bytes, _) = collect(&log, 50_000);
     assert_eq!(bytes.len(), 50_000);
-    // Every cursor at the head: nothing but (at most) a half-empty tail chunk stays.
+    // Every cursor at the head: nothing but (at most) the tail chunk, with room, stays.
     log.trim(log.head());
-    assert!(log.held_bytes() < MAX_CHUNK as u64 / 2);
-    assert!(pool.live() <= 1);
+    assert!(log.held_bytes() < MAX_CHUNK as u64);
+    assert!(log.segments() <= 1 && pool.live() <= 1);
     // A pinned chunk stays alive (not reused) after the log let it go.
     let mut log = TopicLog::new(1);
     log.append(&frame(100, 9), &pool);
     log.append(&frame(4000, 9), &pool);
     let held = log.hold_rest_of_frame(50).unwrap();
     log.trim(log.head());
-    assert_eq!(log.segments(), 1, "only the half-empty tail chunk stays");
+    assert_eq!(log.segments(), 1, "only the tail chunk, with room, stays");
     assert_eq!(
         held.bytes(),
         &[9u8; 50],
