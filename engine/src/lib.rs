@@ -9,16 +9,22 @@
 //!                   protocol::Connection (sans-IO): handshake, frames, unmask (SIMD),
 //!                     │  UTF-8 (simdutf8, incremental), close/ping rules, limits
 //!                     ▼ events
-//!                   application (echo, …) ──► frames encoded once as `Bytes`
-//!                     │
+//!                   application (echo, broadcast, …)
+//!                     │ publish: framed once (`Bytes`) ──► inbox ring of every reactor
 //!                     ▼
-//!                   out-queue (bounded) ──► one writev / sendmsg SQE per socket ──► socket
+//!                   reactor: topic log (pooled chunks, one copy per message per reactor)
+//!                     │ subscriber = cursor; one visit per subscriber per batch
+//!                     ▼
+//!                   own frames + log[cursor..head] per topic ──► one sendmsg / send SQE
+//!                                                                per socket ──► socket
 //! ```
 //!
 //! The seams: [`protocol`] never touches I/O; [`reactor`] never parses frames beyond the
 //! connection's API, and its two backends (io_uring: completions into direct descriptors;
-//! epoll: readiness) share one reactor core; [`server`] is the public face used by the
-//! `ringcast` binary and by embedders alike.
+//! epoll: readiness) share one reactor core; [`fanout`] holds the inbox rings, topic logs
+//! and cursors, and wakes reactors through a trait they implement; [`server`] is the
+//! public face used by the `ringcast` binary and by embedders alike. Layers point one way:
+//! `server → reactor → fanout → protocol`.
 
 #![warn(missing_docs)]
 

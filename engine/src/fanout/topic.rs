@@ -1,7 +1,7 @@
 //! Topics and their subscriber sets, one registry per reactor.
 //!
-//! A reactor's [`Topics`] holds, for each topic with subscribers among *its own*
-//! connections, the topic's log ([`super::log`]) and the keys of those connections.
+//! A reactor's `Topics` holds, for each topic with subscribers among *its own*
+//! connections, the topic's log (`fanout::log`) and the keys of those connections.
 //! Nothing here is shared between threads, so the per-message path — look up the topic,
 //! append to its log, mark its subscribers — takes no lock.
 

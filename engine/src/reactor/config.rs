@@ -68,7 +68,7 @@ impl fmt::Debug for SharedHandler {
     }
 }
 
-/// Everything a reactor needs to know; built by [`EngineBuilder`](super::EngineBuilder).
+/// Everything a reactor needs to know; built by [`EngineBuilder`](crate::EngineBuilder).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address every reactor listens on (`SO_REUSEPORT`).

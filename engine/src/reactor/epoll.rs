@@ -3,9 +3,12 @@
 //! Sockets are registered edge-triggered. Reads go into one reactor-wide buffer, so an
 //! idle connection holds no read buffer; each readable socket is read until it would
 //! block or its per-turn budget is spent (then it is revisited next turn, so one busy
-//! client cannot starve the others). Writes gather every queued frame of a socket into
-//! one `writev`; write interest is registered only while a queue stays non-empty after a
-//! write.
+//! client cannot starve the others). A write gathers what the connection has pending —
+//! its own frames and each topic's run from the topic log, one slice per run (two at a
+//! chunk edge) — into one `sendmsg` from a reused iovec array. Sockets are registered for
+//! readable and writable edges once, at accept: a writable edge comes only after a write
+//! found the socket full, so it costs nothing while writes go through, and no
+//! `epoll_ctl` is made per backpressure episode.
 
 use std::io::{self, Read};
 use std::net::Shutdown;
@@ -34,7 +37,8 @@ const READ_BUDGET: usize = 16;
 #[derive(Debug)]
 pub(crate) struct Io {
     stream: TcpStream,
-    writable_registered: bool,
+    /// The last write found the socket full: the next flush waits for a writable edge.
+    blocked: bool,
     /// Readable edge seen but not drained (budget spent or backpressure).
     read_pending: bool,
 }
@@ -93,17 +97,17 @@ impl Epoll {
                     self.backoff.accepted(core.conns.len());
                     // TCP_NODELAY and SO_SNDBUF come from the listener (listener.rs).
                     let key = core.conns.vacant_key();
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut stream, Token(key), Interest::READABLE)
-                    {
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        Token(key),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
                         tracing::warn!("register accepted socket: {e}");
                         continue;
                     }
                     let io = Io {
                         stream,
-                        writable_registered: false,
+                        blocked: false,
                         read_pending: false,
                     };
                     core.insert(io, now);
@@ -200,15 +204,17 @@ impl Epoll {
                     let n = n as usize;
                     frames += c.session.outbox.advance(topics, n).frames;
                     bytes += n;
-                    if n < total {
-                        break;
-                    }
+                    // A short write is retried: the next one takes more or says the
+                    // socket is full, which is what arms the writable edge.
                 }
                 Ok(_) => {
                     failed = true;
                     break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.io.blocked = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     failed = true;
@@ -225,7 +231,7 @@ impl Driver for Epoll {
     type Io = Io;
 
     fn write_blocked(io: &Io) -> bool {
-        io.writable_registered
+        io.blocked
     }
 
     fn wait(&mut self, core: &mut Core<Io>, timeout: Duration) -> io::Result<()> {
@@ -248,6 +254,9 @@ impl Driver for Epoll {
                         self.read(core, key, now);
                     }
                     if ev.is_writable() {
+                        if let Some(c) = core.conns.get_mut(key) {
+                            c.io.blocked = false;
+                        }
                         self.flush(core, key, now);
                     }
                 }
@@ -286,29 +295,12 @@ impl Driver for Epoll {
             return;
         };
         c.dirty = false;
+        let blocked = c.io.blocked;
         let was_gated = core.gate(key) == Gate::Closed;
-        if self.write(core, key) {
+        // A full socket is written again on its writable edge, not before.
+        if !blocked && self.write(core, key) {
             core.remove(self, key);
             return;
-        }
-        let want_write = !core.is_flushed(key);
-        let c = &mut core.conns[key];
-        if want_write != c.io.writable_registered {
-            let interest = if want_write {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(&mut c.io.stream, Token(key), interest)
-                .is_err()
-            {
-                core.remove(self, key);
-                return;
-            }
-            c.io.writable_registered = want_write;
         }
         match core.after_write(key, now) {
             Step::Continue => {}

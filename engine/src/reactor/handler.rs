@@ -6,7 +6,7 @@
 //! acting through a [`Client`]: reply, subscribe, unsubscribe, publish, close.
 //!
 //! Two handlers come with ringcast: [`Echo`] (the conformance-suite mode) and
-//! [`Broadcast`](super::broadcast::Broadcast) (`ringcast serve`).
+//! [`Broadcast`](crate::server::Broadcast) (`ringcast serve`).
 
 use crate::fanout::outbox::Outbox;
 use crate::fanout::topic::{TopicError, TopicName, TopicRules, Topics};

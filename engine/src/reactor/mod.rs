@@ -2,7 +2,7 @@
 //!
 //! Every reactor binds its own `SO_REUSEPORT` listener on the same address, so the kernel
 //! spreads new connections across them and no connection ever moves between threads: a
-//! connection's socket, session, subscriptions and out-queue are touched by one thread
+//! connection's socket, session, cursors and topic logs are touched by one thread
 //! only. Publications reach a reactor through its inbox ([`crate::fanout::ring`]).
 //!
 //! The backend moves bytes: `epoll` (readiness, `mio`) or `uring` (completions,

@@ -2,7 +2,7 @@
 //!
 //! A session goes `Handshake → Open → Draining → Lingering`: it parses the upgrade request
 //! and asks the handler, drives the protocol [`Connection`], and after the last frame
-//! flushes its out-queue, half-closes the socket and waits (bounded) for the peer's end of
+//! flushes what it has pending, half-closes the socket and waits (bounded) for the peer's end of
 //! the TCP connection, so that unread input never turns our final close frame into a
 //! reset. The backend only moves bytes: it calls [`Session::handle_read`] with what it
 //! read, writes what [`Session::outbox`] gathers (own frames and the pending runs of the
@@ -32,7 +32,7 @@ enum Phase {
     Handshake { buf: Vec<u8>, deadline: Instant },
     /// A WebSocket connection.
     Open(Connection),
-    /// No more frames: flush the out-queue (by the deadline), then half-close.
+    /// No more frames: flush what is pending (by the deadline), then half-close.
     Draining { deadline: Instant },
     /// Half-closed: discard input until the peer closes or the deadline passes.
     Lingering { deadline: Instant },

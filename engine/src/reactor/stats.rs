@@ -1,6 +1,6 @@
 //! Per-reactor counters, summed when read.
 //!
-//! Each reactor writes only its own [`Counters`] (relaxed atomics: one writer, readers
+//! Each reactor writes only its own counters (relaxed atomics: one writer, readers
 //! that want a recent value, not a consistent cut); [`Stats`] is a snapshot of all of them.
 
 use std::sync::atomic::{AtomicU64, Ordering};

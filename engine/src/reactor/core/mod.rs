@@ -256,13 +256,6 @@ impl<T> Core<T> {
         }
     }
 
-    /// Whether connection `key` has nothing left to write.
-    pub(crate) fn is_flushed(&self, key: usize) -> bool {
-        self.conns
-            .get(key)
-            .is_none_or(|c| c.session.outbox.is_empty(&self.topics))
-    }
-
     /// After a write of connection `key` (or when it has nothing to write): a draining
     /// session that has sent everything half-closes.
     pub(crate) fn after_write(&mut self, key: usize, now: Instant) -> Step {

@@ -9,7 +9,7 @@
 //!   where the kernel would close it.
 //! - **Receive**: one multishot receive per connection, into the reactor's provided-buffer
 //!   ring ([`bufring`]). Each buffer goes back to the ring right after the session consumed
-//!   it. Bytes that arrive while the session does not want input (out-queue over its limit,
+//!   it. Bytes that arrive while the session does not want input (replies over their limit,
 //!   draining, publisher held back by congested inboxes) are copied into the connection's
 //!   stash and the receive is cancelled; it is re-armed, after the stash is fed, when the
 //!   session wants input again. A completion without `IORING_CQE_F_MORE` (`ENOBUFS`,
