@@ -25,6 +25,7 @@
 //! publications it missed. Nothing is lost silently, and a slow reactor never slows the
 //! publisher or the other reactors.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -34,6 +35,13 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use super::topic::TopicName;
 use crate::protocol::encode;
 use crate::protocol::frame::OpCode;
+
+thread_local! {
+    /// The inbox of the reactor running on this thread (its flag's address), if any: a
+    /// reactor that publishes (a handler's `publish`) delivers in the same loop turn, which
+    /// checks its inbox before waiting, so it never wakes itself.
+    static OWN_INBOX: Cell<usize> = const { Cell::new(0) };
+}
 
 /// Default capacity of each reactor's inbox, in publications.
 pub const DEFAULT_INBOX_CAPACITY: usize = 64 * 1024;
@@ -110,6 +118,11 @@ pub(crate) fn inbox(capacity: usize, waker: Arc<dyn Wake>) -> (InboxTx, InboxRx)
 }
 
 impl InboxRx {
+    /// Marks the calling thread as this inbox's reactor (see `OWN_INBOX`).
+    pub(crate) fn claim_thread(&self) {
+        OWN_INBOX.with(|o| o.set(Arc::as_ptr(&self.notified) as usize));
+    }
+
     /// Takes up to `max` publications, in publish order. Clears the wake-up flag first,
     /// so a publication that arrives after the last one taken wakes the reactor again.
     pub(crate) fn drain(&self, max: usize, mut f: impl FnMut(Publication)) -> usize {
@@ -177,7 +190,9 @@ impl Fanout {
             };
             match inbox.tx.try_send(p) {
                 Ok(()) => {
-                    if !inbox.notified.swap(true, Ordering::SeqCst) {
+                    if !inbox.notified.swap(true, Ordering::SeqCst)
+                        && OWN_INBOX.with(Cell::get) != Arc::as_ptr(&inbox.notified) as usize
+                    {
                         let _ = inbox.waker.wake();
                     }
                 }
@@ -268,5 +283,16 @@ mod tests {
         let _ = f.publish(&t, OpCode::Text, b"x");
         assert!(rxs[0].notified.load(Ordering::SeqCst));
         assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_reactor_never_wakes_itself() {
+        let (f, rxs, wakes) = setup(16, 2);
+        rxs[0].claim_thread();
+        let _ = f.publish(&TopicName::new("t"), OpCode::Text, b"x");
+        // Reactor 1 is woken; reactor 0 (this thread) is not, but sees the message.
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(rxs[0].len(), 1);
+        OWN_INBOX.with(|o| o.set(0));
     }
 }

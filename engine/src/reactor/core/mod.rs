@@ -140,6 +140,7 @@ impl<T> Core<T> {
             fanout,
             stats,
         } = shared;
+        inbox.claim_thread();
         Self {
             index,
             conns: Slab::new(),
