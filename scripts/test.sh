@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit/property/integration/doc tests, and the
-# Autobahn|Testsuite conformance run (strict) against the echo server.
+# The whole test suite: formatting, lints, unit/property/integration/doc tests, a short
+# run of every fuzz target, and the Autobahn|Testsuite conformance run (strict) against
+# the echo server.
 #
 # Usage: scripts/test.sh            (the README's test command; CI runs it via .ci/run)
-# Environment: SKIP_AUTOBAHN=1 skips the conformance run outside CI.
+# Environment: SKIP_AUTOBAHN=1 skips the conformance run outside CI; SKIP_FUZZ=1 skips the
+# fuzz run outside CI; FUZZ_SECONDS sets its time per target (default 20; needs
+# cargo-fuzz, which .ci/run installs).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -16,6 +19,13 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== cargo test (debug: unit, property, integration, doc) =="
 cargo test --workspace --quiet
+
+if [[ "${SKIP_FUZZ:-0}" == 1 && "${CI:-}" != true ]]; then
+  echo "fuzz: skipped (SKIP_FUZZ=1)"
+else
+  echo "== cargo fuzz: every target for ${FUZZ_SECONDS:-20}s =="
+  scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+fi
 
 if [[ "${SKIP_AUTOBAHN:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "autobahn: skipped (SKIP_AUTOBAHN=1)"

@@ -68,8 +68,8 @@ pub fn frame_decode(data: &[u8]) {
     }
 }
 
-/// Every strict prefix of `bytes` (a header, or an incomplete one) decodes to `Need`, or
-/// to the error the first two bytes already show.
+/// Every strict prefix of `bytes` (a header, or an incomplete one that raised no error)
+/// decodes to `Need`, asking for more than it has.
 fn check_prefixes_need(bytes: &[u8]) {
     for end in 0..bytes.len() {
         match frame::decode(&bytes[..end]) {
