@@ -178,7 +178,7 @@ impl Epoll {
         let Core { conns, topics, .. } = &mut *core;
         let c = &mut conns[key];
         let fd = c.io.stream.as_raw_fd();
-        let (mut frames, mut bytes) = (0, 0);
+        let (mut frames, mut bytes, mut writes) = (0, 0, 0);
         let mut failed = false;
         loop {
             let iov = &mut self.iov;
@@ -199,6 +199,7 @@ impl Epoll {
             // the connection's open socket.
             let r = syscall!(sendmsg(fd, &raw const msg, libc::MSG_NOSIGNAL));
             iov.0.clear();
+            writes += 1;
             match r {
                 Ok(n) if n > 0 => {
                     let n = n as usize;
@@ -223,6 +224,7 @@ impl Epoll {
             }
         }
         core.note_written(crate::fanout::outbox::Written { frames }, bytes);
+        core.note_writes(writes);
         failed
     }
 }

@@ -49,6 +49,9 @@ counters! {
     frames_out,
     /// Bytes written to sockets.
     bytes_out,
+    /// Writes made: `sendmsg` calls (epoll) or send SQEs (io_uring). `frames_out / writes`
+    /// is how many messages one write carries.
+    writes,
     /// Largest backlog of any connection (own frames plus a topic's lag) seen when
     /// delivering, in bytes (high-water mark).
     lag_high_water,

@@ -257,6 +257,13 @@ impl<T> Core<T> {
         }
     }
 
+    /// Counts writes made (syscalls or SQEs).
+    pub(crate) fn note_writes(&self, n: u64) {
+        if n > 0 {
+            self.stats.writes.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// After a write of connection `key` (or when it has nothing to write): a draining
     /// session that has sent everything half-closes.
     pub(crate) fn after_write(&mut self, key: usize, now: Instant) -> Step {

@@ -281,6 +281,8 @@ pub(crate) struct Uring {
     oneshot_below: usize,
     /// The armed accept is multishot.
     accept_multishot: bool,
+    /// Send SQEs made since the counters were last updated.
+    writes: u64,
     /// Idle send records, reused. Boxed: an SQE points into a record, which must not move
     /// while it is in flight (it lives in a slot then, and comes back here after).
     #[allow(clippy::vec_box)]
@@ -334,6 +336,7 @@ impl Uring {
             oneshot_below: backlog as usize + 64,
             accept_multishot: false,
             send_pool: Vec::new(),
+            writes: 0,
         };
         this.arm_accept();
         this.arm_wake();
@@ -674,6 +677,9 @@ impl Uring {
     /// Starts a `sendmsg` of what connection `key` has pending (up to the lag limit), and
     /// moves its cursors past it (see [`inflight`]).
     fn start_send(&mut self, core: &mut Core<Io>, key: usize) {
+        if core.conns[key].session.outbox.is_empty(&core.topics) {
+            return;
+        }
         let mut op = self.send_pool.pop().unwrap_or_else(SendOp::new);
         // What a send carries is committed: no more than the lag limit, so a slow
         // consumer's policy still has the rest to act on.
@@ -705,6 +711,7 @@ impl Uring {
                 .build(),
         };
         let e = e.user_data(user_data(op::SEND, s.gen_, slot_key));
+        self.writes += 1;
         s.send = Some(op);
         // SAFETY: the header, the iovecs and the pins of the memory they point into belong
         // to the boxed `SendOp` now held in the slot, unchanged until this send's
@@ -843,6 +850,7 @@ impl Driver for Uring {
             Err(e) => return Err(e),
         }
         self.drain_completions(core);
+        core.note_writes(std::mem::take(&mut self.writes));
         Ok(())
     }
 
