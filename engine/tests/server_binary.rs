@@ -263,6 +263,35 @@ fn help_explains_every_flag_and_bad_flags_are_named() {
     assert!(String::from_utf8_lossy(&busy.stderr).contains("cannot listen on 203.0.113.1:1"));
 }
 
+/// A second server on an address the first serves exits 1 naming the address, instead of
+/// joining it through `SO_REUSEPORT` (which would split clients between two processes).
+#[test]
+fn a_port_in_use_is_an_error() {
+    let first = Server::start(1024, "serve");
+    let bin = env!("CARGO_BIN_EXE_ringcast");
+    let second = Command::new(bin)
+        .args(["serve", "--listen", &first.addr.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&format!("address in use: {}", first.addr)),
+        "{err}"
+    );
+    // The first one still serves.
+    subscribe_once(first.addr);
+}
+
+/// A subscriber connects to `addr` and is accepted.
+fn subscribe_once(addr: SocketAddr) {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    tungstenite::client(format!("ws://{addr}/sub/a"), stream).expect("handshake");
+}
+
 #[test]
 fn auto_falls_back_to_epoll_and_says_why() {
     let server = Server::start_with_env(1024, "echo", &[("RINGCAST_URING", "off")]);

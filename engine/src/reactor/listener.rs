@@ -9,23 +9,53 @@ use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Binds `n` listeners on `addr`. With port 0 the first picks a free port and the others
-/// join it, so every reactor serves the same port. `sndbuf` (0: autotuning) is the
+/// Binds `n` listeners on `addr`. With port 0 a free port is picked and every listener
+/// joins it, so every reactor serves the same port. `sndbuf` (0: autotuning) is the
 /// `SO_SNDBUF` accepted sockets inherit; they also inherit `TCP_NODELAY`.
+///
+/// # Errors
+/// `AddrInUse` ("address in use: ADDR ...") when any other socket already listens on the
+/// address — another ringcast included: only this process's reactors may share it.
 pub(crate) fn bind_all(
     addr: SocketAddr,
     n: usize,
     backlog: u32,
     sndbuf: usize,
 ) -> io::Result<Vec<TcpListener>> {
-    let first = bind_one(addr, backlog, sndbuf)?;
-    let addr = first.local_addr()?;
+    let addr = claim(addr)?;
     let mut all = Vec::with_capacity(n);
-    all.push(first);
-    for _ in 1..n {
+    for _ in 0..n {
         all.push(bind_one(addr, backlog, sndbuf)?);
     }
     Ok(all)
+}
+
+/// Checks that nobody listens on `addr` by binding it without `SO_REUSEPORT` (which a
+/// listener of another process, even one with `SO_REUSEPORT`, refuses), and returns the
+/// address with its port resolved. The reactors' listeners bind it right after; a
+/// second server started later fails here. Without this check `SO_REUSEPORT` would let a
+/// second server join the first silently, and the kernel would split new connections
+/// between two processes whose publishers and subscribers never meet.
+fn claim(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    if let Err(e) = probe.bind(&addr.into()) {
+        return Err(if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "address in use: {addr} (another server listens on it; only one \
+                     ringcast process may serve an address)"
+                ),
+            )
+        } else {
+            io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+        });
+    }
+    probe
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound address is not an IP address"))
 }
 
 fn bind_one(addr: SocketAddr, backlog: u32, sndbuf: usize) -> io::Result<TcpListener> {
@@ -47,6 +77,27 @@ fn bind_one(addr: SocketAddr, backlog: u32, sndbuf: usize) -> io::Result<TcpList
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_server_on_the_same_address_is_refused() {
+        let ls = bind_all("127.0.0.1:0".parse().unwrap(), 2, 16, 0).unwrap();
+        let addr = ls[0].local_addr().unwrap();
+        assert_eq!(
+            ls[1].local_addr().unwrap(),
+            addr,
+            "the reactors share the port"
+        );
+        let e = bind_all(addr, 1, 16, 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(
+            e.to_string()
+                .starts_with(&format!("address in use: {addr}")),
+            "{e}"
+        );
+        drop(ls);
+        // Free again once the first server is gone.
+        assert!(bind_all(addr, 1, 16, 0).is_ok());
+    }
 
     #[test]
     fn accepted_sockets_inherit_nodelay_and_sndbuf() {
