@@ -12,20 +12,8 @@ use ringcast::server::Backend;
 
 /// Whether the io_uring variant must be skipped here (printed; a failure under `CI=true`).
 fn skip(backend: Backend) -> bool {
-    if backend != Backend::Uring {
-        return false;
-    }
-    match ringcast::server::probe_uring() {
-        Ok(()) => false,
-        Err(why) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "io_uring unavailable under CI=true: {why}"
-            );
-            eprintln!("SKIPPED (io_uring unavailable: {why})");
-            true
-        }
-    }
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    backend == Backend::Uring && ringcast::reactor::skip_without_uring(&test)
 }
 
 /// The server binary under a shell-imposed `ulimit -n`, with its address parsed from

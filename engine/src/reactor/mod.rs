@@ -84,6 +84,27 @@ fn choose(backend: Backend) -> io::Result<(Backend, Option<String>)> {
     }
 }
 
+/// For tests of the io_uring backend: whether to skip `test` because io_uring cannot be
+/// used here. A skip is printed to the process's standard error directly (past the test
+/// harness's capture, so it is seen), and under `CI=true`, where our machines support
+/// io_uring, it panics instead: an io_uring test never passes silently.
+///
+/// # Panics
+/// Under `CI=true` when io_uring is unavailable.
+#[doc(hidden)]
+pub fn skip_without_uring(test: &str) -> bool {
+    let Err(why) = uring::probe() else {
+        return false;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: io_uring unavailable under CI=true: {why}"
+    );
+    use io::Write;
+    let _ = writeln!(io::stderr(), "SKIPPED {test}: io_uring unavailable: {why}");
+    true
+}
+
 /// Whether io_uring can be used here, and if not why (for tests and diagnostics).
 pub(crate) fn probe_uring() -> Result<(), String> {
     uring::probe()

@@ -23,14 +23,11 @@ fn probe_says_yes_or_why_not() {
 
 #[test]
 fn buffer_ring_hands_out_and_takes_back_buffers() {
-    let Ok(ring) = IoUring::new(8) else {
-        eprintln!("SKIPPED (io_uring unavailable)");
+    if crate::reactor::skip_without_uring("buffer_ring_hands_out_and_takes_back_buffers") {
         return;
-    };
-    let Ok(mut bufs) = BufRing::register(&ring, 4, 64) else {
-        eprintln!("SKIPPED (no provided-buffer rings)");
-        return;
-    };
+    }
+    let ring = IoUring::new(8).expect("the probe passed");
+    let mut bufs = BufRing::register(&ring, 4, 64).expect("the probe registered one");
     assert_eq!(bufs.buf_size(), 64);
     bufs.get(3, 64).fill(0xAB);
     assert!(bufs.get(3, 10).iter().all(|&b| b == 0xAB));
