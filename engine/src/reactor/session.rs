@@ -155,6 +155,19 @@ impl Session {
         }
     }
 
+    /// A session that refuses its connection at once: the `503` response naming the limit
+    /// (`reason`) is queued, the request is not read, and the session drains.
+    pub(crate) fn refused(now: Instant, config: &Config, reason: String) -> Self {
+        let mut s = Self::new(now, config);
+        s.reject(&HandshakeError::Unavailable(reason), now, config);
+        s
+    }
+
+    /// Whether the session is still reading its upgrade request.
+    pub(crate) fn in_handshake(&self) -> bool {
+        matches!(self.phase, Phase::Handshake { .. })
+    }
+
     /// Recomputes [`receiving`](Self::is_open) after the phase or connection changed.
     fn sync(&mut self) {
         self.receiving = matches!(&self.phase, Phase::Open(c) if c.is_open());
