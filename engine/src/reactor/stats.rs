@@ -37,7 +37,7 @@ macro_rules! counters {
 counters! {
     /// Open connections (gauge), handshakes included.
     connections,
-    /// Connections accepted since start.
+    /// Connections accepted since start (those refused by a connection limit included).
     accepted,
     /// Subscriptions (connection × topic pairs, gauge).
     subscriptions,

@@ -1014,6 +1014,11 @@ impl Drop for Uring {
             self.bufs.leak();
             std::mem::forget(std::mem::take(&mut self.slots));
             Box::leak(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+            if self.accept_armed {
+                // SAFETY: all-zero is a valid `sockaddr_storage`.
+                let blank = Box::new((unsafe { std::mem::zeroed() }, 0));
+                Box::leak(std::mem::replace(&mut self.accept_addr, blank));
+            }
         }
     }
 }
