@@ -85,8 +85,15 @@ fn server_limit_refuses_then_admits(backend: Backend) {
     let mut again = admitted_within(|| server.tcp());
     again.send_text("back");
     again.expect_text("back");
-    // Full again.
-    expect_refused(&mut server.tcp(), "server at its connection limit (3)");
+    // Full again. A refused client that stays connected is let go within about a second
+    // (the refused linger), so refused connections do not hold the table.
+    let mut held = server.tcp();
+    expect_refused(&mut held, "server at its connection limit (3)");
+    let deadline = Instant::now() + SETTLE;
+    while totals(&server).connections > 3 {
+        assert!(Instant::now() < deadline, "refused connection still held");
+        thread::sleep(Duration::from_millis(20));
+    }
     for c in &mut clients {
         c.send_text("still");
         c.expect_text("still");
@@ -147,5 +154,6 @@ fn pending_handshake_limit_stops_slow_heads(backend: Backend) {
     expect_refused(&mut server.tcp(), reason);
     drop(slow2);
     let _late = admitted_within(|| server.tcp());
-    assert_eq!(totals(&server).refused_handshakes, 3);
+    // Three, and any retry made before the server saw the slow head leave.
+    assert!(totals(&server).refused_handshakes >= 3);
 }
