@@ -179,6 +179,8 @@ impl<T> Core<T> {
     /// ([`admit`]): then its session has the `503` response queued and the driver should
     /// flush it now.
     pub(crate) fn insert(&mut self, io: T, peer: Option<IpAddr>, now: Instant) -> (usize, bool) {
+        // An IPv4 client of a dual-stack listener counts as its IPv4 address.
+        let peer = peer.map(|ip| ip.to_canonical());
         let (session, ticket) = match self.admission.admit(&self.config, peer, self.handshakes) {
             Ok(ticket) => {
                 self.handshakes += 1;
