@@ -125,6 +125,18 @@ struct ServerArgs {
     /// pins in kernel memory. 0 leaves kernel autotuning.
     #[arg(long, default_value = "128KiB", value_parser = parse_size)]
     sndbuf: usize,
+    /// Most connections open at once (whole server, handshakes included); one more is
+    /// answered 503 with Retry-After (default: no limit).
+    #[arg(long, value_name = "N")]
+    max_conns: Option<usize>,
+    /// Most connections open at once from one IP address (whole server); one more is
+    /// answered 503 (default: no limit; on io_uring, makes accepts one-shot).
+    #[arg(long, value_name = "N")]
+    max_conns_per_ip: Option<usize>,
+    /// Most connections in their opening handshake at once, per reactor thread; one more
+    /// is answered 503 (default: no limit).
+    #[arg(long, value_name = "N")]
+    max_pending_handshakes: Option<usize>,
 }
 
 impl ServerArgs {
@@ -153,6 +165,9 @@ impl ServerArgs {
             })
             .max_lag_bytes(self.max_lag)
             .sndbuf(self.sndbuf)
+            .max_conns(self.max_conns)
+            .max_conns_per_ip(self.max_conns_per_ip)
+            .max_pending_handshakes(self.max_pending_handshakes)
     }
 }
 

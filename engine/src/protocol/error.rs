@@ -137,6 +137,10 @@ pub enum HandshakeError {
         /// Short reason sent as the response body.
         reason: String,
     },
+    /// The server is over one of its connection limits (503, with `Retry-After: 1`); the
+    /// reason names the limit.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl HandshakeError {
@@ -150,6 +154,7 @@ impl HandshakeError {
             Self::NotFound => 404,
             Self::HeadTooLarge(_) => 431,
             Self::Refused { status, .. } => *status,
+            Self::Unavailable(_) => 503,
         }
     }
 }

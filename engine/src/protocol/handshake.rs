@@ -139,7 +139,8 @@ pub fn accept_response_into(req: &Request, out: &mut Vec<u8>) {
 ///
 /// The body is the error's `Display` text and a newline, with control characters replaced
 /// by spaces. A [`HandshakeError::Refused`] status outside 400..=599 is sent as 500, so an
-/// application cannot answer a refusal with `101` or `200` by mistake.
+/// application cannot answer a refusal with `101` or `200` by mistake. An
+/// [`HandshakeError::Unavailable`] refusal (503) carries `Retry-After: 1`.
 pub fn reject_response_into(err: &HandshakeError, out: &mut Vec<u8>) {
     let status = match err.status() {
         s @ 400..=599 => s,
@@ -162,6 +163,9 @@ pub fn reject_response_into(err: &HandshakeError, out: &mut Vec<u8>) {
         405 => out.extend_from_slice(b"Allow: GET\r\n"),
         426 => out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n"),
         _ => {}
+    }
+    if matches!(err, HandshakeError::Unavailable(_)) {
+        out.extend_from_slice(b"Retry-After: 1\r\n");
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());

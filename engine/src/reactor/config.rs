@@ -108,6 +108,17 @@ pub struct Config {
     /// rounded up to a power of two. Receives that find the ring empty end (`ENOBUFS`)
     /// and are re-armed once buffers are back, so fewer buffers cost throughput, not data.
     pub uring_recv_buffers: u16,
+    /// Connections the whole server holds open at once (all reactors, handshakes
+    /// included); one more is answered `503` with `Retry-After: 1` and closed. `None`: no
+    /// limit.
+    pub max_conns: Option<usize>,
+    /// Connections open at once from one IP address (whole server); one more is answered
+    /// `503`. On io_uring this makes accepts one-shot (a multishot accept carries no peer
+    /// address). `None`: no limit.
+    pub max_conns_per_ip: Option<usize>,
+    /// Connections each reactor holds in their opening handshake at once, so that slow
+    /// request heads cannot fill the table; one more is answered `503`. `None`: no limit.
+    pub max_pending_handshakes: Option<usize>,
 }
 
 impl Default for Config {
@@ -128,6 +139,9 @@ impl Default for Config {
             inbox_capacity: DEFAULT_INBOX_CAPACITY,
             backlog: 4096,
             uring_recv_buffers: 256,
+            max_conns: None,
+            max_conns_per_ip: None,
+            max_pending_handshakes: None,
         }
     }
 }

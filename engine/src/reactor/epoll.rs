@@ -85,15 +85,15 @@ impl Epoll {
     }
 
     fn accept(&mut self, core: &mut Core<Io>, now: Instant) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
         if self.backoff.is_paused() {
             return;
         }
         loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
             match listener.accept() {
-                Ok((mut stream, _peer)) => {
+                Ok((mut stream, peer)) => {
                     self.backoff.accepted(core.conns.len());
                     // TCP_NODELAY and SO_SNDBUF come from the listener (listener.rs).
                     let key = core.conns.vacant_key();
@@ -110,7 +110,10 @@ impl Epoll {
                         blocked: false,
                         read_pending: false,
                     };
-                    core.insert(io, now);
+                    let (key, refused) = core.insert(io, Some(peer.ip()), now);
+                    if refused {
+                        self.flush(core, key, now);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) inbox: InboxRx,
     pub(crate) fanout: Fanout,
     pub(crate) stats: Arc<Counters>,
+    /// The whole server's connection counts.
+    pub(crate) admission: Arc<core::admit::Admission>,
 }
 
 /// The running reactor threads and what stops them.
@@ -142,6 +144,7 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
     }
     let fanout = Fanout::new(txs);
     let stats: Vec<Arc<Counters>> = (0..n).map(|_| Arc::default()).collect();
+    let admission = Arc::new(core::admit::Admission::default());
 
     let mut threads = Vec::with_capacity(n);
     // io_uring instances are created on their own thread (they are not `Send`); each
@@ -157,6 +160,7 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
             inbox,
             fanout: fanout.clone(),
             stats: Arc::clone(&stats[i]),
+            admission: Arc::clone(&admission),
         };
         let core_id = (!cores.is_empty()).then(|| cores[i % cores.len()]);
         let driver = match poll {
@@ -168,6 +172,7 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
         };
         let ready = ready_tx.clone();
         let (backlog, bufs) = (config.backlog, config.uring_recv_buffers);
+        let peer_addrs = config.max_conns_per_ip.is_some();
         let t = std::thread::Builder::new()
             .name(format!("ringcast-reactor-{i}"))
             .spawn(move || {
@@ -177,7 +182,7 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
                 match driver {
                     Start::Epoll(d) => core::run(core::Core::new(shared), d),
                     Start::Uring(listener, waker) => {
-                        match uring::Uring::new(listener, waker, backlog, bufs) {
+                        match uring::Uring::new(listener, waker, backlog, bufs, peer_addrs) {
                             Ok(d) => {
                                 let _ = ready.send(Ok(()));
                                 core::run(core::Core::new(shared), d)

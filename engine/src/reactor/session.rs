@@ -10,7 +10,7 @@
 //! what to do.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -24,6 +24,11 @@ use crate::protocol::conn::{Connection, Event, Limits, Sink};
 use crate::protocol::error::HandshakeError;
 use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::{self, Parsed};
+
+/// Longest a connection refused by a connection limit lingers after its `503` (bounded by
+/// the close timeout too): long enough for the client to read the answer and close, short
+/// so that refused connections arriving in a flood do not hold the table themselves.
+const REFUSED_LINGER: Duration = Duration::from_secs(1);
 
 /// Where a session is in its life.
 #[derive(Debug)]
@@ -72,6 +77,8 @@ pub(crate) struct Session {
     /// Open and not closing: published frames are queued. Kept beside the phase so the
     /// fan-out loop reads it without following the boxed connection.
     receiving: bool,
+    /// Refused by a connection limit: lingers at most [`REFUSED_LINGER`].
+    refused: bool,
 }
 
 /// Routes protocol output into the outbox and client messages to the handler.
@@ -152,7 +159,22 @@ impl Session {
             outbox: Outbox::default(),
             publish_to: None,
             receiving: false,
+            refused: false,
         }
+    }
+
+    /// A session that refuses its connection at once: the `503` response naming the limit
+    /// (`reason`) is queued, the request is not read, and the session drains.
+    pub(crate) fn refused(now: Instant, config: &Config, reason: String) -> Self {
+        let mut s = Self::new(now, config);
+        s.reject(&HandshakeError::Unavailable(reason), now, config);
+        s.refused = true;
+        s
+    }
+
+    /// Whether the session is still reading its upgrade request.
+    pub(crate) fn in_handshake(&self) -> bool {
+        matches!(self.phase, Phase::Handshake { .. })
     }
 
     /// Recomputes [`receiving`](Self::is_open) after the phase or connection changed.
@@ -387,8 +409,13 @@ impl Session {
     /// Called after writing: once a draining session has sent everything, it half-closes.
     pub(crate) fn next_step(&mut self, now: Instant, config: &Config, topics: &Topics) -> Step {
         if self.is_draining() && self.outbox.is_empty(topics) {
+            let linger = if self.refused {
+                REFUSED_LINGER.min(config.limits.close_timeout)
+            } else {
+                config.limits.close_timeout
+            };
             self.phase = Phase::Lingering {
-                deadline: now + config.limits.close_timeout,
+                deadline: now + linger,
             };
             return Step::ShutdownWrite;
         }

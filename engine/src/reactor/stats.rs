@@ -37,7 +37,7 @@ macro_rules! counters {
 counters! {
     /// Open connections (gauge), handshakes included.
     connections,
-    /// Connections accepted since start.
+    /// Connections accepted since start (those refused by a connection limit included).
     accepted,
     /// Subscriptions (connection × topic pairs, gauge).
     subscriptions,
@@ -66,6 +66,12 @@ counters! {
     slow_dropped_frames,
     /// Messages skipped by conflate (a newer one of the topic was sent instead).
     slow_conflated_frames,
+    /// Connections answered `503` because the server was at `max_conns`.
+    refused_conns,
+    /// Connections answered `503` because their address was at `max_conns_per_ip`.
+    refused_per_ip,
+    /// Connections answered `503` because the reactor was at `max_pending_handshakes`.
+    refused_handshakes,
     /// Publications this reactor missed because its inbox was full.
     ring_dropped,
     /// Publications waiting in the inbox when last drained (gauge).

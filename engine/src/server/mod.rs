@@ -142,6 +142,35 @@ impl EngineBuilder {
         self
     }
 
+    /// Connections the whole server holds open at once (all reactors, handshakes
+    /// included); one more is answered `503 Service Unavailable` with `Retry-After: 1`
+    /// and the reason "server at its connection limit (N)", then closed, and counted in
+    /// [`ReactorStats::refused_conns`]. `None` (the
+    /// default): no limit. See [`Config::max_conns`].
+    pub fn max_conns(mut self, max: Option<usize>) -> Self {
+        self.config.max_conns = max;
+        self
+    }
+
+    /// Connections open at once from one IP address, over the whole server; one more is
+    /// answered `503` ("too many connections from this address (N)") and counted in
+    /// `refused_per_ip`. On the io_uring backend this makes accepts one-shot, each with
+    /// an address buffer (a multishot accept carries no peer address). `None` (the
+    /// default): no limit.
+    pub fn max_conns_per_ip(mut self, max: Option<usize>) -> Self {
+        self.config.max_conns_per_ip = max;
+        self
+    }
+
+    /// Connections each reactor holds in their opening handshake at once, so that clients
+    /// that connect and send their request slowly (or never) cannot fill the server; one
+    /// more is answered `503` ("too many handshakes in progress (N)") and counted in
+    /// `refused_handshakes`. `None` (the default): no limit.
+    pub fn max_pending_handshakes(mut self, max: Option<usize>) -> Self {
+        self.config.max_pending_handshakes = max;
+        self
+    }
+
     /// The configuration so far.
     pub fn config(&self) -> &Config {
         &self.config

@@ -125,6 +125,12 @@ impl TestServer {
         client
     }
 
+    /// The engine's counters (`None` for an external server).
+    pub(crate) fn stats(&self) -> Option<ringcast::server::Stats> {
+        let handle = self.handle.lock().unwrap_or_else(|e| e.into_inner());
+        handle.as_ref().map(EngineHandle::stats)
+    }
+
     /// A TCP connection with no handshake yet.
     pub(crate) fn tcp(&self) -> Client {
         Client::connect_tcp(self.addr)
@@ -573,6 +579,47 @@ impl Client {
     pub(crate) fn connect_tcp(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
             .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        Self::from_stream(stream)
+    }
+
+    /// A TCP connection from the local IPv4 address `from` (e.g. 127.0.0.2, to be another
+    /// client address on loopback), no handshake.
+    pub(crate) fn connect_tcp_from(addr: SocketAddr, from: std::net::Ipv4Addr) -> Self {
+        use std::os::fd::FromRawFd;
+        let SocketAddr::V4(to) = addr else {
+            panic!("connect_tcp_from: {addr} is not IPv4");
+        };
+        let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: plain socket calls on a descriptor this function owns; the addresses are
+        // valid `sockaddr_in`s of the length given.
+        let stream = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+            let stream = TcpStream::from_raw_fd(fd);
+            let local = sin(from, 0);
+            let r = libc::bind(fd, (&raw const local).cast(), len);
+            assert!(r == 0, "bind {from}: {}", io::Error::last_os_error());
+            let remote = sin(*to.ip(), to.port());
+            let r = libc::connect(fd, (&raw const remote).cast(), len);
+            assert!(
+                r == 0,
+                "connect {addr} from {from}: {}",
+                io::Error::last_os_error()
+            );
+            stream
+        };
+        Self::from_stream(stream)
+    }
+
+    fn from_stream(stream: TcpStream) -> Self {
         stream
             .set_read_timeout(Some(TIMEOUT))
             .expect("set_read_timeout");

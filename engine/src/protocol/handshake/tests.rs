@@ -569,6 +569,11 @@ fn reject_response_format() {
         (refused(500, "oops"), 500, "Internal Server Error"),
         (refused(503, "draining"), 503, "Service Unavailable"),
         (refused(418, "teapot"), 418, "Error"),
+        (
+            HandshakeError::Unavailable("server at its connection limit (5)".into()),
+            503,
+            "Service Unavailable",
+        ),
     ];
     for (err, status, phrase) in cases {
         let mut out = Vec::new();
@@ -590,6 +595,8 @@ fn reject_response_format() {
             header(&headers, "sec-websocket-version"),
             (status == 426).then_some("13")
         );
+        let unavailable = matches!(err, HandshakeError::Unavailable(_));
+        assert_eq!(header(&headers, "retry-after"), unavailable.then_some("1"));
     }
 }
 

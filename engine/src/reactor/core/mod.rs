@@ -12,15 +12,18 @@
 //! pending, so a flush now would do nothing).
 
 pub(crate) mod accept;
+pub(crate) mod admit;
 mod deliver;
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use self::admit::{Admission, Ticket};
 use super::config::Config;
 use super::session::{Ctx, Session, Step};
 use super::stats::Counters;
@@ -48,6 +51,8 @@ pub(crate) struct Conn<T> {
     pub(crate) session: Session,
     /// In the core's dirty list: published bytes are pending since this turn.
     pub(crate) dirty: bool,
+    /// What the connection holds of the server's connection limits (none if refused).
+    ticket: Option<Ticket>,
     pub(crate) io: T,
 }
 
@@ -114,6 +119,10 @@ pub(crate) struct Core<T> {
     inbox: InboxRx,
     pub(crate) fanout: Fanout,
     pub(crate) stats: Arc<Counters>,
+    /// The whole server's connection counts (`max_conns`, `max_conns_per_ip`).
+    admission: Arc<Admission>,
+    /// Connections of this reactor in their handshake (`max_pending_handshakes`).
+    handshakes: usize,
     /// This turn's publications.
     batch: Vec<Publication>,
     /// Connections with published bytes pending since this turn, to flush once each.
@@ -139,6 +148,7 @@ impl<T> Core<T> {
             inbox,
             fanout,
             stats,
+            admission,
         } = shared;
         inbox.claim_thread();
         Self {
@@ -151,6 +161,8 @@ impl<T> Core<T> {
             inbox,
             fanout,
             stats,
+            admission,
+            handshakes: 0,
             batch: Vec::new(),
             dirty: Vec::new(),
             turn: Vec::new(),
@@ -162,18 +174,36 @@ impl<T> Core<T> {
         }
     }
 
-    /// Registers a new connection accepted at `now`; returns its key.
-    pub(crate) fn insert(&mut self, io: T, now: Instant) -> usize {
+    /// Registers a new connection from `peer` (when the driver knows it) accepted at
+    /// `now`; returns its key, and whether it was refused by a connection limit
+    /// ([`admit`]): then its session has the `503` response queued and the driver should
+    /// flush it now.
+    pub(crate) fn insert(&mut self, io: T, peer: Option<IpAddr>, now: Instant) -> (usize, bool) {
+        // An IPv4 client of a dual-stack listener counts as its IPv4 address.
+        let peer = peer.map(|ip| ip.to_canonical());
+        let (session, ticket) = match self.admission.admit(&self.config, peer, self.handshakes) {
+            Ok(ticket) => {
+                self.handshakes += 1;
+                (Session::new(now, &self.config), Some(ticket))
+            }
+            Err(refusal) => {
+                refusal.count(&self.stats);
+                tracing::debug!("connection refused: {}", refusal.reason());
+                (Session::refused(now, &self.config, refusal.reason()), None)
+            }
+        };
+        let refused = ticket.is_none();
         let key = self.conns.insert(Conn {
-            session: Session::new(now, &self.config),
+            session,
             dirty: false,
+            ticket,
             io,
         });
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         self.stats
             .connections
             .store(self.conns.len() as u64, Ordering::Relaxed);
-        key
+        (key, refused)
     }
 
     /// The connections to read this turn: those with input left over from the last one,
@@ -225,7 +255,11 @@ impl<T> Core<T> {
             fanout: &self.fanout,
             key,
         };
+        let was_handshake = c.session.in_handshake();
         let m = c.session.handle_read(data, now, &mut ctx);
+        if was_handshake && !c.session.in_handshake() {
+            self.handshakes -= 1;
+        }
         if m > 0 {
             self.stats.messages_in.fetch_add(m, Ordering::Relaxed);
         }
@@ -277,6 +311,12 @@ impl<T> Core<T> {
     /// socket.
     pub(crate) fn remove<D: Driver<Io = T>>(&mut self, driver: &mut D, key: usize) {
         if let Some(mut c) = self.conns.try_remove(key) {
+            if c.session.in_handshake() {
+                self.handshakes -= 1;
+            }
+            if let Some(ticket) = c.ticket {
+                self.admission.release(ticket);
+            }
             c.session.leave(&mut self.topics, key);
             self.settle();
             driver.release(key, c.io);

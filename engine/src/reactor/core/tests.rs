@@ -119,6 +119,7 @@ impl Rig {
             inbox: rx,
             fanout: fanout.clone(),
             stats: Arc::default(),
+            admission: Arc::default(),
         });
         Self {
             core,
@@ -131,13 +132,17 @@ impl Rig {
     /// A subscriber to `path` whose socket takes `room` bytes; returns its key with the
     /// handshake answer read.
     fn subscriber(&mut self, path: &str, room: usize) -> usize {
-        let key = self.core.insert(
-            Sock {
-                room: usize::MAX,
-                ..Sock::default()
-            },
-            self.now,
-        );
+        let key = self
+            .core
+            .insert(
+                Sock {
+                    room: usize::MAX,
+                    ..Sock::default()
+                },
+                None,
+                self.now,
+            )
+            .0;
         let mut req = format!(
             "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"

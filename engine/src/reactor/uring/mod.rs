@@ -6,7 +6,8 @@
 //!   ring's table may hold up to `RLIMIT_NOFILE` entries). Near the end of the table
 //!   accepts become one-shot, and a full table pauses accepting until connections close
 //!   (logged once), as EMFILE does for epoll: no connection is accepted into a full table,
-//!   where the kernel would close it.
+//!   where the kernel would close it. Under `max_conns_per_ip` every accept is one-shot,
+//!   with a buffer for the peer's address (a multishot accept carries none).
 //! - **Receive**: one multishot receive per connection, into the reactor's provided-buffer
 //!   ring ([`bufring`]). Each buffer goes back to the ring right after the session consumed
 //!   it. Bytes that arrive while the session does not want input (replies over their limit,
@@ -283,6 +284,12 @@ pub(crate) struct Uring {
     accept_multishot: bool,
     /// Send SQEs made since the counters were last updated.
     writes: u64,
+    /// Accepts take the peer's address (`max_conns_per_ip`): they are one-shot then, as
+    /// a multishot accept carries no address.
+    peer_addrs: bool,
+    /// Where a one-shot accept writes the peer's address and its length; boxed so it
+    /// does not move while the accept is in flight.
+    accept_addr: Box<(libc::sockaddr_storage, libc::socklen_t)>,
     /// Idle send records, reused. Boxed: an SQE points into a record, which must not move
     /// while it is in flight (it lives in a slot then, and comes back here after).
     #[allow(clippy::vec_box)]
@@ -305,6 +312,7 @@ impl Uring {
         waker: Arc<Waker>,
         backlog: u32,
         recv_bufs: u16,
+        peer_addrs: bool,
     ) -> io::Result<Self> {
         if waker.eventfd_raw().is_none() {
             return Err(io::Error::other("io_uring reactor needs an eventfd waker"));
@@ -337,6 +345,9 @@ impl Uring {
             accept_multishot: false,
             send_pool: Vec::new(),
             writes: 0,
+            peer_addrs,
+            // SAFETY: all-zero is a valid `sockaddr_storage` (family `AF_UNSPEC`).
+            accept_addr: Box::new((unsafe { std::mem::zeroed() }, 0)),
         };
         this.arm_accept();
         this.arm_wake();
@@ -398,10 +409,16 @@ impl Uring {
             return;
         }
         let fd = Fd(l.as_raw_fd());
-        self.accept_multishot = free > self.oneshot_below;
+        self.accept_multishot = free > self.oneshot_below && !self.peer_addrs;
         let e = if self.accept_multishot {
             opcode::AcceptMulti::new(fd)
                 .allocate_file_index(true)
+                .build()
+        } else if self.peer_addrs {
+            let (addr, len) = &mut *self.accept_addr;
+            *len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            opcode::Accept::new(fd, (addr as *mut libc::sockaddr_storage).cast(), len)
+                .file_index(Some(DestinationSlot::auto_target()))
                 .build()
         } else {
             opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
@@ -409,8 +426,11 @@ impl Uring {
                 .build()
         };
         let e = e.user_data(user_data(op::ACCEPT, 0, 0));
-        // SAFETY: an accept into a direct descriptor without a peer address points at no
-        // memory of ours.
+        // SAFETY: an accept without a peer address points at no memory of ours; one with
+        // it points into `accept_addr`, boxed (it does not move) and freed only with the
+        // driver, after teardown has waited for the accept's completion (`outstanding`
+        // counts an armed accept). One accept is armed at a time, so nothing else writes
+        // there meanwhile.
         unsafe { self.push(&e) };
         self.accept_armed = true;
     }
@@ -583,15 +603,24 @@ impl Uring {
             return self.close_slot(slot_key);
         }
         self.backoff.accepted(core.conns.len());
-        let key = core.insert(
+        let peer = if self.peer_addrs && !self.accept_multishot {
+            peer_ip(&self.accept_addr.0)
+        } else {
+            None
+        };
+        let (key, refused) = core.insert(
             Io {
                 slot: slot_key as u32,
                 sending: false,
             },
+            peer,
             now,
         );
         self.slots[slot_key].conn = Some(key as u32);
         self.arm_recv(slot_key);
+        if refused {
+            self.flush(core, key, now);
+        }
         if self.accept_armed && self.accept_multishot && self.free_files() <= self.oneshot_below {
             // Near the end of the table: one connection per accept from now on.
             self.accept_multishot = false;
@@ -779,6 +808,26 @@ impl Uring {
 
 /// Builds a reactor's ring with the cheapest completion mode the kernel takes (module
 /// docs); `RINGCAST_URING_SETUP` picks one.
+/// The IP address in a `sockaddr` the kernel filled in (IPv4 or IPv6).
+fn peer_ip(addr: &libc::sockaddr_storage) -> Option<std::net::IpAddr> {
+    match i32::from(addr.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a `sockaddr_in`, which it is large
+            // and aligned enough for.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for `sockaddr_in6`.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(std::net::Ipv6Addr::from(a.sin6_addr.s6_addr).into())
+        }
+        _ => None,
+    }
+}
+
 fn build_ring() -> io::Result<IoUring> {
     let forced = std::env::var("RINGCAST_URING_SETUP").ok();
     let modes: &[&str] = match forced.as_deref() {
@@ -965,6 +1014,11 @@ impl Drop for Uring {
             self.bufs.leak();
             std::mem::forget(std::mem::take(&mut self.slots));
             Box::leak(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+            if self.accept_armed {
+                // SAFETY: all-zero is a valid `sockaddr_storage`.
+                let blank = Box::new((unsafe { std::mem::zeroed() }, 0));
+                Box::leak(std::mem::replace(&mut self.accept_addr, blank));
+            }
         }
     }
 }
