@@ -30,7 +30,7 @@ pub(crate) struct Admission {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ticket {
     /// The address counted in the per-address map.
-    ip: Option<IpAddr>,
+    pub(crate) ip: Option<IpAddr>,
 }
 
 /// Why a connection was refused: the limit it hit, and its value.

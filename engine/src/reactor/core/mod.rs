@@ -15,6 +15,7 @@ pub(crate) mod accept;
 pub(crate) mod admit;
 mod deliver;
 
+use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -51,8 +52,9 @@ pub(crate) struct Conn<T> {
     pub(crate) session: Session,
     /// In the core's dirty list: published bytes are pending since this turn.
     pub(crate) dirty: bool,
-    /// What the connection holds of the server's connection limits (none if refused).
-    ticket: Option<Ticket>,
+    /// Admitted, so counted in the server's connection limits (not a refused one). The
+    /// address it is counted under, if any, is in `Core::peers`: connections stay small.
+    admitted: bool,
     pub(crate) io: T,
 }
 
@@ -123,6 +125,9 @@ pub(crate) struct Core<T> {
     admission: Arc<Admission>,
     /// Connections of this reactor in their handshake (`max_pending_handshakes`).
     handshakes: usize,
+    /// The address each admitted connection is counted under (only with
+    /// `max_conns_per_ip`).
+    peers: HashMap<usize, IpAddr>,
     /// This turn's publications.
     batch: Vec<Publication>,
     /// Connections with published bytes pending since this turn, to flush once each.
@@ -163,6 +168,7 @@ impl<T> Core<T> {
             stats,
             admission,
             handshakes: 0,
+            peers: HashMap::new(),
             batch: Vec::new(),
             dirty: Vec::new(),
             turn: Vec::new(),
@@ -196,9 +202,12 @@ impl<T> Core<T> {
         let key = self.conns.insert(Conn {
             session,
             dirty: false,
-            ticket,
+            admitted: !refused,
             io,
         });
+        if let Some(ip) = ticket.and_then(|t| t.ip) {
+            self.peers.insert(key, ip);
+        }
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         self.stats
             .connections
@@ -314,8 +323,9 @@ impl<T> Core<T> {
             if c.session.in_handshake() {
                 self.handshakes -= 1;
             }
-            if let Some(ticket) = c.ticket {
-                self.admission.release(ticket);
+            if c.admitted {
+                let ip = self.peers.remove(&key);
+                self.admission.release(Ticket { ip });
             }
             c.session.leave(&mut self.topics, key);
             self.settle();
