@@ -252,8 +252,50 @@ fn lag_high_water_sees_the_stalled_subscriber(backend: Backend) {
     );
 }
 
+/// A WebSocket publisher flooding the inboxes (default size: more than a quarter of them
+/// plus one read's worth of frames, see the README) is paused — its input is not read while
+/// an inbox is over a quarter full — not dropped: every message reaches the subscriber, in
+/// order, on io_uring as on epoll, and no reactor counts a drop.
+fn websocket_publishers_are_paused_not_dropped_by_congested_inboxes(backend: Backend) {
+    const N: u32 = 200_000;
+    let h = start(builder(backend));
+    let addr = h.local_addr();
+    let mut sub = connect(addr, "/sub/P");
+    let mut publisher = connect(addr, "/pub/P");
+    fanout_util::wait_stats(&h, "the subscriber", |s| s.subscriptions == 1);
+    let writer = std::thread::spawn(move || {
+        for i in 0..N {
+            publisher
+                .write(Message::binary(i.to_be_bytes().to_vec()))
+                .expect("publish");
+        }
+        publisher.flush().expect("flush");
+        publisher
+    });
+    for i in 0..N {
+        match sub.read() {
+            Ok(Message::Binary(b)) => assert_eq!(
+                u32::from_be_bytes(b[..4].try_into().unwrap()),
+                i,
+                "lost or reordered"
+            ),
+            Ok(_) => {}
+            Err(e) => panic!("message {i}: {e}; {:#?}", h.stats()),
+        }
+    }
+    let _publisher = writer.join().expect("publisher thread");
+    // Both reactors took every publication (the one without subscribers too), none
+    // dropped.
+    let s = fanout_util::wait_stats(&h, "every publication taken", |s| {
+        s.publications == 2 * u64::from(N)
+    });
+    assert_eq!(s.ring_dropped, 0, "{s:#?}");
+    assert_eq!(s.messages_in, u64::from(N));
+}
+
 util::for_each_backend!(
     publishing_never_blocks_and_inbox_drops_are_counted_exactly,
+    websocket_publishers_are_paused_not_dropped_by_congested_inboxes,
     pub_needs_the_token_and_does_not_echo,
     unknown_paths_get_404,
     shutdown_sends_1001_to_every_client_and_returns,

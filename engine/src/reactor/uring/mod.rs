@@ -542,8 +542,14 @@ impl Uring {
         let Some(c) = core.conns.get(key) else {
             return;
         };
-        if self.slots[c.io.slot as usize].recv == Recv::Off && (core.gate(key) == Gate::Open) {
-            self.pending.push(key);
+        if self.slots[c.io.slot as usize].recv != Recv::Off {
+            return;
+        }
+        match core.gate(key) {
+            Gate::Open => self.pending.push(key),
+            // A publisher held back by congested inboxes: retried once they drain.
+            Gate::Defer => self.defer(key),
+            Gate::Closed => {}
         }
     }
 
@@ -666,9 +672,16 @@ impl Uring {
             self.cancel(slot_key, op::RECV);
         }
         if core.conns[key].session.is_publisher() && core.fanout.is_congested() {
-            self.deferred.push(key);
+            self.defer(key);
         }
         self.flush(core, key, now);
+    }
+
+    /// Holds a publisher back until the inboxes drain (once, however often it is asked).
+    fn defer(&mut self, key: usize) {
+        if !self.deferred.contains(&key) {
+            self.deferred.push(key);
+        }
     }
 
     fn on_send(&mut self, core: &mut Core<Io>, slot_key: usize, res: i32, now: Instant) {
@@ -766,11 +779,10 @@ impl Uring {
         if self.slots[slot_key].recv != Recv::Off {
             return;
         }
-        if !(core.gate(key) == Gate::Open) {
-            if c.session.is_publisher() && core.fanout.is_congested() {
-                self.deferred.push(key);
-            }
-            return;
+        match core.gate(key) {
+            Gate::Open => {}
+            Gate::Defer => return self.defer(key),
+            Gate::Closed => return,
         }
         let mut stash = self.slots[slot_key].stash.take();
         if !stash.is_empty() {
@@ -782,6 +794,8 @@ impl Uring {
         if core.gate(key) == Gate::Open {
             self.arm_recv(slot_key);
         }
+        // Otherwise the stash just fed may have congested the inboxes: `flush` ends in
+        // `want_recv`, which defers the publisher until they drain.
         self.flush(core, key, now);
     }
 
