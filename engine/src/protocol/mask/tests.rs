@@ -1,6 +1,8 @@
 //! Every implementation against a naive byte loop: exhaustively for short lengths at every
 //! phase and alignment, and by proptest for random buffers cut at random points.
 
+#![forbid(unsafe_code)]
+
 use proptest::prelude::*;
 
 use super::{Impl, SIMD_THRESHOLD, scalar, unmask, unmask_with};
