@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit/property/integration/doc tests, a short
-# run of every fuzz target, and the Autobahn|Testsuite conformance run (strict) against
-# the echo server.
+# The whole test suite: formatting, lints, unit/property/integration/doc tests, the
+# protocol and fanout unit tests under Miri, a short run of every fuzz target, and the
+# Autobahn|Testsuite conformance run (strict) against the echo server.
 #
 # Usage: scripts/test.sh            (the README's test command; CI runs it via .ci/run)
-# Environment: SKIP_AUTOBAHN=1 skips the conformance run outside CI; SKIP_FUZZ=1 skips the
+# Environment: SKIP_MIRI=1 skips the Miri run (scripts/miri.sh) outside CI;
+# SKIP_AUTOBAHN=1 skips the conformance run outside CI; SKIP_FUZZ=1 skips the
 # fuzz run outside CI; FUZZ_SECONDS sets its time per target (default 20; needs
 # cargo-fuzz, which .ci/run installs).
 set -euo pipefail
@@ -19,6 +20,13 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== cargo test (debug: unit, property, integration, doc) =="
 cargo test --workspace --quiet
+
+if [[ "${SKIP_MIRI:-0}" == 1 && "${CI:-}" != true ]]; then
+  echo "miri: skipped (SKIP_MIRI=1)"
+else
+  echo "== miri: protocol and fanout unit tests =="
+  scripts/miri.sh
+fi
 
 if [[ "${SKIP_FUZZ:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "fuzz: skipped (SKIP_FUZZ=1)"

@@ -27,6 +27,9 @@
 //! `server → reactor → fanout → protocol`.
 
 #![warn(missing_docs)]
+// Unsafe code is fenced: only the modules that declare `#[allow(unsafe_code)]` (SIMD
+// unmasking, the two I/O drivers, the waker, libc helpers, topic-log chunks) may use it.
+#![deny(unsafe_code)]
 
 pub mod fanout;
 #[cfg(fuzzing)]

@@ -21,6 +21,8 @@
 //! bad arguments past clap), 2 usage errors (clap), 3 an `--expect-all` expectation
 //! failed.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod clock;
 mod driver;

@@ -13,6 +13,7 @@
 
 #[doc(hidden)]
 pub mod bench;
+#[allow(unsafe_code)] // raw allocation and slices of the shared, append-only chunk
 pub(crate) mod chunk;
 pub(crate) mod log;
 pub(crate) mod outbox;

@@ -4,6 +4,8 @@
 //! [`CloseFrame::decode`] checks both the code and the reason's UTF-8, so every close the
 //! connection echoes is one the peer may legally have sent.
 
+#![forbid(unsafe_code)]
+
 use super::error::ProtocolError;
 
 /// The largest reason that fits a control frame beside its 2-byte code.

@@ -23,6 +23,8 @@
 //! finishes at once; later input is discarded. A close the server starts
 //! ([`Connection::close`]) waits up to [`Limits::close_timeout`] for the peer's reply.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

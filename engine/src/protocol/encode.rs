@@ -1,5 +1,7 @@
 //! Encoding server frames once into shared buffers.
 
+#![forbid(unsafe_code)]
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::close::{CloseCode, CloseFrame};

@@ -7,6 +7,8 @@
 //! [`close_code`]: ProtocolError::close_code
 //! [`reason`]: ProtocolError::reason
 
+#![forbid(unsafe_code)]
+
 use super::close::CloseCode;
 
 /// A violation of RFC 6455 (or of a configured limit) by the peer, after the handshake.

@@ -29,6 +29,8 @@
 //! assert_eq!(decode(&buf[..n]).unwrap(), Decoded::Header(h, n));
 //! ```
 
+#![forbid(unsafe_code)]
+
 use super::error::ProtocolError;
 
 /// The longest header: 2 + 8 (64-bit length) + 4 (mask key).

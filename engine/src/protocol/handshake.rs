@@ -39,6 +39,8 @@
 //! case-sensitive. The subprotocol is the first of [`HandshakeConfig::protocols`] the
 //! client offered; no match is not an error, the response then names no protocol.
 
+#![forbid(unsafe_code)]
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest as _, Sha1};

@@ -2,6 +2,8 @@
 //! control-frame buffers only while a message or control frame is being assembled, and
 //! most connections, most of the time, assemble nothing.
 
+#![forbid(unsafe_code)]
+
 /// A `Vec<u8>` allocated on first use. See the module docs.
 #[derive(Debug, Default)]
 #[allow(clippy::box_collection)]

@@ -21,7 +21,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::core::accept::Backoff;
 use super::core::{Core, Driver, Gate, IOV_MAX, WRITE_BUDGET};
 use super::session::Step;
-use super::sys::{IoVecs, syscall};
+use super::sys::{IoVecs, cvt};
 use super::waker::Waker;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -200,7 +200,7 @@ impl Epoll {
             // frames and the topic logs' chunks: all borrowed from `c` and `topics`,
             // alive and unmodified until `advance` below, after the call returned. `fd` is
             // the connection's open socket.
-            let r = syscall!(sendmsg(fd, &raw const msg, libc::MSG_NOSIGNAL));
+            let r = cvt(unsafe { libc::sendmsg(fd, &raw const msg, libc::MSG_NOSIGNAL) });
             iov.0.clear();
             writes += 1;
             match r {

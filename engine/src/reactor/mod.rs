@@ -11,14 +11,18 @@
 
 pub mod config;
 pub(crate) mod core;
+#[allow(unsafe_code)] // libc calls (sendmsg) and the `msghdr` it is given
 pub(crate) mod epoll;
 pub mod handler;
 pub(crate) mod listener;
 pub(crate) mod pin;
 pub(crate) mod session;
 pub mod stats;
+#[allow(unsafe_code)] // `Send` for the `iovec` array handed to the kernel
 pub(crate) mod sys;
+#[allow(unsafe_code)] // SQEs point at memory the kernel uses; buffer rings, raw msghdrs
 pub(crate) mod uring;
+#[allow(unsafe_code)] // eventfd(2) and adopting its descriptor
 pub(crate) mod waker;
 
 use std::io;

@@ -1,22 +1,33 @@
-//! The one way libc is called from the reactors: [`syscall!`] turns the C convention
-//! (-1 and `errno`) into `io::Result`.
+//! The one way libc results are read in the reactors: [`cvt`] turns the C convention
+//! (-1 and `errno`) into `io::Result`. Each call site spells its own `unsafe` block,
+//! with its `// SAFETY:` comment, around the libc call: `cvt(unsafe { libc::f(..) })`.
 
-/// Calls a libc function, mapping a return of -1 to `io::Error::last_os_error()`.
-///
-/// The call itself is `unsafe`: each use site says why its arguments are valid.
-macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        // SAFETY: the caller of `syscall!` states, above the macro use, why the
-        // arguments satisfy the function's contract.
-        let res = unsafe { libc::$fn($($arg),*) };
-        if res == -1 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(res)
-        }
-    }};
+use std::io;
+
+/// A libc return type whose -1 means failure with `errno` set.
+pub(crate) trait MinusOne: Copy + PartialEq {
+    /// The failure value.
+    const MINUS_ONE: Self;
 }
-pub(crate) use syscall;
+
+impl MinusOne for i32 {
+    const MINUS_ONE: Self = -1;
+}
+
+impl MinusOne for isize {
+    const MINUS_ONE: Self = -1;
+}
+
+/// Maps a libc return of -1 to `io::Error::last_os_error()`; any other value is `Ok`.
+///
+/// Call it directly on the libc call's result, before anything else can change `errno`.
+pub(crate) fn cvt<T: MinusOne>(res: T) -> io::Result<T> {
+    if res == T::MINUS_ONE {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(res)
+    }
+}
 
 /// A reusable array of `iovec`s for one vectored write at a time. It is filled, handed to
 /// the kernel and cleared within one flush, so the pointers it holds never outlive the

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
-use super::sys::syscall;
+use super::sys::cvt;
 
 /// Interrupts one reactor's wait.
 #[derive(Debug)]
@@ -24,7 +24,7 @@ impl Waker {
     /// A non-blocking eventfd for an io_uring reactor.
     pub(crate) fn eventfd() -> io::Result<Self> {
         // SAFETY: eventfd(2) takes no pointers; flags are valid constants.
-        let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
         // SAFETY: eventfd(2) returned a new descriptor that nothing else owns.
         Ok(Self::EventFd(unsafe { File::from_raw_fd(fd) }))
     }

@@ -66,6 +66,7 @@ fn runs_cross_chunk_edges_as_two_slices() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "25 000 appends: minutes under Miri")]
 fn a_quiet_topic_shrinks_back_to_small_chunks() {
     let pool = ChunkPool::default();
     let mut log = TopicLog::new(1);

@@ -32,9 +32,13 @@
 use std::sync::OnceLock;
 
 pub mod scalar;
-#[cfg(target_arch = "aarch64")]
+// Under Miri the SIMD kernels are left out (Miri does not model most intrinsics) and
+// dispatch falls back to the scalar twin.
+#[cfg(all(target_arch = "aarch64", not(miri)))]
+#[allow(unsafe_code)] // NEON intrinsics on raw pointers
 mod simd_arm;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[allow(unsafe_code)] // SSE2/AVX2 intrinsics on raw pointers, `target_feature` functions
 mod simd_x86;
 #[cfg(test)]
 mod tests;
@@ -89,11 +93,11 @@ impl Impl {
     fn function(self) -> Option<UnmaskFn> {
         match self {
             Self::Scalar => Some(scalar::unmask),
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(all(target_arch = "x86_64", not(miri)))]
             Self::Sse2 => simd_x86::sse2(),
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(all(target_arch = "x86_64", not(miri)))]
             Self::Avx2 => simd_x86::avx2(),
-            #[cfg(target_arch = "aarch64")]
+            #[cfg(all(target_arch = "aarch64", not(miri)))]
             Self::Neon => simd_arm::neon(),
             _ => None,
         }

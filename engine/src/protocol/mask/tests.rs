@@ -1,6 +1,8 @@
 //! Every implementation against a naive byte loop: exhaustively for short lengths at every
 //! phase and alignment, and by proptest for random buffers cut at random points.
 
+#![forbid(unsafe_code)]
+
 use proptest::prelude::*;
 
 use super::{Impl, SIMD_THRESHOLD, scalar, unmask, unmask_with};
@@ -48,10 +50,13 @@ fn scalar_is_always_available_and_selected_is_available() {
     assert_eq!(available.first(), Some(&Impl::Scalar));
     assert!(available.contains(&Impl::selected()));
     assert_eq!(available.last(), Some(&Impl::selected()));
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     assert!(available.contains(&Impl::Sse2));
-    #[cfg(target_arch = "aarch64")]
+    #[cfg(all(target_arch = "aarch64", not(miri)))]
     assert!(available.contains(&Impl::Neon));
+    // Under Miri the SIMD kernels are compiled out.
+    #[cfg(miri)]
+    assert_eq!(available, [Impl::Scalar]);
 }
 
 #[test]
@@ -88,6 +93,10 @@ fn every_length_0_to_67_at_every_phase() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "compares the SIMD kernels, which Miri leaves out; slow there"
+)]
 fn dispatch_matches_reference_around_threshold() {
     for len in (0..=67).chain([SIMD_THRESHOLD * 8 + 5, 4096 + 3]) {
         let data = bytes(len, 99);
@@ -116,6 +125,10 @@ fn phase_is_taken_modulo_4_even_near_overflow() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "compares the SIMD kernels, which Miri leaves out; slow there"
+)]
 fn unaligned_starting_offsets_1_to_31() {
     let whole = bytes(512, 11);
     for imp in Impl::available() {
@@ -151,9 +164,13 @@ fn unmasking_twice_restores() {
 }
 
 proptest! {
+    // Miri interprets every case; a few still reach the code under it.
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+
     /// Each implementation, in one call or in two calls continuing the phase, equals the
     /// reference, at any start offset.
     #[test]
+    #[cfg_attr(miri, ignore = "compares the SIMD kernels, which Miri leaves out; slow there")]
     fn prop_impls_agree_whole_and_split(
         data in proptest::collection::vec(any::<u8>(), 0..4200),
         key in any::<[u8; 4]>(),

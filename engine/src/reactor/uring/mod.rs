@@ -881,7 +881,7 @@ fn nofile_limit() -> u32 {
         rlim_max: 0,
     };
     // SAFETY: `rl` is a valid, writable rlimit struct.
-    match super::sys::syscall!(getrlimit(libc::RLIMIT_NOFILE, &raw mut rl)) {
+    match super::sys::cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut rl) }) {
         Ok(_) => u32::try_from(rl.rlim_cur).unwrap_or(u32::MAX),
         Err(_) => 1024,
     }
