@@ -5,8 +5,8 @@
 //! with an HTTP status) and receives the messages clients send ([`Handler::on_message`]),
 //! acting through a [`Client`]: reply, subscribe, unsubscribe, publish, close.
 //!
-//! Two handlers come with ringcast: [`Echo`] (the conformance-suite mode) and
-//! [`Broadcast`](crate::server::Broadcast) (`ringcast serve`).
+//! Two handlers come with ringcast: [`Echo`] (the conformance-suite mode), here, and the
+//! broadcast handler of `ringcast serve`, in the server layer above.
 
 use crate::fanout::outbox::Outbox;
 use crate::fanout::topic::{TopicError, TopicName, TopicRules, Topics};
