@@ -74,9 +74,6 @@ pub(crate) struct Session {
     pub(crate) outbox: Outbox,
     /// The topic this connection publishes to, if the handler said so.
     publish_to: Option<TopicName>,
-    /// Open and not closing: published frames are queued. Kept beside the phase so the
-    /// fan-out loop reads it without following the boxed connection.
-    receiving: bool,
     /// Refused by a connection limit: lingers at most [`REFUSED_LINGER`].
     refused: bool,
 }
@@ -158,7 +155,6 @@ impl Session {
             },
             outbox: Outbox::default(),
             publish_to: None,
-            receiving: false,
             refused: false,
         }
     }
@@ -175,11 +171,6 @@ impl Session {
     /// Whether the session is still reading its upgrade request.
     pub(crate) fn in_handshake(&self) -> bool {
         matches!(self.phase, Phase::Handshake { .. })
-    }
-
-    /// Recomputes [`receiving`](Self::is_open) after the phase or connection changed.
-    fn sync(&mut self) {
-        self.receiving = matches!(&self.phase, Phase::Open(c) if c.is_open());
     }
 
     /// Whether the backend should read from the socket now: not while its own frames
@@ -214,9 +205,7 @@ impl Session {
     /// Takes bytes read from the socket (modified in place: unmasking); returns the
     /// number of complete messages received.
     pub(crate) fn handle_read(&mut self, data: &mut [u8], now: Instant, ctx: &mut Ctx<'_>) -> u64 {
-        let messages = self.read_phase(data, now, ctx);
-        self.sync();
-        messages
+        self.read_phase(data, now, ctx)
     }
 
     fn read_phase(&mut self, data: &mut [u8], now: Instant, ctx: &mut Ctx<'_>) -> u64 {
@@ -344,7 +333,6 @@ impl Session {
             conn.close(CloseCode::POLICY, "slow consumer", now, &mut tx);
         }
         self.phase = draining(now, config);
-        self.sync();
     }
 
     /// Starts a server-side close (shutdown): close 1001 on open connections, after what
@@ -369,7 +357,6 @@ impl Session {
             }
             Phase::Draining { .. } | Phase::Lingering { .. } => {}
         }
-        self.sync();
         Step::Continue
     }
 
@@ -396,7 +383,6 @@ impl Session {
                 if conn.is_finished() {
                     self.phase = draining(now, config);
                 }
-                self.sync();
             }
             Phase::Draining { deadline } | Phase::Lingering { deadline } if now >= *deadline => {
                 return Step::Drop;
