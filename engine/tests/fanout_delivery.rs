@@ -247,6 +247,14 @@ impl Harness {
             t.slow_closed + t.slow_dropped_frames + t.slow_conflated_frames,
             0
         );
+        // Writes coalesce: each carries a connection's pending frames, so there are
+        // fewer writes than frames (and some).
+        assert!(
+            t.writes > 0 && t.writes < t.frames_out,
+            "writes {} for {} frames",
+            t.writes,
+            t.frames_out
+        );
         assert_eq!(t.connections, (self.subs.len() + publishers) as u64);
     }
 }

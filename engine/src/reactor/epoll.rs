@@ -23,6 +23,7 @@ use super::core::{Core, Driver, Gate, IOV_MAX, WRITE_BUDGET};
 use super::session::Step;
 use super::sys::{IoVecs, cvt};
 use super::waker::Waker;
+use crate::fanout::outbox::Written;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 /// The token of the reactor's [`Waker`].
@@ -226,7 +227,7 @@ impl Epoll {
                 }
             }
         }
-        core.note_written(crate::fanout::outbox::Written { frames }, bytes);
+        core.note_written(Written { frames }, bytes);
         core.note_writes(writes);
         failed
     }
