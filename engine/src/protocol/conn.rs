@@ -89,8 +89,13 @@ pub enum Event<'a> {
 
 /// Where a connection delivers its output, in wire order.
 pub trait Sink {
-    /// A frame the protocol must send (a pong or a close), already encoded.
+    /// A frame the protocol must send (a ping or a pong), already encoded.
     fn transmit(&mut self, frame: Bytes);
+    /// The close frame: the last frame the connection sends (a sink that sends frames of
+    /// its own ends them here). The default sends it like any other.
+    fn transmit_close(&mut self, frame: Bytes) {
+        self.transmit(frame);
+    }
     /// An event for the application. Replies to it go out after the frames transmitted
     /// so far.
     fn event(&mut self, event: Event<'_>);
@@ -201,7 +206,7 @@ impl Connection {
     /// until `now + close_timeout`. Does nothing unless the connection is open.
     pub fn close<S: Sink>(&mut self, code: CloseCode, reason: &str, now: Instant, sink: &mut S) {
         if self.state == State::Open {
-            sink.transmit(encode::close(code, reason));
+            sink.transmit_close(encode::close(code, reason));
             self.state = State::CloseSent {
                 deadline: now + self.limits.close_timeout,
             };
@@ -245,7 +250,7 @@ impl Connection {
 
     fn fail<S: Sink>(&mut self, e: &ProtocolError, sink: &mut S) {
         if self.state == State::Open {
-            sink.transmit(encode::close(e.close_code(), e.reason()));
+            sink.transmit_close(encode::close(e.close_code(), e.reason()));
         }
         self.state = State::Finished;
         self.frame = None;
@@ -476,7 +481,7 @@ impl Connection {
                         Some(code) => encode::frame(OpCode::Close, &code.0.to_be_bytes()),
                         None => encode::frame(OpCode::Close, b""),
                     };
-                    sink.transmit(reply);
+                    sink.transmit_close(reply);
                 }
                 self.state = State::Finished;
                 self.message = None;

@@ -22,7 +22,6 @@ use crate::fanout::topic::{TopicName, Topics};
 use crate::protocol::close::CloseCode;
 use crate::protocol::conn::{Connection, Event, Limits, Sink};
 use crate::protocol::error::HandshakeError;
-use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::{self, Parsed};
 
 /// Longest a connection refused by a connection limit lingers after its `503` (bounded by
@@ -89,7 +88,11 @@ struct App<'s, 'c> {
 
 impl Sink for App<'_, '_> {
     fn transmit(&mut self, frame: Bytes) {
-        transmit(self.outbox, self.ctx.topics, self.ctx.key, frame);
+        self.outbox.push(frame);
+    }
+
+    fn transmit_close(&mut self, frame: Bytes) {
+        close_after_pending(self.outbox, self.ctx.topics, self.ctx.key, frame);
     }
 
     fn event(&mut self, event: Event<'_>) {
@@ -124,23 +127,21 @@ struct Tx<'a> {
 
 impl Sink for Tx<'_> {
     fn transmit(&mut self, frame: Bytes) {
-        transmit(self.outbox, self.topics, self.key, frame);
+        self.outbox.push(frame);
+    }
+
+    fn transmit_close(&mut self, frame: Bytes) {
+        close_after_pending(self.outbox, self.topics, self.key, frame);
     }
 
     fn event(&mut self, _: Event<'_>) {}
 }
 
-/// Queues a frame the protocol sends. The close frame is the last frame of a
-/// connection: the subscriptions end there, and what they still have pending is sent
-/// before it.
-fn transmit(outbox: &mut Outbox, topics: &mut Topics, key: usize, frame: Bytes) {
-    if frame
-        .first()
-        .is_some_and(|b| b & 0x0f == OpCode::Close.as_u8())
-    {
-        for s in outbox.freeze(topics) {
-            topics.unsubscribe(s.topic, key, s.pos);
-        }
+/// Queues the close frame, the last frame of a connection: the subscriptions end there,
+/// and what they still have pending is sent before it.
+fn close_after_pending(outbox: &mut Outbox, topics: &mut Topics, key: usize, frame: Bytes) {
+    for s in outbox.freeze(topics) {
+        topics.unsubscribe(s.topic, key, s.pos);
     }
     outbox.push(frame);
 }

@@ -25,6 +25,23 @@ impl Sink for Record {
         };
         assert!(h.fin && h.mask.is_none() && h.rsv == 0);
         assert_eq!(frame.len() - n, h.len as usize);
+        assert_ne!(
+            h.opcode,
+            OpCode::Close,
+            "a close frame must go through transmit_close"
+        );
+        self.0.push(Out::Tx(h.opcode, frame[n..].to_vec()));
+    }
+    fn transmit_close(&mut self, frame: Bytes) {
+        let Ok(Decoded::Header(h, n)) = decode(&frame) else {
+            panic!("connection transmitted a bad close frame")
+        };
+        assert!(h.fin && h.mask.is_none() && h.rsv == 0);
+        assert_eq!(
+            h.opcode,
+            OpCode::Close,
+            "only the close frame ends the connection"
+        );
         self.0.push(Out::Tx(h.opcode, frame[n..].to_vec()));
     }
     fn event(&mut self, e: Event<'_>) {
