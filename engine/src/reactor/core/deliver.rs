@@ -47,12 +47,11 @@ impl<T> Core<T> {
                 entry.turn_start = entry.log.head();
                 turn.push(id);
             }
-            topics.append(id, &p.frame);
-            let entry = topics.entry_mut(id);
             if !entry.touched {
                 entry.touched = true;
                 touched.push(id);
             }
+            topics.append(id, &p.frame);
         }
         let max_lag = config.max_lag_bytes as u64;
         let (mut dropped, mut conflated, mut high) = (0, 0, 0);
