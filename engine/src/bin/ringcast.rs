@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ringcast::fanout::{History, SlowConsumer, TopicRules};
 use ringcast::protocol::conn::Limits;
+use ringcast::protocol::envelope;
 use ringcast::protocol::handshake::HandshakeConfig;
 use ringcast::server::demo::{DEFAULT_SYMBOLS, DemoFeed};
 use ringcast::server::{Backend, Broadcast};
@@ -125,7 +126,8 @@ struct ServerArgs {
     /// (0 disables).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     idle_timeout: Duration,
-    /// A subprotocol the server speaks (repeat, in order of preference).
+    /// A subprotocol the server speaks (repeat, in order of preference); `serve` always
+    /// speaks ringcast.v1 too, after those given.
     #[arg(long = "protocol", value_name = "NAME")]
     protocols: Vec<String>,
     /// Accept browser upgrades only from this Origin (repeat; default: any origin).
@@ -229,6 +231,7 @@ fn main() -> ExitCode {
                 .topics(rules)
                 .slow_consumer(args.slow_consumer)
                 .inbox_capacity(args.inbox)
+                .handshake(serve_handshake(&args.server))
                 .history(History {
                     messages: args.history,
                     bytes: args.history_bytes,
@@ -241,6 +244,15 @@ fn main() -> ExitCode {
             run(builder, "serve", demo)
         }
     }
+}
+
+/// The handshake rules of `serve`: the flags', speaking ringcast.v1 as well.
+fn serve_handshake(args: &ServerArgs) -> HandshakeConfig {
+    let mut hs = args.builder(0).config().handshake.clone();
+    if !hs.protocols.iter().any(|p| p == envelope::PROTOCOL) {
+        hs.protocols.push(envelope::PROTOCOL.to_owned());
+    }
+    hs
 }
 
 fn run(builder: EngineBuilder, mode: &str, demo: Option<(Vec<String>, f64)>) -> ExitCode {

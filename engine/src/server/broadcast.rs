@@ -258,8 +258,9 @@ impl Handler for Broadcast {
 }
 
 fn error(client: &mut Client<'_>, message: &str) {
-    let msg = serde_json::json!({ "op": "error", "error": message });
-    client.send_text(&msg.to_string());
+    // `op` first, as in every other message (a `json!` map would sort the keys).
+    let msg = format!(r#"{{"op":"error","error":{}}}"#, serde_json::Value::from(message));
+    client.send_text(&msg);
 }
 
 #[cfg(test)]
