@@ -36,10 +36,7 @@ impl Handler for Quotes {
                 reason: format!("unknown symbol {bad}; known: {}", SYMBOLS.join(",")),
             };
         }
-        Upgrade::Accept {
-            topics,
-            publish_to: None,
-        }
+        Upgrade::subscribe(topics)
     }
 
     fn on_message(&self, client: &mut Client<'_>, msg: Message<'_>) {

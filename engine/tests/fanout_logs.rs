@@ -14,9 +14,17 @@ use std::time::Duration;
 use fanout_util::{
     builder, connect, connect_stalled, next_data, next_text, start, wait_for, wait_stats,
 };
-use ringcast::fanout::SlowConsumer;
+use ringcast::fanout::{History, SlowConsumer};
 use ringcast::server::Backend;
 use tungstenite::Message;
+
+/// No ringcast.v1 history: the logs hold only what plain subscribers have pending.
+fn no_history() -> History {
+    History {
+        messages: 0,
+        ..History::default()
+    }
+}
 
 /// Message `seq` of `len` bytes: its sequence number, then a byte pattern of it.
 fn payload(seq: u32, len: usize) -> Vec<u8> {
@@ -124,7 +132,8 @@ fn a_subscriber_joining_mid_stream_starts_at_the_head(backend: Backend) {
 }
 
 fn chunks_are_reused_over_a_long_run(backend: Backend) {
-    let h = start(builder(backend).threads(1));
+    // Plain logs only (the ringcast.v1 history is bounded on its own).
+    let h = start(builder(backend).threads(1).history(no_history()));
     let mut ws = connect(h.local_addr(), "/sub/T");
     wait_stats(&h, "one subscriber", |s| s.subscriptions == 1);
     // 32 MB in batches the subscriber reads as they come.
@@ -155,6 +164,7 @@ fn a_pending_send_outlives_its_chunks(backend: Backend) {
     let h = start(
         builder(backend)
             .threads(1)
+            .history(no_history())
             .sndbuf(4096)
             .max_lag_bytes(256 << 10)
             .slow_consumer(SlowConsumer::Close),

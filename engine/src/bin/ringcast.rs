@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ringcast::fanout::{SlowConsumer, TopicRules};
+use ringcast::fanout::{History, SlowConsumer, TopicRules};
 use ringcast::protocol::conn::Limits;
 use ringcast::protocol::handshake::HandshakeConfig;
 use ringcast::server::demo::{DEFAULT_SYMBOLS, DemoFeed};
@@ -60,6 +60,21 @@ struct ServeArgs {
     /// dropped and counted (ring_dropped).
     #[arg(long, default_value_t = 65536)]
     inbox: usize,
+    /// Messages of each topic kept for ringcast.v1 snapshots and resumes (?since=SEQ);
+    /// 0 disables history.
+    #[arg(long, default_value_t = 1024)]
+    history: usize,
+    /// Most bytes of each topic's history (per reactor); the first of --history and
+    /// --history-bytes binds.
+    #[arg(long, default_value = "4MiB", value_parser = parse_size)]
+    history_bytes: usize,
+    /// A topic without subscribers and publications for this long forgets its history.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    history_ttl: Duration,
+    /// How often ringcast.v1 subscribers get {"op":"heartbeat","seq":{…}} with the
+    /// latest sequence number of each of their topics; 0 disables.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    heartbeat: Duration,
     /// Publish a synthetic market-data feed (JSON quotes to one topic per symbol).
     #[arg(long)]
     demo: bool,
@@ -213,7 +228,13 @@ fn main() -> ExitCode {
                 })
                 .topics(rules)
                 .slow_consumer(args.slow_consumer)
-                .inbox_capacity(args.inbox);
+                .inbox_capacity(args.inbox)
+                .history(History {
+                    messages: args.history,
+                    bytes: args.history_bytes,
+                    idle_ttl: args.history_ttl,
+                })
+                .heartbeat((!args.heartbeat.is_zero()).then_some(args.heartbeat));
             let demo = args
                 .demo
                 .then(|| (args.demo_symbols.clone(), args.demo_rate));

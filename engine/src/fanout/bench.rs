@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::SlowConsumer;
 use super::outbox::Outbox;
-use super::topic::{TopicName, Topics};
+use super::topic::{Form, Start, TopicName, Topics};
 
 /// One reactor's topic with `n` subscribers. See [`FanoutBench::round`].
 #[derive(Debug)]
@@ -23,10 +23,10 @@ impl FanoutBench {
         let mut subs = Vec::with_capacity(subscribers);
         let mut id = 0;
         for key in 0..subscribers {
-            let (t, pos, head) = topics.subscribe(&name, key);
+            let (t, pos) = topics.subscribe(&name, Form::Plain, key, 0);
             id = t;
             let mut o = Outbox::default();
-            o.add_sub(id, pos, head);
+            o.add_sub(id, pos, topics.start(id, Start::Live).0);
             subs.push(o);
         }
         Self { topics, id, subs }
@@ -39,7 +39,8 @@ impl FanoutBench {
     pub fn round(&mut self, frames: &[Bytes]) -> usize {
         let batch_start = self.topics.log(self.id).head();
         for f in frames {
-            self.topics.append(self.id, f);
+            let seq = self.topics.log(self.id).last_seq() + 1;
+            self.topics.append(self.id, f, seq);
         }
         let log = self.topics.log(self.id);
         let mut slices = 0;
@@ -58,7 +59,7 @@ impl FanoutBench {
             o.advance(&self.topics, total);
             min = min.min(o.subs()[0].cursor);
         }
-        self.topics.entry_mut(self.id).log.trim(min);
+        self.topics.trim(self.id, min);
         slices
     }
 }

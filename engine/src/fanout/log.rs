@@ -12,7 +12,13 @@
 //! reactor), so a run of small frames is one contiguous range; a frame over
 //! [`LARGE_FRAME`] is kept as its own segment (a refcount, no copy). A frame never spans
 //! two segments. The log records where each held frame starts and its sequence number, for
-//! skipping (slow consumers) and counting.
+//! skipping (slow consumers), counting, and finding where a resuming subscriber starts.
+//!
+//! A `ringcast.v1` log is also the topic's history: it keeps its newest frames (up to a
+//! count and a byte size) after every cursor has passed them, so a client that comes back
+//! with the last sequence number it saw is just a cursor set back
+//! ([`resume`](TopicLog::resume)). Messages the log never got (its reactor's inbox was
+//! full) leave a `gap` frame in their place, so every subscriber is told.
 //!
 //! A subscriber is a cursor: what it has not been sent is `[cursor, head)`, which
 //! [`pieces`](TopicLog::pieces) yields as one slice per segment — usually one, two at a
@@ -169,13 +175,26 @@ impl Seg {
     }
 }
 
-/// Where a held frame starts, and its sequence number.
+/// Where a held frame starts, and the sequence numbers it stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FrameMeta {
     /// Position of the frame's first byte.
     pub(crate) pos: u64,
-    /// The message's sequence number in this topic.
+    /// The message's sequence number in this topic (a gap frame: the last one missing).
     pub(crate) seq: u64,
+    /// The first sequence number it stands for: `seq` for a message, the first one
+    /// missing for a gap frame.
+    pub(crate) first: u64,
+}
+
+/// Where a resuming subscriber starts in a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resume {
+    /// The position of the first message to send it.
+    pub(crate) cursor: u64,
+    /// Messages after its `since` that the log no longer holds (`from..=to`): the
+    /// subscriber is told before anything else.
+    pub(crate) gap: Option<(u64, u64)>,
 }
 
 /// One topic's log in one reactor. See the module docs.
@@ -184,7 +203,9 @@ pub(crate) struct TopicLog {
     segs: VecDeque<Seg>,
     frames: VecDeque<FrameMeta>,
     head: u64,
-    next_seq: u64,
+    /// Sequence number of the last message appended, or of the last one known not to be
+    /// coming (the log started after it).
+    last_seq: u64,
     /// Size class of the next chunk: grows when a chunk fills within a few trims (a busy
     /// topic gets 64 KiB runs), shrinks when one took many (a quiet one holds 4 KiB).
     class: usize,
@@ -193,12 +214,18 @@ pub(crate) struct TopicLog {
 }
 
 impl TopicLog {
-    /// An empty log whose first message will have sequence number `next_seq`.
-    pub(crate) fn new(next_seq: u64) -> Self {
+    /// An empty log that holds nothing up to sequence number `last_seq`: its first
+    /// message is `last_seq + 1`.
+    pub(crate) fn after(last_seq: u64) -> Self {
         Self {
-            next_seq,
+            last_seq,
             ..Self::default()
         }
+    }
+
+    /// The sequence number of the last message appended (or known to be past).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq
     }
 
     /// Position after the last byte appended: where a new subscriber starts.
@@ -223,23 +250,35 @@ impl TopicLog {
         self.segs.len()
     }
 
-    #[cfg(test)]
-    /// The sequence number the next message gets.
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.next_seq
+    /// Appends the encoded frame of message `seq`.
+    pub(crate) fn append(&mut self, frame: &Bytes, seq: u64, pool: &ChunkPool) {
+        self.push(frame, seq, seq, pool);
     }
 
-    /// Appends an encoded frame; returns its sequence number.
-    pub(crate) fn append(&mut self, frame: &Bytes, pool: &ChunkPool) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+    #[cfg(test)]
+    /// Appends the next message (`last_seq + 1`); returns its number.
+    pub(crate) fn append_next(&mut self, frame: &Bytes, pool: &ChunkPool) -> u64 {
+        let seq = self.last_seq + 1;
+        self.append(frame, seq, pool);
+        seq
+    }
+
+    /// Appends a frame that stands for messages `first..=last`, which the log did not
+    /// get (a `gap` announcement).
+    pub(crate) fn append_gap(&mut self, frame: &Bytes, first: u64, last: u64, pool: &ChunkPool) {
+        self.push(frame, first, last, pool);
+    }
+
+    fn push(&mut self, frame: &Bytes, first: u64, seq: u64, pool: &ChunkPool) {
+        self.last_seq = self.last_seq.max(seq);
         let len = frame.len();
         if len == 0 {
-            return seq;
+            return;
         }
         self.frames.push_back(FrameMeta {
             pos: self.head,
             seq,
+            first,
         });
         if len > LARGE_FRAME {
             self.segs.push_back(Seg {
@@ -278,7 +317,6 @@ impl TopicLog {
             }
         }
         self.head += len as u64;
-        seq
     }
 
     /// Calls `f` with the bytes `[from, head)`, one slice per segment, until `max` bytes
@@ -384,8 +422,65 @@ impl TopicLog {
         self.frames.iter().copied()
     }
 
+    /// Where a subscriber resuming after message `since` starts: at the first message
+    /// after it still held, with a gap for those before that are not.
+    pub(crate) fn resume(&self, since: u64) -> Resume {
+        if since >= self.last_seq {
+            return Resume {
+                cursor: self.head,
+                gap: None,
+            };
+        }
+        let i = self.frames.partition_point(|f| f.seq <= since);
+        match self.frames.get(i) {
+            None => Resume {
+                cursor: self.head,
+                gap: Some((since + 1, self.last_seq)),
+            },
+            Some(f) => Resume {
+                cursor: f.pos,
+                gap: (f.first > since + 1).then(|| (since + 1, f.first - 1)),
+            },
+        }
+    }
+
+    /// The sequence numbers of the frames that start in `[from, to)`, as a range, if any.
+    pub(crate) fn seq_range(&self, from: u64, to: u64) -> Option<(u64, u64)> {
+        let a = self.frames.partition_point(|f| f.pos < from);
+        let b = self.frames.partition_point(|f| f.pos < to);
+        (a < b).then(|| (self.frames[a].first, self.frames[b - 1].seq))
+    }
+
+    /// The last sequence number wholly sent to a subscriber whose cursor is at `pos`.
+    pub(crate) fn seq_before(&self, pos: u64) -> u64 {
+        if pos >= self.head {
+            return self.last_seq;
+        }
+        let mut j = self.frames.partition_point(|f| f.pos < pos);
+        if !self.is_boundary(pos) {
+            j = j.saturating_sub(1);
+        }
+        self.frames
+            .get(j)
+            .map_or(self.last_seq, |f| f.first.saturating_sub(1))
+    }
+
+    /// The oldest position the history must keep: the newest `messages` frames, as far
+    /// as they fit in `bytes` (the head when `messages` is 0).
+    pub(crate) fn history_floor(&self, messages: usize, bytes: u64) -> u64 {
+        if messages == 0 {
+            return self.head;
+        }
+        let by_count = self
+            .frames
+            .get(self.frames.len().saturating_sub(messages))
+            .map_or(self.head, |f| f.pos);
+        by_count.max(self.frame_at_or_after(self.head.saturating_sub(bytes)))
+    }
+
     /// Drops the segments that end at or before `keep_from` (every cursor is at or past
-    /// it). A tail chunk with room left stays, to take the next frames.
+    /// it, and the history does not reach back further), and the records of frames that
+    /// end there. A tail chunk with room left stays, to take the next frames.
     pub(crate) fn trim(&mut self, keep_from: u64) {
         self.trims = self.trims.saturating_add(1);
         while let Some(front) = self.segs.front() {
@@ -402,7 +497,11 @@ impl TopicLog {
             self.segs.pop_front();
         }
         let tail = self.tail();
-        while self.frames.front().is_some_and(|f| f.pos < tail) {
+        while let Some(f) = self.frames.front() {
+            let end = self.frames.get(1).map_or(self.head, |n| n.pos);
+            if f.pos >= tail && end > keep_from {
+                break;
+            }
             self.frames.pop_front();
         }
     }

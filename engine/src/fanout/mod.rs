@@ -19,8 +19,9 @@ pub(crate) mod log;
 pub(crate) mod outbox;
 pub mod policy;
 pub mod ring;
+pub(crate) mod sequence;
 pub mod topic;
 
 pub use policy::SlowConsumer;
 pub use ring::{Fanout, Publication, Published, Wake};
-pub use topic::{DEFAULT_TOPIC, TopicError, TopicName, TopicRules};
+pub use topic::{DEFAULT_TOPIC, Form, History, Start, TopicError, TopicName, TopicRules};

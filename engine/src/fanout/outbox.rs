@@ -43,6 +43,15 @@ pub(crate) struct Sub {
     pub(crate) cursor: u64,
 }
 
+/// What a slow-consumer policy skipped of one subscription.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Skipped {
+    /// Frames skipped.
+    pub(crate) frames: usize,
+    /// The sequence numbers they stood for (`from..=to`), if any.
+    pub(crate) seqs: Option<(u64, u64)>,
+}
+
 /// No subscription is inside a frame.
 const NO_MID: u32 = u32::MAX;
 
@@ -286,9 +295,9 @@ impl Outbox {
     }
 
     /// Moves subscription `i`'s cursor forward to the frame boundary `to` (a
-    /// slow-consumer policy); returns the messages skipped. A frame it had started is
+    /// slow-consumer policy); returns what was skipped. A frame it had started is
     /// finished first (held), and is not counted.
-    pub(crate) fn skip(&mut self, log: &TopicLog, i: usize, to: u64) -> usize {
+    pub(crate) fn skip(&mut self, log: &TopicLog, i: usize, to: u64) -> Skipped {
         let mut cursor = self.subs[i].cursor;
         if self.mid() == Some(i) {
             self.hold_rest_of_frame(log, cursor);
@@ -296,7 +305,10 @@ impl Outbox {
             cursor = log.frame_end(cursor);
         }
         let to = to.max(cursor);
-        let skipped = log.frames_before(to) - log.frames_before(cursor);
+        let skipped = Skipped {
+            frames: log.frames_before(to) - log.frames_before(cursor),
+            seqs: log.seq_range(cursor, to),
+        };
         self.subs[i].cursor = to;
         skipped
     }

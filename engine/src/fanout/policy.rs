@@ -9,7 +9,7 @@
 //! frame within three quarters of the limit, `conflate` to the topic's latest frame.
 
 use super::log::TopicLog;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Skipped};
 
 use std::fmt;
 use std::str::FromStr;
@@ -61,9 +61,9 @@ pub(crate) enum Acted {
     /// The connection must be closed (1008).
     Close,
     /// Messages skipped by drop-oldest.
-    Dropped(usize),
+    Dropped(Skipped),
     /// Messages skipped by conflate.
-    Conflated(usize),
+    Conflated(Skipped),
 }
 
 impl SlowConsumer {

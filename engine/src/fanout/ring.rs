@@ -1,8 +1,8 @@
 //! The hand-off from publishers to reactors: one bounded inbox ring per reactor.
 //!
 //! ```text
-//!  publish(topic, payload) ── encode once ──► Publication { topic, frame: Bytes }
-//!        │ (any thread)                         │ clone = refcount bump
+//!  publish(topic, payload) ── number, encode once ──► Publication { topic, seq, frame, envelope }
+//!        │ (any thread)                                │ clone = refcount bumps
 //!        ├──────────────► inbox[0] ── wake once per batch ──► reactor 0
 //!        └──────────────► inbox[1] ── wake once per batch ──► reactor 1
 //! ```
@@ -12,6 +12,11 @@
 //! without coordinating with the other reactors, and a reactor that falls behind fills only
 //! its own inbox. Publishing pushes one `Bytes` clone per reactor (not per subscriber) and
 //! never blocks: it is a `try_send`.
+//!
+//! **Sequence numbers.** Each publication gets the next number of its topic
+//! ([`super::sequence`]) and is framed twice, once: plainly (the payload as sent) and in its
+//! `ringcast.v1` envelope, which names the topic and the number. Reactors append each to
+//! the log of the subscribers who asked for that form.
 //!
 //! **Wake-ups.** A reactor clears its `notified` flag before draining its inbox; a
 //! publisher wakes the reactor (an eventfd write: a `mio::Waker` for epoll reactors, a bare
@@ -32,9 +37,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use super::sequence::Sequencer;
 use super::topic::TopicName;
-use crate::protocol::encode;
 use crate::protocol::frame::OpCode;
+use crate::protocol::{encode, envelope};
 
 thread_local! {
     /// The inbox of the reactor running on this thread (its flag's address), if any: a
@@ -56,19 +62,25 @@ pub trait Wake: Send + Sync + std::fmt::Debug {
     fn wake(&self) -> std::io::Result<()>;
 }
 
-/// A frame on its way to the subscribers of a topic.
+/// A message on its way to the subscribers of a topic.
 #[derive(Debug, Clone)]
 pub struct Publication {
     /// The topic.
     pub topic: TopicName,
-    /// The encoded server frame (header and payload), shared by every subscriber.
+    /// Its sequence number in the topic (from 1).
+    pub seq: u64,
+    /// The encoded server frame (header and payload), shared by every plain subscriber.
     pub frame: Bytes,
+    /// The same message in its `ringcast.v1` envelope, shared by every v1 subscriber.
+    pub envelope: Bytes,
 }
 
 /// What a publish did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub struct Published {
+    /// The message's sequence number in its topic.
+    pub seq: u64,
     /// Reactors whose inbox was full: their subscribers will not see this message.
     pub dropped_reactors: usize,
 }
@@ -155,19 +167,39 @@ impl InboxRx {
 #[derive(Debug, Clone)]
 pub struct Fanout {
     inboxes: Arc<[InboxTx]>,
+    sequencer: Arc<Sequencer>,
 }
 
 impl Fanout {
     pub(crate) fn new(inboxes: Vec<InboxTx>) -> Self {
         Self {
             inboxes: inboxes.into(),
+            sequencer: Arc::default(),
         }
     }
 
-    /// Frames `payload` once as a message of `opcode` (text or binary) and hands it to
-    /// every reactor. Never blocks.
+    /// Numbers `payload` as the next message of `topic`, frames it once as a message of
+    /// `opcode` (text or binary; text should be UTF-8) plainly and once in its envelope,
+    /// and hands both to every reactor. Never blocks; returns the sequence number.
     pub fn publish(&self, topic: &TopicName, opcode: OpCode, payload: &[u8]) -> Published {
-        self.publish_frame(topic, encode::frame(opcode, payload))
+        let frame = encode::frame(opcode, payload);
+        let json = opcode == OpCode::Text && envelope::is_json(payload);
+        let counter = self.sequencer.counter(topic);
+        counter.next(|seq| {
+            let p = Publication {
+                topic: topic.clone(),
+                seq,
+                frame,
+                envelope: envelope::frame(topic.as_str(), seq, opcode, payload, json),
+            };
+            self.hand_out(&p)
+        })
+    }
+
+    /// The last sequence number of `topic` on this node (0: never published to). Every
+    /// publication up to it is in every reactor's inbox (or counted as dropped there).
+    pub fn last_seq(&self, topic: &str) -> u64 {
+        self.sequencer.last(topic)
     }
 
     /// Whether some reactor's inbox is over a quarter full. Publishers that can wait
@@ -180,15 +212,11 @@ impl Fanout {
             .any(|i| i.tx.len() > i.tx.capacity().unwrap_or(usize::MAX) / 4)
     }
 
-    /// Hands an already encoded frame to every reactor. Never blocks.
-    pub fn publish_frame(&self, topic: &TopicName, frame: Bytes) -> Published {
+    /// Hands a publication to every reactor (under its topic's lock). Never blocks.
+    fn hand_out(&self, p: &Publication) -> Published {
         let mut dropped_reactors = 0;
         for inbox in self.inboxes.iter() {
-            let p = Publication {
-                topic: topic.clone(),
-                frame: frame.clone(),
-            };
-            match inbox.tx.try_send(p) {
+            match inbox.tx.try_send(p.clone()) {
                 Ok(()) => {
                     if !inbox.notified.swap(true, Ordering::SeqCst)
                         && OWN_INBOX.with(Cell::get) != Arc::as_ptr(&inbox.notified) as usize
@@ -204,7 +232,10 @@ impl Fanout {
                 Err(TrySendError::Disconnected(_)) => {}
             }
         }
-        Published { dropped_reactors }
+        Published {
+            seq: p.seq,
+            dropped_reactors,
+        }
     }
 }
 

@@ -10,11 +10,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use slab::Slab;
 
 use super::chunk::ChunkPool;
 use super::log::TopicLog;
+use super::ring::Publication;
+use crate::protocol::envelope;
 
 /// The topic of plain `/sub` and `/pub`.
 pub const DEFAULT_TOPIC: &str = "default";
@@ -87,6 +88,19 @@ pub enum TopicError {
     /// More topics than [`TopicRules::max_per_connection`].
     #[error("more than {0} topics on one connection")]
     TooMany(usize),
+    /// `since` or `snapshot` on a connection without the `ringcast.v1` subprotocol.
+    #[error(
+        "since and snapshot need the ringcast.v1 subprotocol (Sec-WebSocket-Protocol: ringcast.v1)"
+    )]
+    NeedsV1,
+    /// A `since` past the topic's latest sequence number.
+    #[error("since {since} is past the topic's latest seq {latest}")]
+    SinceAhead {
+        /// The `since` asked for.
+        since: u64,
+        /// The topic's latest sequence number on this node.
+        latest: u64,
+    },
 }
 
 impl TopicRules {
@@ -109,11 +123,66 @@ impl TopicRules {
     }
 }
 
-/// One topic in a reactor: its log and its subscribers.
+/// How a connection receives publications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Form {
+    /// The payload as published (no subprotocol).
+    #[default]
+    Plain,
+    /// In `ringcast.v1` envelopes (topic, sequence number), with history and resume.
+    V1,
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Start {
+    /// With the next message published.
+    #[default]
+    Live,
+    /// With the topic's latest message (if any), then live ones (`ringcast.v1` only).
+    Snapshot,
+    /// With the first message after this sequence number still held, then live ones;
+    /// missing ones are announced by a `gap` message (`ringcast.v1` only).
+    Since(u64),
+}
+
+/// How much of each topic's `ringcast.v1` log a reactor keeps for snapshots and resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    /// Newest messages kept per topic (0: no history; snapshots and resumes then find
+    /// nothing held).
+    pub messages: usize,
+    /// Most bytes of envelopes kept per topic (the first of the two limits binds).
+    pub bytes: usize,
+    /// A topic without subscribers in a reactor and without publications for this long
+    /// is forgotten there, history included.
+    pub idle_ttl: std::time::Duration,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self {
+            messages: 1024,
+            bytes: 4 << 20,
+            idle_ttl: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+impl History {
+    /// Whether topics keep a history.
+    pub fn enabled(&self) -> bool {
+        self.messages > 0 && self.bytes > 0
+    }
+}
+
+/// One topic in one form in a reactor: its log and its subscribers.
 #[derive(Debug)]
 pub(crate) struct TopicEntry {
     /// The name.
     pub(crate) name: TopicName,
+    /// Which frames its log holds.
+    pub(crate) form: Form,
     /// Keys of the subscribed connections, in no order; each subscription knows its
     /// position here (4 bytes per subscriber, removal in O(1)).
     pub(crate) subscribers: Vec<u32>,
@@ -125,52 +194,183 @@ pub(crate) struct TopicEntry {
     pub(crate) turn_start: u64,
     /// In the reactor's list of topics published to since the last tick.
     pub(crate) touched: bool,
+    /// Sweeps of idle topics this one was found without subscribers or publications.
+    idle_sweeps: u32,
+}
+
+/// No entry (in [`Ids`]).
+const NONE: u32 = u32::MAX;
+
+/// The entries of one topic name: plain and `ringcast.v1`.
+#[derive(Debug, Clone, Copy)]
+struct Ids([u32; 2]);
+
+impl Default for Ids {
+    fn default() -> Self {
+        Self([NONE; 2])
+    }
+}
+
+impl Ids {
+    fn get(self, form: Form) -> Option<u32> {
+        let id = self.0[form as usize];
+        (id != NONE).then_some(id)
+    }
 }
 
 /// A reactor's topics: name → id → log and subscribers. Ids are small integers, reused
-/// after a topic loses its last subscriber here.
+/// after a topic is forgotten here.
 #[derive(Debug, Default)]
 pub(crate) struct Topics {
-    ids: HashMap<TopicName, u32>,
+    ids: HashMap<TopicName, Ids>,
     entries: Slab<TopicEntry>,
     pool: ChunkPool,
+    history: History,
+    /// Most bytes a resume replays; older messages are announced as a gap, so that a
+    /// resume never starts out as a slow consumer.
+    max_replay: u64,
     subscriptions: usize,
     /// Subscriptions moved to another position by a removal: (topic, connection, new
     /// position), for the reactor to update ([`take_moves`](Self::take_moves)).
     moves: Vec<(u32, u32, u32)>,
+    /// Topics published to this turn (delivered by the reactor).
+    pub(crate) turn: Vec<u32>,
+    /// Topics published to since the last tick (trimmed then).
+    pub(crate) touched: Vec<u32>,
+    /// Publications absorbed since the reactor last counted them.
+    pub(crate) absorbed: u64,
 }
 
 impl Topics {
-    /// Adds `conn` (not subscribed yet) to `topic`; returns the topic's id, the
-    /// subscription's position among the topic's subscribers, and the log's head (where
-    /// the new subscription starts).
-    pub(crate) fn subscribe(&mut self, topic: &TopicName, conn: usize) -> (u32, u32, u64) {
-        let id = match self.ids.get(topic) {
-            Some(&id) => id,
-            None => {
-                let id = self.entries.insert(TopicEntry {
-                    name: topic.clone(),
-                    subscribers: Vec::new(),
-                    log: TopicLog::new(1),
-                    in_turn: false,
-                    turn_start: 0,
-                    touched: false,
-                }) as u32;
-                self.ids.insert(topic.clone(), id);
-                id
-            }
+    /// A registry whose `ringcast.v1` logs keep `history`, and whose resumes replay at
+    /// most `max_replay` bytes.
+    pub(crate) fn new(history: History, max_replay: u64) -> Self {
+        Self {
+            history,
+            max_replay,
+            ..Self::default()
+        }
+    }
+
+    /// The history kept.
+    pub(crate) fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Appends a publication to the logs of its topic (plainly and/or in its envelope,
+    /// for the forms with subscribers here; the envelope also when history is kept) and
+    /// lists them for delivery.
+    pub(crate) fn absorb(&mut self, p: &Publication) {
+        self.absorbed += 1;
+        let ids = self.ids.get(p.topic.as_str()).copied().unwrap_or_default();
+        if let Some(id) = ids.get(Form::Plain) {
+            self.mark(id);
+            let Self { entries, pool, .. } = self;
+            entries[id as usize].log.append(&p.frame, p.seq, pool);
+        }
+        let v1 = match ids.get(Form::V1) {
+            Some(id) => id,
+            None if self.history.enabled() => self.insert(&p.topic, Form::V1, p.seq - 1),
+            None => return,
+        };
+        let Self { entries, pool, .. } = self;
+        let entry = &mut entries[v1 as usize];
+        let last = entry.log.last_seq();
+        if p.seq <= last {
+            // Published before this log began (it was made at a subscribe that counted it).
+            return;
+        }
+        if p.seq > last + 1 {
+            // This reactor missed messages (its inbox was full): everyone here is told.
+            let gap = envelope::gap(p.topic.as_str(), last + 1, p.seq - 1);
+            entry.log.append_gap(&gap, last + 1, p.seq - 1, pool);
+        }
+        entry.log.append(&p.envelope, p.seq, pool);
+        entry.idle_sweeps = 0;
+        self.mark(v1);
+    }
+
+    /// Lists topic `id` as published to this turn and since the last tick.
+    fn mark(&mut self, id: u32) {
+        let entry = &mut self.entries[id as usize];
+        if !entry.in_turn {
+            entry.in_turn = true;
+            entry.turn_start = entry.log.head();
+            self.turn.push(id);
+        }
+        if !entry.touched {
+            entry.touched = true;
+            self.touched.push(id);
+        }
+    }
+
+    fn insert(&mut self, topic: &TopicName, form: Form, last_seq: u64) -> u32 {
+        let id = self.entries.insert(TopicEntry {
+            name: topic.clone(),
+            form,
+            subscribers: Vec::new(),
+            log: TopicLog::after(last_seq),
+            in_turn: false,
+            turn_start: 0,
+            touched: false,
+            idle_sweeps: 0,
+        }) as u32;
+        self.ids.entry(topic.clone()).or_default().0[form as usize] = id;
+        id
+    }
+
+    /// Adds `conn` (not subscribed yet) to `topic` in `form`; returns the topic's id and
+    /// the subscription's position among the topic's subscribers. A new log holds nothing
+    /// up to `last_seq`.
+    pub(crate) fn subscribe(
+        &mut self,
+        topic: &TopicName,
+        form: Form,
+        conn: usize,
+        last_seq: u64,
+    ) -> (u32, u32) {
+        let id = match self.id(topic.as_str(), form) {
+            Some(id) => id,
+            None => self.insert(topic, form, last_seq),
         };
         let entry = &mut self.entries[id as usize];
         let pos = entry.subscribers.len() as u32;
         entry.subscribers.push(conn as u32);
+        entry.idle_sweeps = 0;
         self.subscriptions += 1;
-        (id, pos, entry.log.head())
+        (id, pos)
+    }
+
+    /// Where a subscription to topic `id` starting at `start` begins, and the messages
+    /// after a `since` that are no longer held (announced first).
+    pub(crate) fn start(&self, id: u32, start: Start) -> (u64, Option<(u64, u64)>) {
+        let log = &self.entries[id as usize].log;
+        let (cursor, gap) = match start {
+            Start::Live => return (log.head(), None),
+            Start::Snapshot => return (log.latest_frame().unwrap_or(log.head()), None),
+            Start::Since(since) => {
+                let r = log.resume(since);
+                (r.cursor, r.gap)
+            }
+        };
+        // Replays stay within `max_replay`: what is older is announced, not sent.
+        let floor = log.frame_at_or_after(log.head().saturating_sub(self.max_replay));
+        if cursor >= floor {
+            return (cursor, gap);
+        }
+        let skipped = log.seq_range(cursor, floor);
+        let gap = match (gap, skipped) {
+            (Some((from, _)), Some((_, to))) => Some((from, to)),
+            (None, Some(r)) => Some(r),
+            (g, None) => g,
+        };
+        (floor, gap)
     }
 
     /// Removes `conn` from topic `id`, where it was at position `pos` (looked for if
     /// it moved since); returns whether it was there. The subscriber that takes its
     /// place is recorded in the moves. A topic without subscribers is forgotten (its log
-    /// goes back to the pool, as far as no send holds it).
+    /// goes back to the pool, as far as no send holds it), unless it keeps a history.
     pub(crate) fn unsubscribe(&mut self, id: u32, conn: usize, pos: u32) -> bool {
         let Some(entry) = self.entries.get_mut(id as usize) else {
             return false;
@@ -188,11 +388,39 @@ impl Topics {
             self.moves.push((id, moved, at as u32));
         }
         self.subscriptions -= 1;
-        if entry.subscribers.is_empty() {
-            let entry = self.entries.remove(id as usize);
-            self.ids.remove(&entry.name);
+        let keep = entry.form == Form::V1 && self.history.enabled();
+        if entry.subscribers.is_empty() && !keep {
+            self.forget(id);
         }
         true
+    }
+
+    /// Removes entry `id`.
+    fn forget(&mut self, id: u32) {
+        let entry = self.entries.remove(id as usize);
+        if let Some(ids) = self.ids.get_mut(entry.name.as_str()) {
+            ids.0[entry.form as usize] = NONE;
+            if ids.get(Form::Plain).is_none() && ids.get(Form::V1).is_none() {
+                self.ids.remove(entry.name.as_str());
+            }
+        }
+    }
+
+    /// Counts another sweep for the topics without subscribers and publications, and
+    /// forgets those idle for `sweeps` sweeps (`History::idle_ttl`).
+    pub(crate) fn sweep_idle(&mut self, sweeps: u32) {
+        let mut idle = Vec::new();
+        for (id, e) in &mut self.entries {
+            if e.subscribers.is_empty() && !e.in_turn && !e.touched {
+                e.idle_sweeps += 1;
+                if e.idle_sweeps >= sweeps {
+                    idle.push(id as u32);
+                }
+            }
+        }
+        for id in idle {
+            self.forget(id);
+        }
     }
 
     /// Takes the recorded moves (topic, connection, new position).
@@ -200,9 +428,9 @@ impl Topics {
         into.append(&mut self.moves);
     }
 
-    /// The id of `topic`, if it has subscribers here.
-    pub(crate) fn id(&self, topic: &str) -> Option<u32> {
-        self.ids.get(topic).copied()
+    /// The id of `topic` in `form`, if this reactor has it.
+    pub(crate) fn id(&self, topic: &str, form: Form) -> Option<u32> {
+        self.ids.get(topic).and_then(|ids| ids.get(form))
     }
 
     /// Topic `id`.
@@ -228,10 +456,22 @@ impl Topics {
         &self.entries[id as usize].log
     }
 
-    /// Appends a frame to topic `id`'s log; returns its sequence number.
-    pub(crate) fn append(&mut self, id: u32, frame: &Bytes) -> u64 {
+    /// Appends message `seq` to topic `id`'s log directly (not listed for delivery).
+    pub(crate) fn append(&mut self, id: u32, frame: &bytes::Bytes, seq: u64) {
         let Self { entries, pool, .. } = self;
-        entries[id as usize].log.append(frame, pool)
+        entries[id as usize].log.append(frame, seq, pool);
+    }
+
+    /// Trims topic `id`'s log past `min_cursor` (its slowest subscriber) and, for a
+    /// `ringcast.v1` log, past its history.
+    pub(crate) fn trim(&mut self, id: u32, min_cursor: u64) {
+        let h = self.history;
+        let entry = &mut self.entries[id as usize];
+        let keep = match entry.form {
+            Form::Plain => min_cursor,
+            Form::V1 => min_cursor.min(entry.log.history_floor(h.messages, h.bytes as u64)),
+        };
+        entry.log.trim(keep);
     }
 
     /// The chunk pool of this reactor's logs.
@@ -239,7 +479,7 @@ impl Topics {
         &self.pool
     }
 
-    /// Topics with subscribers here.
+    /// Topic entries here (a topic with plain and v1 subscribers counts twice).
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
@@ -265,21 +505,53 @@ mod tests {
         assert_eq!(r.check(&"x".repeat(65)), Err(TopicError::TooLong(64)));
     }
 
+    fn publication(topic: &str, seq: u64) -> Publication {
+        let payload = format!("m{seq}");
+        Publication {
+            topic: TopicName::new(topic),
+            seq,
+            frame: crate::protocol::encode::frame(
+                crate::protocol::OpCode::Text,
+                payload.as_bytes(),
+            ),
+            envelope: envelope::frame(
+                topic,
+                seq,
+                crate::protocol::OpCode::Text,
+                payload.as_bytes(),
+                false,
+            ),
+        }
+    }
+
     #[test]
     fn subscribe_unsubscribe() {
-        let mut t = Topics::default();
+        let mut t = Topics::new(
+            History {
+                messages: 0,
+                ..History::default()
+            },
+            1 << 20,
+        );
         let a = TopicName::new("a");
-        let (id, pos, head) = t.subscribe(&a, 1);
-        assert_eq!((pos, head), (0, 0));
-        t.append(id, &Bytes::from_static(b"\x82\x01x"));
+        let (id, pos) = t.subscribe(&a, Form::Plain, 1, 0);
+        assert_eq!((pos, t.log(id).head()), (0, 0));
+        t.absorb(&publication("a", 1));
+        assert_eq!(t.turn, [id]);
+        assert_eq!(t.subscribe(&a, Form::Plain, 2, 0), (id, 1));
         assert_eq!(
-            t.subscribe(&a, 2),
-            (id, 1, 3),
+            t.start(id, Start::Live),
+            (t.log(id).head(), None),
             "a late subscriber starts at the head"
         );
-        assert_eq!(t.subscribe(&a, 3), (id, 2, 3));
+        assert_eq!(t.subscribe(&a, Form::Plain, 3, 0), (id, 2));
         assert_eq!(t.entry(id).subscribers, [1, 2, 3]);
-        assert_eq!(t.id("a"), Some(id));
+        assert_eq!(t.id("a", Form::Plain), Some(id));
+        assert_eq!(
+            t.id("a", Form::V1),
+            None,
+            "no history: no v1 log without v1 subscribers"
+        );
         assert_eq!(t.subscriptions(), 3);
         // Removing the first moves the last into its place, and says so.
         assert!(t.unsubscribe(id, 1, 0));
@@ -291,9 +563,55 @@ mod tests {
         // A stale position is looked up.
         assert!(t.unsubscribe(id, 2, 0));
         assert!(t.unsubscribe(id, 3, 7));
-        assert_eq!(t.id("a"), None);
+        assert_eq!(t.id("a", Form::Plain), None);
         assert_eq!(t.len(), 0);
         assert_eq!(t.subscriptions(), 0);
         assert_eq!(t.pool().live(), 0, "the log's chunk went back to the pool");
+    }
+
+    #[test]
+    fn history_snapshot_and_resume() {
+        let mut t = Topics::new(
+            History {
+                messages: 3,
+                ..History::default()
+            },
+            1 << 20,
+        );
+        for seq in 1..=5 {
+            t.absorb(&publication("a", seq));
+        }
+        let id = t
+            .id("a", Form::V1)
+            .expect("history makes a v1 log on publication");
+        t.trim(id, t.log(id).head());
+        let log = t.log(id);
+        let held: Vec<u64> = log.frames().map(|f| f.seq).collect();
+        assert_eq!(held, [3, 4, 5], "the newest 3 are kept");
+        let pos = |seq: u64| log.frames().find(|f| f.seq == seq).unwrap().pos;
+        assert_eq!(t.start(id, Start::Snapshot), (pos(5), None));
+        assert_eq!(t.start(id, Start::Since(3)), (pos(4), None));
+        assert_eq!(t.start(id, Start::Since(2)), (pos(3), None));
+        assert_eq!(t.start(id, Start::Since(0)), (pos(3), Some((1, 2))));
+        assert_eq!(t.start(id, Start::Since(5)), (log.head(), None));
+        // A missed publication leaves a gap frame in the log.
+        t.absorb(&publication("a", 9));
+        let log = t.log(id);
+        let last: Vec<(u64, u64)> = log.frames().map(|f| (f.first, f.seq)).collect();
+        assert_eq!(last[last.len() - 2..], [(6, 8), (9, 9)]);
+        assert_eq!(log.last_seq(), 9);
+        assert_eq!(
+            t.start(id, Start::Since(7)).1,
+            None,
+            "resumes at the gap frame, which tells"
+        );
+        // Kept without subscribers until idle for the sweeps asked.
+        t.sweep_idle(2);
+        assert!(t.id("a", Form::V1).is_some());
+        t.entry_mut(id).in_turn = false;
+        t.entry_mut(id).touched = false;
+        t.sweep_idle(2);
+        t.sweep_idle(2);
+        assert!(t.id("a", Form::V1).is_none(), "forgotten once idle");
     }
 }

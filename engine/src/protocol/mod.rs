@@ -16,6 +16,7 @@
 pub mod close;
 pub mod conn;
 pub mod encode;
+pub mod envelope;
 pub mod error;
 pub mod frame;
 #[cfg(fuzzing)]

@@ -8,8 +8,9 @@ use std::time::Duration;
 use super::handler::{Echo, Handler};
 use crate::fanout::policy::SlowConsumer;
 use crate::fanout::ring::DEFAULT_INBOX_CAPACITY;
-use crate::fanout::topic::TopicRules;
+use crate::fanout::topic::{History, TopicRules};
 use crate::protocol::conn::Limits;
+use crate::protocol::envelope;
 use crate::protocol::handshake::HandshakeConfig;
 
 /// The I/O backend of the reactors.
@@ -81,7 +82,8 @@ pub struct Config {
     pub backend: Backend,
     /// The application.
     pub handler: SharedHandler,
-    /// Opening handshake rules.
+    /// Opening handshake rules; the default speaks the `ringcast.v1` subprotocol (a
+    /// client that offers it gets envelopes, history and resume).
     pub handshake: HandshakeConfig,
     /// A connection that has not completed its handshake by then is dropped.
     pub handshake_timeout: Duration,
@@ -95,6 +97,12 @@ pub struct Config {
     pub max_lag_bytes: usize,
     /// What to do with a subscriber whose lag passes `max_lag_bytes`.
     pub slow_consumer: SlowConsumer,
+    /// What each reactor keeps of every topic's `ringcast.v1` log for snapshots and
+    /// resumes.
+    pub history: History,
+    /// How often `ringcast.v1` connections get `{"op":"heartbeat",…}` with the latest
+    /// sequence number of each topic they subscribe to; `None`: never.
+    pub heartbeat: Option<Duration>,
     /// `SO_SNDBUF` of accepted sockets (the kernel doubles it), so that stalled
     /// subscribers cannot pin autotuned megabytes of kernel memory each; 0 leaves the
     /// kernel's autotuning.
@@ -129,12 +137,17 @@ impl Default for Config {
             pin: true,
             backend: Backend::Auto,
             handler: SharedHandler(Arc::new(Echo)),
-            handshake: HandshakeConfig::default(),
+            handshake: HandshakeConfig {
+                protocols: vec![envelope::PROTOCOL.to_owned()],
+                ..HandshakeConfig::default()
+            },
             handshake_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             topics: TopicRules::default(),
             max_lag_bytes: 4 << 20,
             slow_consumer: SlowConsumer::Close,
+            history: History::default(),
+            heartbeat: Some(Duration::from_secs(5)),
             sndbuf: 128 << 10,
             inbox_capacity: DEFAULT_INBOX_CAPACITY,
             backlog: 4096,

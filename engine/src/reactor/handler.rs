@@ -8,12 +8,14 @@
 //! Two handlers come with ringcast: [`Echo`] (the conformance-suite mode), here, and the
 //! broadcast handler of `ringcast serve`, in the server layer above.
 
+use super::core::absorb;
 use crate::fanout::outbox::Outbox;
-use crate::fanout::topic::{TopicError, TopicName, TopicRules, Topics};
+use crate::fanout::ring::{InboxRx, Publication};
+use crate::fanout::topic::{Form, Start, TopicError, TopicName, TopicRules, Topics};
 use crate::fanout::{Fanout, Published};
 use crate::protocol::close::CloseCode;
-use crate::protocol::encode;
 use crate::protocol::frame::OpCode;
+use crate::protocol::{encode, envelope};
 
 /// The parts of an upgrade request a handler decides on.
 #[derive(Debug, Clone, Copy)]
@@ -24,9 +26,17 @@ pub struct UpgradeRequest<'a> {
     pub query: Option<&'a str>,
     /// All headers (lower-cased names).
     pub headers: &'a [(String, String)],
+    /// The subprotocol the handshake selected from the client's offer, if any
+    /// (`ringcast.v1`: envelopes, snapshots and resume).
+    pub protocol: Option<&'a str>,
 }
 
 impl UpgradeRequest<'_> {
+    /// Whether the connection will speak `ringcast.v1`.
+    pub fn is_v1(&self) -> bool {
+        self.protocol == Some(envelope::PROTOCOL)
+    }
+
     /// The first header named `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -80,6 +90,9 @@ pub enum Upgrade {
         /// A topic this connection publishes to, for the handler's own use
         /// ([`Client::publish_topic`]).
         publish_to: Option<TopicName>,
+        /// Where the initial subscriptions start (anything but [`Start::Live`] needs the
+        /// `ringcast.v1` subprotocol, [`UpgradeRequest::is_v1`]).
+        start: Start,
     },
     /// Refuse with an HTTP status (4xx/5xx) and a short reason.
     Reject {
@@ -96,6 +109,16 @@ impl Upgrade {
         Self::Accept {
             topics: Vec::new(),
             publish_to: None,
+            start: Start::Live,
+        }
+    }
+
+    /// Accept, subscribed to `topics` from now on.
+    pub fn subscribe(topics: Vec<String>) -> Self {
+        Self::Accept {
+            topics,
+            publish_to: None,
+            start: Start::Live,
         }
     }
 }
@@ -123,12 +146,22 @@ pub trait Handler: Send + Sync + 'static {
 /// One connection, as a handler sees it while handling its message.
 pub struct Client<'a> {
     pub(crate) key: usize,
+    pub(crate) form: Form,
     pub(crate) outbox: &'a mut Outbox,
     pub(crate) topics: &'a mut Topics,
     pub(crate) rules: &'a TopicRules,
-    pub(crate) fanout: &'a Fanout,
+    pub(crate) source: Source<'a>,
     pub(crate) publish_to: Option<&'a TopicName>,
     pub(crate) close: &'a mut Option<(CloseCode, String)>,
+}
+
+/// Where a subscription's messages come from: the node's sequence numbers and this
+/// reactor's inbox (drained into the logs before a `ringcast.v1` subscription starts, so
+/// it sees everything numbered before it).
+pub(crate) struct Source<'a> {
+    pub(crate) fanout: &'a Fanout,
+    pub(crate) inbox: &'a InboxRx,
+    pub(crate) batch: &'a mut Vec<Publication>,
 }
 
 impl std::fmt::Debug for Client<'_> {
@@ -152,6 +185,11 @@ impl Client<'_> {
         self.outbox.push(encode::frame(OpCode::Binary, data));
     }
 
+    /// Whether this client speaks `ringcast.v1` (envelopes, snapshots, resume).
+    pub fn is_v1(&self) -> bool {
+        self.form == Form::V1
+    }
+
     /// The topics this client is subscribed to, in the order it subscribed.
     pub fn subscriptions(&self) -> Vec<TopicName> {
         self.outbox
@@ -172,13 +210,29 @@ impl Client<'_> {
     /// # Errors
     /// A bad name or too many topics ([`TopicRules`]).
     pub fn subscribe(&mut self, topic: &str) -> Result<bool, TopicError> {
-        subscribe(self.key, self.outbox, self.topics, self.rules, topic)
+        self.subscribe_from(topic, Start::Live)
+    }
+
+    /// Subscribes this client to `topic` starting at `start`: live, with the latest
+    /// message, or after a sequence number (a `gap` message first announces what is no
+    /// longer held); returns whether it was new (an existing subscription is unchanged).
+    ///
+    /// # Errors
+    /// A bad name, too many topics, `start` other than live without `ringcast.v1`, or a
+    /// `since` past the topic's latest sequence number.
+    pub fn subscribe_from(&mut self, topic: &str, start: Start) -> Result<bool, TopicError> {
+        let sub = Subscriber {
+            key: self.key,
+            form: self.form,
+            rules: self.rules,
+        };
+        sub.subscribe(self.outbox, self.topics, &mut self.source, topic, start)
     }
 
     /// Unsubscribes this client from `topic`; returns whether it was subscribed. A message
     /// of the topic already partly written is finished; the rest is not sent.
     pub fn unsubscribe(&mut self, topic: &str) -> bool {
-        let Some(id) = self.topics.id(topic) else {
+        let Some(id) = self.topics.id(topic, self.form) else {
             return false;
         };
         let Some(s) = self.outbox.remove_sub(self.topics, id) else {
@@ -189,9 +243,9 @@ impl Client<'_> {
     }
 
     /// Publishes to every subscriber of `topic` on every reactor (this client included
-    /// if it subscribes).
+    /// if it subscribes); the answer carries the message's sequence number.
     pub fn publish(&mut self, topic: &TopicName, opcode: OpCode, payload: &[u8]) -> Published {
-        self.fanout.publish(topic, opcode, payload)
+        self.source.fanout.publish(topic, opcode, payload)
     }
 
     /// Closes this connection with `code` and `reason` after this message.
@@ -200,27 +254,60 @@ impl Client<'_> {
     }
 }
 
-/// Adds a subscription for connection `key`, checking the rules.
-pub(crate) fn subscribe(
-    key: usize,
-    outbox: &mut Outbox,
-    topics: &mut Topics,
-    rules: &TopicRules,
-    topic: &str,
-) -> Result<bool, TopicError> {
-    rules.check(topic)?;
-    if topics
-        .id(topic)
-        .is_some_and(|id| outbox.sub_index(id).is_some())
-    {
-        return Ok(false);
+/// A connection about to subscribe.
+pub(crate) struct Subscriber<'a> {
+    pub(crate) key: usize,
+    pub(crate) form: Form,
+    pub(crate) rules: &'a TopicRules,
+}
+
+impl Subscriber<'_> {
+    /// Adds a subscription to `topic` starting at `start`, checking the rules; returns
+    /// whether it was new.
+    pub(crate) fn subscribe(
+        &self,
+        outbox: &mut Outbox,
+        topics: &mut Topics,
+        source: &mut Source<'_>,
+        topic: &str,
+        start: Start,
+    ) -> Result<bool, TopicError> {
+        self.rules.check(topic)?;
+        if self.form == Form::Plain && start != Start::Live {
+            return Err(TopicError::NeedsV1);
+        }
+        if topics
+            .id(topic, self.form)
+            .is_some_and(|id| outbox.sub_index(id).is_some())
+        {
+            return Ok(false);
+        }
+        if outbox.subs().len() >= self.rules.max_per_connection {
+            return Err(TopicError::TooMany(self.rules.max_per_connection));
+        }
+        let mut last = 0;
+        if self.form == Form::V1 {
+            // Everything numbered up to `last` is in this reactor's inbox: taken into the
+            // log, it is where the subscription can start from.
+            last = source.fanout.last_seq(topic);
+            if let Start::Since(since) = start {
+                if since > last {
+                    return Err(TopicError::SinceAhead {
+                        since,
+                        latest: last,
+                    });
+                }
+            }
+            absorb(source.inbox, topics, source.batch, usize::MAX);
+        }
+        let (id, pos) = topics.subscribe(&TopicName::new(topic), self.form, self.key, last);
+        let (cursor, gap) = topics.start(id, start);
+        if let Some((from, to)) = gap {
+            outbox.push(envelope::gap(topic, from, to));
+        }
+        outbox.add_sub(id, pos, cursor);
+        Ok(true)
     }
-    if outbox.subs().len() >= rules.max_per_connection {
-        return Err(TopicError::TooMany(rules.max_per_connection));
-    }
-    let (id, pos, head) = topics.subscribe(&TopicName::new(topic), key);
-    outbox.add_sub(id, pos, head);
-    Ok(true)
 }
 
 /// Echoes every message back with its type, on the paths `/` and `/echo`.
@@ -256,6 +343,7 @@ mod tests {
             path: "/pub/x",
             query: Some("a=1&token=s%20e+c%2Fret&empty"),
             headers: &[],
+            protocol: None,
         };
         assert_eq!(req.query_param("token").as_deref(), Some("s e c/ret"));
         assert_eq!(req.query_param("a").as_deref(), Some("1"));

@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::config::Config;
-use super::handler::{self, Client, Message, Upgrade, UpgradeRequest};
+use super::handler::{Client, Message, Source, Subscriber, Upgrade, UpgradeRequest};
 use crate::fanout::Fanout;
 use crate::fanout::outbox::Outbox;
-use crate::fanout::topic::{TopicName, Topics};
+use crate::fanout::ring::{InboxRx, Publication};
+use crate::fanout::topic::{Form, TopicName, Topics};
 use crate::protocol::close::CloseCode;
 use crate::protocol::conn::{Connection, Event, Limits, Sink};
+use crate::protocol::envelope;
 use crate::protocol::error::HandshakeError;
 use crate::protocol::handshake::{self, Parsed};
 
@@ -60,6 +62,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) limits: &'a Arc<Limits>,
     pub(crate) topics: &'a mut Topics,
     pub(crate) fanout: &'a Fanout,
+    /// The reactor's inbox, and its reused publication list.
+    pub(crate) inbox: &'a InboxRx,
+    pub(crate) batch: &'a mut Vec<Publication>,
     /// The session's key in the reactor (its subscriber id).
     pub(crate) key: usize,
 }
@@ -73,6 +78,8 @@ pub(crate) struct Session {
     pub(crate) outbox: Outbox,
     /// The topic this connection publishes to, if the handler said so.
     publish_to: Option<TopicName>,
+    /// Plain, or `ringcast.v1` (the subprotocol the handshake selected).
+    form: Form,
     /// Refused by a connection limit: lingers at most [`REFUSED_LINGER`].
     refused: bool,
 }
@@ -81,6 +88,7 @@ pub(crate) struct Session {
 struct App<'s, 'c> {
     outbox: &'s mut Outbox,
     publish_to: Option<&'s TopicName>,
+    form: Form,
     ctx: &'s mut Ctx<'c>,
     close: Option<(CloseCode, String)>,
     messages: u64,
@@ -107,10 +115,15 @@ impl Sink for App<'_, '_> {
         }
         let mut client = Client {
             key: self.ctx.key,
+            form: self.form,
             outbox: self.outbox,
             topics: self.ctx.topics,
             rules: &self.ctx.config.topics,
-            fanout: self.ctx.fanout,
+            source: Source {
+                fanout: self.ctx.fanout,
+                inbox: self.ctx.inbox,
+                batch: self.ctx.batch,
+            },
             publish_to: self.publish_to,
             close: &mut self.close,
         };
@@ -156,6 +169,7 @@ impl Session {
             },
             outbox: Outbox::default(),
             publish_to: None,
+            form: Form::Plain,
             refused: false,
         }
     }
@@ -220,6 +234,7 @@ impl Session {
                 let mut app = App {
                     outbox: &mut self.outbox,
                     publish_to: self.publish_to.as_ref(),
+                    form: self.form,
                     ctx,
                     close: None,
                     messages: 0,
@@ -263,9 +278,14 @@ impl Session {
             path: &req.path,
             query: req.query.as_deref(),
             headers: &req.headers,
+            protocol: req.protocol.as_deref(),
         });
-        let (topics, publish_to) = match decision {
-            Upgrade::Accept { topics, publish_to } => (topics, publish_to),
+        let (topics, publish_to, start) = match decision {
+            Upgrade::Accept {
+                topics,
+                publish_to,
+                start,
+            } => (topics, publish_to, start),
             Upgrade::Reject { status, reason } => {
                 let e = if status == 404 {
                     HandshakeError::NotFound
@@ -276,11 +296,29 @@ impl Session {
                 return 0;
             }
         };
+        if req.protocol.as_deref() == Some(envelope::PROTOCOL) {
+            self.form = Form::V1;
+        }
+        let sub = Subscriber {
+            key: ctx.key,
+            form: self.form,
+            rules: &ctx.config.topics,
+        };
+        let mut source = Source {
+            fanout: ctx.fanout,
+            inbox: ctx.inbox,
+            batch: ctx.batch,
+        };
+        // The response goes out first; a gap announced by a resume follows it.
+        let mut resp = Vec::with_capacity(160);
+        handshake::accept_response_into(&req, &mut resp);
+        self.outbox.push(Bytes::from(resp));
         for t in &topics {
-            let r =
-                handler::subscribe(ctx.key, &mut self.outbox, ctx.topics, &ctx.config.topics, t);
+            let r = sub.subscribe(&mut self.outbox, ctx.topics, &mut source, t, start);
             if let Err(e) = r {
+                // The 101 response (and any gap) is not sent: a 400 goes instead.
                 self.leave(ctx.topics, ctx.key);
+                self.outbox = Outbox::default();
                 let e = HandshakeError::Refused {
                     status: 400,
                     reason: format!("topic '{t}': {e}"),
@@ -290,9 +328,6 @@ impl Session {
             }
         }
         self.publish_to = publish_to;
-        let mut resp = Vec::with_capacity(160);
-        handshake::accept_response_into(&req, &mut resp);
-        self.outbox.push(Bytes::from(resp));
         let conn = Connection::new(Arc::clone(ctx.limits), now);
         self.phase = Phase::Open(conn);
         let rest = &mut buf[req.head_len..];
@@ -391,6 +426,24 @@ impl Session {
             _ => {}
         }
         Step::Continue
+    }
+
+    /// Queues a `ringcast.v1` heartbeat: the last sequence number sent of each topic
+    /// subscribed to; returns whether it did (an open v1 connection with subscriptions).
+    pub(crate) fn heartbeat(&mut self, topics: &Topics) -> bool {
+        if self.form != Form::V1 || !matches!(self.phase, Phase::Open(_)) {
+            return false;
+        }
+        let subs = self.outbox.subs();
+        if subs.is_empty() {
+            return false;
+        }
+        let frame = envelope::heartbeat(subs.iter().map(|s| {
+            let entry = topics.entry(s.topic);
+            (entry.name.as_str(), entry.log.seq_before(s.cursor))
+        }));
+        self.outbox.push(frame);
+        true
     }
 
     /// Called after writing: once a draining session has sent everything, it half-closes.

@@ -5,6 +5,11 @@
 //!   `{"op":"subscribe","topics":["BTC-USD"]}` / `{"op":"unsubscribe","topics":[…]}`,
 //!   answered with `{"op":"subscribed","topics":[…]}` / `{"op":"unsubscribed",…}` or
 //!   `{"op":"error","error":"…"}`; the connection stays open either way.
+//! - With the `ringcast.v1` subprotocol, subscribers get envelopes naming topic and
+//!   sequence number, and may start in the past: `?snapshot=1` (the latest message of each
+//!   topic first) or `?since=SEQ` (every message after SEQ still held, a `gap` message for
+//!   those that are not), and at run time `"snapshot":true` / `"since":{"T":SEQ}` in
+//!   `subscribe`.
 //! - `/pub/{topic}` (plain `/pub`: the default topic) publishes every message the client
 //!   sends, unchanged and with its opcode, to every subscriber; it is not echoed back.
 //!   With a publish token set, a publisher must present it as `Authorization: Bearer
@@ -12,7 +17,7 @@
 
 use serde::Deserialize;
 
-use crate::fanout::topic::{DEFAULT_TOPIC, TopicName, TopicRules};
+use crate::fanout::topic::{DEFAULT_TOPIC, Start, TopicError, TopicName, TopicRules};
 use crate::protocol::frame::OpCode;
 use crate::reactor::handler::{Client, Handler, Message, Upgrade, UpgradeRequest};
 
@@ -31,6 +36,77 @@ struct Control {
     op: String,
     #[serde(default)]
     topics: Vec<String>,
+    #[serde(default)]
+    since: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    snapshot: Option<serde_json::Value>,
+}
+
+/// What a `since` must be.
+const SINCE_FORM: &str = "a sequence number (a whole number, 0 or more)";
+
+/// The start asked for by `since` and `snapshot` in an upgrade request's query.
+fn query_start(req: &UpgradeRequest<'_>) -> Result<Start, String> {
+    let since = req.query_param("since");
+    let snapshot = req.query_param("snapshot");
+    let start = match (since, snapshot) {
+        (Some(_), Some(_)) => return Err("give since or snapshot, not both".into()),
+        (Some(s), None) => match s.parse::<u64>() {
+            Ok(n) => Start::Since(n),
+            Err(_) => return Err(format!("since must be {SINCE_FORM}, not '{s}'")),
+        },
+        (None, Some(s)) => match s.as_str() {
+            "1" | "true" => Start::Snapshot,
+            "0" | "false" => Start::Live,
+            _ => {
+                return Err(format!(
+                    "snapshot must be 1 or 0 (true or false), not '{s}'"
+                ));
+            }
+        },
+        (None, None) => Start::Live,
+    };
+    if start != Start::Live && !req.is_v1() {
+        return Err(TopicError::NeedsV1.to_string());
+    }
+    Ok(start)
+}
+
+/// The start of each topic of a `subscribe` message (`since`, `snapshot`).
+fn control_starts(ctl: &Control, v1: bool) -> Result<Vec<Start>, String> {
+    let snapshot = match &ctl.snapshot {
+        None | Some(serde_json::Value::Bool(false)) => false,
+        Some(serde_json::Value::Bool(true)) => true,
+        Some(other) => return Err(format!("snapshot must be true or false, not {other}")),
+    };
+    let since = ctl.since.as_ref();
+    if ctl.op != "subscribe" && (snapshot || since.is_some()) {
+        return Err("since and snapshot go with subscribe".into());
+    }
+    if snapshot && since.is_some() {
+        return Err("give since or snapshot, not both".into());
+    }
+    if (snapshot || since.is_some()) && !v1 {
+        return Err(TopicError::NeedsV1.to_string());
+    }
+    if let Some(map) = since {
+        if let Some(t) = map.keys().find(|k| !ctl.topics.contains(k)) {
+            return Err(format!(
+                "since names topic '{t}', which is not among the topics"
+            ));
+        }
+    }
+    ctl.topics
+        .iter()
+        .map(|t| match since.and_then(|m| m.get(t)) {
+            Some(v) => v
+                .as_u64()
+                .map(Start::Since)
+                .ok_or_else(|| format!("since of '{t}' must be {SINCE_FORM}, not {v}")),
+            None if snapshot => Ok(Start::Snapshot),
+            None => Ok(Start::Live),
+        })
+        .collect()
 }
 
 impl Broadcast {
@@ -101,10 +177,18 @@ impl Handler for Broadcast {
                     &format!("more than {} topics", self.rules.max_per_connection),
                 );
             }
+            let start = match query_start(req) {
+                Ok(s) => s,
+                Err(reason) => return reject(400, &reason),
+            };
             return Upgrade::Accept {
                 topics,
                 publish_to: None,
+                start,
             };
+        }
+        if req.query_param("since").is_some() || req.query_param("snapshot").is_some() {
+            return reject(400, "since and snapshot are for subscribers (/sub)");
         }
         if topics.len() != 1 {
             return reject(400, "a publisher publishes to exactly one topic");
@@ -115,6 +199,7 @@ impl Handler for Broadcast {
         Upgrade::Accept {
             topics: Vec::new(),
             publish_to: Some(TopicName::new(&topics[0])),
+            start: Start::Live,
         }
     }
 
@@ -147,10 +232,14 @@ impl Handler for Broadcast {
         if ctl.topics.is_empty() {
             return error(client, "no topics given");
         }
+        let starts = match control_starts(&ctl, client.is_v1()) {
+            Ok(s) => s,
+            Err(e) => return error(client, &e),
+        };
         let mut done = Vec::with_capacity(ctl.topics.len());
-        for t in &ctl.topics {
+        for (t, &start) in ctl.topics.iter().zip(&starts) {
             if subscribe {
-                if let Err(e) = client.subscribe(t) {
+                if let Err(e) = client.subscribe_from(t, start) {
                     return error(client, &format!("topic '{t}': {e}"));
                 }
             } else {
@@ -178,6 +267,16 @@ mod tests {
     use super::*;
 
     fn upgrade(b: &Broadcast, path: &str, query: Option<&str>, auth: Option<&str>) -> Upgrade {
+        upgrade_with(b, path, query, auth, None)
+    }
+
+    fn upgrade_with(
+        b: &Broadcast,
+        path: &str,
+        query: Option<&str>,
+        auth: Option<&str>,
+        protocol: Option<&str>,
+    ) -> Upgrade {
         let headers: Vec<(String, String)> = auth
             .map(|a| vec![("authorization".to_owned(), a.to_owned())])
             .unwrap_or_default();
@@ -185,7 +284,106 @@ mod tests {
             path,
             query,
             headers: &headers,
+            protocol,
         })
+    }
+
+    fn reason(u: &Upgrade) -> &str {
+        match u {
+            Upgrade::Accept { .. } => "",
+            Upgrade::Reject { reason, .. } => reason,
+        }
+    }
+
+    #[test]
+    fn since_and_snapshot_in_the_query() {
+        let b = Broadcast::default();
+        let v1 = Some("ringcast.v1");
+        let up = |q: &str, p: Option<&str>| upgrade_with(&b, "/sub/a,b", Some(q), None, p);
+        let start = |u: Upgrade| match u {
+            Upgrade::Accept { start, .. } => start,
+            Upgrade::Reject { reason, .. } => panic!("rejected: {reason}"),
+        };
+        assert_eq!(start(up("since=41", v1)), Start::Since(41));
+        assert_eq!(start(up("since=0", v1)), Start::Since(0));
+        assert_eq!(start(up("snapshot=1", v1)), Start::Snapshot);
+        assert_eq!(start(up("snapshot=true", v1)), Start::Snapshot);
+        assert_eq!(start(up("snapshot=0", v1)), Start::Live);
+        assert_eq!(start(up("x=1", None)), Start::Live);
+        for (q, p, why) in [
+            ("since=abc", v1, "since must be a sequence number"),
+            ("since=-1", v1, "not '-1'"),
+            ("since=1.5", v1, "not '1.5'"),
+            ("since=", v1, "not ''"),
+            ("since=99999999999999999999", v1, "since must be"),
+            ("snapshot=yes", v1, "snapshot must be 1 or 0"),
+            ("since=1&snapshot=1", v1, "not both"),
+            ("since=1", None, "need the ringcast.v1 subprotocol"),
+            ("snapshot=1", None, "need the ringcast.v1 subprotocol"),
+        ] {
+            let u = up(q, p);
+            assert_eq!(status(&u), 400, "{q}");
+            assert!(reason(&u).contains(why), "{q}: {}", reason(&u));
+        }
+        let u = upgrade_with(&b, "/pub/a", Some("since=1"), None, v1);
+        assert_eq!(status(&u), 400);
+    }
+
+    #[test]
+    fn since_and_snapshot_in_subscribe() {
+        let ctl = |j: &str| serde_json::from_str::<Control>(j).unwrap();
+        let starts = |j: &str, v1: bool| control_starts(&ctl(j), v1);
+        assert_eq!(
+            starts(
+                r#"{"op":"subscribe","topics":["a","b"],"since":{"a":41}}"#,
+                true
+            ),
+            Ok(vec![Start::Since(41), Start::Live])
+        );
+        assert_eq!(
+            starts(r#"{"op":"subscribe","topics":["a"],"snapshot":true}"#, true),
+            Ok(vec![Start::Snapshot])
+        );
+        for (j, v1, why) in [
+            (
+                r#"{"op":"subscribe","topics":["a"],"since":{"a":-1}}"#,
+                true,
+                "not -1",
+            ),
+            (
+                r#"{"op":"subscribe","topics":["a"],"since":{"a":"7"}}"#,
+                true,
+                "must be a sequence number",
+            ),
+            (
+                r#"{"op":"subscribe","topics":["a"],"since":{"b":7}}"#,
+                true,
+                "'b', which is not among",
+            ),
+            (
+                r#"{"op":"subscribe","topics":["a"],"snapshot":1}"#,
+                true,
+                "true or false",
+            ),
+            (
+                r#"{"op":"subscribe","topics":["a"],"snapshot":true,"since":{"a":1}}"#,
+                true,
+                "not both",
+            ),
+            (
+                r#"{"op":"subscribe","topics":["a"],"since":{"a":1}}"#,
+                false,
+                "ringcast.v1",
+            ),
+            (
+                r#"{"op":"unsubscribe","topics":["a"],"snapshot":true}"#,
+                true,
+                "go with subscribe",
+            ),
+        ] {
+            let e = starts(j, v1).unwrap_err();
+            assert!(e.contains(why), "{j}: {e}");
+        }
     }
 
     fn status(u: &Upgrade) -> u16 {
@@ -200,23 +398,18 @@ mod tests {
         let b = Broadcast::default();
         assert_eq!(
             upgrade(&b, "/sub", None, None),
-            Upgrade::Accept {
-                topics: vec!["default".into()],
-                publish_to: None
-            }
+            Upgrade::subscribe(vec!["default".into()])
         );
         assert_eq!(
             upgrade(&b, "/sub/BTC-USD,ETH-USD", None, None),
-            Upgrade::Accept {
-                topics: vec!["BTC-USD".into(), "ETH-USD".into()],
-                publish_to: None
-            }
+            Upgrade::subscribe(vec!["BTC-USD".into(), "ETH-USD".into()])
         );
         assert_eq!(
             upgrade(&b, "/pub", None, None),
             Upgrade::Accept {
                 topics: vec![],
-                publish_to: Some(TopicName::new("default"))
+                publish_to: Some(TopicName::new("default")),
+                start: Start::Live,
             }
         );
         assert_eq!(status(&upgrade(&b, "/", None, None)), 404);

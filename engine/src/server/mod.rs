@@ -27,7 +27,7 @@ pub use config::{Backend, Config, SharedHandler};
 pub use handler::{Client, Echo, Handler, Message, Upgrade, UpgradeRequest};
 pub use stats::{ReactorStats, Stats};
 
-use crate::fanout::topic::{TopicName, TopicRules};
+use crate::fanout::topic::{History, TopicName, TopicRules};
 use crate::fanout::{Fanout, Published, SlowConsumer};
 use crate::protocol::conn::Limits;
 use crate::protocol::frame::OpCode;
@@ -135,6 +135,20 @@ impl EngineBuilder {
         self
     }
 
+    /// What each reactor keeps of every topic's `ringcast.v1` log for snapshots and
+    /// resumes (default: 1024 messages, 4 MiB, forgotten after 5 idle minutes).
+    pub fn history(mut self, history: History) -> Self {
+        self.config.history = history;
+        self
+    }
+
+    /// How often `ringcast.v1` subscribers get a heartbeat with the latest sequence
+    /// number of each of their topics (default 5 s); `None`: never.
+    pub fn heartbeat(mut self, every: Option<Duration>) -> Self {
+        self.config.heartbeat = every;
+        self
+    }
+
     /// io_uring receive buffers (16 KiB each) per reactor; see
     /// [`Config::uring_recv_buffers`].
     pub fn uring_recv_buffers(mut self, buffers: u16) -> Self {
@@ -230,8 +244,10 @@ impl EngineHandle {
             .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |r| r.local_addr)
     }
 
-    /// Publishes a text message to every subscriber of `topic`, on every reactor. The frame
-    /// is encoded once; never blocks. Callable from any thread through [`fanout`](Self::fanout).
+    /// Publishes a text message to every subscriber of `topic`, on every reactor; the
+    /// answer carries its sequence number in the topic (1, 2, 3… on this node). The frame
+    /// and its `ringcast.v1` envelope are encoded once; never blocks. Callable from any
+    /// thread through [`fanout`](Self::fanout).
     ///
     /// ```
     /// let handle = ringcast::Engine::builder()
@@ -241,6 +257,8 @@ impl EngineHandle {
     ///     .start()?;
     /// let r = handle.publish("BTC-USD", r#"{"bid":1}"#);
     /// assert!(r.is_complete());
+    /// assert_eq!(r.seq, 1);
+    /// assert_eq!(handle.publish("BTC-USD", r#"{"bid":2}"#).seq, 2);
     /// handle.shutdown();
     /// # Ok::<(), std::io::Error>(())
     /// ```

@@ -35,6 +35,11 @@ pub(crate) fn engine(backend: Backend, policy: SlowConsumer) -> EngineHandle {
             .slow_consumer(policy)
             .max_lag_bytes(MAX_LAG)
             .sndbuf(4096)
+            // Plain subscribers: the RSS bound is about their logs, not a v1 history.
+            .history(ringcast::fanout::History {
+                messages: 0,
+                ..Default::default()
+            })
             .limits(Limits {
                 // Long enough for a whole flood to pass between the policy closing a stalled
                 // subscriber and the test reading its close frame, on a loaded machine with

@@ -125,13 +125,19 @@ pub(crate) fn connect_many(addr: SocketAddr, path: &str, n: usize) -> Vec<Ws> {
 /// A subscriber that completes the handshake and then never reads: its receive buffer is
 /// tiny, so the server's send buffer fills after a few KiB and its lag grows from there.
 pub(crate) fn connect_stalled(addr: SocketAddr, path: &str) -> Ws {
+    connect_stalled_with(addr, path, &[])
+}
+
+/// A connection with a 4 KiB receive buffer that the test does not read from yet, with
+/// extra request headers.
+pub(crate) fn connect_stalled_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Ws {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     s.set_recv_buffer_size(4096).unwrap();
     s.connect(&addr.into()).expect("connect");
     let s: TcpStream = s.into();
     prepare(&s);
-    handshake(s, addr, path, &[])
+    handshake(s, addr, path, headers)
         .unwrap_or_else(|(status, body)| panic!("{path}: refused with {status}: {body}"))
 }
 

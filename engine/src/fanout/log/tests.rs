@@ -21,9 +21,9 @@ fn collect(log: &TopicLog, from: u64) -> (Vec<u8>, usize) {
 #[test]
 fn small_frames_are_one_contiguous_run() {
     let pool = ChunkPool::default();
-    let mut log = TopicLog::new(1);
+    let mut log = TopicLog::default();
     for i in 0..100u8 {
-        assert_eq!(log.append(&frame(10, i), &pool), u64::from(i) + 1);
+        assert_eq!(log.append_next(&frame(10, i), &pool), u64::from(i) + 1);
     }
     assert_eq!(log.head(), 1000);
     let (bytes, slices) = collect(&log, 0);
@@ -38,10 +38,10 @@ fn small_frames_are_one_contiguous_run() {
 #[test]
 fn runs_cross_chunk_edges_as_two_slices() {
     let pool = ChunkPool::default();
-    let mut log = TopicLog::new(1);
+    let mut log = TopicLog::default();
     // 4 KiB first chunk: 40 frames of 100 B fit, the 41st opens a second (8 KiB) chunk.
     for i in 0..41u8 {
-        log.append(&frame(100, i), &pool);
+        log.append_next(&frame(100, i), &pool);
     }
     assert_eq!(log.segments(), 2);
     let (bytes, slices) = collect(&log, 3950);
@@ -51,7 +51,7 @@ fn runs_cross_chunk_edges_as_two_slices() {
     assert_eq!(&bytes[50..], &[40u8; 100]);
     // Chunks grow while they fill up.
     for i in (0..2000u32).map(|i| i as u8) {
-        log.append(&frame(100, i), &pool);
+        log.append_next(&frame(100, i), &pool);
     }
     let mut caps = Vec::new();
     log.pieces(0, usize::MAX, |_, k| {
@@ -69,11 +69,11 @@ fn runs_cross_chunk_edges_as_two_slices() {
 #[cfg_attr(miri, ignore = "25 000 appends: minutes under Miri")]
 fn a_quiet_topic_shrinks_back_to_small_chunks() {
     let pool = ChunkPool::default();
-    let mut log = TopicLog::new(1);
+    let mut log = TopicLog::default();
     // Busy: chunks fill within a trim or two, and grow.
     for _ in 0..200 {
         for _ in 0..100 {
-            log.append(&frame(100, 1), &pool);
+            log.append_next(&frame(100, 1), &pool);
         }
         log.trim(log.head());
     }
@@ -90,7 +90,7 @@ fn a_quiet_topic_shrinks_back_to_small_chunks() {
     assert_eq!(cap(&log), MAX_CHUNK);
     // Quiet: one message per trim; each chunk takes hundreds of trims to fill.
     for _ in 0..5000 {
-        log.append(&frame(100, 2), &pool);
+        log.append_next(&frame(100, 2), &pool);
         log.trim(log.head());
     }
     assert_eq!(cap(&log), MIN_CHUNK);
@@ -99,11 +99,11 @@ fn a_quiet_topic_shrinks_back_to_small_chunks() {
 #[test]
 fn large_frames_are_referenced_not_copied() {
     let pool = ChunkPool::default();
-    let mut log = TopicLog::new(1);
-    log.append(&frame(10, 1), &pool);
+    let mut log = TopicLog::default();
+    log.append_next(&frame(10, 1), &pool);
     let big = frame(LARGE_FRAME + 1, 2);
-    log.append(&big, &pool);
-    log.append(&frame(10, 3), &pool);
+    log.append_next(&big, &pool);
+    log.append_next(&frame(10, 3), &pool);
     assert_eq!(log.segments(), 3);
     let mut ptrs = Vec::new();
     log.pieces(0, usize::MAX, |b, _| {
@@ -125,9 +125,9 @@ fn large_frames_are_referenced_not_copied() {
 #[test]
 fn boundaries_and_counts() {
     let pool = ChunkPool::default();
-    let mut log = TopicLog::new(7);
+    let mut log = TopicLog::after(6);
     for len in [3usize, 5, 2] {
-        log.append(&frame(len, len as u8), &pool);
+        log.append_next(&frame(len, len as u8), &pool);
     }
     // Frames at 0, 3, 8; head 10.
     assert!(log.is_boundary(0) && log.is_boundary(3) && log.is_boundary(8) && log.is_boundary(10));
@@ -143,7 +143,7 @@ fn boundaries_and_counts() {
     assert_eq!(log.frame_at_or_after(9), 10);
     let seqs: Vec<u64> = log.frames().map(|f| f.seq).collect();
     assert_eq!(seqs, [7, 8, 9]);
-    assert_eq!(log.next_seq(), 10);
+    assert_eq!(log.last_seq(), 9);
     let rest = log.hold_rest_of_frame(5).unwrap();
     assert_eq!(rest.bytes(), &[5u8; 3]);
     assert!(log.hold_rest_of_frame(8).is_none());
@@ -152,9 +152,9 @@ fn boundaries_and_counts() {
 #[test]
 fn trim_returns_chunks_every_cursor_passed() {
     let pool = ChunkPool::default();
-    let mut log = TopicLog::new(1);
+    let mut log = TopicLog::default();
     for i in 0..1000u32 {
-        log.append(&frame(100, i as u8), &pool);
+        log.append_next(&frame(100, i as u8), &pool);
     }
     let segs = log.segments();
     assert!(segs > 3);
@@ -163,7 +163,9 @@ fn trim_returns_chunks_every_cursor_passed() {
     log.trim(50_000);
     assert!(log.tail() <= 50_000 && log.tail() > 0);
     assert!(pool.live() < live);
-    assert_eq!(log.frames().next().unwrap().pos, log.tail());
+    // Records are kept from the frame the cursor is in.
+    let first = log.frames().next().unwrap().pos;
+    assert!(first >= log.tail() && first <= 50_000 && first + 102 > 50_000);
     let (bytes, _) = collect(&log, 50_000);
     assert_eq!(bytes.len(), 50_000);
     // Every cursor at the head: nothing but (at most) the tail chunk, with room, stays.
@@ -171,9 +173,9 @@ fn trim_returns_chunks_every_cursor_passed() {
     assert!(log.held_bytes() < MAX_CHUNK as u64);
     assert!(log.segments() <= 1 && pool.live() <= 1);
     // A pinned chunk stays alive (not reused) after the log let it go.
-    let mut log = TopicLog::new(1);
-    log.append(&frame(100, 9), &pool);
-    log.append(&frame(4000, 9), &pool);
+    let mut log = TopicLog::default();
+    log.append_next(&frame(100, 9), &pool);
+    log.append_next(&frame(4000, 9), &pool);
     let held = log.hold_rest_of_frame(50).unwrap();
     log.trim(log.head());
     assert_eq!(log.segments(), 1, "only the tail chunk, with room, stays");
@@ -188,10 +190,120 @@ fn trim_returns_chunks_every_cursor_passed() {
 #[should_panic(expected = "outside the log")]
 fn a_dropped_cursor_is_a_bug() {
     let pool = ChunkPool::default();
-    let mut log = TopicLog::new(1);
+    let mut log = TopicLog::default();
     for _ in 0..100 {
-        log.append(&frame(1000, 0), &pool);
+        log.append_next(&frame(1000, 0), &pool);
     }
     log.trim(90_000);
     log.pieces(0, usize::MAX, |_, _| true);
+}
+
+#[test]
+fn history_floor_binds_by_count_or_bytes() {
+    let pool = ChunkPool::default();
+    let mut log = TopicLog::default();
+    for i in 0..10u8 {
+        log.append_next(&frame(10, i), &pool); // 10-byte frames at 0, 10, … 90
+    }
+    assert_eq!(log.history_floor(3, 1 << 20), 70, "the newest 3");
+    assert_eq!(
+        log.history_floor(100, 25),
+        80,
+        "the newest that fit in 25 bytes"
+    );
+    assert_eq!(log.history_floor(100, 1 << 20), 0, "everything");
+    assert_eq!(log.history_floor(0, 1 << 20), log.head(), "no history");
+    // Trimmed to the floor, the records start exactly there (the chunk stays whole).
+    log.trim(log.history_floor(3, 1 << 20));
+    let seqs: Vec<u64> = log.frames().map(|f| f.seq).collect();
+    assert_eq!(seqs, [8, 9, 10]);
+    assert_eq!(log.tail(), 0, "bytes are dropped a chunk at a time");
+}
+
+#[test]
+fn resume_points_and_gaps() {
+    let pool = ChunkPool::default();
+    let mut log = TopicLog::after(40);
+    for i in 41..=50u64 {
+        log.append(&frame(10, i as u8), i, &pool);
+    }
+    let pos = |seq: u64| (seq - 41) * 10;
+    assert_eq!(
+        log.resume(45),
+        Resume {
+            cursor: pos(46),
+            gap: None
+        }
+    );
+    assert_eq!(
+        log.resume(40),
+        Resume {
+            cursor: pos(41),
+            gap: None
+        }
+    );
+    assert_eq!(
+        log.resume(30),
+        Resume {
+            cursor: pos(41),
+            gap: Some((31, 40))
+        }
+    );
+    assert_eq!(
+        log.resume(50),
+        Resume {
+            cursor: log.head(),
+            gap: None
+        }
+    );
+    assert_eq!(
+        log.resume(99),
+        Resume {
+            cursor: log.head(),
+            gap: None
+        }
+    );
+    // Nothing held: everything after `since` is a gap.
+    log.trim(log.head());
+    assert_eq!(
+        log.resume(45),
+        Resume {
+            cursor: log.head(),
+            gap: Some((46, 50))
+        }
+    );
+    // A gap frame stands for the messages a reactor never got.
+    let head = log.head();
+    log.append_gap(&frame(30, 0), 51, 57, &pool);
+    log.append(&frame(10, 58), 58, &pool);
+    assert_eq!(
+        log.resume(52),
+        Resume {
+            cursor: head,
+            gap: None
+        },
+        "the gap frame tells"
+    );
+    assert_eq!(
+        log.resume(57),
+        Resume {
+            cursor: head + 30,
+            gap: None
+        }
+    );
+    assert_eq!(log.seq_range(head, log.head()), Some((51, 58)));
+    assert_eq!(log.seq_range(head + 30, head + 30), None);
+}
+
+#[test]
+fn seq_before_a_cursor() {
+    let pool = ChunkPool::default();
+    let mut log = TopicLog::after(6);
+    for _ in 0..3 {
+        log.append_next(&frame(10, 0), &pool); // 7, 8, 9 at 0, 10, 20
+    }
+    assert_eq!(log.seq_before(0), 6);
+    assert_eq!(log.seq_before(10), 7);
+    assert_eq!(log.seq_before(15), 7, "inside frame 8");
+    assert_eq!(log.seq_before(30), 9);
 }

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::fanout::log::LARGE_FRAME;
 use crate::fanout::policy::{Acted, SlowConsumer};
-use crate::fanout::topic::{TopicName, Topics};
+use crate::fanout::topic::{Form, TopicName, Topics};
 use crate::protocol::encode;
 use crate::protocol::frame::{Decoded, OpCode, decode};
 
@@ -63,8 +63,8 @@ impl World {
         let mut ob = Outbox::default();
         let mut ids = Vec::new();
         for t in 0..n {
-            let (id, pos, head) = topics.subscribe(&TopicName::new(&format!("t{t}")), 1);
-            ob.add_sub(id, pos, head);
+            let (id, pos) = topics.subscribe(&TopicName::new(&format!("t{t}")), Form::Plain, 1, 0);
+            ob.add_sub(id, pos, topics.log(id).head());
             ids.push(id);
         }
         Self {
@@ -78,7 +78,7 @@ impl World {
     fn publish(&mut self, t: usize, len: usize) {
         self.seq[t] += 1;
         let f = message(t as u8, self.seq[t], len);
-        self.topics.append(self.ids[t], &f);
+        self.topics.append(self.ids[t], &f, self.seq[t]);
     }
 }
 
@@ -158,7 +158,10 @@ fn skipping_finishes_the_frame_in_progress_and_counts_the_rest() {
     let acted = SlowConsumer::Conflate.apply(&mut w.ob, 0, log, log.head(), 100);
     assert_eq!(
         acted,
-        Acted::Conflated(7),
+        Acted::Conflated(Skipped {
+            frames: 7,
+            seqs: Some((3, 9))
+        }),
         "frames 3..=9 skipped, 2 finished, 10 kept"
     );
     write(&mut w.ob, &w.topics, usize::MAX, &mut out);
@@ -178,7 +181,14 @@ fn drop_oldest_keeps_the_newest_within_three_quarters_of_the_limit() {
         Acted::Nothing
     );
     let acted = SlowConsumer::DropOldest.apply(&mut w.ob, 0, log, log.head(), 4000);
-    assert_eq!(acted, Acted::Dropped(70), "3000 bytes kept: the newest 30");
+    assert_eq!(
+        acted,
+        Acted::Dropped(Skipped {
+            frames: 70,
+            seqs: Some((1, 70))
+        }),
+        "3000 bytes kept: the newest 30"
+    );
     assert_eq!(
         SlowConsumer::Close.apply(&mut w.ob, 0, log, log.head(), 1000),
         Acted::Close
@@ -284,13 +294,13 @@ proptest! {
                 Op::Conflate(t) => {
                     let log = w.topics.log(w.ids[t]);
                     if let Acted::Conflated(n) = SlowConsumer::Conflate.apply(&mut w.ob, t, log, log.head(), 0) {
-                        skipped[t] += n;
+                        skipped[t] += n.frames;
                     }
                 }
                 Op::DropOldest(t, limit) => {
                     let log = w.topics.log(w.ids[t]);
                     if let Acted::Dropped(n) = SlowConsumer::DropOldest.apply(&mut w.ob, t, log, log.head(), limit) {
-                        skipped[t] += n;
+                        skipped[t] += n.frames;
                     }
                 }
                 Op::Trim => {

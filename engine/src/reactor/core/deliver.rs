@@ -6,7 +6,11 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::{Core, Driver};
+use crate::fanout::SlowConsumer;
 use crate::fanout::policy::Acted;
+use crate::fanout::ring::{InboxRx, Publication};
+use crate::fanout::topic::{Form, Topics};
+use crate::protocol::envelope;
 
 /// Publications taken from the inbox per loop turn, so that writing (and reading) get
 /// their turn under a publish flood; the rest wait for the next turn.
@@ -19,44 +23,35 @@ impl<T> Core<T> {
     /// lag and mark it dirty; trims the logs past the slowest cursor; and flushes every
     /// dirty connection once: all its pending bytes in one write.
     pub(crate) fn deliver<D: Driver<Io = T>>(&mut self, driver: &mut D, now: Instant) {
+        let n = self.absorb(DRAIN_BUDGET);
         let Self {
-            inbox,
             topics,
             conns,
             dirty,
-            touched,
-            turn,
             config,
             stats,
-            batch,
             scratch: closing,
             high_water,
+            inbox,
             ..
         } = self;
-        let n = inbox.drain(DRAIN_BUDGET, |p| batch.push(p));
-        if n == 0 {
-            return;
+        if n > 0 || topics.absorbed > 0 {
+            stats
+                .publications
+                .fetch_add(std::mem::take(&mut topics.absorbed), Ordering::Relaxed);
+            stats.ring_lag.store(inbox.len() as u64, Ordering::Relaxed);
+            stats.ring_dropped.store(inbox.dropped(), Ordering::Relaxed);
         }
-        for p in batch.drain(..) {
-            let Some(id) = topics.id(p.topic.as_str()) else {
-                continue;
-            };
-            let entry = topics.entry_mut(id);
-            if !entry.in_turn {
-                entry.in_turn = true;
-                entry.turn_start = entry.log.head();
-                turn.push(id);
-            }
-            if !entry.touched {
-                entry.touched = true;
-                touched.push(id);
-            }
-            topics.append(id, &p.frame);
+        let turn = std::mem::take(&mut topics.turn);
+        if turn.is_empty() {
+            topics.turn = turn;
+            return;
         }
         let max_lag = config.max_lag_bytes as u64;
         let (mut dropped, mut conflated, mut high) = (0, 0, 0);
         for &id in turn.iter() {
             let entry = topics.entry(id);
+            let v1 = entry.form == Form::V1;
             let log = &entry.log;
             let mut min = log.head();
             for &key in &entry.subscribers {
@@ -82,8 +77,17 @@ impl<T> Core<T> {
                     // Its cursor still counts for the trim below: the frame it may have
                     // started is held when it closes, after this loop.
                     Acted::Close => closing.push(key),
-                    Acted::Dropped(n) => dropped += n,
-                    Acted::Conflated(n) => conflated += n,
+                    Acted::Dropped(s) | Acted::Conflated(s) => {
+                        if config.slow_consumer == SlowConsumer::DropOldest {
+                            dropped += s.frames;
+                        } else {
+                            conflated += s.frames;
+                        }
+                        // A v1 client is told what it missed, before what follows.
+                        if let (true, Some((from, to))) = (v1, s.seqs) {
+                            outbox.push(envelope::gap(entry.name.as_str(), from, to));
+                        }
+                    }
                 }
                 min = min.min(outbox.subs()[i].cursor);
                 if !c.dirty && !blocked {
@@ -91,11 +95,12 @@ impl<T> Core<T> {
                     dirty.push(key);
                 }
             }
-            let entry = topics.entry_mut(id);
-            entry.log.trim(min);
-            entry.in_turn = false;
+            topics.trim(id, min);
+            topics.entry_mut(id).in_turn = false;
         }
+        let mut turn = turn;
         turn.clear();
+        topics.turn = turn;
         for &key in closing.iter() {
             if let Some(c) = conns.get_mut(key) {
                 c.session.close_slow(now, config, topics, key);
@@ -121,9 +126,6 @@ impl<T> Core<T> {
             *high_water = high;
             stats.lag_high_water.store(high, Ordering::Relaxed);
         }
-        stats.publications.fetch_add(n as u64, Ordering::Relaxed);
-        stats.ring_lag.store(inbox.len() as u64, Ordering::Relaxed);
-        stats.ring_dropped.store(inbox.dropped(), Ordering::Relaxed);
         stats
             .subscriptions
             .store(topics.subscriptions() as u64, Ordering::Relaxed);
@@ -140,12 +142,8 @@ impl<T> Core<T> {
     /// burst's chunks go back to the pool once every subscriber has it, even if nothing
     /// is published after it).
     pub(super) fn trim_logs(&mut self) {
-        let Self {
-            topics,
-            conns,
-            touched,
-            ..
-        } = self;
+        let Self { topics, conns, .. } = self;
+        let mut touched = std::mem::take(&mut topics.touched);
         for id in touched.drain(..) {
             let Some(entry) = topics.get_mut(id) else {
                 continue;
@@ -160,7 +158,36 @@ impl<T> Core<T> {
                     min = min.min(s.cursor);
                 }
             }
-            entry.log.trim(min);
+            topics.trim(id, min);
         }
+        topics.touched = touched;
     }
+
+    /// Takes up to `max` publications from the inbox into the topic logs (listed in
+    /// `topics.turn` for delivery); returns how many.
+    pub(crate) fn absorb(&mut self, max: usize) -> usize {
+        let Self {
+            inbox,
+            topics,
+            batch,
+            ..
+        } = self;
+        absorb(inbox, topics, batch, max)
+    }
+}
+
+/// Takes up to `max` publications from `inbox` into the logs of `topics` (through the
+/// reused `batch`); returns how many. Also called before a `ringcast.v1` subscription
+/// starts, so that it sees every message numbered before it.
+pub(crate) fn absorb(
+    inbox: &InboxRx,
+    topics: &mut Topics,
+    batch: &mut Vec<Publication>,
+    max: usize,
+) -> usize {
+    let n = inbox.drain(max, |p| batch.push(p));
+    for p in batch.drain(..) {
+        topics.absorb(&p);
+    }
+    n
 }

@@ -15,6 +15,8 @@ pub(crate) mod accept;
 pub(crate) mod admit;
 mod deliver;
 
+pub(crate) use deliver::absorb;
+
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
@@ -37,6 +39,8 @@ use crate::protocol::conn::Limits;
 
 /// How often timers are scanned.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
+/// Ticks between sweeps for idle topics.
+const SWEEP_TICKS: u32 = 10;
 /// How often the counters are logged (at debug level).
 const STATS_LOG: Duration = Duration::from_secs(10);
 /// Wait timeout while publisher reads are deferred by congested inboxes.
@@ -132,16 +136,16 @@ pub(crate) struct Core<T> {
     batch: Vec<Publication>,
     /// Connections with published bytes pending since this turn, to flush once each.
     dirty: Vec<usize>,
-    /// Topics published to this turn.
-    turn: Vec<u32>,
-    /// Topics published to since the last tick (trimmed then).
-    touched: Vec<u32>,
     /// Reused lists of connection keys (closing, timed out, touched by a timer).
     scratch: Vec<usize>,
     scratch2: Vec<usize>,
     moves: Vec<(u32, u32, u32)>,
     /// Largest backlog (own frames plus lag) seen, in bytes.
     high_water: u64,
+    /// When `ringcast.v1` connections are next sent their heartbeat.
+    next_heartbeat: Option<Instant>,
+    /// Ticks since idle topics were last swept.
+    sweeps: u32,
 }
 
 impl<T> Core<T> {
@@ -160,9 +164,9 @@ impl<T> Core<T> {
             index,
             conns: Slab::new(),
             limits: Arc::new(config.limits.clone()),
+            topics: Topics::new(config.history, config.max_lag_bytes as u64 / 4 * 3),
             config,
             stop,
-            topics: Topics::default(),
             inbox,
             fanout,
             stats,
@@ -171,8 +175,8 @@ impl<T> Core<T> {
             peers: HashMap::new(),
             batch: Vec::new(),
             dirty: Vec::new(),
-            turn: Vec::new(),
-            touched: Vec::new(),
+            next_heartbeat: None,
+            sweeps: 0,
             scratch: Vec::new(),
             scratch2: Vec::new(),
             moves: Vec::new(),
@@ -262,6 +266,8 @@ impl<T> Core<T> {
             limits: &self.limits,
             topics: &mut self.topics,
             fanout: &self.fanout,
+            inbox: &self.inbox,
+            batch: &mut self.batch,
             key,
         };
         let was_handshake = c.session.in_handshake();
@@ -359,11 +365,29 @@ impl<T> Core<T> {
                 _ => {}
             }
         }
+        if let Some(every) = self.config.heartbeat {
+            let due = *self.next_heartbeat.get_or_insert(now + every);
+            if now >= due {
+                self.next_heartbeat = Some(now + every);
+                for (key, c) in self.conns.iter_mut() {
+                    if c.session.heartbeat(&self.topics) && !D::write_blocked(&c.io) {
+                        touched.push(key);
+                    }
+                }
+            }
+        }
         self.settle();
         for &key in &dead {
             self.remove(driver, key);
         }
         self.trim_logs();
+        self.sweeps += 1;
+        if self.sweeps >= SWEEP_TICKS {
+            self.sweeps = 0;
+            let ttl = self.topics.history().idle_ttl;
+            let n = (ttl.as_millis() / (TICK * SWEEP_TICKS).as_millis()).max(1);
+            self.topics.sweep_idle(u32::try_from(n).unwrap_or(u32::MAX));
+        }
         self.stats
             .subscriptions
             .store(self.topics.subscriptions() as u64, Ordering::Relaxed);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::fanout::ring::{self, Wake};
+use crate::fanout::topic::History;
 use crate::fanout::{SlowConsumer, TopicName};
 use crate::protocol::frame::{Decoded, OpCode, decode};
 use crate::reactor::config::SharedHandler;
@@ -27,10 +28,7 @@ struct Subs;
 
 impl Handler for Subs {
     fn on_upgrade(&self, req: &UpgradeRequest<'_>) -> Upgrade {
-        Upgrade::Accept {
-            topics: req.path[1..].split(',').map(str::to_owned).collect(),
-            publish_to: None,
-        }
+        Upgrade::subscribe(req.path[1..].split(',').map(str::to_owned).collect())
     }
 }
 
@@ -108,6 +106,11 @@ impl Rig {
             handler: SharedHandler(Arc::new(Subs)),
             slow_consumer: policy,
             max_lag_bytes: max_lag,
+            // Plain subscribers only: no v1 logs kept beside theirs.
+            history: History {
+                messages: 0,
+                ..History::default()
+            },
             ..Config::default()
         };
         let (tx, rx) = ring::inbox(1 << 16, Arc::new(NoWake));

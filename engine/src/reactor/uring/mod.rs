@@ -245,6 +245,14 @@ impl Stash {
     fn take(&mut self) -> Vec<u8> {
         self.0.take().map(|b| *b).unwrap_or_default()
     }
+
+    /// Keeps `data[from..]` (input not fed yet), reusing `data`'s allocation.
+    fn keep_from(&mut self, mut data: Vec<u8>, from: usize) {
+        if from < data.len() {
+            data.drain(..from);
+            self.0 = Some(Box::new(data));
+        }
+    }
 }
 
 impl Slot {
@@ -784,9 +792,24 @@ impl Uring {
             Gate::Defer => return self.defer(key),
             Gate::Closed => return,
         }
+        // Fed a receive buffer's worth at a time: a publisher's stash can hold far more
+        // messages than the inboxes, and must stop as soon as they congest.
         let mut stash = self.slots[slot_key].stash.take();
-        if !stash.is_empty() {
-            core.feed(key, &mut stash, now);
+        let mut fed = 0;
+        while fed < stash.len() {
+            let end = (fed + self.bufs.buf_size()).min(stash.len());
+            core.feed(key, &mut stash[fed..end], now);
+            fed = end;
+            if core.gate(key) != Gate::Open {
+                break;
+            }
+        }
+        if fed < stash.len() {
+            self.slots[slot_key].stash.keep_from(stash, fed);
+            if core.gate(key) == Gate::Defer {
+                self.defer(key);
+            }
+            return self.flush(core, key, now);
         }
         if self.slots[slot_key].eof {
             return core.remove(self, key);

@@ -1,0 +1,222 @@
+//! The `ringcast.v1` subprotocol's frames: publications in envelopes that name their topic
+//! and sequence number, and the protocol's own messages (`gap`, `heartbeat`).
+//!
+//! ```text
+//!  text:    {"topic":"BTC-USD","seq":42,"data":D}     D = the text if it is JSON, else a JSON string
+//!  binary:  0x01 | topic length (u8) | topic | seq (u64 big-endian) | payload
+//!  gap:     {"op":"gap","topic":"BTC-USD","from":42,"to":57}
+//!  beat:    {"op":"heartbeat","seq":{"BTC-USD":42,"ETH-USD":7}}
+//! ```
+//!
+//! Each is encoded once into a complete server frame, like any frame: an envelope is built
+//! once per message (and shared by every subscriber on every reactor), a `gap` once per
+//! event. Topic names are plain ASCII from a small set (`TopicRules`), so they need no
+//! JSON escaping; the builders still escape, so any name produces valid JSON.
+
+#![forbid(unsafe_code)]
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::frame::{FrameHeader, MAX_HEADER_LEN, OpCode};
+
+/// The subprotocol name a client offers in `Sec-WebSocket-Protocol`.
+pub const PROTOCOL: &str = "ringcast.v1";
+
+/// First byte of a binary envelope (its format version).
+pub const BINARY_TAG: u8 = 0x01;
+
+/// Whether `payload` is one JSON value (checked once per publication: it then goes into
+/// the envelope verbatim).
+pub fn is_json(payload: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
+}
+
+/// The envelope frame of publication `seq` of `topic`: text (`opcode` text; `json` says
+/// whether the payload is JSON, see [`is_json`]) or binary.
+///
+/// # Panics
+/// If a binary envelope's topic is over 255 bytes (topic rules cap names well below).
+pub fn frame(topic: &str, seq: u64, opcode: OpCode, payload: &[u8], json: bool) -> Bytes {
+    let mut body = BytesMut::with_capacity(payload.len() + topic.len() + 48);
+    if opcode == OpCode::Binary {
+        let len = u8::try_from(topic.len()).expect("topic names are at most 255 bytes");
+        body.put_u8(BINARY_TAG);
+        body.put_u8(len);
+        body.put_slice(topic.as_bytes());
+        body.put_u64(seq);
+        body.put_slice(payload);
+    } else {
+        body.put_slice(b"{\"topic\":");
+        json_string(topic.as_bytes(), &mut body);
+        body.put_slice(b",\"seq\":");
+        body.put_slice(itoa(seq, &mut [0; 20]));
+        body.put_slice(b",\"data\":");
+        if json {
+            body.put_slice(payload);
+        } else {
+            json_string(payload, &mut body);
+        }
+        body.put_u8(b'}');
+    }
+    framed(opcode, &body)
+}
+
+/// `{"op":"gap","topic":T,"from":F,"to":L}`: messages `from..=to` of `topic` will not be
+/// delivered (no longer held, or skipped for a slow consumer).
+pub fn gap(topic: &str, from: u64, to: u64) -> Bytes {
+    let mut body = BytesMut::with_capacity(topic.len() + 72);
+    body.put_slice(b"{\"op\":\"gap\",\"topic\":");
+    json_string(topic.as_bytes(), &mut body);
+    body.put_slice(b",\"from\":");
+    body.put_slice(itoa(from, &mut [0; 20]));
+    body.put_slice(b",\"to\":");
+    body.put_slice(itoa(to, &mut [0; 20]));
+    body.put_u8(b'}');
+    framed(OpCode::Text, &body)
+}
+
+/// `{"op":"heartbeat","seq":{T:S,…}}`: the latest sequence number sent of each topic.
+pub fn heartbeat<'a>(seqs: impl IntoIterator<Item = (&'a str, u64)>) -> Bytes {
+    let mut body = BytesMut::with_capacity(128);
+    body.put_slice(b"{\"op\":\"heartbeat\",\"seq\":{");
+    for (i, (topic, seq)) in seqs.into_iter().enumerate() {
+        if i > 0 {
+            body.put_u8(b',');
+        }
+        json_string(topic.as_bytes(), &mut body);
+        body.put_u8(b':');
+        body.put_slice(itoa(seq, &mut [0; 20]));
+    }
+    body.put_slice(b"}}");
+    framed(OpCode::Text, &body)
+}
+
+/// A complete server frame around `body`.
+fn framed(opcode: OpCode, body: &[u8]) -> Bytes {
+    let header = FrameHeader::server(opcode, body.len() as u64);
+    let mut h = [0u8; MAX_HEADER_LEN];
+    let n = header.encode_into(&mut h);
+    let mut out = BytesMut::with_capacity(n + body.len());
+    out.put_slice(&h[..n]);
+    out.put_slice(body);
+    out.freeze()
+}
+
+/// Writes `s` (UTF-8, or lossily decoded) as a JSON string.
+fn json_string(s: &[u8], out: &mut BytesMut) {
+    let s = String::from_utf8_lossy(s);
+    out.put_u8(b'"');
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let esc: &[u8] = match c {
+            '"' => b"\\\"",
+            '\\' => b"\\\\",
+            '\n' => b"\\n",
+            '\r' => b"\\r",
+            '\t' => b"\\t",
+            c if (c as u32) < 0x20 => b"",
+            _ => continue,
+        };
+        out.put_slice(&s.as_bytes()[start..i]);
+        if esc.is_empty() {
+            out.put_slice(format!("\\u{:04x}", c as u32).as_bytes());
+        } else {
+            out.put_slice(esc);
+        }
+        start = i + c.len_utf8();
+    }
+    out.put_slice(&s.as_bytes()[start..]);
+    out.put_u8(b'"');
+}
+
+/// `n` in decimal, in `buf`.
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::{Decoded, decode};
+
+    fn body(f: &Bytes) -> (OpCode, &[u8]) {
+        let Decoded::Header(h, n) = decode(f).unwrap() else {
+            panic!("incomplete")
+        };
+        assert!(h.fin);
+        assert_eq!(h.len as usize, f.len() - n);
+        (h.opcode, &f[n..])
+    }
+
+    fn json(f: &Bytes) -> serde_json::Value {
+        let (op, b) = body(f);
+        assert_eq!(op, OpCode::Text);
+        serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn text_envelopes() {
+        let f = frame("BTC-USD", 42, OpCode::Text, br#"{"px":1.5}"#, true);
+        assert_eq!(
+            body(&f).1,
+            br#"{"topic":"BTC-USD","seq":42,"data":{"px":1.5}}"#
+        );
+        let f = frame("t", 1, OpCode::Text, b"not \"json\"\n\x01", false);
+        assert_eq!(
+            json(&f),
+            serde_json::json!({"topic":"t","seq":1,"data":"not \"json\"\n\u{1}"})
+        );
+        assert_eq!(
+            json(&frame("t", u64::MAX, OpCode::Text, b"", false))["seq"],
+            u64::MAX
+        );
+        assert_eq!(json(&frame("t", 0, OpCode::Text, b"7", true))["data"], 7);
+    }
+
+    #[test]
+    fn json_check() {
+        for ok in [&b"1"[..], b" {\"a\":[1,2]} ", b"\"s\"", b"null"] {
+            assert!(is_json(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [&b""[..], b"hello", b"{\"a\":1", b"1 2", b"{} x"] {
+            assert!(!is_json(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn binary_envelope() {
+        let f = frame("ETH-USD", 0x0102, OpCode::Binary, &[9, 8, 7], false);
+        let (op, b) = body(&f);
+        assert_eq!(op, OpCode::Binary);
+        assert_eq!(b[0], BINARY_TAG);
+        assert_eq!(b[1] as usize, 7);
+        assert_eq!(&b[2..9], b"ETH-USD");
+        assert_eq!(&b[9..17], &0x0102u64.to_be_bytes());
+        assert_eq!(&b[17..], &[9, 8, 7]);
+    }
+
+    #[test]
+    fn op_messages() {
+        assert_eq!(
+            json(&gap("BTC-USD", 42, 57)),
+            serde_json::json!({"op":"gap","topic":"BTC-USD","from":42,"to":57})
+        );
+        assert_eq!(
+            json(&heartbeat([("a", 1), ("b", 0)])),
+            serde_json::json!({"op":"heartbeat","seq":{"a":1,"b":0}})
+        );
+        assert_eq!(
+            json(&heartbeat([])),
+            serde_json::json!({"op":"heartbeat","seq":{}})
+        );
+    }
+}

@@ -1,0 +1,494 @@
+//! The `ringcast.v1` contract on real sockets, both backends: envelopes, sequence numbers
+//! across publishers and reactors, snapshots, resume inside and past the history, gaps
+//! announced for slow consumers, heartbeats, and every bad `since`/`snapshot` answered.
+//!
+//! Synchronisation: a `ringcast.v1` subscription takes its reactor's inbox into the logs
+//! before it starts, so everything published through the API before a client connects
+//! is in the history it resumes from; nothing here waits for time to pass.
+
+mod fanout_util;
+mod util;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fanout_util::{
+    Ws, broadcast, builder, connect, connect_stalled_with, next_data, next_text, send_text, start,
+    try_connect_with,
+};
+use ringcast::EngineHandle;
+use ringcast::fanout::{History, SlowConsumer};
+use ringcast::server::Backend;
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+const V1: &[(&str, &str)] = &[("Sec-WebSocket-Protocol", "ringcast.v1")];
+
+/// What a v1 client receives.
+#[derive(Debug, Clone, PartialEq)]
+enum Got {
+    /// A text envelope.
+    Text {
+        topic: String,
+        seq: u64,
+        data: Value,
+    },
+    /// A binary envelope.
+    Binary {
+        topic: String,
+        seq: u64,
+        payload: Vec<u8>,
+    },
+    /// A protocol message (`{"op":…}`).
+    Op(Value),
+}
+
+fn next(ws: &mut Ws) -> Got {
+    match next_data(ws) {
+        Message::Text(t) => {
+            let v: Value = serde_json::from_str(t.as_str())
+                .unwrap_or_else(|e| panic!("v1 text {t:?} is not JSON: {e}"));
+            if v.get("op").is_some() {
+                return Got::Op(v);
+            }
+            let keys: Vec<&String> = v.as_object().expect("an object").keys().collect();
+            assert_eq!(keys.len(), 3, "{v}");
+            Got::Text {
+                topic: v["topic"].as_str().expect("topic").to_owned(),
+                seq: v["seq"].as_u64().expect("seq"),
+                data: v["data"].clone(),
+            }
+        }
+        Message::Binary(b) => {
+            assert_eq!(b[0], 0x01, "binary envelope tag");
+            let n = b[1] as usize;
+            let topic = String::from_utf8(b[2..2 + n].to_vec()).expect("topic");
+            let seq = u64::from_be_bytes(b[2 + n..10 + n].try_into().unwrap());
+            Got::Binary {
+                topic,
+                seq,
+                payload: b[10 + n..].to_vec(),
+            }
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// The next message that is not a heartbeat.
+fn next_not_beat(ws: &mut Ws) -> Got {
+    loop {
+        match next(ws) {
+            Got::Op(v) if v["op"] == "heartbeat" => {}
+            g => return g,
+        }
+    }
+}
+
+/// The next text envelope's (topic, seq, data).
+fn envelope(ws: &mut Ws) -> (String, u64, Value) {
+    match next_not_beat(ws) {
+        Got::Text { topic, seq, data } => (topic, seq, data),
+        other => panic!("expected an envelope, got {other:?}"),
+    }
+}
+
+fn seq_of(ws: &mut Ws) -> u64 {
+    envelope(ws).1
+}
+
+fn v1(h: &EngineHandle, path: &str) -> Ws {
+    try_connect_with(h.local_addr(), path, V1)
+        .unwrap_or_else(|(status, body)| panic!("{path}: refused with {status}: {body}"))
+}
+
+fn refused(h: &EngineHandle, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    match try_connect_with(h.local_addr(), path, headers) {
+        Ok(_) => panic!("{path} was accepted"),
+        Err(e) => e,
+    }
+}
+
+fn engine(backend: Backend, history: usize) -> EngineHandle {
+    start(builder(backend).history(History {
+        messages: history,
+        ..History::default()
+    }))
+}
+
+fn publish_n(h: &EngineHandle, topic: &str, n: u64) {
+    for _ in 0..n {
+        let seq = h.fanout().last_seq(topic) + 1;
+        let r = h.publish(topic, &format!("{{\"n\":{seq}}}"));
+        assert_eq!(r.seq, seq);
+        assert!(r.is_complete());
+    }
+}
+
+fn envelopes_of_every_kind(backend: Backend) {
+    let h = engine(backend, 16);
+    let mut sub = v1(&h, "/sub/BTC-USD");
+    let mut plain = connect(h.local_addr(), "/sub/BTC-USD");
+    assert_eq!(
+        h.publish("BTC-USD", r#"{"bid":64000.5,"ask":64001}"#).seq,
+        1
+    );
+    assert_eq!(h.publish("BTC-USD", "halted \"now\"\n").seq, 2);
+    assert_eq!(h.publish_binary("BTC-USD", &[0, 1, 2, 255]).seq, 3);
+    assert_eq!(h.publish("BTC-USD", "").seq, 4);
+    assert_eq!(
+        envelope(&mut sub),
+        ("BTC-USD".into(), 1, json!({"bid":64000.5,"ask":64001}))
+    );
+    assert_eq!(
+        envelope(&mut sub),
+        ("BTC-USD".into(), 2, json!("halted \"now\"\n"))
+    );
+    assert_eq!(
+        next_not_beat(&mut sub),
+        Got::Binary {
+            topic: "BTC-USD".into(),
+            seq: 3,
+            payload: vec![0, 1, 2, 255]
+        }
+    );
+    assert_eq!(envelope(&mut sub), ("BTC-USD".into(), 4, json!("")));
+    // The text of a JSON publication is in the envelope verbatim.
+    assert!(
+        h.publish("BTC-USD", r#"{ "spaced" : [1, 2] }"#)
+            .is_complete()
+    );
+    match next_data(&mut sub) {
+        Message::Text(t) => assert_eq!(
+            t.as_str(),
+            r#"{"topic":"BTC-USD","seq":5,"data":{ "spaced" : [1, 2] }}"#
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Plain subscribers get the payloads as published.
+    assert_eq!(next_text(&mut plain), r#"{"bid":64000.5,"ask":64001}"#);
+    assert_eq!(next_text(&mut plain), "halted \"now\"\n");
+    assert_eq!(next_data(&mut plain), Message::binary(vec![0, 1, 2, 255]));
+}
+
+/// Several WebSocket publishers (on both reactors) and the API publish to two topics at
+/// once; every v1 subscriber sees each topic's numbers 1, 2, 3… with no gap, and the same
+/// number for the same message.
+fn seq_continuity_under_concurrent_publishers(backend: Backend) {
+    const PER: u64 = 300;
+    let h = engine(backend, 1024);
+    let addr = h.local_addr();
+    let mut subs: Vec<Ws> = (0..4).map(|_| v1(&h, "/sub/A,B")).collect();
+    std::thread::scope(|s| {
+        for p in 0..4 {
+            let topic = if p % 2 == 0 { "A" } else { "B" };
+            s.spawn(move || {
+                let mut ws = connect(addr, &format!("/pub/{topic}"));
+                for i in 0..PER {
+                    send_text(&mut ws, &format!("\"p{p}-{i}\""));
+                }
+                ws.close(None).unwrap();
+                while ws.read().is_ok() {}
+            });
+        }
+        let h = &h;
+        s.spawn(move || {
+            for i in 0..PER {
+                assert!(h.publish("A", &format!("\"api-{i}\"")).is_complete());
+            }
+        });
+    });
+    let total = |t: &str| if t == "A" { 3 * PER } else { 2 * PER };
+    let mut first: Option<BTreeMap<(String, u64), Value>> = None;
+    for ws in &mut subs {
+        let mut next_seq = BTreeMap::from([("A".to_owned(), 1u64), ("B".to_owned(), 1)]);
+        let mut seen = BTreeMap::new();
+        while next_seq["A"] <= total("A") || next_seq["B"] <= total("B") {
+            let (topic, seq, data) = envelope(ws);
+            assert_eq!(seq, next_seq[&topic], "topic {topic}");
+            *next_seq.get_mut(&topic).unwrap() += 1;
+            seen.insert((topic, seq), data);
+        }
+        match &first {
+            None => first = Some(seen),
+            Some(f) => assert_eq!(f, &seen, "every subscriber, the same numbering"),
+        }
+    }
+}
+
+fn snapshot_with_and_without_prior_messages(backend: Backend) {
+    let h = engine(backend, 16);
+    // Nothing published yet: the snapshot is empty and live messages follow.
+    let mut early = v1(&h, "/sub/A,B?snapshot=1");
+    publish_n(&h, "A", 3);
+    for want in 1..=3 {
+        assert_eq!(seq_of(&mut early), want);
+    }
+    // Now the latest of A comes first, then live ones; B has nothing.
+    let mut late = v1(&h, "/sub/A,B?snapshot=1");
+    assert_eq!(envelope(&mut late), ("A".into(), 3, json!({"n":3})));
+    publish_n(&h, "B", 1);
+    assert_eq!(envelope(&mut late), ("B".into(), 1, json!({"n":1})));
+    // At run time too.
+    let mut rt = v1(&h, "/sub/B");
+    send_text(
+        &mut rt,
+        r#"{"op":"subscribe","topics":["A"],"snapshot":true}"#,
+    );
+    assert_eq!(
+        next_not_beat(&mut rt),
+        Got::Op(json!({"op":"subscribed","topics":["A"]}))
+    );
+    assert_eq!(envelope(&mut rt), ("A".into(), 3, json!({"n":3})));
+    publish_n(&h, "A", 1);
+    assert_eq!(envelope(&mut rt), ("A".into(), 4, json!({"n":4})));
+}
+
+fn resume_inside_history(backend: Backend) {
+    let h = engine(backend, 1024);
+    publish_n(&h, "A", 20);
+    let mut ws = v1(&h, "/sub/A?since=12");
+    publish_n(&h, "A", 2);
+    // 13..=20 replayed, then 21 and 22 live: no gap, no duplicate at the seam.
+    for want in 13..=22 {
+        assert_eq!(seq_of(&mut ws), want);
+    }
+    // The run-time form, and since equal to the latest: only live ones.
+    let mut rt = v1(&h, "/sub/B");
+    send_text(
+        &mut rt,
+        r#"{"op":"subscribe","topics":["A"],"since":{"A":20}}"#,
+    );
+    assert_eq!(
+        next_not_beat(&mut rt),
+        Got::Op(json!({"op":"subscribed","topics":["A"]}))
+    );
+    assert_eq!(seq_of(&mut rt), 21);
+    assert_eq!(seq_of(&mut rt), 22);
+    let mut at_head = v1(&h, "/sub/A?since=22");
+    publish_n(&h, "A", 1);
+    assert_eq!(seq_of(&mut at_head), 23);
+}
+
+fn resume_past_history(backend: Backend) {
+    let h = engine(backend, 10);
+    publish_n(&h, "A", 30);
+    let mut ws = v1(&h, "/sub/A?since=5");
+    assert_eq!(
+        next_not_beat(&mut ws),
+        Got::Op(json!({"op":"gap","topic":"A","from":6,"to":20}))
+    );
+    for want in 21..=30 {
+        assert_eq!(seq_of(&mut ws), want);
+    }
+    publish_n(&h, "A", 1);
+    assert_eq!(seq_of(&mut ws), 31);
+}
+
+/// 1 KiB messages: a resume's replay spans several log chunks, and after the history has
+/// turned over many times (chunks back in the pool and reused), still starts exactly.
+fn resume_across_chunks_and_after_recycling(backend: Backend) {
+    let h = engine(backend, 100);
+    let body = "x".repeat(1000);
+    let mut live = v1(&h, "/sub/A");
+    for i in 1..=1000u64 {
+        assert_eq!(h.publish("A", &format!("\"{i}{body}\"")).seq, i);
+        // Keep up, so the live subscriber's cursor never holds chunks back.
+        assert_eq!(seq_of(&mut live), i);
+    }
+    let mut ws = v1(&h, "/sub/A?since=905");
+    for want in 906..=1000 {
+        let (_, seq, data) = envelope(&mut ws);
+        assert_eq!(seq, want);
+        assert_eq!(data.as_str().unwrap(), format!("{want}{body}"));
+    }
+    let mut old = v1(&h, "/sub/A?since=850");
+    assert_eq!(
+        next_not_beat(&mut old),
+        Got::Op(json!({"op":"gap","topic":"A","from":851,"to":900}))
+    );
+    assert_eq!(seq_of(&mut old), 901);
+}
+
+fn bad_since_and_snapshot_are_refused(backend: Backend) {
+    let h = engine(backend, 16);
+    publish_n(&h, "A", 3);
+    for (path, headers, status, why) in [
+        (
+            "/sub/A?since=1",
+            &[][..],
+            400,
+            "need the ringcast.v1 subprotocol",
+        ),
+        (
+            "/sub/A?snapshot=1",
+            &[][..],
+            400,
+            "need the ringcast.v1 subprotocol",
+        ),
+        (
+            "/sub/A?since=abc",
+            V1,
+            400,
+            "since must be a sequence number",
+        ),
+        ("/sub/A?since=-1", V1, 400, "not '-1'"),
+        ("/sub/A?snapshot=maybe", V1, 400, "snapshot must be 1 or 0"),
+        ("/sub/A?since=1&snapshot=1", V1, 400, "not both"),
+        (
+            "/sub/A?since=4",
+            V1,
+            400,
+            "since 4 is past the topic's latest seq 3",
+        ),
+        (
+            "/sub/A,Z?since=1",
+            V1,
+            400,
+            "topic 'Z': since 1 is past the topic's latest seq 0",
+        ),
+        ("/pub/A?since=1", V1, 400, "for subscribers"),
+    ] {
+        let (s, body) = refused(&h, path, headers);
+        assert_eq!(s, status, "{path}: {body}");
+        assert!(body.contains(why), "{path}: {body:?} should say {why:?}");
+    }
+    let mut plain = connect(h.local_addr(), "/sub/B");
+    let mut ws = v1(&h, "/sub/B");
+    for (is_v1, msg, why) in [
+        (
+            false,
+            r#"{"op":"subscribe","topics":["A"],"since":{"A":1}}"#,
+            "ringcast.v1",
+        ),
+        (
+            true,
+            r#"{"op":"subscribe","topics":["A"],"since":{"A":-1}}"#,
+            "not -1",
+        ),
+        (
+            true,
+            r#"{"op":"subscribe","topics":["A"],"since":{"A":"x"}}"#,
+            "sequence number",
+        ),
+        (
+            true,
+            r#"{"op":"subscribe","topics":["A"],"since":{"C":1}}"#,
+            "'C', which is not among",
+        ),
+        (
+            true,
+            r#"{"op":"subscribe","topics":["A"],"since":{"A":9}}"#,
+            "past the topic's latest seq 3",
+        ),
+        (
+            true,
+            r#"{"op":"subscribe","topics":["A"],"snapshot":"yes"}"#,
+            "true or false",
+        ),
+    ] {
+        let ws = if is_v1 { &mut ws } else { &mut plain };
+        send_text(ws, msg);
+        let reply: Value = serde_json::from_str(&next_text(ws)).unwrap();
+        assert_eq!(reply["op"], "error", "{msg}: {reply}");
+        let e = reply["error"].as_str().unwrap();
+        assert!(e.contains(why), "{msg}: {e:?} should say {why:?}");
+    }
+    // Still open and subscribed to B.
+    publish_n(&h, "B", 1);
+    assert_eq!(next_text(&mut plain), r#"{"n":1}"#);
+    assert_eq!(envelope(&mut ws), ("B".into(), 1, json!({"n":1})));
+}
+
+fn heartbeat_names_the_latest_seq_sent(backend: Backend) {
+    let h = start(
+        builder(backend)
+            .handler(broadcast())
+            .heartbeat(Some(Duration::from_millis(200))),
+    );
+    let mut ws = v1(&h, "/sub/A,B");
+    publish_n(&h, "A", 2);
+    let mut envelopes = 0;
+    loop {
+        match next(&mut ws) {
+            Got::Text { .. } => envelopes += 1,
+            Got::Op(v) => {
+                assert_eq!(v["op"], "heartbeat", "{v}");
+                let seq = &v["seq"];
+                assert_eq!(seq.as_object().unwrap().len(), 2, "{v}");
+                assert_eq!(seq["B"], 0, "{v}");
+                // Never ahead of what this client was sent.
+                assert_eq!(seq["A"], envelopes, "{v}");
+                if envelopes == 2 {
+                    break;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Plain clients get none: the next thing a plain client sees is the next message.
+    let mut plain = connect(h.local_addr(), "/sub/A");
+    std::thread::sleep(Duration::from_millis(500));
+    publish_n(&h, "A", 1);
+    assert_eq!(next_text(&mut plain), r#"{"n":3}"#);
+}
+
+/// A stalled v1 subscriber under drop-oldest / conflate: what it receives, together with
+/// the gaps it is told of, is exactly 1..=N in order, and some were skipped.
+fn gaps_announced_for_slow_consumers(backend: Backend) {
+    for policy in [SlowConsumer::DropOldest, SlowConsumer::Conflate] {
+        const N: u64 = 3000;
+        let h = start(
+            builder(backend)
+                .slow_consumer(policy)
+                .max_lag_bytes(32 << 10)
+                .sndbuf(4096),
+        );
+        let mut ws = connect_stalled_with(h.local_addr(), "/sub/A", V1);
+        let body = "y".repeat(500);
+        for _ in 0..N {
+            assert!(h.publish("A", &format!("\"{body}\"")).is_complete());
+        }
+        fanout_util::wait_stats(&h, "skips", |t| {
+            t.slow_dropped_frames + t.slow_conflated_frames > 0
+        });
+        let mut next_seq = 1;
+        let mut announced = 0;
+        while next_seq <= N {
+            match next_not_beat(&mut ws) {
+                Got::Text { seq, .. } => {
+                    assert_eq!(seq, next_seq, "{policy}: unannounced loss or duplicate");
+                    next_seq += 1;
+                }
+                Got::Op(v) => {
+                    assert_eq!(v["op"], "gap", "{v}");
+                    assert_eq!(v["topic"], "A");
+                    assert_eq!(v["from"].as_u64(), Some(next_seq), "{policy}: {v}");
+                    let to = v["to"].as_u64().unwrap();
+                    assert!(to >= next_seq && to < N, "{policy}: {v}");
+                    announced += to + 1 - next_seq;
+                    next_seq = to + 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(announced > 0, "{policy}: nothing was skipped");
+        let st = h.stats().total();
+        assert_eq!(
+            st.slow_dropped_frames + st.slow_conflated_frames,
+            announced,
+            "{policy}: every skipped message announced"
+        );
+    }
+}
+
+util::for_each_backend!(
+    envelopes_of_every_kind,
+    seq_continuity_under_concurrent_publishers,
+    snapshot_with_and_without_prior_messages,
+    resume_inside_history,
+    resume_past_history,
+    resume_across_chunks_and_after_recycling,
+    bad_since_and_snapshot_are_refused,
+    heartbeat_names_the_latest_seq_sent,
+    gaps_announced_for_slow_consumers,
+);
