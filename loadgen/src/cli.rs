@@ -168,7 +168,7 @@ pub(crate) struct ResumeArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub(crate) drain: Duration,
     /// Exit non-zero on any loss no gap announced, duplicate, out-of-order delivery,
-    /// failed connection or reconnection, or a reset after which nothing arrived.
+    /// failed connection or reconnection, or connection the server closed.
     #[arg(long)]
     pub(crate) expect_all: bool,
 }
