@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Load generator for WebSocket broadcast servers: fan-out throughput and latency,
 /// connection scale, echo round trips. Targets loopback (127.0.0.0/8) only.
@@ -25,6 +25,9 @@ pub(crate) enum Command {
     Connect(ConnectArgs),
     /// Round-trip latency and throughput against an echo server.
     Echo(EchoArgs),
+    /// ringcast.v1 subscribers that keep dropping their connections and resuming with
+    /// ?since=: time to resume, messages replayed, gaps announced, losses, duplicates.
+    Resume(ResumeArgs),
 }
 
 /// Options every scenario takes.
@@ -108,8 +111,64 @@ pub(crate) struct FanoutArgs {
     /// none arriving (at most 30 times as long in all); what is still missing is lost.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub(crate) drain: Duration,
-    /// Exit non-zero if anything was lost, reordered or duplicated, a connection failed
-    /// or the server closed one.
+    /// What subscribers speak: `plain` (payloads as published) or `ringcast.v1`
+    /// (offered as the WebSocket subprotocol; every envelope's topic and sequence number
+    /// is checked, announced gaps are not losses). Publishers are plain either way.
+    #[arg(long, value_enum, default_value_t = Protocol::Plain)]
+    pub(crate) protocol: Protocol,
+    /// Exit non-zero if anything was lost (under ringcast.v1: lost without a gap
+    /// announcing it), reordered or duplicated, a connection failed or the server closed
+    /// one.
+    #[arg(long)]
+    pub(crate) expect_all: bool,
+}
+
+/// `loadgen resume`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ResumeArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
+    /// Subscriber connections (ringcast.v1), spread round-robin over the topics.
+    #[arg(long, short = 'n', default_value_t = 10_000)]
+    pub(crate) subscribers: usize,
+    /// Topics t0, t1, ….
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) topics: u32,
+    /// Publisher connections (default: one per topic); publisher p sends to topic
+    /// p % topics.
+    #[arg(long)]
+    pub(crate) publishers: Option<u32>,
+    /// Total messages per second across publishers (paced, never throttled by
+    /// subscribers).
+    #[arg(long, default_value_t = 1000.0, value_parser = parse_positive)]
+    pub(crate) rate: f64,
+    /// Payload bytes per message (at least 16).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(16..=(1 << 20)))]
+    pub(crate) size: u64,
+    /// Send text messages (default: binary).
+    #[arg(long)]
+    pub(crate) text: bool,
+    /// Publishing time; subscribers drop and resume during it.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Time between churn rounds.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(crate) reconnect_every: Duration,
+    /// Share of the subscribers that reset their connection each round (in turn) and
+    /// reconnect with ?since=LAST_SEQ_SEEN; 0 for none.
+    #[arg(long, default_value_t = 0.1, value_parser = parse_fraction)]
+    pub(crate) reconnect_fraction: f64,
+    /// Time after publishing starts when every subscriber resets and reconnects at once
+    /// (a reconnect storm).
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) storm_at: Option<Duration>,
+    /// After publishing stops, wait for the last messages until this long passes with
+    /// none arriving (at most 30 times as long in all).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(crate) drain: Duration,
+    /// Exit non-zero on any loss no gap announced, duplicate, out-of-order delivery,
+    /// failed connection or reconnection, or connection the server closed.
     #[arg(long)]
     pub(crate) expect_all: bool,
 }
@@ -173,6 +232,31 @@ pub(crate) struct EchoArgs {
     /// Exit non-zero if an echo went missing or a connection failed.
     #[arg(long)]
     pub(crate) expect_all: bool,
+}
+
+/// What subscribers speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Protocol {
+    /// Payloads as published.
+    Plain,
+    /// The `ringcast.v1` subprotocol: envelopes with topic and sequence number.
+    #[value(name = "ringcast.v1")]
+    V1,
+}
+
+impl Protocol {
+    /// The subprotocol a subscriber offers, if any.
+    pub(crate) fn offer(self) -> Option<&'static str> {
+        match self {
+            Self::Plain => None,
+            Self::V1 => Some(crate::envelope::PROTOCOL),
+        }
+    }
+
+    /// The name used on the command line and in reports.
+    pub(crate) fn name(self) -> &'static str {
+        self.offer().unwrap_or("plain")
+    }
 }
 
 /// A publish rate.
@@ -243,6 +327,14 @@ pub(crate) fn parse_positive(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("'{s}' is not a positive number")),
+    }
+}
+
+/// Parses a fraction in [0, 1].
+pub(crate) fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a fraction between 0 and 1")),
     }
 }
 
@@ -356,5 +448,36 @@ mod tests {
         let err =
             Cli::try_parse_from(["loadgen", "fanout", "--rate", "fast"]).expect_err("bad rate");
         assert!(err.to_string().contains("--rate"), "{err}");
+        assert_eq!(f.protocol, Protocol::Plain);
+        let cli = Cli::try_parse_from(["loadgen", "fanout", "--protocol", "ringcast.v1"])
+            .expect("parses");
+        let Command::Fanout(f) = cli.command else {
+            panic!("fanout");
+        };
+        assert_eq!(f.protocol.offer(), Some("ringcast.v1"));
+        let err = Cli::try_parse_from(["loadgen", "fanout", "--protocol", "v2"])
+            .expect_err("unknown protocol");
+        assert!(err.to_string().contains("ringcast.v1"), "{err}");
+    }
+
+    #[test]
+    fn resume_defaults_and_fractions() {
+        let cli = Cli::try_parse_from(["loadgen", "resume"]).expect("parses");
+        let Command::Resume(r) = cli.command else {
+            panic!("resume");
+        };
+        assert_eq!((r.subscribers, r.topics, r.rate), (10_000, 5, 1000.0));
+        assert_eq!(r.reconnect_every, Duration::from_secs(2));
+        assert_eq!(r.reconnect_fraction, 0.1);
+        assert_eq!(r.storm_at, None);
+        let cli = Cli::try_parse_from(["loadgen", "resume", "--storm-at", "10s"]).expect("parses");
+        let Command::Resume(r) = cli.command else {
+            panic!("resume");
+        };
+        assert_eq!(r.storm_at, Some(Duration::from_secs(10)));
+        assert_eq!(parse_fraction("0"), Ok(0.0));
+        assert_eq!(parse_fraction("1"), Ok(1.0));
+        assert!(parse_fraction("1.5").is_err());
+        assert!(parse_fraction("-0.1").is_err());
     }
 }

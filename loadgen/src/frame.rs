@@ -7,13 +7,15 @@
 //!   buffer) and hands out borrowed [`Event`]s: no allocation per message. It consumes
 //!   whole frames only; the caller keeps the unconsumed tail for the next read.
 //! - Only the first [`HEAD_LEN`] bytes of a fragmented message are kept (in
-//!   [`FrameState`]): that is where the payload stamp lives, and all loadgen looks at.
+//!   [`FrameState`]): that is where the payload stamp lives (behind the `ringcast.v1`
+//!   envelope's topic and sequence number, when there is one), and all loadgen looks at.
 //! - UTF-8 of text messages is not validated: loadgen measures, it does not police.
 
 use thiserror::Error;
 
-/// Bytes of a message kept across fragments (the payload stamp).
-pub(crate) const HEAD_LEN: usize = 16;
+/// Bytes of a message kept across fragments: a `ringcast.v1` envelope head (a topic of up
+/// to 255 bytes, the sequence number) and the payload stamp behind it.
+pub(crate) const HEAD_LEN: usize = 320;
 /// Largest frame loadgen accepts (its read buffer grows up to this).
 pub(crate) const MAX_FRAME: u64 = 64 << 20;
 
@@ -217,8 +219,8 @@ pub(crate) enum Event<'a> {
 pub(crate) struct FrameState {
     /// Opcode of the message being reassembled, 0 when none.
     frag_opcode: u8,
-    head: [u8; HEAD_LEN],
-    head_len: u8,
+    /// Allocated on the first fragmented message only; its capacity is reused.
+    head: Vec<u8>,
     total: u64,
 }
 
@@ -276,7 +278,7 @@ pub(crate) fn read_frames(
                     })
                 } else {
                     state.frag_opcode = h.opcode;
-                    state.head_len = 0;
+                    state.head.clear();
                     state.total = 0;
                     state.push(payload);
                     true
@@ -292,7 +294,7 @@ pub(crate) fn read_frames(
                     state.frag_opcode = 0;
                     sink(Event::Message {
                         opcode: op,
-                        head: &state.head[..usize::from(state.head_len)],
+                        head: &state.head,
                         len: state.total,
                     })
                 } else {
@@ -320,10 +322,8 @@ pub(crate) fn read_frames(
 
 impl FrameState {
     fn push(&mut self, payload: &[u8]) {
-        let have = usize::from(self.head_len);
-        let take = payload.len().min(HEAD_LEN - have);
-        self.head[have..have + take].copy_from_slice(&payload[..take]);
-        self.head_len += take as u8;
+        let take = payload.len().min(HEAD_LEN - self.head.len());
+        self.head.extend_from_slice(&payload[..take]);
         self.total += payload.len() as u64;
     }
 }

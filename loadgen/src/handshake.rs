@@ -1,8 +1,9 @@
 //! Client side of the opening handshake (RFC 6455 §4.1).
 //!
-//! [`request_into`] writes the upgrade request for a random 16-byte key and returns the
-//! `Sec-WebSocket-Accept` value the server must answer with; [`check_response`] reads the
-//! server's answer from the connection's buffer. Neither panics on server bytes.
+//! [`request_into`] writes the upgrade request for a random 16-byte key (offering a
+//! subprotocol if asked) and returns the `Sec-WebSocket-Accept` value the server must
+//! answer with; [`check_response`] reads the server's answer from the connection's buffer,
+//! and insists the offered subprotocol was selected. Neither panics on server bytes.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -36,6 +37,11 @@ pub(crate) enum HandshakeError {
     /// Not HTTP, or a head over [`MAX_HEAD`].
     #[error("malformed HTTP response: {0}")]
     Malformed(String),
+    /// A 101 without the subprotocol loadgen offered: the server does not speak it.
+    #[error(
+        "the server did not select subprotocol {0} (no Sec-WebSocket-Protocol in its 101): it does not speak it; drop --protocol or upgrade the server"
+    )]
+    NoSubprotocol(&'static str),
 }
 
 /// The accept value for `key` (base64 of SHA-1 of key + GUID).
@@ -49,9 +55,15 @@ pub(crate) fn accept_for(key: &[u8]) -> Accept {
     out
 }
 
-/// Appends a GET upgrade request for `path` with the 16-byte `nonce` and returns the
-/// accept value to expect.
-pub(crate) fn request_into(out: &mut Vec<u8>, host: &str, path: &str, nonce: [u8; 16]) -> Accept {
+/// Appends a GET upgrade request for `path` with the 16-byte `nonce`, offering
+/// `protocol` in `Sec-WebSocket-Protocol` if given, and returns the accept value to expect.
+pub(crate) fn request_into(
+    out: &mut Vec<u8>,
+    host: &str,
+    path: &str,
+    nonce: [u8; 16],
+    protocol: Option<&str>,
+) -> Accept {
     let mut key = [0u8; 24];
     let _ = BASE64.encode_slice(nonce, &mut key);
     out.extend_from_slice(b"GET ");
@@ -60,6 +72,10 @@ pub(crate) fn request_into(out: &mut Vec<u8>, host: &str, path: &str, nonce: [u8
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
     out.extend_from_slice(&key);
+    if let Some(p) = protocol {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
+        out.extend_from_slice(p.as_bytes());
+    }
     out.extend_from_slice(b"\r\nSec-WebSocket-Version: 13\r\nUser-Agent: ringcast-loadgen\r\n\r\n");
     accept_for(&key)
 }
@@ -68,7 +84,8 @@ pub(crate) fn request_into(out: &mut Vec<u8>, host: &str, path: &str, nonce: [u8
 ///
 /// Returns `Ok(None)` while more bytes are needed, `Ok(Some(n))` for a valid 101 whose
 /// head is `n` bytes long (frames may follow in the same buffer). A refusal is complete
-/// once its `Content-Length` body has arrived, or at `eof`.
+/// once its `Content-Length` body has arrived, or at `eof`. `offered` is the subprotocol
+/// the request offered: the 101 must select exactly it (and none when none was offered).
 ///
 /// # Errors
 /// [`HandshakeError`] for a refusal or an invalid response.
@@ -76,6 +93,7 @@ pub(crate) fn check_response(
     buf: &[u8],
     expected: &Accept,
     eof: bool,
+    offered: Option<&'static str>,
 ) -> Result<Option<usize>, HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
@@ -160,10 +178,15 @@ pub(crate) fn check_response(
             "server chose an extension loadgen did not offer",
         ));
     }
-    if header("sec-websocket-protocol").is_some() {
-        return Err(HandshakeError::Invalid(
-            "server chose a subprotocol loadgen did not offer",
-        ));
+    match (header("sec-websocket-protocol"), offered) {
+        (None, None) => {}
+        (Some(v), Some(p)) if v.trim_ascii() == p.as_bytes() => {}
+        (None, Some(p)) => return Err(HandshakeError::NoSubprotocol(p)),
+        (Some(_), _) => {
+            return Err(HandshakeError::Invalid(
+                "server chose a subprotocol loadgen did not offer",
+            ));
+        }
     }
     Ok(Some(head_len))
 }
@@ -190,7 +213,7 @@ mod tests {
     #[test]
     fn request_shape() {
         let mut out = Vec::new();
-        let accept = request_into(&mut out, "127.0.0.1:8080", "/sub/t0", [7; 16]);
+        let accept = request_into(&mut out, "127.0.0.1:8080", "/sub/t0", [7; 16], None);
         let text = String::from_utf8(out).expect("ascii");
         assert!(text.starts_with("GET /sub/t0 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
@@ -200,6 +223,56 @@ mod tests {
             .expect("key");
         assert_eq!(BASE64.decode(key).expect("base64").len(), 16);
         assert_eq!(accept, accept_for(key.as_bytes()));
+        assert!(!text.contains("Sec-WebSocket-Protocol"));
+        let mut out = Vec::new();
+        request_into(
+            &mut out,
+            "h",
+            "/sub/t0?since=41",
+            [7; 16],
+            Some("ringcast.v1"),
+        );
+        let text = String::from_utf8(out).expect("ascii");
+        assert!(text.starts_with("GET /sub/t0?since=41 HTTP/1.1\r\n"));
+        assert!(text.contains("\r\nSec-WebSocket-Protocol: ringcast.v1\r\n"));
+    }
+
+    #[test]
+    fn offered_subprotocol_must_be_selected() {
+        let expected = accept_for(RFC_KEY);
+        let plain = ok_response(RFC_ACCEPT);
+        let head = plain.len();
+        let v1 = String::from_utf8(plain.clone()).expect("ascii").replace(
+            "\r\n\r\n",
+            "\r\nSec-WebSocket-Protocol: ringcast.v1\r\n\r\n",
+        );
+        let other = v1.replace("ringcast.v1", "chat");
+        let v1 = v1.as_bytes();
+        assert_eq!(
+            check_response(v1, &expected, false, Some("ringcast.v1")),
+            Ok(Some(v1.len()))
+        );
+        assert_eq!(
+            check_response(&plain, &expected, false, Some("ringcast.v1")),
+            Err(HandshakeError::NoSubprotocol("ringcast.v1"))
+        );
+        assert!(
+            HandshakeError::NoSubprotocol("ringcast.v1")
+                .to_string()
+                .contains("did not select subprotocol ringcast.v1")
+        );
+        assert!(matches!(
+            check_response(other.as_bytes(), &expected, false, Some("ringcast.v1")),
+            Err(HandshakeError::Invalid(_))
+        ));
+        assert!(matches!(
+            check_response(v1, &expected, false, None),
+            Err(HandshakeError::Invalid(_))
+        ));
+        assert_eq!(
+            check_response(&plain, &expected, false, None),
+            Ok(Some(head))
+        );
     }
 
     #[test]
@@ -208,10 +281,13 @@ mod tests {
         let mut resp = ok_response(RFC_ACCEPT);
         let head = resp.len();
         resp.extend_from_slice(&[0x82, 0x00]);
-        assert_eq!(check_response(&resp, &expected, false), Ok(Some(head)));
+        assert_eq!(
+            check_response(&resp, &expected, false, None),
+            Ok(Some(head))
+        );
         for cut in 0..head {
             assert_eq!(
-                check_response(&resp[..cut], &expected, false),
+                check_response(&resp[..cut], &expected, false, None),
                 Ok(None),
                 "cut {cut}"
             );
@@ -225,21 +301,22 @@ mod tests {
             check_response(
                 &ok_response(b"AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
                 &expected,
-                false
+                false,
+                None
             ),
             Err(HandshakeError::Invalid(_))
         ));
         let no_upgrade = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n";
         assert_eq!(
-            check_response(no_upgrade, &expected, false),
+            check_response(no_upgrade, &expected, false, None),
             Err(HandshakeError::Invalid("missing Upgrade: websocket"))
         );
         assert!(matches!(
-            check_response(b"SSH-2.0-OpenSSH\r\n", &expected, false),
+            check_response(b"SSH-2.0-OpenSSH\r\n", &expected, false, None),
             Err(HandshakeError::Malformed(_))
         ));
         assert!(matches!(
-            check_response(b"HTTP/1.1 101 Swi", &expected, true),
+            check_response(b"HTTP/1.1 101 Swi", &expected, true, None),
             Err(HandshakeError::Malformed(_))
         ));
     }
@@ -249,10 +326,10 @@ mod tests {
         let expected = accept_for(RFC_KEY);
         let resp = b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nno route!";
         assert_eq!(
-            check_response(&resp[..resp.len() - 1], &expected, false),
+            check_response(&resp[..resp.len() - 1], &expected, false, None),
             Ok(None)
         );
-        let err = check_response(resp, &expected, false).expect_err("refused");
+        let err = check_response(resp, &expected, false, None).expect_err("refused");
         assert_eq!(
             err,
             HandshakeError::Refused {
@@ -266,9 +343,9 @@ mod tests {
         );
         // Without Content-Length the body runs to the end of the connection.
         let resp = b"HTTP/1.0 503 Busy\r\n\r\ntry later";
-        assert_eq!(check_response(resp, &expected, false), Ok(None));
+        assert_eq!(check_response(resp, &expected, false, None), Ok(None));
         assert!(matches!(
-            check_response(resp, &expected, true),
+            check_response(resp, &expected, true, None),
             Err(HandshakeError::Refused { body, .. }) if body == "try later"
         ));
     }

@@ -1,11 +1,13 @@
 //! `loadgen`: the ringcast load generator.
 //!
-//! Three scenarios against any RFC 6455 server on loopback: `fanout` (subscribers and
-//! publishers on `/sub` and `/pub`, the broadcast contract), `connect` (idle connection
-//! scale and server memory) and `echo` (round trips). See `loadgen --help`.
+//! Four scenarios against any RFC 6455 server on loopback: `fanout` (subscribers and
+//! publishers on `/sub` and `/pub`, the broadcast contract; subscribers may speak the
+//! `ringcast.v1` subprotocol), `connect` (idle connection scale and server memory), `echo`
+//! (round trips) and `resume` (`ringcast.v1` subscribers that reset their connections and
+//! resume with `?since=`). See `loadgen --help`.
 //!
 //! ```text
-//!  scenario (fanout/connect/echo)          plans connections, drives phases, reports
+//!  scenario (fanout/connect/echo/resume)   plans connections, drives phases, reports
 //!     │ Backend
 //!     ├─ Local: Run ── reactor threads (mio/epoll, one read buffer each)
 //!     │                  └─ per connection: handshake → frames → role
@@ -26,12 +28,14 @@
 mod cli;
 mod clock;
 mod driver;
+mod envelope;
 mod frame;
 mod handshake;
 mod limits;
 mod payload;
 mod reactor;
 mod report;
+mod resume;
 mod rng;
 mod run;
 mod scenario;
@@ -48,6 +52,7 @@ fn main() {
         Command::Fanout(a) => ("fanout", a.common.json, scenario::fanout(a)),
         Command::Connect(a) => ("connect", a.common.json, scenario::connect(a)),
         Command::Echo(a) => ("echo", a.common.json, scenario::echo(a)),
+        Command::Resume(a) => ("resume", a.common.json, scenario::resume(a)),
     };
     let code = match result {
         Ok(code) => code,

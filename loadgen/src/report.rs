@@ -15,6 +15,9 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
 use serde::{Deserialize, Serialize};
 
+use crate::envelope::V1Tally;
+use crate::resume::ResumeTally;
+
 /// Highest latency recorded: 60 s in ns (higher values are clamped).
 const MAX_LATENCY_NS: u64 = 60_000_000_000;
 
@@ -155,6 +158,12 @@ pub(crate) struct Tally {
     pub(crate) first_problem: Option<String>,
     /// End-to-end latency of measured messages.
     pub(crate) latency: Latency,
+    /// `ringcast.v1` envelope checks (zero under the plain protocol).
+    #[serde(default)]
+    pub(crate) v1: V1Tally,
+    /// Reconnections of the `resume` scenario.
+    #[serde(default)]
+    pub(crate) resume: ResumeTally,
 }
 
 impl Tally {
@@ -174,6 +183,8 @@ impl Tally {
             self.first_problem.clone_from(&other.first_problem);
         }
         self.latency.merge(&other.latency);
+        self.v1.merge(&other.v1);
+        self.resume.merge(&other.resume);
     }
 }
 

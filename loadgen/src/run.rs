@@ -20,9 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::cli::Protocol;
 use crate::clock;
 use crate::reactor;
 use crate::report::{ConnectSummary, Tally};
+use crate::resume;
 use crate::target::Target;
 
 /// The longest drain, in multiples of its idle limit.
@@ -102,6 +104,12 @@ pub(crate) struct Settings {
     pub(crate) publisher_topics: Vec<u32>,
     /// Topics in the run.
     pub(crate) topics: usize,
+    /// Topic names by index (empty where topics have no names: plain `/sub`).
+    pub(crate) topic_names: Vec<Arc<str>>,
+    /// What subscribers speak.
+    pub(crate) protocol: Protocol,
+    /// When subscribers drop and resume (`resume` scenario).
+    pub(crate) rejoin: Option<resume::Plan>,
     /// Connections in the whole run (all processes), for staggering paced senders.
     pub(crate) total_connections: u64,
 }
@@ -145,6 +153,9 @@ pub(crate) struct Shared {
     pub(crate) first_error: Mutex<Option<String>>,
     /// Open subscribers per topic (the publisher window's denominator).
     pub(crate) topic_open: Vec<AtomicU64>,
+    /// Per topic: the lowest `ringcast.v1` sequence number a subscriber here started at
+    /// (`u64::MAX`: none yet), where a subscriber that saw nothing yet resumes.
+    pub(crate) topic_first_seq: Vec<AtomicU64>,
     /// Per global publisher: deliveries of its messages to local subscribers.
     pub(crate) pub_delivered: Vec<AtomicU64>,
     /// Per global publisher hosted here: its final count once stopped, else 0.
@@ -167,6 +178,9 @@ impl Shared {
         let atomics = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
         Self {
             topic_open: atomics(settings.topics),
+            topic_first_seq: (0..settings.topics)
+                .map(|_| AtomicU64::new(u64::MAX))
+                .collect(),
             pub_delivered: atomics(pubs),
             pub_final: atomics(pubs),
             drain_target: atomics(pubs),

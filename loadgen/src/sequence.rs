@@ -49,6 +49,52 @@ pub(crate) struct Counts {
 }
 
 impl Tracker {
+    /// A stream whose first wanted number is `next` (a `ringcast.v1` topic joined part
+    /// way, or resumed after a sequence number).
+    pub(crate) fn starting_at(next: u64) -> Self {
+        Self {
+            next,
+            ..Self::default()
+        }
+    }
+
+    /// The next number expected.
+    pub(crate) fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Numbers skipped so far that have not arrived since (the tail is not included).
+    pub(crate) fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Moves the expected number forward to `to` without counting the numbers passed as
+    /// lost: the server announced them missing. They count as seen, so one arriving after
+    /// all is a duplicate. Returns how many were passed (0 when `to` is not ahead).
+    pub(crate) fn skip_to(&mut self, to: u64) -> u64 {
+        let Some(n) = to.checked_sub(self.next).filter(|&n| n > 0) else {
+            return 0;
+        };
+        self.seen = if n >= 128 {
+            u128::MAX
+        } else {
+            self.seen << n | ((1u128 << n) - 1)
+        };
+        self.next = to;
+        n
+    }
+
+    /// Moves the expected number forward to `to`, counting the numbers passed as lost
+    /// (as a jump ahead would; they may still arrive late).
+    pub(crate) fn lose_to(&mut self, to: u64) {
+        let Some(n) = to.checked_sub(self.next).filter(|&n| n > 0) else {
+            return;
+        };
+        self.seen = if n >= 128 { 0 } else { self.seen << n };
+        self.next = to;
+        self.lost += n;
+    }
+
     /// Records the arrival of `seq`, updating `counts`.
     pub(crate) fn record(&mut self, seq: u64, counts: &mut Counts) -> Arrival {
         if seq >= self.next {
@@ -184,6 +230,25 @@ mod tests {
         let (c, _) = run(&seqs, 520);
         assert_eq!(unique.len() as u64 + c.lost, 520);
         assert_eq!(c.duplicates, seqs.len() as u64 - unique.len() as u64);
+    }
+
+    #[test]
+    fn skips_are_not_losses_and_a_skipped_arrival_is_a_duplicate() {
+        let mut t = Tracker::starting_at(42);
+        let mut c = Counts::default();
+        assert_eq!(t.record(42, &mut c), Arrival::InOrder);
+        assert_eq!(t.skip_to(50), 7);
+        assert_eq!(t.skip_to(45), 0, "not ahead");
+        assert_eq!(t.next(), 50);
+        assert_eq!(t.record(50, &mut c), Arrival::InOrder);
+        assert_eq!(t.record(47, &mut c), Arrival::Duplicate);
+        assert_eq!(t.record(53, &mut c), Arrival::Gap(2));
+        assert_eq!(t.lost(), 2);
+        // Far beyond the window: everything before counts as seen.
+        assert_eq!(t.skip_to(1000), 1000 - 54);
+        assert_eq!(t.record(990, &mut c), Arrival::Duplicate);
+        t.finish(0, &mut c);
+        assert_eq!((c.lost, c.duplicates, c.out_of_order), (2, 2, 0));
     }
 
     #[test]

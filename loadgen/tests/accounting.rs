@@ -2,38 +2,15 @@
 //! whose subscribers receive a fixed, faulty sequence; also checks that loadgen answers a
 //! ping with a masked pong carrying the same payload.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use base64::Engine as _;
-use sha1::{Digest as _, Sha1};
-
 mod util;
 
-const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-/// Reads the request head; returns (path, key).
-fn read_request(s: &mut TcpStream) -> Option<(String, String)> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        buf.push(byte[0]);
-    }
-    let text = String::from_utf8(buf).ok()?;
-    let path = text.split_whitespace().nth(1)?.to_owned();
-    let key = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))?
-        .trim()
-        .to_owned();
-    Some((path, key))
-}
+use util::raw::{echo_close, read_client_frame, read_request, response};
 
 /// A binary server frame with a loadgen stamp (publisher 0).
 fn stamped(seq: u64) -> Vec<u8> {
@@ -45,49 +22,14 @@ fn stamped(seq: u64) -> Vec<u8> {
     f
 }
 
-/// Reads one masked client frame: (opcode, unmasked payload).
-fn read_client_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut h = [0u8; 2];
-    s.read_exact(&mut h).ok()?;
-    assert_eq!(h[1] & 0x80, 0x80, "client frames are masked");
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            s.read_exact(&mut b).ok()?;
-            u64::from(u16::from_be_bytes(b))
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            s.read_exact(&mut b).ok()?;
-            u64::from_be_bytes(b)
-        }
-        n => u64::from(n),
-    };
-    let mut key = [0u8; 4];
-    s.read_exact(&mut key).ok()?;
-    let mut payload = vec![0u8; len as usize];
-    s.read_exact(&mut payload).ok()?;
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= key[i % 4];
-    }
-    Some((h[0] & 0x0f, payload))
-}
-
 fn serve(mut s: TcpStream, pongs: Arc<AtomicUsize>) {
-    let Some((path, key)) = read_request(&mut s) else {
+    let Some(req) = read_request(&mut s) else {
         return;
     };
-    let mut sha = Sha1::new();
-    sha.update(key.as_bytes());
-    sha.update(GUID.as_bytes());
-    let accept = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
-    let resp = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
-    if s.write_all(resp.as_bytes()).is_err() {
+    if s.write_all(response(&req.key, None).as_bytes()).is_err() {
         return;
     }
-    if path.starts_with("/sub") {
+    if req.path.starts_with("/sub") {
         // 0, 2, 1 (late), 1 (again), then a ping.
         let mut out = Vec::new();
         for seq in [0, 2, 1, 1] {
@@ -102,9 +44,7 @@ fn serve(mut s: TcpStream, pongs: Arc<AtomicUsize>) {
                 pongs.fetch_add(1, Ordering::Relaxed);
             }
             0x8 => {
-                let mut close = vec![0x88, payload.len() as u8];
-                close.extend(payload);
-                let _ = s.write_all(&close);
+                echo_close(&mut s, &payload);
                 return;
             }
             _ => {}

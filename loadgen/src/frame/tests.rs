@@ -106,7 +106,7 @@ fn stream_split_at_every_byte() {
         Owned::Message(opcode::BINARY, b"0123456789abcdefXYZ".to_vec(), 19),
         Owned::Ping(b"pi".to_vec()),
         Owned::Pong,
-        Owned::Message(opcode::TEXT, b"0123456789abcdef".to_vec(), 20),
+        Owned::Message(opcode::TEXT, b"0123456789abcdefghij".to_vec(), 20),
         Owned::Message(opcode::TEXT, vec![b'x'; 200], 200),
         Owned::Close(Some(1000), b"bye".to_vec()),
     ];
@@ -229,4 +229,23 @@ fn client_header_lengths() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+#[test]
+fn fragmented_message_keeps_its_head_only() {
+    let body: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    let mut wire = server_frame(false, opcode::BINARY, &body[..300]);
+    wire.extend(server_frame(false, opcode::CONTINUATION, &body[300..310]));
+    wire.extend(server_frame(true, opcode::CONTINUATION, &body[310..]));
+    let expected = vec![Owned::Message(
+        opcode::BINARY,
+        body[..HEAD_LEN].to_vec(),
+        1000,
+    )];
+    assert_eq!(feed_in_pieces(&wire, &[]), expected);
+    // The kept head starts afresh with the next fragmented message.
+    wire.extend(server_frame(false, opcode::TEXT, b"ab"));
+    wire.extend(server_frame(true, opcode::CONTINUATION, b"c"));
+    let events = feed_in_pieces(&wire, &[7]);
+    assert_eq!(events[1], Owned::Message(opcode::TEXT, b"abc".to_vec(), 3));
 }

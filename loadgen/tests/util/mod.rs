@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use ringcast::{Engine, EngineHandle};
 
+pub(crate) mod raw;
+
 /// Longest a loadgen run may take in a test.
 pub(crate) const RUN_LIMIT: Duration = Duration::from_secs(90);
 

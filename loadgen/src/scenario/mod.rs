@@ -1,4 +1,5 @@
-//! The three scenarios: what they plan, how they drive a [`Backend`], what they report.
+//! The scenarios: what they plan, how they drive a [`Backend`], what they report.
+//! `resume` lives in its own file; the helpers here serve all of them.
 
 use std::ffi::OsString;
 use std::io::IsTerminal as _;
@@ -9,14 +10,21 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::cli::{CommonArgs, ConnectArgs, EchoArgs, FanoutArgs, Rate, WorkerSpec, Workers};
+use crate::cli::{
+    CommonArgs, ConnectArgs, EchoArgs, FanoutArgs, Protocol, Rate, WorkerSpec, Workers,
+};
 use crate::clock;
 use crate::driver::{self, Backend, Local};
+use crate::envelope::V1Tally;
 use crate::limits;
 use crate::payload::MAX_PUBLISHERS;
 use crate::report::{ConnectSummary, LatencySummary, Table, Tally, latency_line, thousands};
 use crate::run::{ConnPlan, Role, Run, Settings};
 use crate::target::Target;
+
+mod resume;
+
+pub(crate) use resume::resume;
 
 /// Exit code: the run completed but broke an `--expect-all` expectation.
 pub(crate) const EXIT_EXPECTATION: i32 = 3;
@@ -33,6 +41,8 @@ struct Layout {
     plans: Vec<ConnPlan>,
     publisher_topics: Vec<u32>,
     topics: usize,
+    /// Topic names by index (empty for plain `/sub` and scenarios without topics).
+    topic_names: Vec<Arc<str>>,
 }
 
 impl Layout {
@@ -137,6 +147,9 @@ fn settings(
         handshake_timeout: common.handshake_timeout,
         publisher_topics: layout.publisher_topics.clone(),
         topics: layout.topics,
+        topic_names: layout.topic_names.clone(),
+        protocol: Protocol::Plain,
+        rejoin: None,
         total_connections: layout.plans.len() as u64,
     }
 }
@@ -268,9 +281,22 @@ fn fanout_layout(args: &FanoutArgs, target: &Target) -> Result<Layout, Failure> 
         Some(n) => n.clone(),
         None => (0..args.topics).map(|i| format!("t{i}")).collect(),
     };
+    // Envelopes name their topic, so ringcast.v1 subscribers always subscribe by name.
+    let plain = args.topic_names.is_none() && names.len() == 1 && args.protocol == Protocol::Plain;
+    let publishers = args.publishers.unwrap_or(names.len() as u32) as usize;
+    topic_layout(names, plain, args.subscribers, publishers, target)
+}
+
+/// Subscriber `i` on topic `i % T`, then publisher `p` on topic `p % T`; `plain` uses the
+/// bare `/sub` and `/pub` paths (one unnamed topic).
+fn topic_layout(
+    names: Vec<String>,
+    plain: bool,
+    subscribers: usize,
+    publishers: usize,
+    target: &Target,
+) -> Result<Layout, Failure> {
     let topics = names.len();
-    let plain = args.topic_names.is_none() && topics == 1;
-    let publishers = args.publishers.unwrap_or(topics as u32) as usize;
     if publishers < topics {
         return Err(format!(
             "--publishers {publishers} is fewer than the {topics} topics: every topic needs a publisher"
@@ -279,7 +305,7 @@ fn fanout_layout(args: &FanoutArgs, target: &Target) -> Result<Layout, Failure> 
     if publishers > MAX_PUBLISHERS as usize {
         return Err(format!("--publishers is limited to {MAX_PUBLISHERS}"));
     }
-    if args.subscribers == 0 {
+    if subscribers == 0 {
         return Err("--subscribers must be at least 1".to_owned());
     }
     let path = |kind: &str, t: usize| -> Arc<str> {
@@ -291,7 +317,7 @@ fn fanout_layout(args: &FanoutArgs, target: &Target) -> Result<Layout, Failure> 
     };
     let sub_paths: Vec<Arc<str>> = (0..topics).map(|t| path("sub", t)).collect();
     let pub_paths: Vec<Arc<str>> = (0..topics).map(|t| path("pub", t)).collect();
-    let mut plans: Vec<ConnPlan> = (0..args.subscribers)
+    let mut plans: Vec<ConnPlan> = (0..subscribers)
         .map(|i| ConnPlan {
             path: Arc::clone(&sub_paths[i % topics]),
             role: Role::Subscriber {
@@ -311,6 +337,11 @@ fn fanout_layout(args: &FanoutArgs, target: &Target) -> Result<Layout, Failure> 
         plans,
         publisher_topics,
         topics,
+        topic_names: if plain {
+            Vec::new()
+        } else {
+            names.iter().map(|n| Arc::from(n.as_str())).collect()
+        },
     })
 }
 
@@ -329,7 +360,7 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         Rate::PerSec(r) => Some(((publishers as f64) * 1e9 / r).max(1.0) as u64),
     };
     let window = args.window.unwrap_or_else(|| default_window(args.size));
-    let s = settings(
+    let mut s = settings(
         common,
         &p,
         &layout,
@@ -340,6 +371,7 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         window,
         None,
     );
+    s.protocol = args.protocol;
     if p.spec.is_some() {
         return serve_as_worker(s, &layout, &p);
     }
@@ -387,11 +419,15 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
             tally.published == 0,
             "nothing was published".into(),
         );
-        expect(
-            &mut failures,
-            tally.lost > 0,
-            format!("{} messages lost", tally.lost),
-        );
+        match args.protocol {
+            Protocol::Plain => expect(
+                &mut failures,
+                tally.lost > 0,
+                format!("{} messages lost", tally.lost),
+            ),
+            // Announced gaps are the protocol working: only the rest fails a run.
+            Protocol::V1 => failures.extend(tally.v1.failures()),
+        }
         expect(
             &mut failures,
             tally.out_of_order > 0,
@@ -416,6 +452,7 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
     let report = json!({
         "scenario": "fanout",
         "url": common.url,
+        "protocol": args.protocol.name(),
         "subscribers": args.subscribers,
         "subscribers_connected": summary.subscribers,
         "publishers": publishers,
@@ -447,6 +484,7 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         "conn_per_sec": summary.rate(),
         "lat_us": lat_json(&lat),
         "lat_samples": tally.latency.count(),
+        "v1": (args.protocol == Protocol::V1).then(|| json!(tally.v1)),
         "ok": failures.is_empty(),
         "failures": failures,
     });
@@ -457,12 +495,13 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         t.row(
             "scenario",
             format!(
-                "fanout · {} subscribers · {} topics · {} publishers · {} B {}",
+                "fanout · {} subscribers · {} topics · {} publishers · {} B {} · {}",
                 summary.subscribers,
                 layout.topics,
                 publishers,
                 args.size,
-                if args.text { "text" } else { "binary" }
+                if args.text { "text" } else { "binary" },
+                args.protocol.name()
             ),
         )
         .row(
@@ -511,6 +550,9 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
             ),
         )
         .row("latency", latency_line(&lat));
+        if args.protocol == Protocol::V1 {
+            v1_rows(&mut t, &tally.v1);
+        }
         if tally.closed_by_server > 0 {
             t.row(
                 "closed by server",
@@ -527,6 +569,38 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         print!("{}", t.render());
     }
     Ok(report_failures(&failures))
+}
+
+/// The `ringcast.v1` rows of a report table.
+fn v1_rows(t: &mut Table, v: &V1Tally) {
+    t.row(
+        "envelopes",
+        format!(
+            "{} · {} heartbeats · {} other ops",
+            v.envelopes, v.heartbeats, v.other_ops
+        ),
+    )
+    .row(
+        "gaps",
+        format!(
+            "{} announcing {} messages missing",
+            v.gap_messages, v.announced
+        ),
+    )
+    .row(
+        "v1 unannounced / dup / ooo",
+        format!("{} / {} / {}", v.unannounced, v.duplicates, v.out_of_order),
+    );
+    let odd = v.wrong_topic + v.malformed + v.bad_gaps + v.errors;
+    if odd > 0 {
+        t.row(
+            "v1 problems",
+            format!(
+                "{} wrong topic · {} malformed · {} bad gaps · {} errors",
+                v.wrong_topic, v.malformed, v.bad_gaps, v.errors
+            ),
+        );
+    }
 }
 
 /// The default publisher window for `size`-byte payloads: 256 messages, or 1 MiB of
@@ -567,6 +641,7 @@ pub(crate) fn connect(args: &ConnectArgs) -> Result<i32, Failure> {
             .collect(),
         publisher_topics: Vec::new(),
         topics: 0,
+        topic_names: Vec::new(),
     };
     let s = settings(common, &p, &layout, 16, false, None, None, 1, args.rate);
     if p.spec.is_some() {
@@ -712,6 +787,7 @@ pub(crate) fn echo(args: &EchoArgs) -> Result<i32, Failure> {
             .collect(),
         publisher_topics: Vec::new(),
         topics: 0,
+        topic_names: Vec::new(),
     };
     let interval = args
         .rate

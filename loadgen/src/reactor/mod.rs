@@ -10,7 +10,12 @@
 //! through the connection's `out` buffer; a publisher adds messages only while that buffer
 //! is flushed (so the kernel buffers are not simply filled) and while it is at most
 //! `window` messages ahead of the average of its local subscribers.
+//!
+//! Under `ringcast.v1` a subscriber's frames go through its [`Checker`] first and the
+//! stamp is read from inside the envelope. In the `resume` scenario subscribers reset
+//! their connections on a schedule and reconnect with `?since=` (`rejoin.rs`).
 
+use std::collections::VecDeque;
 use std::io::{self, Read as _, Write as _};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
@@ -23,13 +28,17 @@ use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::clock;
+use crate::envelope::{self, Checker, Frame, Verdict};
 use crate::frame::{self, Event, FrameState, opcode};
 use crate::handshake::{self, Accept};
 use crate::payload::{self, Stamp};
 use crate::report::Tally;
+use crate::resume::{Rejoin, Schedule};
 use crate::rng::Rng;
-use crate::run::{ConnPlan, Role, Shared, phase};
-use crate::sequence::{Counts, Tracker};
+use crate::run::{ConnPlan, Role, Settings, Shared, phase};
+use crate::sequence::{Arrival, Counts, Tracker};
+
+mod rejoin;
 
 /// Initial (and usual) size of a thread's read buffer.
 const READ_BUF: usize = 64 << 10;
@@ -53,6 +62,8 @@ enum State {
     Open,
     /// Close frame sent (or received and answered); waiting for the TCP close.
     Closing,
+    /// Reset by the `resume` scenario; queued to reconnect.
+    Rejoin,
     /// Socket dropped; counters kept for the report.
     Closed,
 }
@@ -63,6 +74,10 @@ enum Job {
     Subscriber {
         topic: u32,
         streams: Vec<(u32, Tracker)>,
+        /// Envelope checks, under `ringcast.v1`.
+        v1: Option<Box<Checker>>,
+        /// Reconnection state, in the `resume` scenario.
+        rejoin: Option<Box<Rejoin>>,
     },
     Publisher {
         id: u32,
@@ -141,6 +156,8 @@ pub(crate) fn run_thread(index: usize, plans: Vec<ConnPlan>, shared: &Shared) ->
         drained_reported: false,
         last_scan: 0,
         last_drain_check: 0,
+        schedule: None,
+        rejoin_queue: VecDeque::new(),
         ctx: Ctx {
             shared,
             poll,
@@ -173,6 +190,10 @@ struct Reactor<'s> {
     drained_reported: bool,
     last_scan: u64,
     last_drain_check: u64,
+    /// When this thread's subscribers drop (`resume` scenario, from the run phase on).
+    schedule: Option<Schedule>,
+    /// Subscribers reset and waiting for a handshake slot to reconnect.
+    rejoin_queue: VecDeque<usize>,
     ctx: Ctx<'s>,
 }
 
@@ -184,7 +205,8 @@ impl Reactor<'_> {
             let shared = self.ctx.shared;
             let ph = shared.phase();
             let now = clock::now_ns();
-            if ph >= phase::RUN && !started_run {
+            // A run abandoned before `go` goes straight to CLOSE, with no start time.
+            if (phase::RUN..phase::CLOSE).contains(&ph) && !started_run {
                 started_run = true;
                 self.ctx.t1 = shared.t1.load(Ordering::Relaxed);
                 self.ctx.t2 = shared.t2.load(Ordering::Relaxed);
@@ -207,10 +229,11 @@ impl Reactor<'_> {
             // Counters first, so publishers see this thread's latest deliveries.
             self.publish_counters();
             let sleep = if started_run && ph == phase::RUN {
-                self.send_due(now)
+                self.send_due(now).min(self.rejoin_due(now))
             } else {
                 MAX_SLEEP
             };
+            self.reopen_more(now);
             if ph == phase::DRAIN
                 && !self.drained_reported
                 && now.saturating_sub(self.last_drain_check) > 2_000_000
@@ -297,8 +320,8 @@ impl Reactor<'_> {
                         state: State::Connecting {
                             deadline: now + s.handshake_timeout.as_nanos() as u64,
                         },
+                        job: job_for(plan.role, &plan.path, s),
                         path: plan.path,
-                        job: job_for(plan.role),
                         out: Vec::new(),
                         out_pos: 0,
                         pending: Vec::new(),
@@ -384,8 +407,13 @@ impl Reactor<'_> {
                 let mut nonce = [0u8; 16];
                 ctx.rng.fill(&mut nonce);
                 let s = &ctx.shared.settings;
-                let accept =
-                    handshake::request_into(&mut conn.out, &s.target.host, &conn.path, nonce);
+                let accept = handshake::request_into(
+                    &mut conn.out,
+                    &s.target.host,
+                    &conn.path,
+                    nonce,
+                    offered(&conn.job, s),
+                );
                 let deadline = match conn.state {
                     State::Connecting { deadline } => deadline,
                     _ => 0,
@@ -433,7 +461,7 @@ impl Reactor<'_> {
                     let stagger = s
                         .publish_interval_ns
                         .map_or(0, |iv| iv * u64::from(*id) / pubs);
-                    *next_due = t0 + stagger;
+                    *next_due = t0.saturating_add(stagger);
                     self.publishers.push(key);
                 }
                 Job::Echo { id, next_due, .. } => {
@@ -442,7 +470,7 @@ impl Reactor<'_> {
                         ((u128::from(iv) * u128::from(*id))
                             / u128::from(s.total_connections.max(1))) as u64
                     });
-                    *next_due = t0 + stagger;
+                    *next_due = t0.saturating_add(stagger);
                     self.echoers.push(key);
                 }
                 _ => {}
@@ -451,6 +479,7 @@ impl Reactor<'_> {
         if s.echo_interval_ns.is_none() {
             self.ctx.echo_ready.extend(self.echoers.iter().copied());
         }
+        self.start_schedule(t0);
     }
 
     /// Lets publishers and echo clients send what is due; returns how long to sleep.
@@ -517,6 +546,9 @@ impl Reactor<'_> {
     fn is_drained(&self) -> bool {
         let targets = &self.ctx.shared.drain_target;
         self.conns.iter().all(|(_, c)| {
+            if rejoining(c) {
+                return false;
+            }
             if !matches!(c.state, State::Open) {
                 return true;
             }
@@ -571,11 +603,23 @@ impl Reactor<'_> {
             .collect();
         for (_, c) in &self.conns {
             match &c.job {
-                Job::Subscriber { streams, .. } if c.was_open => {
+                Job::Subscriber {
+                    streams,
+                    v1,
+                    rejoin,
+                    ..
+                } if c.was_open => {
+                    let lost_before = self.ctx.counts.lost;
                     for (p, t) in streams {
                         let fin = targets.get(*p as usize).copied().unwrap_or(0);
                         self.ctx.tally.expected += fin;
                         t.finish(fin, &mut self.ctx.counts);
+                    }
+                    if let Some(v1) = v1 {
+                        v1.finish(self.ctx.counts.lost - lost_before, &mut self.ctx.tally.v1);
+                    }
+                    if let Some(r) = rejoin {
+                        r.finish(&mut self.ctx.tally.resume);
                     }
                 }
                 Job::Echo { .. } => {}
@@ -612,7 +656,7 @@ impl Reactor<'_> {
                 }
                 State::Closing => closing += 1,
                 State::Connecting { .. } | State::Handshaking { .. } => drop_socket(c, shared),
-                State::Closed => {}
+                State::Closed | State::Rejoin => {}
             }
         }
         let deadline = clock::now_ns() + CLOSE_GRACE.as_nanos() as u64;
@@ -645,11 +689,16 @@ impl Reactor<'_> {
     }
 }
 
-fn job_for(role: Role) -> Job {
+fn job_for(role: Role, path: &Arc<str>, s: &Settings) -> Job {
     match role {
         Role::Subscriber { topic } => Job::Subscriber {
             topic,
             streams: Vec::new(),
+            v1: s.protocol.offer().map(|_| {
+                let name = s.topic_names.get(topic as usize);
+                Box::new(Checker::new(name.cloned()))
+            }),
+            rejoin: s.rejoin.map(|_| Box::new(Rejoin::new(Arc::clone(path)))),
         },
         Role::Publisher { id, topic } => Job::Publisher {
             id,
@@ -666,6 +715,23 @@ fn job_for(role: Role) -> Job {
         },
         Role::Idle => Job::Idle,
     }
+}
+
+/// The subprotocol a connection offers: subscribers offer the run's.
+fn offered(job: &Job, s: &Settings) -> Option<&'static str> {
+    match job {
+        Job::Subscriber { .. } => s.protocol.offer(),
+        _ => None,
+    }
+}
+
+/// A subscriber between a reset and its reconnection's outcome.
+fn rejoining(c: &Conn) -> bool {
+    c.was_open
+        && matches!(
+            c.state,
+            State::Rejoin | State::Connecting { .. } | State::Handshaking { .. }
+        )
 }
 
 /// A non-blocking socket with a connect in flight.
@@ -713,8 +779,16 @@ fn describe_connect_error(e: &io::Error, addr: SocketAddr, shared: &Shared) -> (
 /// A connection that failed before its handshake completed.
 fn fail_setup(conn: &mut Conn, ctx: &mut Ctx<'_>, msg: String, fatal: bool) {
     let shared = ctx.shared;
-    shared.failed.fetch_add(1, Ordering::Relaxed);
-    shared.record_error(msg, fatal);
+    if conn.was_open {
+        // A reconnection: the run goes on; the subscriber stays down.
+        ctx.tally.resume.reconnect_failed += 1;
+        ctx.tally
+            .first_problem
+            .get_or_insert_with(|| format!("reconnecting: {msg}"));
+    } else {
+        shared.failed.fetch_add(1, Ordering::Relaxed);
+        shared.record_error(msg, fatal);
+    }
     ctx.pending = ctx.pending.saturating_sub(1);
     drop_socket(conn, shared);
 }
@@ -870,11 +944,12 @@ fn process(
 ) -> Result<(usize, usize), String> {
     let mut start = 0;
     if let State::Handshaking { accept, .. } = &conn.state {
-        match handshake::check_response(data, accept, eof) {
+        let offered = offered(&conn.job, &ctx.shared.settings);
+        match handshake::check_response(data, accept, eof, offered) {
             Ok(None) => return Ok((0, 0)),
             Ok(Some(n)) => {
                 start = n;
-                opened(conn, ctx);
+                opened(conn, ctx, now);
             }
             Err(e) => {
                 let msg = format!("{} {e}", ctx.shared.settings.target.addr);
@@ -883,7 +958,11 @@ fn process(
                     conn,
                     ctx,
                     msg,
-                    matches!(e, handshake::HandshakeError::Refused { .. }),
+                    matches!(
+                        e,
+                        handshake::HandshakeError::Refused { .. }
+                            | handshake::HandshakeError::NoSubprotocol(_)
+                    ),
                 );
                 return Ok((data.len(), 0));
             }
@@ -896,9 +975,11 @@ fn process(
     let mut close: Option<(Option<u16>, String)> = None;
     let result = frame::read_frames(&data[start..], frames, |ev| match ev {
         Event::Message {
-            opcode: op, head, ..
+            opcode: op,
+            head,
+            len,
         } => {
-            on_message(key, job, ctx, op == opcode::TEXT, head, now);
+            on_message(key, job, ctx, op == opcode::TEXT, (head, len), now);
             true
         }
         Event::Ping(p) => {
@@ -943,20 +1024,35 @@ fn process(
 }
 
 /// The handshake completed.
-fn opened(conn: &mut Conn, ctx: &mut Ctx<'_>) {
+fn opened(conn: &mut Conn, ctx: &mut Ctx<'_>, now: u64) {
     let shared = ctx.shared;
+    let again = conn.was_open;
     conn.state = State::Open;
     conn.was_open = true;
     ctx.pending = ctx.pending.saturating_sub(1);
-    shared.connected.fetch_add(1, Ordering::Relaxed);
     let open = shared.open_now.fetch_add(1, Ordering::Relaxed) + 1;
     shared.peak_open.fetch_max(open, Ordering::Relaxed);
+    if !again {
+        shared.connected.fetch_add(1, Ordering::Relaxed);
+    }
     match &mut conn.job {
-        Job::Subscriber { topic, streams } => {
-            shared.subscribers.fetch_add(1, Ordering::Relaxed);
+        Job::Subscriber {
+            topic,
+            streams,
+            rejoin,
+            ..
+        } => {
             if let Some(n) = shared.topic_open.get(*topic as usize) {
                 n.fetch_add(1, Ordering::Relaxed);
             }
+            if let Some(r) = rejoin {
+                r.handle_open(now, &mut ctx.tally.resume);
+            }
+            if again {
+                // A reconnection keeps its streams: the run goes on across it.
+                return;
+            }
+            shared.subscribers.fetch_add(1, Ordering::Relaxed);
             *streams = shared
                 .settings
                 .publisher_topics
@@ -979,9 +1075,32 @@ fn opened(conn: &mut Conn, ctx: &mut Ctx<'_>) {
 }
 
 /// A data message for connection `key`, whose job is `job`.
-fn on_message(key: usize, job: &mut Job, ctx: &mut Ctx<'_>, text: bool, head: &[u8], now: u64) {
+fn on_message(
+    key: usize,
+    job: &mut Job,
+    ctx: &mut Ctx<'_>,
+    text: bool,
+    msg: (&[u8], u64),
+    now: u64,
+) {
+    let (head, len) = msg;
     match job {
-        Job::Subscriber { streams, .. } => {
+        Job::Subscriber {
+            topic,
+            streams,
+            v1,
+            rejoin,
+        } => {
+            let head = match v1 {
+                None => head,
+                Some(v1) => match open_envelope(v1, *topic, ctx, text, head, len) {
+                    Some(data) => data,
+                    None => return,
+                },
+            };
+            if let Some(r) = rejoin {
+                r.handle_message(now, &mut ctx.tally.resume);
+            }
             let Some(stamp) = Stamp::decode(head, text) else {
                 ctx.tally.malformed += 1;
                 return;
@@ -993,7 +1112,12 @@ fn on_message(key: usize, job: &mut Job, ctx: &mut Ctx<'_>, text: bool, head: &[
                 ctx.tally.malformed += 1;
                 return;
             };
-            tracker.record(stamp.seq, &mut ctx.counts);
+            let arrival = tracker.record(stamp.seq, &mut ctx.counts);
+            if let Some(r) = rejoin
+                && arrival != Arrival::Duplicate
+            {
+                r.handle_fresh(stamp.ts_ns, &mut ctx.tally.resume);
+            }
             ctx.tally.delivered += 1;
             ctx.live_delivered += 1;
             if let Some(n) = ctx.delivered_by_pub.get_mut(usize::from(stamp.publisher)) {
@@ -1022,6 +1146,43 @@ fn on_message(key: usize, job: &mut Job, ctx: &mut Ctx<'_>, text: bool, head: &[
         }
         Job::Publisher { .. } | Job::Idle => {}
     }
+}
+
+/// Checks a `ringcast.v1` frame of a subscriber of topic index `topic`; returns the
+/// payload inside a data envelope of its topic, `None` for anything else (handled here).
+fn open_envelope<'m>(
+    v1: &mut Checker,
+    topic: u32,
+    ctx: &mut Ctx<'_>,
+    text: bool,
+    head: &'m [u8],
+    len: u64,
+) -> Option<&'m [u8]> {
+    let problem = match envelope::parse(text, head, head.len() as u64 == len) {
+        Frame::Data {
+            topic: name,
+            seq,
+            data,
+        } => match v1.handle_data(name, seq, &mut ctx.tally.v1) {
+            Verdict::Subscribed { first } => {
+                if first && let Some(f) = ctx.shared.topic_first_seq.get(topic as usize) {
+                    f.fetch_min(seq, Ordering::Relaxed);
+                }
+                return Some(data);
+            }
+            Verdict::Foreign => format!(
+                "an envelope of topic {:?}, not subscribed",
+                String::from_utf8_lossy(name)
+            ),
+        },
+        Frame::Op(op) => v1.handle_op(op, &mut ctx.tally.v1)?,
+        Frame::Malformed(why) => {
+            ctx.tally.v1.malformed += 1;
+            why.to_owned()
+        }
+    };
+    ctx.tally.first_problem.get_or_insert(problem);
+    None
 }
 
 /// Appends one stamped, masked data message to `out`.

@@ -1,0 +1,388 @@
+//! The subscriber's side of the `ringcast.v1` subprotocol: every frame parsed, every
+//! topic's sequence numbers checked.
+//!
+//! ```text
+//!  text:    {"topic":"BTC-USD","seq":42,"data":D}   D: the published text if it is JSON,
+//!                                                    else a JSON string of it
+//!  binary:  0x01 | topic length (u8) | topic | seq (u64 big-endian) | payload
+//!  ops:     {"op":"gap","topic":T,"from":F,"to":L}   {"op":"heartbeat","seq":{T:S,…}}
+//!           {"op":"subscribed","topics":[…]}          {"op":"error","error":"…"}
+//!           (other ops are counted and ignored)
+//! ```
+//!
+//! Data envelopes, one per delivered message, are parsed by hand: the server writes their
+//! keys in this order, so [`parse`] costs a few compares and one number, no allocation.
+//! Op messages are rare (a gap, a heartbeat every few seconds, replies) and go through
+//! `serde_json`.
+//!
+//! A [`Checker`] holds one subscriber's topics. A topic's next expected sequence number is
+//! set by its first envelope (or by `since` on a resume); after that a higher number is an
+//! unannounced loss, a lower one a duplicate or a late arrival, and a `gap` moves the
+//! expected number past the announced range without counting it lost
+//! ([`Tracker::skip_to`]).
+//!
+//! Nothing here panics on server bytes: a frame that does not parse is
+//! [`Frame::Malformed`].
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::sequence::{Arrival, Counts, Tracker};
+
+/// The subprotocol a subscriber offers in `Sec-WebSocket-Protocol`.
+pub(crate) const PROTOCOL: &str = "ringcast.v1";
+/// First byte of a binary envelope (its format version).
+const BINARY_TAG: u8 = 0x01;
+/// A text envelope up to its topic.
+const TEXT_PREFIX: &[u8] = b"{\"topic\":\"";
+/// From the end of the topic to the sequence number.
+const SEQ_KEY: &[u8] = b"\",\"seq\":";
+/// From the end of the sequence number to the data.
+const DATA_KEY: &[u8] = b",\"data\":";
+/// Digits of the largest u64.
+const MAX_DIGITS: usize = 20;
+
+/// One server frame of a `ringcast.v1` connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Frame<'a> {
+    /// A publication.
+    Data {
+        /// Topic name.
+        topic: &'a [u8],
+        /// Its sequence number in the topic.
+        seq: u64,
+        /// The payload: binary bytes, the JSON text of a JSON publication, or the
+        /// content of the JSON string a non-JSON text was wrapped in (still escaped:
+        /// loadgen's stamps never need escaping). Only its head when the message was
+        /// fragmented.
+        data: &'a [u8],
+    },
+    /// A protocol message.
+    Op(Op),
+    /// Neither: what is wrong with it.
+    Malformed(&'static str),
+}
+
+/// A protocol message (`{"op":…}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Messages `from..=to` of `topic` will not be delivered.
+    Gap {
+        /// Topic name.
+        topic: String,
+        /// First missing sequence number.
+        from: u64,
+        /// Last missing sequence number.
+        to: u64,
+    },
+    /// The latest sequence numbers sent, per topic.
+    Heartbeat,
+    /// The answer to a subscribe request.
+    Subscribed,
+    /// A refused request.
+    Error(String),
+    /// An op this loadgen does not know: ignored.
+    Other,
+}
+
+/// Parses a complete message, or the head of a fragmented one (`whole` false: the closing
+/// brace of a text envelope is then not checked).
+pub(crate) fn parse(text: bool, msg: &[u8], whole: bool) -> Frame<'_> {
+    if !text {
+        return parse_binary(msg);
+    }
+    match msg.strip_prefix(TEXT_PREFIX) {
+        Some(rest) => parse_text(rest, whole).unwrap_or_else(Frame::Malformed),
+        None => parse_op(msg),
+    }
+}
+
+fn parse_binary(msg: &[u8]) -> Frame<'_> {
+    let [tag, len, rest @ ..] = msg else {
+        return Frame::Malformed("binary frame shorter than an envelope header");
+    };
+    if *tag != BINARY_TAG {
+        return Frame::Malformed("binary frame without the 0x01 envelope tag");
+    }
+    let len = usize::from(*len);
+    let (Some(topic), Some(seq)) = (
+        rest.get(..len),
+        rest.get(len..len + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok()),
+    ) else {
+        return Frame::Malformed("binary envelope shorter than its topic and seq");
+    };
+    Frame::Data {
+        topic,
+        seq: u64::from_be_bytes(seq),
+        data: &rest[len + 8..],
+    }
+}
+
+/// `rest` follows `{"topic":"`.
+fn parse_text(rest: &[u8], whole: bool) -> Result<Frame<'_>, &'static str> {
+    let end = rest
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\')
+        .ok_or("text envelope with an unterminated topic")?;
+    let (topic, rest) = rest.split_at(end);
+    let rest = rest
+        .strip_prefix(SEQ_KEY)
+        .ok_or("text envelope without \"seq\" after its topic (or an escaped topic)")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > MAX_DIGITS {
+        return Err("text envelope seq is not a number");
+    }
+    let seq = rest[..digits]
+        .iter()
+        .try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .ok_or("text envelope seq over 2^64")?;
+    let mut data = rest[digits..]
+        .strip_prefix(DATA_KEY)
+        .ok_or("text envelope without \"data\" after its seq")?;
+    if whole {
+        data = data
+            .strip_suffix(b"}")
+            .ok_or("text envelope does not end with '}'")?;
+    }
+    if let Some(s) = data.strip_prefix(b"\"") {
+        data = match (whole, s.strip_suffix(b"\"")) {
+            (false, _) => s,
+            (true, Some(s)) => s,
+            (true, None) => return Err("text envelope data string is not terminated"),
+        };
+    }
+    Ok(Frame::Data { topic, seq, data })
+}
+
+fn parse_op(msg: &[u8]) -> Frame<'_> {
+    let Ok(v) = serde_json::from_slice::<Value>(msg) else {
+        return Frame::Malformed("text frame is neither an envelope nor JSON");
+    };
+    let Some(op) = v.get("op").and_then(Value::as_str) else {
+        return Frame::Malformed("JSON text frame without an \"op\"");
+    };
+    Frame::Op(match op {
+        "gap" => match (
+            v.get("topic").and_then(Value::as_str),
+            v.get("from").and_then(Value::as_u64),
+            v.get("to").and_then(Value::as_u64),
+        ) {
+            (Some(topic), Some(from), Some(to)) if from <= to && to < u64::MAX => Op::Gap {
+                topic: topic.to_owned(),
+                from,
+                to,
+            },
+            _ => return Frame::Malformed("gap without a topic and from ≤ to"),
+        },
+        "heartbeat" => Op::Heartbeat,
+        "subscribed" => Op::Subscribed,
+        "error" => Op::Error(
+            v.get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("(no reason)")
+                .to_owned(),
+        ),
+        _ => Op::Other,
+    })
+}
+
+/// What the envelopes of a run showed; sums under [`V1Tally::merge`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct V1Tally {
+    /// Data envelopes received.
+    pub(crate) envelopes: u64,
+    /// `gap` messages received.
+    pub(crate) gap_messages: u64,
+    /// Messages those gaps announced missing (beyond what had arrived).
+    pub(crate) announced: u64,
+    /// Messages lost without a gap announcing them: per subscriber, the payload streams'
+    /// losses (the missing tail included) beyond the announced count, or the topic
+    /// sequence holes if more.
+    pub(crate) unannounced: u64,
+    /// Topic sequence numbers skipped without a gap and never filled.
+    pub(crate) seq_holes: u64,
+    /// Envelopes whose sequence number had been seen (or announced missing) before.
+    pub(crate) duplicates: u64,
+    /// Envelopes filling an earlier hole.
+    pub(crate) out_of_order: u64,
+    /// Envelopes or gaps of a topic the subscriber did not subscribe.
+    pub(crate) wrong_topic: u64,
+    /// Frames that are neither an envelope nor an op message.
+    pub(crate) malformed: u64,
+    /// Gaps that did not start at the next expected number (an overlap or a hole).
+    pub(crate) bad_gaps: u64,
+    /// Heartbeats received.
+    pub(crate) heartbeats: u64,
+    /// `subscribed` replies received.
+    pub(crate) subscribed: u64,
+    /// `error` messages received.
+    pub(crate) errors: u64,
+    /// Ops of other kinds (ignored).
+    pub(crate) other_ops: u64,
+}
+
+impl V1Tally {
+    /// Adds `other` into `self`.
+    pub(crate) fn merge(&mut self, other: &Self) {
+        self.envelopes += other.envelopes;
+        self.gap_messages += other.gap_messages;
+        self.announced += other.announced;
+        self.unannounced += other.unannounced;
+        self.seq_holes += other.seq_holes;
+        self.duplicates += other.duplicates;
+        self.out_of_order += other.out_of_order;
+        self.wrong_topic += other.wrong_topic;
+        self.malformed += other.malformed;
+        self.bad_gaps += other.bad_gaps;
+        self.heartbeats += other.heartbeats;
+        self.subscribed += other.subscribed;
+        self.errors += other.errors;
+        self.other_ops += other.other_ops;
+    }
+
+    /// The breaches of the contract `--expect-all` fails a run on, worded for the user.
+    pub(crate) fn failures(&self) -> Vec<String> {
+        [
+            (
+                self.unannounced,
+                "messages lost without a gap announcing them",
+            ),
+            (self.duplicates, "duplicate envelopes"),
+            (self.out_of_order, "envelopes out of order"),
+            (self.wrong_topic, "envelopes of topics not subscribed"),
+            (self.malformed, "malformed frames"),
+            (self.bad_gaps, "gaps not starting at the next expected seq"),
+            (self.errors, "error messages from the server"),
+        ]
+        .into_iter()
+        .filter(|&(n, _)| n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect()
+    }
+}
+
+/// What [`Checker::handle_data`] made of an envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Of a subscribed topic; `first` when it started the topic's sequence.
+    Subscribed {
+        /// The topic's first envelope (or gap) on this subscriber.
+        first: bool,
+    },
+    /// Of a topic the subscriber did not subscribe (its payload is not accounted).
+    Foreign,
+}
+
+/// One subscriber's topics and their sequence numbers, across reconnections.
+#[derive(Debug, Clone)]
+pub(crate) struct Checker {
+    topics: Vec<TopicSeq>,
+    /// Messages announced missing, for [`Checker::finish`].
+    announced: u64,
+}
+
+#[derive(Debug, Clone)]
+struct TopicSeq {
+    name: Arc<str>,
+    /// `None` until the first envelope or gap (or a resume point).
+    seq: Option<Tracker>,
+}
+
+impl Checker {
+    /// A subscriber of `topics`.
+    pub(crate) fn new(topics: impl IntoIterator<Item = Arc<str>>) -> Self {
+        Self {
+            topics: topics
+                .into_iter()
+                .map(|name| TopicSeq { name, seq: None })
+                .collect(),
+            announced: 0,
+        }
+    }
+
+    /// Checks envelope `seq` of `topic`.
+    pub(crate) fn handle_data(&mut self, topic: &[u8], seq: u64, t: &mut V1Tally) -> Verdict {
+        t.envelopes += 1;
+        let Some(ts) = self.topics.iter_mut().find(|x| x.name.as_bytes() == topic) else {
+            t.wrong_topic += 1;
+            return Verdict::Foreign;
+        };
+        let first = ts.seq.is_none();
+        let tracker = ts.seq.get_or_insert_with(|| Tracker::starting_at(seq));
+        match tracker.record(seq, &mut Counts::default()) {
+            Arrival::Duplicate => t.duplicates += 1,
+            Arrival::OutOfOrder => t.out_of_order += 1,
+            // A hole stays in the tracker's losses until it is filled.
+            Arrival::InOrder | Arrival::Gap(_) => {}
+        }
+        Verdict::Subscribed { first }
+    }
+
+    /// Handles an op message; returns a problem worth reporting (an `error` op).
+    pub(crate) fn handle_op(&mut self, op: Op, t: &mut V1Tally) -> Option<String> {
+        match op {
+            Op::Gap { topic, from, to } => self.handle_gap(&topic, from, to, t),
+            Op::Heartbeat => t.heartbeats += 1,
+            Op::Subscribed => t.subscribed += 1,
+            Op::Error(e) => {
+                t.errors += 1;
+                return Some(format!("the server sent an error: {e}"));
+            }
+            Op::Other => t.other_ops += 1,
+        }
+        None
+    }
+
+    fn handle_gap(&mut self, topic: &str, from: u64, to: u64, t: &mut V1Tally) {
+        t.gap_messages += 1;
+        let Some(ts) = self.topics.iter_mut().find(|x| &*x.name == topic) else {
+            t.wrong_topic += 1;
+            return;
+        };
+        let tracker = ts.seq.get_or_insert_with(|| Tracker::starting_at(from));
+        if from != tracker.next() {
+            t.bad_gaps += 1;
+        }
+        // Numbers before the gap that never came were not announced: lost.
+        tracker.lose_to(from);
+        let passed = tracker.skip_to(to + 1);
+        self.announced += passed;
+        t.announced += passed;
+    }
+
+    /// The last sequence number of topic `i` this subscriber has seen or had announced
+    /// missing: what it resumes after. `None` before its first envelope.
+    pub(crate) fn last_seq(&self, i: usize) -> Option<u64> {
+        let tracker = self.topics.get(i)?.seq.as_ref()?;
+        Some(tracker.next().saturating_sub(1))
+    }
+
+    /// Sets topic `i` to expect `next` first, unless it has started already.
+    pub(crate) fn expect_first(&mut self, i: usize, next: u64) {
+        if let Some(ts) = self.topics.get_mut(i) {
+            ts.seq.get_or_insert_with(|| Tracker::starting_at(next));
+        }
+    }
+
+    /// At the end of the run: `stamp_lost` is what this subscriber's payload streams lost
+    /// (the missing tail included); what gaps did not announce of it is unannounced.
+    pub(crate) fn finish(&self, stamp_lost: u64, t: &mut V1Tally) {
+        let holes: u64 = self
+            .topics
+            .iter()
+            .filter_map(|x| x.seq.as_ref())
+            .map(Tracker::lost)
+            .sum();
+        t.seq_holes += holes;
+        t.unannounced += stamp_lost.saturating_sub(self.announced).max(holes);
+    }
+}
+
+#[cfg(test)]
+mod tests;
