@@ -22,6 +22,7 @@
 #             three implementations), no scale run (~4 min with every implementation)
 #   --reps N  repetitions in full mode (default 3); the report gives medians
 #             (full mode: 10 s runs, 1k-10k subscribers, 40k scale run; ~40 min)
+#   --scenarios  run only these scenarios (ids as in the report, e.g. win-10k-w64,v1-10k-w64)
 #   --only    run only these implementations (ringcast-epoll, ringcast-uring,
 #             raw-batch, raw-writev, peer-tungstenite, peer-fastws)
 # Writes bench/results/<UTC stamp>.json (meta, every run, medians), .md (tables, ratios),
@@ -46,6 +47,7 @@ usage() {
 QUICK=0
 REPS=3
 ONLY=""
+SCENARIOS=""
 while (($#)); do
   case "$1" in
   --quick) QUICK=1 ;;
@@ -57,6 +59,11 @@ while (($#)); do
   --only)
     [[ -n ${2:-} ]] || usage
     ONLY=$2
+    shift
+    ;;
+  --scenarios)
+    [[ -n ${2:-} ]] || usage
+    SCENARIOS=$2
     shift
     ;;
   -h | --help) usage ;;
@@ -176,6 +183,11 @@ for n in 1000 10000; do
     MATRIX[$id]="$n $w"
   done
 done
+# Envelope cost: the same cell as win-10k-w64 with ringcast.v1 subscribers (every delivery
+# an envelope with topic and sequence number, checked by loadgen), ringcast only.
+add v1-10k-w64 fanout "" "10k subscribers × 64 B, --rate max --window 64, ringcast.v1 envelopes" \
+  "fanout --subscribers 10000 --size 64 --rate max --window 64 --protocol ringcast.v1 $COMMON"
+ONLY_FOR[v1-10k-w64]="ringcast-epoll ringcast-uring"
 add lat-100 fanout 100 "$(k $LAT) subscribers × 100 msg/s ($(k $((LAT * 100))) deliveries/s), 128 B" \
   "fanout --subscribers $LAT --size 128 --rate 100 $COMMON"
 add lat-2 fanout 2 "$(k $LAT) subscribers × 2 msg/s (single publishes), 128 B" \
@@ -196,6 +208,14 @@ else
 fi
 if [[ -n ${SKIPPED[$SCALE_ID]:-} ]]; then
   echo "bench: scale scenario skipped: ${SKIPPED[$SCALE_ID]}"
+fi
+if [[ -n $SCENARIOS ]]; then
+  keep=()
+  for sc in "${SC[@]}"; do
+    if [[ ",$SCENARIOS," == *",${sc%%|*},"* ]]; then keep+=("$sc"); fi
+  done
+  ((${#keep[@]})) || die "--scenarios: none of '$SCENARIOS' is a scenario of this mode"
+  SC=("${keep[@]}")
 fi
 
 # --- bookkeeping -------------------------------------------------------------------------
@@ -482,5 +502,16 @@ jq -n \
     ]}' "${BUILD[@]}" >"$WORK/meta.json"
 
 "$REPORT" --meta "$WORK/meta.json" --runs "$RUNS" --out "$OUT/$STAMP"
+# The envelope cost, from the same run: ringcast.v1 against plain subscribers, medians.
+jq -rs '
+  def med: map(select(. != null)) | sort | if length == 0 then null else .[length / 2 | floor] end;
+  def dps($id): map(select(.scenario == $id and .status == "ran") | .loadgen.deliveries_per_sec) | med;
+  [group_by(.impl)[] | select(.[0].impl | startswith("ringcast"))
+   | {impl: .[0].impl, plain: dps("win-10k-w64"), v1: dps("v1-10k-w64")}
+   | select(.plain != null and .v1 != null)] as $rows
+  | if ($rows | length) == 0 then empty else
+    "\n## Envelope cost: ringcast.v1 against plain subscribers\n\n10k subscribers × 64 B, 64 messages in flight (win-10k-w64 and v1-10k-w64), medians of the repetitions; v1 ÷ plain is the share of plain throughput kept with envelopes.\n\n| implementation | plain deliveries/s | ringcast.v1 deliveries/s | v1 ÷ plain |\n|---|--:|--:|--:|",
+    ($rows[] | "| \(.impl) | \(.plain | floor) | \(.v1 | floor) | \((.v1 / .plain * 100 | round) / 100) |")
+    end' "$RUNS" >>"$OUT/$STAMP.md"
 echo "== $OUT/$STAMP.md"
 cat "$OUT/$STAMP.md"

@@ -447,6 +447,11 @@ impl Topics {
     }
 
     /// Topic `id`, if it exists.
+    pub(crate) fn get(&self, id: u32) -> Option<&TopicEntry> {
+        self.entries.get(id as usize)
+    }
+
+    /// Topic `id`, if it exists, mutably.
     pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut TopicEntry> {
         self.entries.get_mut(id as usize)
     }

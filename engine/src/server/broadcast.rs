@@ -259,7 +259,10 @@ impl Handler for Broadcast {
 
 fn error(client: &mut Client<'_>, message: &str) {
     // `op` first, as in every other message (a `json!` map would sort the keys).
-    let msg = format!(r#"{{"op":"error","error":{}}}"#, serde_json::Value::from(message));
+    let msg = format!(
+        r#"{{"op":"error","error":{}}}"#,
+        serde_json::Value::from(message)
+    );
     client.send_text(&msg);
 }
 

@@ -50,7 +50,11 @@ impl<T> Core<T> {
         let max_lag = config.max_lag_bytes as u64;
         let (mut dropped, mut conflated, mut high) = (0, 0, 0);
         for &id in turn.iter() {
-            let entry = topics.entry(id);
+            // A topic published to by a v1 subscribe's absorb may have lost its last
+            // subscriber (and been forgotten) before this delivery.
+            let Some(entry) = topics.get(id) else {
+                continue;
+            };
             let v1 = entry.form == Form::V1;
             let log = &entry.log;
             let mut min = log.head();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::fanout::ring::{self, Wake};
-use crate::fanout::topic::History;
+use crate::fanout::topic::{Form, History};
 use crate::fanout::{SlowConsumer, TopicName};
 use crate::protocol::frame::{Decoded, OpCode, decode};
 use crate::reactor::config::SharedHandler;
@@ -135,6 +135,11 @@ impl Rig {
     /// A subscriber to `path` whose socket takes `room` bytes; returns its key with the
     /// handshake answer read.
     fn subscriber(&mut self, path: &str, room: usize) -> usize {
+        self.subscriber_with(path, room, "")
+    }
+
+    /// A subscriber whose request carries the header lines `extra` too.
+    fn subscriber_with(&mut self, path: &str, room: usize, extra: &str) -> usize {
         let key = self
             .core
             .insert(
@@ -148,7 +153,7 @@ impl Rig {
             .0;
         let mut req = format!(
             "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
         )
         .into_bytes();
         self.core.feed(key, &mut req, self.now);
@@ -362,4 +367,22 @@ fn the_read_gate_holds_back_replies_over_the_limit() {
     assert_eq!(r.core.gate(a), Gate::Open);
     assert_eq!(r.core.stats.snapshot().messages_in, 0);
     let _ = Ordering::Relaxed;
+}
+
+#[test]
+fn a_topic_forgotten_between_absorb_and_delivery_is_skipped() {
+    let mut r = Rig::new(SlowConsumer::Close, 1 << 20);
+    let plain = r.subscriber("/t", usize::MAX);
+    r.publish("t", 1, 40);
+    // A v1 subscription takes the inbox into the logs at once: "t" waits for delivery.
+    let v1 = r.subscriber_with("/u", usize::MAX, "Sec-WebSocket-Protocol: ringcast.v1\r\n");
+    assert_eq!(r.core.topics.turn.len(), 1);
+    // Its only subscriber leaves before the delivery: the topic is forgotten.
+    r.core.remove(&mut r.fake, plain);
+    assert_eq!(r.core.topics.id("t", Form::Plain), None);
+    r.deliver();
+    assert!(r.core.topics.turn.is_empty());
+    r.publish("u", 2, 40);
+    r.deliver();
+    assert_eq!(r.frames(v1).len(), 1, "the v1 subscriber gets its envelope");
 }
