@@ -4,9 +4,10 @@
 
 mod binary;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use binary::{Running, ringcast};
 
@@ -92,4 +93,45 @@ fn text_lines_have_fields_and_no_colour_codes_on_a_pipe() {
     assert!(line.contains("peer=127.0.0.1 status=503"), "{line}");
     let log = server.log.join("\n");
     assert!(!log.contains('\x1b'), "colour codes on a pipe:\n{log:?}");
+}
+
+/// With its stderr gone (the reader of the pipe exited), the server still serves, logs
+/// nothing it cannot write, and exits 0 on SIGTERM.
+#[test]
+fn a_closed_stderr_stops_neither_serving_nor_shutting_down() {
+    let mut cmd = ringcast("serve --listen 127.0.0.1:0 --threads 1 --no-pin --backend epoll");
+    cmd.env("RUST_LOG", "ringcast=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn ringcast");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let banner = loop {
+        let line = lines.next().expect("a startup line").expect("read stderr");
+        if line.contains("listening on ws://") {
+            break line;
+        }
+    };
+    drop(lines);
+    let addr: SocketAddr = banner.split("ws://").nth(1).unwrap()[..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Each of these makes the reactor log (accepted, refused) to the closed pipe.
+    for _ in 0..2 {
+        let (_conn, status) = upgrade(addr, "/nope");
+        assert_eq!(status, "HTTP/1.1 404");
+    }
+    // SAFETY: kill(2) on the pid of a child this test spawned and still owns.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
 }

@@ -335,7 +335,10 @@ fn init_logs(filter: &str, format: LogFormat) -> Result<(), String> {
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(colour);
+        .with_ansi(colour)
+        // Otherwise a failed write is reported with `eprintln!`, which panics when stderr
+        // is gone (a closed pipe), killing the reactor or signal thread that logged.
+        .log_internal_errors(false);
     match format {
         LogFormat::Json => fmt
             .json()
@@ -370,8 +373,8 @@ fn run(builder: EngineBuilder, mode: &str, serve: Option<&Settings>) -> ExitCode
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
-            tracing::info!(signal = sig, "shutting down on a signal");
             trigger.trigger();
+            tracing::info!(signal = sig, "shutting down on a signal");
         }
     });
     tracing::info!(
