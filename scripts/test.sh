@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit/property/integration/doc tests, the
-# protocol and fanout unit tests under Miri, a short run of every fuzz target, and the
+# The whole test suite: formatting, lints, the library's build without the command line
+# (and that none of the binary's crates come with it), unit/property/integration/doc
+# tests, the protocol and fanout unit tests under Miri, a short run of every fuzz target, and the
 # Autobahn|Testsuite conformance run (strict) against the echo server.
 #
 # Usage: scripts/test.sh            (the README's test command; CI runs it via .ci/run)
@@ -17,6 +18,16 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy =="
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== the library without the command line (default-features = false) =="
+# What an embedder builds: it compiles, and none of the binary's crates come with it.
+cargo check --quiet -p ringcast --no-default-features --lib
+cli_deps=$(cargo tree --quiet -p ringcast --no-default-features -e normal --prefix none |
+  grep -E '^(clap|tracing-subscriber|signal-hook) ' | sort -u || true)
+if [[ -n "$cli_deps" ]]; then
+  echo "ringcast without default features depends on: $cli_deps" >&2
+  exit 1
+fi
 
 echo "== cargo test (debug: unit, property, integration, doc) =="
 cargo test --workspace --quiet

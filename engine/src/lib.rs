@@ -25,6 +25,13 @@
 //! and cursors, and wakes reactors through a trait they implement; [`server`] is the
 //! public face used by the `ringcast` binary and by embedders alike. Layers point one way:
 //! `server → reactor → fanout → protocol`.
+//!
+//! # Feature flags
+//!
+//! - `cli` (default): the `ringcast` binary and the crates only it needs (`clap`,
+//!   `tracing-subscriber`, `signal-hook`). An embedder depends on
+//!   `ringcast = { version = "0.1", default-features = false }` and gets the engine alone;
+//!   it can still read operators' settings files with [`server::Settings`].
 
 #![warn(missing_docs)]
 // Unsafe code is fenced: only the modules that declare `#[allow(unsafe_code)]` (SIMD

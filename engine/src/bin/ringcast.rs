@@ -1,20 +1,23 @@
 //! The `ringcast` server binary.
 //!
-//! `ringcast echo` runs the echo server the conformance suites expect. Every flag has a
-//! default; `ringcast echo --help` lists them.
+//! `ringcast serve` runs the broadcast server and `ringcast echo` the echo server the
+//! conformance suites expect; `ringcast config default` prints a settings file with every
+//! default. Every flag has a default; `ringcast serve --help` lists them. `serve` also
+//! reads a settings file (`--config`) and `RINGCAST_*` variables, under its flags.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use ringcast::fanout::{History, SlowConsumer, TopicRules};
-use ringcast::protocol::conn::Limits;
-use ringcast::protocol::envelope;
-use ringcast::protocol::handshake::HandshakeConfig;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use ringcast::EngineBuilder;
+use ringcast::fanout::SlowConsumer;
 use ringcast::server::demo::{DEFAULT_SYMBOLS, DemoFeed};
-use ringcast::server::{Backend, Broadcast};
-use ringcast::{Engine, EngineBuilder};
+use ringcast::server::settings::{parse_duration, parse_rate, parse_size};
+use ringcast::server::{Backend, Echo, LogFormat, Settings};
 
 /// ringcast: a WebSocket broadcast engine.
 #[derive(Debug, Parser)]
@@ -26,6 +29,10 @@ struct Cli {
     /// `RUST_LOG` variable overrides it.
     #[arg(long, global = true, default_value = "info")]
     log: String,
+    /// Log format: text (one line per event, `key=value` fields; colours only when stderr
+    /// is a terminal and NO_COLOR is unset) or json (one JSON object per line).
+    #[arg(long, global = true, default_value = "text", value_parser = parse_log_format)]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,16 +42,36 @@ enum Command {
     Echo(ServerArgs),
     /// Broadcast: subscribers on /sub or /sub/TOPIC[,TOPIC…], publishers on /pub or
     /// /pub/TOPIC; every message a publisher sends reaches every subscriber of the topic.
+    ///
+    /// Settings come from the defaults, then the file given with --config, then
+    /// RINGCAST_* environment variables (RINGCAST_MAX_MESSAGE for --max-message; lists
+    /// comma-separated), then these flags: each overrides the ones before it.
+    /// `ringcast config default` prints a file with every key.
     Serve(ServeArgs),
+    /// Settings files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print a settings file (TOML) with every key of `serve` at its default, each
+    /// explained; it reads back as the defaults.
+    Default,
 }
 
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// Settings file (TOML; `ringcast config default` prints one). RINGCAST_* variables
+    /// override it, and flags override both.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     server: ServerArgs,
     /// Publishers must present this token (Authorization: Bearer TOKEN, or ?token=TOKEN);
-    /// without it anyone may publish.
-    #[arg(long, env = "RINGCAST_PUBLISH_TOKEN")]
+    /// without it anyone may publish. Prefer RINGCAST_PUBLISH_TOKEN or the file: a flag is
+    /// visible to other users of the machine.
+    #[arg(long)]
     publish_token: Option<String>,
     /// What to do with a subscriber whose lag passes --max-lag: close (1008 "slow
     /// consumer"), drop-oldest (skip its oldest messages), or conflate (skip to the latest
@@ -96,7 +123,7 @@ struct ServerArgs {
     /// Reactor threads, each pinned to a core (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Do not pin reactor threads to cores.
+    /// Do not pin reactor threads to cores (key: pin = false).
     #[arg(long)]
     no_pin: bool,
     /// I/O backend: uring (io_uring; fails if the kernel refuses it), epoll, or auto
@@ -126,11 +153,12 @@ struct ServerArgs {
     /// (0 disables).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     idle_timeout: Duration,
-    /// A subprotocol the server speaks (repeat, in order of preference); `serve` always
-    /// speaks ringcast.v1 too, after those given.
+    /// A subprotocol the server speaks (repeat, in order of preference; key: protocols);
+    /// ringcast.v1 is always spoken too, after those given.
     #[arg(long = "protocol", value_name = "NAME")]
     protocols: Vec<String>,
-    /// Accept browser upgrades only from this Origin (repeat; default: any origin).
+    /// Accept browser upgrades only from this Origin (repeat; default: any origin; key:
+    /// allowed-origins).
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
     /// How far (bytes) a subscriber may fall behind a topic before the slow-consumer
@@ -156,106 +184,194 @@ struct ServerArgs {
     max_pending_handshakes: Option<usize>,
 }
 
+/// The flags given on the command line: these, and only these, override the file and
+/// the environment (a flag's default must not).
+struct Given<'a>(Option<&'a ArgMatches>);
+
+impl Given<'_> {
+    fn set<T: Clone>(&self, id: &str, field: &mut T, value: &T) {
+        let given = self
+            .0
+            .is_none_or(|m| m.value_source(id) == Some(ValueSource::CommandLine));
+        if given {
+            *field = value.clone();
+        }
+    }
+}
+
 impl ServerArgs {
-    fn builder(&self, default_port: u16) -> EngineBuilder {
-        Engine::builder()
-            .listen(
-                self.listen
-                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], default_port))),
-            )
-            .threads(self.threads)
-            .pin(!self.no_pin)
-            .backend(self.backend)
-            .handshake(HandshakeConfig {
-                max_head_len: self.max_head,
-                protocols: self.protocols.clone(),
-                allowed_origins: (!self.allowed_origins.is_empty())
-                    .then(|| self.allowed_origins.clone()),
-            })
-            .handshake_timeout(self.handshake_timeout)
-            .limits(Limits {
-                max_message: self.max_message,
-                max_frame: self.max_frame.unwrap_or(self.max_message),
-                max_fragments: self.max_fragments,
-                close_timeout: self.close_timeout,
-                idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
-            })
-            .max_lag_bytes(self.max_lag)
-            .sndbuf(self.sndbuf)
-            .max_conns(self.max_conns)
-            .max_conns_per_ip(self.max_conns_per_ip)
-            .max_pending_handshakes(self.max_pending_handshakes)
+    fn apply(&self, s: &mut Settings, given: &Given<'_>) {
+        if let Some(addr) = self.listen {
+            s.listen = addr;
+        }
+        if self.no_pin {
+            s.pin = false;
+        }
+        given.set("threads", &mut s.threads, &self.threads);
+        given.set("backend", &mut s.backend, &self.backend);
+        given.set("max_message", &mut s.max_message, &self.max_message);
+        given.set("max_frame", &mut s.max_frame, &self.max_frame);
+        given.set("max_fragments", &mut s.max_fragments, &self.max_fragments);
+        given.set("max_head", &mut s.max_head, &self.max_head);
+        given.set(
+            "handshake_timeout",
+            &mut s.handshake_timeout,
+            &self.handshake_timeout,
+        );
+        given.set("close_timeout", &mut s.close_timeout, &self.close_timeout);
+        given.set("idle_timeout", &mut s.idle_timeout, &self.idle_timeout);
+        given.set("protocols", &mut s.protocols, &self.protocols);
+        given.set(
+            "allowed_origins",
+            &mut s.allowed_origins,
+            &self.allowed_origins,
+        );
+        given.set("max_lag", &mut s.max_lag, &self.max_lag);
+        given.set("sndbuf", &mut s.sndbuf, &self.sndbuf);
+        given.set("max_conns", &mut s.max_conns, &self.max_conns);
+        given.set(
+            "max_conns_per_ip",
+            &mut s.max_conns_per_ip,
+            &self.max_conns_per_ip,
+        );
+        given.set(
+            "max_pending_handshakes",
+            &mut s.max_pending_handshakes,
+            &self.max_pending_handshakes,
+        );
+    }
+}
+
+impl ServeArgs {
+    fn apply(&self, s: &mut Settings, given: &Given<'_>) {
+        self.server.apply(s, given);
+        if self.demo {
+            s.demo = true;
+        }
+        given.set("publish_token", &mut s.publish_token, &self.publish_token);
+        given.set("slow_consumer", &mut s.slow_consumer, &self.slow_consumer);
+        given.set("max_topic_len", &mut s.max_topic_len, &self.max_topic_len);
+        given.set("max_topics", &mut s.max_topics, &self.max_topics);
+        given.set("inbox", &mut s.inbox, &self.inbox);
+        given.set("history", &mut s.history, &self.history);
+        given.set("history_bytes", &mut s.history_bytes, &self.history_bytes);
+        given.set("history_ttl", &mut s.history_ttl, &self.history_ttl);
+        given.set("heartbeat", &mut s.heartbeat, &self.heartbeat);
+        given.set("demo_rate", &mut s.demo_rate, &self.demo_rate);
+        given.set("demo_symbols", &mut s.demo_symbols, &self.demo_symbols);
+    }
+}
+
+impl Cli {
+    /// The global flags (log filter and format).
+    fn apply(&self, s: &mut Settings, given: &Given<'_>) {
+        given.set("log", &mut s.log, &self.log);
+        given.set("log_format", &mut s.log_format, &self.log_format);
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log));
-    let filter = match filter {
-        Ok(f) => f,
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sub = matches.subcommand().map(|(_, m)| m);
+    let settings = match &cli.command {
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", Settings::DEFAULT_TOML);
+            return ExitCode::SUCCESS;
+        }
+        Command::Echo(args) => {
+            // Echo takes flags only: no file, no environment.
+            let mut s = Settings::default();
+            s.listen = SocketAddr::from(([127, 0, 0, 1], 9001));
+            args.apply(&mut s, &Given(sub));
+            Ok(s)
+        }
+        Command::Serve(args) => ringcast_env().and_then(|env| {
+            let mut s = Settings::load(args.config.as_deref(), env).map_err(|e| e.to_string())?;
+            args.apply(&mut s, &Given(sub));
+            Ok(s)
+        }),
+    };
+    let mut settings = match settings {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("ringcast: invalid --log filter '{}': {e}", cli.log);
+            eprintln!("ringcast: {e}");
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    cli.apply(&mut settings, &Given(Some(&matches)));
+    if let Err(e) = settings.check() {
+        eprintln!("ringcast: {e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = init_logs(&settings.log, settings.log_format) {
+        eprintln!("ringcast: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command {
-        Command::Echo(args) => run(args.builder(9001), "echo", None),
-        Command::Serve(args) => {
-            let rules = TopicRules {
-                max_name_len: args.max_topic_len,
-                max_per_connection: args.max_topics,
-            };
-            for s in args
-                .demo
-                .then_some(&args.demo_symbols)
-                .into_iter()
-                .flatten()
-            {
-                if let Err(e) = rules.check(s) {
-                    eprintln!("ringcast: --demo-symbols: '{s}': {e}");
-                    return ExitCode::from(2);
-                }
-            }
-            let builder = args
-                .server
-                .builder(8080)
-                .handler(Broadcast {
-                    publish_token: args.publish_token.clone(),
-                    rules: rules.clone(),
-                })
-                .topics(rules)
-                .slow_consumer(args.slow_consumer)
-                .inbox_capacity(args.inbox)
-                .handshake(serve_handshake(&args.server))
-                .history(History {
-                    messages: args.history,
-                    bytes: args.history_bytes,
-                    idle_ttl: args.history_ttl,
-                })
-                .heartbeat((!args.heartbeat.is_zero()).then_some(args.heartbeat));
-            let demo = args
-                .demo
-                .then(|| (args.demo_symbols.clone(), args.demo_rate));
-            run(builder, "serve", demo)
+        Command::Echo(_) => run(settings.builder().handler(Echo), "echo", None),
+        _ => {
+            warn_unknown_vars();
+            run(settings.builder(), "serve", Some(&settings))
         }
     }
 }
 
-/// The handshake rules of `serve`: the flags', speaking ringcast.v1 as well.
-fn serve_handshake(args: &ServerArgs) -> HandshakeConfig {
-    let mut hs = args.builder(0).config().handshake.clone();
-    if !hs.protocols.iter().any(|p| p == envelope::PROTOCOL) {
-        hs.protocols.push(envelope::PROTOCOL.to_owned());
-    }
-    hs
+/// The `RINGCAST_*` variables; one whose value is not UTF-8 is an error naming it.
+fn ringcast_env() -> Result<Vec<(String, String)>, String> {
+    std::env::vars_os()
+        .filter_map(|(var, value)| {
+            let var = var.into_string().ok()?;
+            var.starts_with("RINGCAST_").then(|| {
+                value
+                    .into_string()
+                    .map(|v| (var.clone(), v))
+                    .map_err(|_| format!("{var}: the value is not UTF-8"))
+            })
+        })
+        .collect()
 }
 
-fn run(builder: EngineBuilder, mode: &str, demo: Option<(Vec<String>, f64)>) -> ExitCode {
+/// A `RINGCAST_*` variable that names no key is most likely a typo: say so.
+fn warn_unknown_vars() {
+    // Read by the engine itself, not a key.
+    const ENGINE_VARS: &[&str] = &["RINGCAST_URING"];
+    for (var, _) in ringcast_env().unwrap_or_default() {
+        if Settings::key_of_env_var(&var).is_none() && !ENGINE_VARS.contains(&var.as_str()) {
+            tracing::warn!(var, "{var} names no setting; ignored");
+        }
+    }
+}
+
+/// Logs to stderr, one line per event: text (ANSI colours only on a terminal, so files
+/// and journald get plain lines) or JSON.
+fn init_logs(filter: &str, format: LogFormat) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(filter))
+        .map_err(|e| format!("invalid log filter '{filter}': {e}"))?;
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        // Otherwise a failed write is reported with `eprintln!`, which panics when stderr
+        // is gone (a closed pipe), killing the reactor or signal thread that logged.
+        .log_internal_errors(false);
+    match format {
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        _ => fmt.init(),
+    }
+    Ok(())
+}
+
+fn run(builder: EngineBuilder, mode: &str, serve: Option<&Settings>) -> ExitCode {
     let threads = builder.config().reactor_count();
     let handle = match builder.start() {
         Ok(h) => h,
@@ -277,8 +393,8 @@ fn run(builder: EngineBuilder, mode: &str, demo: Option<(Vec<String>, f64)>) -> 
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
-            tracing::info!("signal {sig}: shutting down");
             trigger.trigger();
+            tracing::info!(signal = sig, "shutting down on a signal");
         }
     });
     tracing::info!(
@@ -290,14 +406,16 @@ fn run(builder: EngineBuilder, mode: &str, demo: Option<(Vec<String>, f64)>) -> 
             _ => "epoll",
         }
     );
-    let _feed = demo.map(|(symbols, rate)| {
+    let _feed: Option<DemoFeed> = serve.and_then(|s| {
+        let feed = s.start_demo(&handle)?;
         tracing::info!(
-            "demo feed: {rate} ticks/s on topics {}; try ws://{}/sub/{}",
-            symbols.join(","),
+            "demo feed: {} ticks/s on topics {}; try ws://{}/sub/{}",
+            s.demo_rate,
+            s.demo_symbols.join(","),
             handle.local_addr(),
-            symbols.join(",")
+            s.demo_symbols.join(",")
         );
-        DemoFeed::start(handle.fanout(), &symbols, rate)
+        Some(feed)
     });
     match handle.wait() {
         Ok(()) => ExitCode::SUCCESS,
@@ -308,35 +426,6 @@ fn run(builder: EngineBuilder, mode: &str, demo: Option<(Vec<String>, f64)>) -> 
     }
 }
 
-/// Parses a byte size: a number with an optional unit (B, K/KB/KiB, M/MB/MiB, G/GB/GiB;
-/// all powers of 1024).
-fn parse_size(s: &str) -> Result<usize, String> {
-    let (n, unit) = number_and_unit(s, "a size (examples: 1000, 64KiB, 16MiB)")?;
-    let n = usize::try_from(n).map_err(|_| format!("'{s}' is too large"))?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit '{other}' (use B, KiB, MiB or GiB)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
-}
-
-/// Splits `12unit` into the number and the unit; `what` names the expected form.
-fn number_and_unit<'a>(s: &'a str, what: &str) -> Result<(u64, &'a str), String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n = num.parse().map_err(|_| format!("'{s}' is not {what}"))?;
-    Ok((n, unit))
-}
-
 fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse()
 }
@@ -345,24 +434,8 @@ fn parse_policy(s: &str) -> Result<SlowConsumer, String> {
     s.parse()
 }
 
-fn parse_rate(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if r > 0.0 && r.is_finite() && r <= 1_000_000.0 => Ok(r),
-        _ => Err(format!(
-            "'{s}' is not a rate between 0 and 1000000 per second"
-        )),
-    }
-}
-
-/// Parses a duration: a number with a unit (ms, s, m), or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = number_and_unit(s, "a duration (examples: 10s, 500ms, 2m)")?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        other => Err(format!("unknown duration unit '{other}' (use ms, s or m)")),
-    }
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    s.parse()
 }
 
 #[cfg(test)]
@@ -370,20 +443,100 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_durations() {
-        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
-        assert_eq!(parse_size("64k"), Ok(64 << 10));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("5TB").is_err());
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert!(parse_duration("10h").is_err());
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
     }
 
+    fn settings_from(args: &[&str], given_only: bool) -> Settings {
+        let matches = Cli::command().try_get_matches_from(args).unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        let sub = matches.subcommand().map(|(_, m)| m);
+        let (given, global) = if given_only {
+            (Given(sub), Given(Some(&matches)))
+        } else {
+            (Given(None), Given(None))
+        };
+        let mut s = Settings::default();
+        match &cli.command {
+            Command::Serve(a) => a.apply(&mut s, &given),
+            _ => panic!("serve only"),
+        }
+        cli.apply(&mut s, &global);
+        s
+    }
+
+    /// The flags' defaults shown by --help are the settings' defaults.
     #[test]
-    fn cli_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+    fn flag_defaults_are_the_settings_defaults() {
+        assert_eq!(
+            settings_from(&["ringcast", "serve"], false),
+            Settings::default()
+        );
+    }
+
+    /// Every key has a flag that sets it, found by its id.
+    #[test]
+    fn every_flag_overrides_its_key() {
+        let args = concat!(
+            "ringcast --log debug --log-format json serve --listen 127.0.0.1:1 ",
+            "--threads 3 --no-pin --backend epoll --max-message 1KiB --max-frame ",
+            "2KiB --max-fragments 4 --max-head 3KiB --handshake-timeout 1s ",
+            "--close-timeout 2s --idle-timeout 3s --protocol p --allow-origin o ",
+            "--max-lag 4KiB --sndbuf 5KiB --max-conns 6 --max-conns-per-ip 7 ",
+            "--max-pending-handshakes 8 --publish-token t --slow-consumer conflate ",
+            "--max-topic-len 9 --max-topics 10 --inbox 11 --demo --demo-rate 12 ",
+            "--history 13 --history-bytes 14KiB --history-ttl 15s --heartbeat 16s ",
+            "--demo-symbols A,B ",
+        );
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let s = settings_from(&args, true);
+        let d = Settings::default();
+        // Field by field, so that a key no flag reaches is named.
+        let same: Vec<&str> = [
+            ("listen", s.listen == d.listen),
+            ("threads", s.threads == d.threads),
+            ("pin", s.pin == d.pin),
+            ("backend", s.backend == d.backend),
+            ("max-message", s.max_message == d.max_message),
+            ("max-frame", s.max_frame == d.max_frame),
+            ("max-fragments", s.max_fragments == d.max_fragments),
+            ("max-head", s.max_head == d.max_head),
+            (
+                "handshake-timeout",
+                s.handshake_timeout == d.handshake_timeout,
+            ),
+            ("close-timeout", s.close_timeout == d.close_timeout),
+            ("idle-timeout", s.idle_timeout == d.idle_timeout),
+            ("protocols", s.protocols == d.protocols),
+            ("allowed-origins", s.allowed_origins == d.allowed_origins),
+            ("max-lag", s.max_lag == d.max_lag),
+            ("sndbuf", s.sndbuf == d.sndbuf),
+            ("max-conns", s.max_conns == d.max_conns),
+            ("max-conns-per-ip", s.max_conns_per_ip == d.max_conns_per_ip),
+            (
+                "max-pending-handshakes",
+                s.max_pending_handshakes == d.max_pending_handshakes,
+            ),
+            ("publish-token", s.publish_token == d.publish_token),
+            ("slow-consumer", s.slow_consumer == d.slow_consumer),
+            ("max-topic-len", s.max_topic_len == d.max_topic_len),
+            ("max-topics", s.max_topics == d.max_topics),
+            ("inbox", s.inbox == d.inbox),
+            ("history", s.history == d.history),
+            ("history-bytes", s.history_bytes == d.history_bytes),
+            ("history-ttl", s.history_ttl == d.history_ttl),
+            ("heartbeat", s.heartbeat == d.heartbeat),
+            ("demo", s.demo == d.demo),
+            ("demo-rate", s.demo_rate == d.demo_rate),
+            ("demo-symbols", s.demo_symbols == d.demo_symbols),
+            ("log", s.log == d.log),
+            ("log-format", s.log_format == d.log_format),
+        ]
+        .into_iter()
+        .filter_map(|(k, same)| same.then_some(k))
+        .collect();
+        assert!(same.is_empty(), "flags did not set {same:?}");
+        // The list above covers every key.
+        assert_eq!(Settings::keys().len(), 32);
     }
 }

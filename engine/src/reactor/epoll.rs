@@ -103,7 +103,7 @@ impl Epoll {
                         Token(key),
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
-                        tracing::warn!("register accepted socket: {e}");
+                        tracing::warn!(error = %e, "register accepted socket: {e}");
                         continue;
                     }
                     let io = Io {

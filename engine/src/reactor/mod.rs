@@ -180,6 +180,9 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
         let t = std::thread::Builder::new()
             .name(format!("ringcast-reactor-{i}"))
             .spawn(move || {
+                // Every event of this thread carries `reactor=i`. An error-level span is
+                // enabled whenever any event is, so the field is there under any filter.
+                let _span = tracing::error_span!("reactor", reactor = i).entered();
                 if let Some(core_id) = core_id {
                     pin::pin_current(core_id, i);
                 }

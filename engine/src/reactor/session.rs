@@ -240,7 +240,12 @@ impl Session {
                     messages: 0,
                 };
                 if let Err(e) = conn.handle_read(data, now, &mut app) {
-                    tracing::debug!("protocol error: {e}");
+                    tracing::debug!(
+                        conn = app.ctx.key,
+                        close_code = e.close_code().0,
+                        reason = %e,
+                        "protocol error"
+                    );
                 }
                 let messages = app.messages;
                 if let Some((code, reason)) = app.close.take() {
@@ -269,6 +274,7 @@ impl Session {
                 return 0;
             }
             Parsed::Reject(e) => {
+                log_refusal(ctx.key, None, &e);
                 self.reject(&e, now, ctx.config);
                 return 0;
             }
@@ -292,6 +298,7 @@ impl Session {
                 } else {
                     HandshakeError::Refused { status, reason }
                 };
+                log_refusal(ctx.key, Some(&req.path), &e);
                 self.reject(&e, now, ctx.config);
                 return 0;
             }
@@ -323,6 +330,7 @@ impl Session {
                     status: 400,
                     reason: format!("topic '{t}': {e}"),
                 };
+                log_refusal(ctx.key, Some(&req.path), &e);
                 self.reject(&e, now, ctx.config);
                 return 0;
             }
@@ -339,7 +347,6 @@ impl Session {
     }
 
     fn reject(&mut self, e: &HandshakeError, now: Instant, config: &Config) {
-        tracing::debug!("handshake refused: {e}");
         let mut resp = Vec::with_capacity(256);
         handshake::reject_response_into(e, &mut resp);
         self.outbox.push(Bytes::from(resp));
@@ -356,6 +363,11 @@ impl Session {
         topics: &mut Topics,
         key: usize,
     ) {
+        tracing::debug!(
+            conn = key,
+            close_code = CloseCode::POLICY.0,
+            "slow consumer: closing"
+        );
         // Own frames not started are dropped first: the rest of a published frame the
         // subscription had started goes to the front of the own queue and must stay.
         self.outbox.discard_own_unstarted();
@@ -406,7 +418,7 @@ impl Session {
     ) -> Step {
         match &mut self.phase {
             Phase::Handshake { deadline, .. } if now >= *deadline => {
-                tracing::debug!("handshake timeout");
+                tracing::debug!(conn = key, "handshake timeout");
                 return Step::Drop;
             }
             Phase::Open(conn) if conn.poll_timeout().is_some_and(|t| now >= t) => {
@@ -461,6 +473,12 @@ impl Session {
         }
         Step::Continue
     }
+}
+
+/// Logs a refused upgrade with the fields an operator looks for (`path` once the request
+/// is parsed).
+fn log_refusal(conn: usize, path: Option<&str>, e: &HandshakeError) {
+    tracing::debug!(conn, path, status = e.status(), reason = %e, "handshake refused");
 }
 
 /// The draining phase, with the time allowed to flush.

@@ -13,6 +13,7 @@
 
 pub mod broadcast;
 pub mod demo;
+pub mod settings;
 
 pub use crate::reactor::{config, handler, stats};
 
@@ -25,6 +26,7 @@ use std::time::Duration;
 pub use broadcast::Broadcast;
 pub use config::{Backend, Config, SharedHandler};
 pub use handler::{Client, Echo, Handler, Message, Upgrade, UpgradeRequest};
+pub use settings::{LogFormat, Settings, SettingsError};
 pub use stats::{ReactorStats, Stats};
 
 use crate::fanout::topic::{History, TopicName, TopicRules};

@@ -36,12 +36,14 @@ impl Backoff {
     /// `hint`); other errors concern one pending connection and are only logged at debug.
     pub(crate) fn failed(&mut self, e: &io::Error, now: Instant, open: usize, hint: &str) -> bool {
         if !is_exhaustion(e) {
-            tracing::debug!("accept: {e}");
+            tracing::debug!(error = %e, "accept: {e}");
             return false;
         }
         if !self.exhausted {
             self.exhausted = true;
             tracing::warn!(
+                error = %e,
+                open,
                 "accept: {e}; pausing accepts, retrying every {ACCEPT_BACKOFF:?} \
                  ({open} connections open; {hint})"
             );
@@ -62,7 +64,7 @@ impl Backoff {
     pub(crate) fn accepted(&mut self, open: usize) {
         if self.exhausted {
             self.exhausted = false;
-            tracing::info!("accepting again ({open} connections open)");
+            tracing::info!(open, "accepting again ({open} connections open)");
         }
     }
 

@@ -198,8 +198,14 @@ impl<T> Core<T> {
             }
             Err(refusal) => {
                 refusal.count(&self.stats);
-                tracing::debug!("connection refused: {}", refusal.reason());
-                (Session::refused(now, &self.config, refusal.reason()), None)
+                let reason = refusal.reason();
+                tracing::debug!(
+                    peer = peer.map(tracing::field::display),
+                    status = 503,
+                    reason,
+                    "connection refused"
+                );
+                (Session::refused(now, &self.config, reason), None)
             }
         };
         let refused = ticket.is_none();
@@ -212,6 +218,13 @@ impl<T> Core<T> {
         if let Some(ip) = ticket.and_then(|t| t.ip) {
             self.peers.insert(key, ip);
         }
+        // Later events of the connection carry `conn` (its key), not the address.
+        tracing::debug!(
+            conn = key,
+            peer = peer.map(tracing::field::display),
+            refused,
+            "accepted"
+        );
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         self.stats
             .connections

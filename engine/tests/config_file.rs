@@ -1,0 +1,162 @@
+//! `ringcast serve --config FILE`: the file under the `RINGCAST_*` variables under the
+//! flags, errors that name the key and its line, and `ringcast config default`.
+
+mod binary;
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use binary::{Running, TempFile, ringcast};
+use ringcast::server::Settings;
+
+/// The HTTP status an upgrade to `path` gets (101 when accepted).
+fn upgrade_status(addr: SocketAddr, path: &str) -> u16 {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    match tungstenite::client(format!("ws://{addr}{path}"), stream) {
+        Ok((_, response)) => response.status().as_u16(),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            response.status().as_u16()
+        }
+        Err(e) => panic!("upgrade to {path}: {e}"),
+    }
+}
+
+/// Each key comes from the highest layer that sets it: `publish-token` from the file,
+/// `max-topics` from the environment (over the file, and not undone by the flag's default),
+/// `threads` and `listen` from the flags (over both).
+#[test]
+fn flags_override_the_environment_which_overrides_the_file() {
+    let file = TempFile::new(
+        "ringcast.toml",
+        r#"
+        listen = "127.0.0.1:1"
+        threads = 1
+        max-topics = 1
+        publish-token = "from-file"
+        "#,
+    );
+    let mut cmd = ringcast("serve --listen 127.0.0.1:0 --threads 3 --no-pin --backend epoll");
+    cmd.args(["--config", file.arg()])
+        .env("RINGCAST_THREADS", "2")
+        .env("RINGCAST_MAX_TOPICS", "2")
+        .env("RINGCAST_LISTEN", "127.0.0.1:2");
+    let server = Running::start(cmd);
+    assert!(
+        server.banner.contains("(3 reactors, epoll)"),
+        "{}",
+        server.banner
+    );
+    assert_eq!(upgrade_status(server.addr, "/sub/a,b"), 101);
+    assert_eq!(upgrade_status(server.addr, "/sub/a,b,c"), 400);
+    assert_eq!(upgrade_status(server.addr, "/pub/a"), 401);
+    assert_eq!(upgrade_status(server.addr, "/pub/a?token=from-file"), 101);
+}
+
+/// `ringcast serve --config FILE` with FILE broken in `text`: exit 2 and `expected` on
+/// stderr.
+fn refused(text: &str, env: &[(&str, &str)], expected: &[&str]) {
+    let file = TempFile::new("ringcast.toml", text);
+    let out = ringcast("serve --listen 127.0.0.1:0")
+        .args(["--config", file.arg()])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run ringcast");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+    for part in expected {
+        let part = part.replace("FILE", file.arg());
+        assert!(err.contains(&part), "{text}: no {part:?} in {err}");
+    }
+}
+
+#[test]
+fn an_unknown_key_is_an_error_naming_it_and_its_line() {
+    refused(
+        "threads = 1\n\nmax_lag = \"1MiB\"\n",
+        &[],
+        &["ringcast: FILE:3: key `max_lag`: unknown key (did you mean `max-lag`?"],
+    );
+}
+
+#[test]
+fn a_bad_value_is_an_error_naming_the_key_its_line_and_the_form() {
+    refused(
+        "# limits\nmax-message = \"huge\"\n",
+        &[],
+        &["FILE:2: key `max-message`: 'huge' is not a size (examples: 1000, 64KiB, 16MiB)"],
+    );
+    refused(
+        "slow-consumer = \"sometimes\"\n",
+        &[],
+        &[
+            "FILE:1: key `slow-consumer`",
+            "use close, drop-oldest or conflate",
+        ],
+    );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_an_error_naming_the_key_its_line_and_the_form() {
+    refused(
+        "\n\nthreads = \"four\"\n",
+        &[],
+        &["FILE:3: key `threads`: invalid type: string \"four\", expected a whole number"],
+    );
+    refused(
+        "max-lag = 4MiB\n",
+        &[],
+        &["FILE:1: invalid TOML: string values must be quoted"],
+    );
+}
+
+#[test]
+fn a_bad_variable_or_a_missing_file_is_an_error_naming_it() {
+    refused(
+        "",
+        &[("RINGCAST_IDLE_TIMEOUT", "soon")],
+        &["RINGCAST_IDLE_TIMEOUT (key `idle-timeout`): 'soon' is not a duration"],
+    );
+    let out = ringcast("serve --config /nonexistent/ringcast.toml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot read /nonexistent/ringcast.toml: No such file"),
+        "{out:?}"
+    );
+}
+
+/// The printed default file reads back as exactly the defaults, and the server starts
+/// from it.
+#[test]
+fn config_default_prints_a_file_that_reads_back_as_the_defaults() {
+    let out = ringcast("config default").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    assert_eq!(text, Settings::DEFAULT_TOML);
+    assert_eq!(Settings::from_toml_str(&text).unwrap(), Settings::default());
+
+    let file = TempFile::new("ringcast.toml", &text);
+    let mut cmd = ringcast("serve --listen 127.0.0.1:0 --threads 1 --no-pin");
+    cmd.args(["--config", file.arg()]);
+    let server = Running::start(cmd);
+    assert_eq!(upgrade_status(server.addr, "/sub"), 101);
+}
+
+#[test]
+fn serve_help_explains_the_config_file_and_the_log_format() {
+    let out = ringcast("serve --help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for part in [
+        "--config <FILE>",
+        "RINGCAST_MAX_MESSAGE",
+        "ringcast config default",
+        "--log-format",
+    ] {
+        assert!(help.contains(part), "serve --help lacks {part}:\n{help}");
+    }
+}
