@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, the library's build without the command line
 # (and that none of the binary's crates come with it), unit/property/integration/doc
-# tests, the protocol and fanout unit tests under Miri, a short run of every fuzz target, and the
-# Autobahn|Testsuite conformance run (strict) against the echo server.
+# tests, the protocol and fanout unit tests under Miri, a short run of every fuzz target, a
+# 60 s soak per backend (scripts/soak.sh), and the Autobahn|Testsuite conformance run
+# (strict) against the echo server.
 #
 # Usage: scripts/test.sh            (the README's test command; CI runs it via .ci/run)
 # Environment: SKIP_MIRI=1 skips the Miri run (scripts/miri.sh) outside CI;
 # SKIP_AUTOBAHN=1 skips the conformance run outside CI; SKIP_FUZZ=1 skips the
-# fuzz run outside CI; FUZZ_SECONDS sets its time per target (default 20; needs
-# cargo-fuzz, which .ci/run installs).
+# fuzz run outside CI; FUZZ_SECONDS sets its time per target (default 10; needs
+# cargo-fuzz, which .ci/run installs); SKIP_SOAK=1 skips the soak outside CI,
+# SOAK_SECONDS sets its length per backend (default 60).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -42,8 +44,15 @@ fi
 if [[ "${SKIP_FUZZ:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "fuzz: skipped (SKIP_FUZZ=1)"
 else
-  echo "== cargo fuzz: every target for ${FUZZ_SECONDS:-20}s =="
-  scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+  echo "== cargo fuzz: every target for ${FUZZ_SECONDS:-10}s =="
+  scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+fi
+
+if [[ "${SKIP_SOAK:-0}" == 1 && "${CI:-}" != true ]]; then
+  echo "soak: skipped (SKIP_SOAK=1)"
+else
+  echo "== soak: ${SOAK_SECONDS:-60}s of mixed load per backend =="
+  scripts/soak.sh --seconds "${SOAK_SECONDS:-60}" --backend both
 fi
 
 if [[ "${SKIP_AUTOBAHN:-0}" == 1 && "${CI:-}" != true ]]; then
