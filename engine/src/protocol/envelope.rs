@@ -28,7 +28,9 @@ pub const BINARY_TAG: u8 = 0x01;
 /// Whether `payload` is one JSON value (checked once per publication: it then goes into
 /// the envelope verbatim).
 pub fn is_json(payload: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
+    // Skipping a value does not validate its strings' UTF-8: check that first.
+    simdutf8::basic::from_utf8(payload).is_ok()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
 }
 
 /// The envelope frame of publication `seq` of `topic`: text (`opcode` text; `json` says
@@ -187,7 +189,14 @@ mod tests {
         for ok in [&b"1"[..], b" {\"a\":[1,2]} ", b"\"s\"", b"null"] {
             assert!(is_json(ok), "{:?}", String::from_utf8_lossy(ok));
         }
-        for bad in [&b""[..], b"hello", b"{\"a\":1", b"1 2", b"{} x"] {
+        for bad in [
+            &b""[..],
+            b"hello",
+            b"{\"a\":1",
+            b"1 2",
+            b"{} x",
+            b"\"b\xf5d\"",
+        ] {
             assert!(!is_json(bad), "{:?}", String::from_utf8_lossy(bad));
         }
     }

@@ -257,6 +257,25 @@ impl Handler for Broadcast {
     }
 }
 
+/// The `control` fuzz target: any bytes as a subscriber's control message. Parsing and the
+/// starts it asks for never panic; a valid message yields one start per topic, and a
+/// plain connection is never given anything but a live start.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_control(data: &[u8]) {
+    let Ok(ctl) = serde_json::from_slice::<Control>(data) else {
+        return;
+    };
+    for v1 in [false, true] {
+        match control_starts(&ctl, v1) {
+            Ok(starts) => {
+                assert_eq!(starts.len(), ctl.topics.len());
+                assert!(v1 || starts.iter().all(|s| *s == Start::Live));
+            }
+            Err(e) => assert!(!e.is_empty()),
+        }
+    }
+}
+
 fn error(client: &mut Client<'_>, message: &str) {
     // `op` first, as in every other message (a `json!` map would sort the keys).
     let msg = format!(
