@@ -47,7 +47,7 @@ impl Latency {
     }
 
     /// Adds `other`'s samples.
-    pub(crate) fn merge(&mut self, other: &Latency) {
+    pub(crate) fn merge(&mut self, other: &Self) {
         // Same bounds on both sides, so `add` cannot fail.
         let _ = self.0.add(&other.0);
     }
@@ -168,7 +168,7 @@ pub(crate) struct Tally {
 
 impl Tally {
     /// Adds `other` into `self`.
-    pub(crate) fn merge(&mut self, other: &Tally) {
+    pub(crate) fn merge(&mut self, other: &Self) {
         self.published += other.published;
         self.published_measured += other.published_measured;
         self.delivered += other.delivered;
@@ -214,7 +214,7 @@ pub(crate) struct ConnectSummary {
 impl ConnectSummary {
     /// Adds `other` into `self`; processes ran concurrently, so times take the maximum
     /// and peaks add.
-    pub(crate) fn merge(&mut self, other: &ConnectSummary) {
+    pub(crate) fn merge(&mut self, other: &Self) {
         self.planned += other.planned;
         self.connected += other.connected;
         self.subscribers += other.subscribers;
