@@ -134,6 +134,7 @@ fn a_short_history_announces_gaps_and_they_are_not_losses() {
             messages: 2,
             bytes: 1 << 20,
             idle_ttl: Duration::from_secs(60),
+            ..History::default()
         })
         .start()
         .expect("start the broadcast server");

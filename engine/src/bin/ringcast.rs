@@ -99,6 +99,10 @@ struct ServeArgs {
     /// A topic without subscribers and publications for this long forgets its history.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     history_ttl: Duration,
+    /// Most topics each reactor keeps a history of, besides topics with subscribers there
+    /// (worst-case memory per reactor: --history-topics × --history-bytes).
+    #[arg(long, default_value_t = 4096)]
+    history_topics: usize,
     /// How often ringcast.v1 subscribers get {"op":"heartbeat","seq":{…}} with the
     /// latest sequence number of each of their topics; 0 disables.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -256,6 +260,11 @@ impl ServeArgs {
         given.set("history", &mut s.history, &self.history);
         given.set("history_bytes", &mut s.history_bytes, &self.history_bytes);
         given.set("history_ttl", &mut s.history_ttl, &self.history_ttl);
+        given.set(
+            "history_topics",
+            &mut s.history_topics,
+            &self.history_topics,
+        );
         given.set("heartbeat", &mut s.heartbeat, &self.heartbeat);
         given.set("demo_rate", &mut s.demo_rate, &self.demo_rate);
         given.set("demo_symbols", &mut s.demo_symbols, &self.demo_symbols);
@@ -486,6 +495,7 @@ mod tests {
             "--max-pending-handshakes 8 --publish-token t --slow-consumer conflate ",
             "--max-topic-len 9 --max-topics 10 --inbox 11 --demo --demo-rate 12 ",
             "--history 13 --history-bytes 14KiB --history-ttl 15s --heartbeat 16s ",
+            "--history-topics 17 ",
             "--demo-symbols A,B ",
         );
         let args: Vec<&str> = args.split_whitespace().collect();
@@ -525,6 +535,7 @@ mod tests {
             ("history", s.history == d.history),
             ("history-bytes", s.history_bytes == d.history_bytes),
             ("history-ttl", s.history_ttl == d.history_ttl),
+            ("history-topics", s.history_topics == d.history_topics),
             ("heartbeat", s.heartbeat == d.heartbeat),
             ("demo", s.demo == d.demo),
             ("demo-rate", s.demo_rate == d.demo_rate),
@@ -537,6 +548,6 @@ mod tests {
         .collect();
         assert!(same.is_empty(), "flags did not set {same:?}");
         // The list above covers every key.
-        assert_eq!(Settings::keys().len(), 32);
+        assert_eq!(Settings::keys().len(), 33);
     }
 }

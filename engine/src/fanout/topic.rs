@@ -157,6 +157,11 @@ pub struct History {
     /// A topic without subscribers in a reactor and without publications for this long
     /// is forgotten there, history included.
     pub idle_ttl: std::time::Duration,
+    /// Most topics a reactor keeps a history of (topics with subscribers aside): past it,
+    /// publications to a topic nobody here subscribes to are not kept, so publishing to
+    /// ever new topic names cannot grow memory without bound. Worst case per reactor:
+    /// `topics × bytes`.
+    pub topics: usize,
 }
 
 impl Default for History {
@@ -165,6 +170,7 @@ impl Default for History {
             messages: 1024,
             bytes: 4 << 20,
             idle_ttl: std::time::Duration::from_secs(300),
+            topics: 4096,
         }
     }
 }
@@ -239,6 +245,8 @@ pub(crate) struct Topics {
     pub(crate) touched: Vec<u32>,
     /// Publications absorbed since the reactor last counted them.
     pub(crate) absorbed: u64,
+    /// `ringcast.v1` entries (each may hold a history).
+    histories: usize,
 }
 
 impl Topics {
@@ -270,7 +278,9 @@ impl Topics {
         }
         let v1 = match ids.get(Form::V1) {
             Some(id) => id,
-            None if self.history.enabled() => self.insert(&p.topic, Form::V1, p.seq - 1),
+            None if self.history.enabled() && self.histories < self.history.topics => {
+                self.insert(&p.topic, Form::V1, p.seq - 1)
+            }
             None => return,
         };
         let Self { entries, pool, .. } = self;
@@ -316,6 +326,7 @@ impl Topics {
             idle_sweeps: 0,
         }) as u32;
         self.ids.entry(topic.clone()).or_default().0[form as usize] = id;
+        self.histories += usize::from(form == Form::V1);
         id
     }
 
@@ -398,6 +409,7 @@ impl Topics {
     /// Removes entry `id`.
     fn forget(&mut self, id: u32) {
         let entry = self.entries.remove(id as usize);
+        self.histories -= usize::from(entry.form == Form::V1);
         if let Some(ids) = self.ids.get_mut(entry.name.as_str()) {
             ids.0[entry.form as usize] = NONE;
             if ids.get(Form::Plain).is_none() && ids.get(Form::V1).is_none() {
@@ -618,5 +630,25 @@ mod tests {
         t.sweep_idle(2);
         t.sweep_idle(2);
         assert!(t.id("a", Form::V1).is_none(), "forgotten once idle");
+    }
+
+    #[test]
+    fn histories_are_bounded_in_number() {
+        let mut t = Topics::new(
+            History {
+                topics: 2,
+                ..History::default()
+            },
+            1 << 20,
+        );
+        for name in ["a", "b", "c"] {
+            t.absorb(&publication(name, 1));
+        }
+        assert!(t.id("a", Form::V1).is_some() && t.id("b", Form::V1).is_some());
+        assert_eq!(t.id("c", Form::V1), None, "a third topic keeps no history");
+        // A subscriber still gets its topic, history or not.
+        let (id, _) = t.subscribe(&TopicName::new("c"), Form::V1, 1, 1);
+        t.absorb(&publication("c", 2));
+        assert_eq!(t.log(id).last_seq(), 2);
     }
 }

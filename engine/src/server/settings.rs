@@ -137,6 +137,9 @@ pub struct Settings {
     /// A topic without subscribers and publications this long forgets its history.
     #[serde(deserialize_with = "value::duration::deserialize")]
     pub history_ttl: Duration,
+    /// Most topics each reactor keeps a history of (besides topics with subscribers).
+    #[serde(deserialize_with = "value::count::deserialize")]
+    pub history_topics: usize,
     /// How often `ringcast.v1` subscribers get a heartbeat; zero disables.
     #[serde(deserialize_with = "value::duration::deserialize")]
     pub heartbeat: Duration,
@@ -188,6 +191,7 @@ impl Default for Settings {
             history: history.messages,
             history_bytes: history.bytes,
             history_ttl: history.idle_ttl,
+            history_topics: history.topics,
             heartbeat: Duration::from_secs(5),
             demo: false,
             demo_rate: 2.0,
@@ -333,6 +337,7 @@ impl Settings {
                 messages: self.history,
                 bytes: self.history_bytes,
                 idle_ttl: self.history_ttl,
+                topics: self.history_topics,
             })
             .heartbeat((!self.heartbeat.is_zero()).then_some(self.heartbeat))
     }
