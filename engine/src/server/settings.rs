@@ -49,8 +49,8 @@ pub use value::{parse_duration, parse_rate, parse_size};
 use super::demo::{DEFAULT_SYMBOLS, DemoFeed};
 use super::{Backend, Broadcast, Engine, EngineBuilder, EngineHandle};
 use crate::fanout::{History, SlowConsumer, TopicRules};
-use crate::protocol::envelope;
 use crate::protocol::conn::Limits;
+use crate::protocol::envelope;
 use crate::protocol::handshake::{DEFAULT_MAX_HEAD_LEN, HandshakeConfig};
 
 /// Everything `ringcast serve` can be told, with the defaults of
