@@ -50,7 +50,7 @@ test("the demo page: live ticks, unsubscribe, a server restart", { timeout: 6000
   const port = server.port;
   const { url, served } = await demoUrl(port);
   t.diagnostic(served ? `page served by ringcast: ${url}` : `page from its file: ${url}`);
-  const page = await newPage(browser);
+  const page = await newPage(browser, { width: 1200, height: 400 });
   try {
     await page.goto(url);
 
@@ -63,7 +63,14 @@ test("the demo page: live ticks, unsubscribe, a server restart", { timeout: 6000
       const bid = Number((await cell(page, "BTC-USD", "bid")).replace(/,/g, ""));
       assert.ok(bid > 80000 && bid < 110000, `BTC bid ${bid}`);
       assert.deepEqual(await page.evaluate(() => window.ringcastDemo.conn.topics), SYMBOLS);
-      if (served) await until(page, () => !document.getElementById("server").hidden);
+      if (served) {
+        // The server's own numbers: two reactors (startServer), our one connection at least.
+        await until(page, () => !document.getElementById("server").hidden);
+        assert.equal(await page.textContent("#s-reactors"), "2");
+        assert.ok(Number(await page.textContent("#s-connections")) >= 1);
+      } else {
+        assert.ok(await page.$eval("#server", (e) => e.hidden), "a /stats panel without /stats");
+      }
     });
 
     await t.test("an unchecked symbol stops updating; checked again, it resumes", async () => {
@@ -92,17 +99,19 @@ test("the demo page: live ticks, unsubscribe, a server restart", { timeout: 6000
       // Every row gets quotes from the new server (its numbers start again from 1).
       await until(page, (b) => Array.from(document.querySelectorAll("tbody tr")).every((tr) =>
         tr.querySelector(".seq").textContent !== b[tr.dataset.symbol]), before);
+      if (served) await until(page, () => !document.getElementById("server").hidden);
       const events = await page.textContent("#events");
       assert.match(events, /dropped \(1001/);
       assert.deepEqual(page.errors, []);
     });
 
-    // The picture shows the feed at full rate again (20 ticks/s a symbol, over a second).
-    await until(page, () => Array.from(document.querySelectorAll("tbody .rate")).every((td) => Number(td.textContent) >= 15));
+    // The picture: a second of the new server's feed (20 ticks/s a symbol).
+    await until(page, () => Array.from(document.querySelectorAll("tbody tr")).every((tr) =>
+      Number(tr.querySelector(".seq").textContent) >= 20 && Number(tr.querySelector(".rate").textContent) >= 10));
     const shot = process.env.SCREENSHOT ||
       path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, "target"), "browser", "demo.png");
     mkdirSync(path.dirname(path.resolve(ROOT, shot)), { recursive: true });
-    await page.screenshot({ path: path.resolve(ROOT, shot) });
+    await page.screenshot({ path: path.resolve(ROOT, shot), fullPage: true });
     t.diagnostic(`screenshot: ${shot}`);
   } finally {
     await page.close();
