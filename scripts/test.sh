@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, the library's build without the command line
 # (and that none of the binary's crates come with it), unit/property/integration/doc
-# tests, the protocol and fanout unit tests under Miri, a short run of every fuzz target, a
-# 60 s soak per backend (scripts/soak.sh), and the Autobahn|Testsuite conformance run
-# (strict) against the echo server.
+# tests, the browser test (ringcast.js and the demo page in headless Chromium), the protocol
+# and fanout unit tests under Miri, a short run of every fuzz target, a 60 s soak per
+# backend (scripts/soak.sh), and the Autobahn|Testsuite conformance run (strict) against
+# the echo server.
 #
 # Usage: scripts/test.sh            (the README's test command; CI runs it via .ci/run)
-# Environment: SKIP_MIRI=1 skips the Miri run (scripts/miri.sh) outside CI;
+# Environment: SKIP_BROWSER=1 skips the browser test (scripts/browser-test.sh; needs
+# Debian's chromium and Node.js 20+, which .ci/run installs) outside CI;
+# SKIP_MIRI=1 skips the Miri run (scripts/miri.sh) outside CI;
 # SKIP_AUTOBAHN=1 skips the conformance run outside CI; SKIP_FUZZ=1 skips the
 # fuzz run outside CI; FUZZ_SECONDS sets its time per target (default 10; needs
 # cargo-fuzz, which .ci/run installs); SKIP_SOAK=1 skips the soak outside CI,
@@ -33,6 +36,13 @@ fi
 
 echo "== cargo test (debug: unit, property, integration, doc) =="
 cargo test --workspace --quiet
+
+if [[ "${SKIP_BROWSER:-0}" == 1 && "${CI:-}" != true ]]; then
+  echo "browser: skipped (SKIP_BROWSER=1)"
+else
+  echo "== browser: ringcast.js and the demo page in headless Chromium =="
+  scripts/browser-test.sh
+fi
 
 if [[ "${SKIP_MIRI:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "miri: skipped (SKIP_MIRI=1)"
