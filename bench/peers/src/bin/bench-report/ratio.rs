@@ -1,0 +1,90 @@
+//! Ratios of medians between implementations on each scenario's headline metrics,
+//! oriented so that above 1 means the subject did better.
+
+use crate::model::Scenario;
+use crate::stats::{Cells, METRICS};
+
+/// The implementation the window matrix measures ringcast against: one contiguous write
+/// per subscriber per turn, the best a coalescing server can do on loopback.
+pub(crate) const CEILING: &str = "raw-batch";
+
+/// "`subject` is `value`× better than `versus`" on `metric` (higher-is-better metrics:
+/// subject ÷ versus; lower-is-better: versus ÷ subject).
+#[derive(Debug)]
+pub(crate) struct Ratio {
+    pub(crate) scenario: String,
+    pub(crate) metric: &'static str,
+    pub(crate) subject: String,
+    pub(crate) versus: String,
+    pub(crate) value: f64,
+}
+
+/// The headline metric of a scenario: deliveries/s under `--rate max`, p99 at a fixed
+/// rate, connections/s and bytes per connection for connect runs.
+pub(crate) fn headline(s: &Scenario) -> Vec<&'static str> {
+    match (s.kind.as_str(), s.rate) {
+        ("connect", _) => vec!["conn_per_sec", "bytes_per_conn"],
+        (_, None) => vec!["deliveries_per_sec", "p99_us"],
+        (_, Some(_)) => vec!["p50_us", "p99_us"],
+    }
+}
+
+/// Whether a larger `metric` is better (per [`METRICS`]; unknown metrics are not).
+fn higher_is_better(metric: &str) -> bool {
+    METRICS
+        .iter()
+        .find(|(k, _)| *k == metric)
+        .is_some_and(|(_, h)| *h)
+}
+
+/// The ratios of every headline metric of every scenario, for the pairs compared:
+/// ringcast-epoll against each non-ringcast implementation; ringcast-uring against the
+/// ceiling and against ringcast-epoll.
+pub(crate) fn ratios(scenarios: &[Scenario], impls: &[String], cells: &Cells) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    let pairs: Vec<(String, String)> = {
+        let mut p = Vec::new();
+        if impls.iter().any(|i| i == "ringcast-epoll") {
+            for i in impls.iter().filter(|i| !i.starts_with("ringcast-")) {
+                p.push(("ringcast-epoll".to_owned(), i.clone()));
+            }
+        }
+        if impls.iter().any(|i| i == "ringcast-uring") {
+            if impls.iter().any(|i| i == CEILING) {
+                p.push(("ringcast-uring".to_owned(), CEILING.to_owned()));
+            }
+            if impls.iter().any(|i| i == "ringcast-epoll") {
+                p.push(("ringcast-uring".to_owned(), "ringcast-epoll".to_owned()));
+            }
+        }
+        p
+    };
+    for s in scenarios {
+        for metric in headline(s) {
+            for (a, b) in &pairs {
+                let get = |i: &str| {
+                    cells
+                        .get(&(s.id.clone(), i.to_owned()))
+                        .and_then(|c| c.median.get(metric).copied())
+                };
+                if let (Some(x), Some(y)) = (get(a), get(b)) {
+                    let value = if higher_is_better(metric) {
+                        x / y
+                    } else {
+                        y / x
+                    };
+                    if value.is_finite() {
+                        out.push(Ratio {
+                            scenario: s.id.clone(),
+                            metric,
+                            subject: a.clone(),
+                            versus: b.clone(),
+                            value,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
