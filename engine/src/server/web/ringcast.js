@@ -1,0 +1,2 @@
+// Placeholder: the browser client (browser-client branch) replaces this file.
+"use strict";
