@@ -267,6 +267,31 @@ def topic_name():
     seed("limit_3_len_3", b"a:b", max_len=3)
 
 
+# --- http_request: head limit (64 << b % 8), request ----------------------------------------
+
+def http_request():
+    t = "http_request"
+
+    def seed(name, request, limit=7):
+        write(t, name, bytes([limit]) + request)
+
+    seed("get_metrics", b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    seed("get_metrics_bearer",
+         b"GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret\r\n\r\n")
+    seed("head_root_http_1_0", b"HEAD / HTTP/1.0\r\n\r\n")
+    seed("get_query", b"GET /stats?x=1&y=%20 HTTP/1.1\r\nHost: a\r\n\r\n")
+    seed("get_with_body", b"GET /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+    seed("get_bare_lf", b"GET /readyz HTTP/1.1\nHost: a\n\n")
+    seed("post_405", b"POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+    seed("options_star_405", b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
+    seed("absolute_form_400", b"GET http://a/metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+    seed("partial_head", b"GET /metrics HTTP/1.1\r\nHost: a\r\n")
+    seed("head_over_64", b"GET /" + b"x" * 80 + b" HTTP/1.1\r\n\r\n", limit=0)
+    seed("upgrade_is_not_plain",
+         b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
 if __name__ == "__main__":
     frame_decode()
     handshake()
@@ -274,3 +299,4 @@ if __name__ == "__main__":
     unmask_differential()
     utf8_incremental()
     topic_name()
+    http_request()

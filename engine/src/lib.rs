@@ -23,8 +23,10 @@
 //! connection's API, and its two backends (io_uring: completions into direct descriptors;
 //! epoll: readiness) share one reactor core; [`fanout`] holds the inbox rings, topic logs
 //! and cursors, and wakes reactors through a trait they implement; [`server`] is the
-//! public face used by the `ringcast` binary and by embedders alike. Layers point one way:
-//! `server → reactor → fanout → protocol`.
+//! public face used by the `ringcast` binary and by embedders alike, and answers plain HTTP
+//! on the same listener (health, readiness, Prometheus metrics: [`server::http`]) through
+//! the reactor's handler hook. Layers point one way: `server → reactor → fanout →
+//! protocol`.
 //!
 //! # Feature flags
 //!

@@ -99,7 +99,9 @@ fn text_lines_have_fields_and_no_colour_codes_on_a_pipe() {
 /// nothing it cannot write, and exits 0 on SIGTERM.
 #[test]
 fn a_closed_stderr_stops_neither_serving_nor_shutting_down() {
-    let mut cmd = ringcast("serve --listen 127.0.0.1:0 --threads 1 --no-pin --backend epoll");
+    let mut cmd = ringcast(
+        "serve --listen 127.0.0.1:0 --threads 1 --no-pin --backend epoll --drain-delay 100ms",
+    );
     cmd.env("RUST_LOG", "ringcast=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

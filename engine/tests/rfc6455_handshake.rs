@@ -146,13 +146,16 @@ fn bad_keys(backend: Backend) {
     });
 }
 
+/// Without `Upgrade` a request is plain HTTP, answered by the HTTP endpoints: the echo
+/// server has none at `/` (tests/http_endpoints.rs has the rest).
 fn missing_upgrade(backend: Backend) {
     let server = start_server(backend, 2);
-    expect_rejection(
+    let response = expect_rejection(
         &server,
         &Request::new("/").without("Upgrade").to_bytes(),
-        400,
+        404,
     );
+    assert_eq!(response.body, b"no HTTP endpoint at /\n");
 }
 
 fn upgrade_to_another_protocol(backend: Backend) {

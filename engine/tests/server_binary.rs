@@ -168,7 +168,8 @@ fn sigterm_closes_clients_with_1001_and_exits_0(backend: Backend) {
     if skip(backend) {
         return;
     }
-    let mut server = Server::start(1024, &format!("serve --backend {backend}"));
+    // No drain delay: this is the close itself (tests/http_drain.rs drains).
+    let mut server = Server::start(1024, &format!("serve --backend {backend} --drain-delay 0s"));
     let stream = TcpStream::connect(server.addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -224,6 +225,16 @@ fn help_explains_every_flag_and_bad_flags_are_named() {
         "--slow-consumer",
         "--demo",
         "--sndbuf",
+        "--ui",
+        "--no-metrics",
+        "--metrics-token",
+        "--drain-delay",
+        // The plain HTTP endpoints.
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/stats",
+        "/ringcast.js",
     ] {
         assert!(text.contains(flag), "serve --help lacks {flag}");
     }

@@ -36,12 +36,19 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start: the size of the flags does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Echo every message back with its type, on paths `/` and `/echo` (the mode
     /// WebSocket conformance suites such as Autobahn use).
     Echo(ServerArgs),
     /// Broadcast: subscribers on /sub or /sub/TOPIC[,TOPIC…], publishers on /pub or
     /// /pub/TOPIC; every message a publisher sends reaches every subscriber of the topic.
+    ///
+    /// Plain HTTP on the same port (GET or HEAD; one request per connection):
+    /// /healthz (200 while serving), /readyz (200, or 503 while draining after SIGTERM or
+    /// SIGINT), /metrics (Prometheus text; --metrics-token, --no-metrics), /stats (JSON),
+    /// /ringcast.js (the browser client), / (the demo page, with --demo or --ui).
     ///
     /// Settings come from the defaults, then the file given with --config, then
     /// RINGCAST_* environment variables (RINGCAST_MAX_MESSAGE for --max-message; lists
@@ -116,6 +123,21 @@ struct ServeArgs {
     /// Demo symbols (comma-separated); each is a topic.
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_SYMBOLS.iter().map(|s| s.to_string()))]
     demo_symbols: Vec<String>,
+    /// Do not serve /metrics and /stats; they answer 404 (key: metrics = false).
+    #[arg(long)]
+    no_metrics: bool,
+    /// /metrics and /stats require this token (Authorization: Bearer TOKEN), else 401.
+    /// Prefer RINGCAST_METRICS_TOKEN or the file: a flag is visible to other users.
+    #[arg(long, value_name = "TOKEN")]
+    metrics_token: Option<String>,
+    /// Serve the demo page at / (--demo serves it too).
+    #[arg(long)]
+    ui: bool,
+    /// On SIGTERM or SIGINT, /readyz answers 503 for this long while everything is still
+    /// served (a load balancer stops sending new clients), then every connection is
+    /// closed with 1001; a second signal cuts it short. 0 closes at once.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    drain_delay: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -268,6 +290,14 @@ impl ServeArgs {
         given.set("heartbeat", &mut s.heartbeat, &self.heartbeat);
         given.set("demo_rate", &mut s.demo_rate, &self.demo_rate);
         given.set("demo_symbols", &mut s.demo_symbols, &self.demo_symbols);
+        if self.no_metrics {
+            s.metrics = false;
+        }
+        given.set("metrics_token", &mut s.metrics_token, &self.metrics_token);
+        if self.ui {
+            s.ui = true;
+        }
+        given.set("drain_delay", &mut s.drain_delay, &self.drain_delay);
     }
 }
 
@@ -292,6 +322,8 @@ fn main() -> ExitCode {
             // Echo takes flags only: no file, no environment.
             let mut s = Settings::default();
             s.listen = SocketAddr::from(([127, 0, 0, 1], 9001));
+            // No load balancer drains a conformance-suite server.
+            s.drain_delay = Duration::ZERO;
             args.apply(&mut s, &Given(sub));
             Ok(s)
         }
@@ -318,10 +350,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match cli.command {
-        Command::Echo(_) => run(settings.builder().handler(Echo), "echo", None),
+        Command::Echo(_) => run(settings.builder().handler(Echo), "echo", &settings, false),
         _ => {
             warn_unknown_vars();
-            run(settings.builder(), "serve", Some(&settings))
+            run(settings.builder(), "serve", &settings, true)
         }
     }
 }
@@ -380,7 +412,9 @@ fn init_logs(filter: &str, format: LogFormat) -> Result<(), String> {
     Ok(())
 }
 
-fn run(builder: EngineBuilder, mode: &str, serve: Option<&Settings>) -> ExitCode {
+/// Runs the engine until a signal: the first one drains (not ready for `drain_delay`, a
+/// second signal cuts it short), then every connection is closed.
+fn run(builder: EngineBuilder, mode: &str, settings: &Settings, serve: bool) -> ExitCode {
     let threads = builder.config().reactor_count();
     let handle = match builder.start() {
         Ok(h) => h,
@@ -400,11 +434,31 @@ fn run(builder: EngineBuilder, mode: &str, serve: Option<&Settings>) -> ExitCode
             return ExitCode::from(1);
         }
     };
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            trigger.trigger();
-            tracing::info!(signal = sig, "shutting down on a signal");
+        for sig in signals.forever() {
+            if tx.send(sig).is_err() {
+                break;
+            }
         }
+    });
+    let drain = settings.drain_delay;
+    std::thread::spawn(move || {
+        let Ok(sig) = rx.recv() else {
+            return;
+        };
+        // Each step acts before it logs: a log that cannot be written must not stop it.
+        if !drain.is_zero() {
+            trigger.set_ready(false);
+            tracing::info!(
+                signal = sig,
+                "draining: /readyz answers 503 for {drain:?}, then connections close \
+                 (a second signal: at once)"
+            );
+            let _ = rx.recv_timeout(drain);
+        }
+        trigger.trigger();
+        tracing::info!(signal = sig, "shutting down on a signal");
     });
     tracing::info!(
         "ringcast {mode} listening on ws://{} ({threads} reactor{}, {})",
@@ -415,7 +469,14 @@ fn run(builder: EngineBuilder, mode: &str, serve: Option<&Settings>) -> ExitCode
             _ => "epoll",
         }
     );
-    let _feed: Option<DemoFeed> = serve.and_then(|s| {
+    let http = settings.http_endpoints();
+    if http.metrics {
+        tracing::info!("metrics on http://{}/metrics", handle.local_addr());
+    }
+    if http.ui {
+        tracing::info!("demo page on http://{}/", handle.local_addr());
+    }
+    let _feed: Option<DemoFeed> = serve.then_some(settings).and_then(|s| {
         let feed = s.start_demo(&handle)?;
         tracing::info!(
             "demo feed: {} ticks/s on topics {}; try ws://{}/sub/{}",
@@ -496,7 +557,7 @@ mod tests {
             "--max-topic-len 9 --max-topics 10 --inbox 11 --demo --demo-rate 12 ",
             "--history 13 --history-bytes 14KiB --history-ttl 15s --heartbeat 16s ",
             "--history-topics 17 ",
-            "--demo-symbols A,B ",
+            "--demo-symbols A,B --no-metrics --metrics-token m --ui --drain-delay 18s",
         );
         let args: Vec<&str> = args.split_whitespace().collect();
         let s = settings_from(&args, true);
@@ -540,6 +601,10 @@ mod tests {
             ("demo", s.demo == d.demo),
             ("demo-rate", s.demo_rate == d.demo_rate),
             ("demo-symbols", s.demo_symbols == d.demo_symbols),
+            ("metrics", s.metrics == d.metrics),
+            ("metrics-token", s.metrics_token == d.metrics_token),
+            ("ui", s.ui == d.ui),
+            ("drain-delay", s.drain_delay == d.drain_delay),
             ("log", s.log == d.log),
             ("log-format", s.log_format == d.log_format),
         ]
@@ -548,6 +613,6 @@ mod tests {
         .collect();
         assert!(same.is_empty(), "flags did not set {same:?}");
         // The list above covers every key.
-        assert_eq!(Settings::keys().len(), 33);
+        assert_eq!(Settings::keys().len(), 37);
     }
 }

@@ -497,8 +497,15 @@ impl Topics {
     }
 
     /// Topic entries here (a topic with plain and v1 subscribers counts twice).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Topics here, whatever their forms (a topic with plain and v1 subscribers counts
+    /// once).
+    pub(crate) fn names(&self) -> usize {
+        self.ids.len()
     }
 
     /// Subscriptions (connection × topic pairs) in this reactor.

@@ -116,9 +116,13 @@ pub enum HandshakeError {
     /// The request is not valid HTTP/1.1 or lacks a required header (400).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
-    /// A method other than GET (405).
+    /// An upgrade request with a method other than GET (405, with `Allow: GET`).
     #[error("method not allowed: only GET upgrades to WebSocket")]
     MethodNotAllowed,
+    /// A plain request (no `Upgrade`) with a method other than GET or HEAD (405, with
+    /// `Allow: GET, HEAD`).
+    #[error("method not allowed: plain HTTP endpoints answer GET and HEAD")]
+    HttpMethodNotAllowed,
     /// `Sec-WebSocket-Version` other than 13 (426, with `Sec-WebSocket-Version: 13`).
     #[error("unsupported WebSocket version")]
     UnsupportedVersion,
@@ -150,7 +154,7 @@ impl HandshakeError {
     pub fn status(&self) -> u16 {
         match self {
             Self::BadRequest(_) => 400,
-            Self::MethodNotAllowed => 405,
+            Self::MethodNotAllowed | Self::HttpMethodNotAllowed => 405,
             Self::UnsupportedVersion => 426,
             Self::OriginRefused => 403,
             Self::NotFound => 404,

@@ -17,6 +17,7 @@ use super::conn::{Connection, Event, Limits, Sink};
 use super::error::{HandshakeError, ProtocolError};
 use super::frame::{self, Decoded, FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
 use super::handshake::{self, HandshakeConfig, Parsed, Request};
+use super::http::{self, Method};
 use super::mask::{self, Impl};
 use super::utf8::Utf8Validator;
 
@@ -160,8 +161,71 @@ fn check_handshake(data: &[u8], config: &HandshakeConfig) {
             );
             check_accepted(&req, config);
         }
+        Parsed::Http(req) => {
+            assert!(req.head_len <= data.len().min(config.max_head_len));
+            assert_eq!(
+                handshake::parse(&data[..req.head_len], config),
+                Parsed::Http(req.clone()),
+                "not stateless"
+            );
+            assert_eq!(
+                handshake::parse(&data[..req.head_len - 1], config),
+                Parsed::Need
+            );
+            check_plain(&req);
+        }
         Parsed::Reject(err) => check_rejection(&err),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// http_request
+// ---------------------------------------------------------------------------------------
+
+/// `http_request`: a plain HTTP request (no `Upgrade`) parsed, and a response encoded.
+///
+/// Input: byte 0 picks the head limit (`64 << (b % 8)` bytes: 64 B to 8 KiB); the rest is
+/// the request. The parse is checked as in `handshake` (stateless, `Need` only within the
+/// limit, `Need` for every prefix of a complete head); a plain request has no `Upgrade`
+/// header, a `GET` or `HEAD` method and an origin-form path. Then a response made from the
+/// request (its status from the head length, an extra header holding the path, the raw
+/// request as body) must encode to well-formed HTTP/1.1 whatever it holds: no header line
+/// injected, `Content-Length` the body's length, and the `HEAD` answer exactly the `GET`
+/// answer without its body.
+pub fn http_request(data: &[u8]) {
+    let Some((&limit, request)) = data.split_first() else {
+        return;
+    };
+    let config = HandshakeConfig {
+        max_head_len: 64 << (limit % 8),
+        ..HandshakeConfig::default()
+    };
+    check_handshake(request, &config);
+    if let Parsed::Http(req) = handshake::parse(request, &config) {
+        let status = 200 + (req.head_len % 400) as u16;
+        let resp = http::Response::text(status, request.to_vec())
+            .header("X-Path", req.path.clone())
+            .header("X-Query", req.query.clone().unwrap_or_default());
+        let (mut get, mut head) = (Vec::new(), Vec::new());
+        http::response_into(&resp, Method::Get, &mut get);
+        http::response_into(&resp, Method::Head, &mut head);
+        assert_eq!(&get[..head.len()], &head[..]);
+        assert_eq!(&get[head.len()..], request);
+        let (code, headers, body) = parse_response(&head);
+        assert_eq!(code, status);
+        assert!(body.is_empty());
+        assert_eq!(headers.len(), 5, "{headers:?}");
+        let length = headers.iter().find(|(n, _)| n == "content-length");
+        assert_eq!(length.map(|(_, v)| v.parse()), Some(Ok(request.len())));
+    }
+}
+
+/// A plain request restated: no `Upgrade`, `GET` or `HEAD`, a path without its query.
+fn check_plain(req: &http::Request) {
+    assert!(req.path.starts_with('/') && !req.path.contains('?'));
+    assert!(req.headers.len() <= handshake::MAX_HEADERS);
+    assert!(req.headers.iter().all(|(n, _)| n != "upgrade"));
+    assert!(matches!(req.method, Method::Get | Method::Head));
 }
 
 /// The checks of the handshake, restated over the parsed headers, and the response.
@@ -224,6 +288,15 @@ fn check_rejection(err: &HandshakeError) {
     let (status, headers, body) = parse_response(&out);
     assert_eq!(status, err.status());
     assert!((400..500).contains(&status), "{err:?}");
+    let allow = headers
+        .iter()
+        .find(|(n, _)| n == "allow")
+        .map(|(_, v)| v.as_str());
+    match err {
+        HandshakeError::MethodNotAllowed => assert_eq!(allow, Some("GET")),
+        HandshakeError::HttpMethodNotAllowed => assert_eq!(allow, Some("GET, HEAD")),
+        _ => assert_eq!(allow, None),
+    }
     assert!(std::str::from_utf8(&body).is_ok_and(|b| !b.trim().is_empty()));
     let length = headers.iter().find(|(n, _)| n == "content-length");
     assert_eq!(length.map(|(_, v)| v.parse()), Some(Ok(body.len())));

@@ -2,7 +2,8 @@
 //!
 //! [`parse`] looks at whatever has arrived so far and answers [`Parsed::Need`] (read
 //! more), [`Parsed::Accept`] (answer with [`accept_response_into`]; frame bytes may
-//! follow at [`Request::head_len`]) or [`Parsed::Reject`] (answer with
+//! follow at [`Request::head_len`]), [`Parsed::Http`] (a plain request, without
+//! `Upgrade`: see [`super::http`]) or [`Parsed::Reject`] (answer with
 //! [`reject_response_into`] and close).
 //!
 //! # Contract
@@ -18,6 +19,7 @@
 //! |--------------------------------------------------------------|---------|
 //! | head within `max_head_len`, at most [`MAX_HEADERS`] headers  | 431     |
 //! | well-formed HTTP (request line, headers)                     | 400     |
+//! | an `Upgrade` header: else a plain request ([`super::http`])  | —       |
 //! | method `GET`                                                 | 405 (`Allow: GET`) |
 //! | version `HTTP/1.1`                                           | 400     |
 //! | origin-form target (starts with `/`)                         | 400     |
@@ -46,6 +48,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest as _, Sha1};
 
 use super::error::HandshakeError;
+use super::http;
 
 /// Default limit of the request head (request line and headers).
 pub const DEFAULT_MAX_HEAD_LEN: usize = 8 * 1024;
@@ -102,6 +105,8 @@ pub enum Parsed {
     Need,
     /// A valid upgrade request.
     Accept(Request),
+    /// A plain HTTP request (no `Upgrade` header), for the application to answer.
+    Http(http::Request),
     /// The request is refused; answer with [`reject_response_into`] and close.
     Reject(HandshakeError),
 }
@@ -110,7 +115,8 @@ pub enum Parsed {
 /// frame bytes after it. See the [module docs](self) for the checks.
 pub fn parse(buf: &[u8], config: &HandshakeConfig) -> Parsed {
     match try_parse(buf, config) {
-        Ok(Some(req)) => Parsed::Accept(req),
+        Ok(Some(Head::Upgrade(req))) => Parsed::Accept(req),
+        Ok(Some(Head::Plain(req))) => Parsed::Http(req),
         Ok(None) => Parsed::Need,
         Err(err) => Parsed::Reject(err),
     }
@@ -157,13 +163,16 @@ pub fn reject_response_into(err: &HandshakeError, out: &mut Vec<u8>) {
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\n\
          Content-Length: {}\r\nConnection: close\r\n",
-        reason_phrase(status),
+        http::reason_phrase(status),
         body.len(),
     );
     out.extend_from_slice(head.as_bytes());
-    match status {
-        405 => out.extend_from_slice(b"Allow: GET\r\n"),
-        426 => out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n"),
+    match err {
+        HandshakeError::MethodNotAllowed => out.extend_from_slice(b"Allow: GET\r\n"),
+        HandshakeError::HttpMethodNotAllowed => out.extend_from_slice(b"Allow: GET, HEAD\r\n"),
+        HandshakeError::UnsupportedVersion => {
+            out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n");
+        }
         _ => {}
     }
     if matches!(err, HandshakeError::Unavailable(_)) {
@@ -173,8 +182,14 @@ pub fn reject_response_into(err: &HandshakeError, out: &mut Vec<u8>) {
     out.extend_from_slice(body.as_bytes());
 }
 
+/// A complete request head.
+enum Head {
+    Upgrade(Request),
+    Plain(http::Request),
+}
+
 /// `Ok(None)` while the head is incomplete and within the limit.
-fn try_parse(buf: &[u8], config: &HandshakeConfig) -> Result<Option<Request>, HandshakeError> {
+fn try_parse(buf: &[u8], config: &HandshakeConfig) -> Result<Option<Head>, HandshakeError> {
     use HandshakeError::BadRequest;
     let limit = config.max_head_len;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -189,6 +204,9 @@ fn try_parse(buf: &[u8], config: &HandshakeConfig) -> Result<Option<Request>, Ha
         Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::HeadTooLarge(limit)),
         Err(err) => return Err(BadRequest(http_error_reason(err))),
     };
+    if values(req.headers, "Upgrade").next().is_none() {
+        return http::plain(&req, head_len).map(|r| Some(Head::Plain(r)));
+    }
     if req.method != Some("GET") {
         return Err(HandshakeError::MethodNotAllowed);
     }
@@ -256,7 +274,7 @@ fn try_parse(buf: &[u8], config: &HandshakeConfig) -> Result<Option<Request>, Ha
         Some((path, query)) => (path, Some(query.to_owned())),
         None => (target, None),
     };
-    Ok(Some(Request {
+    Ok(Some(Head::Upgrade(Request {
         head_len,
         path: path.to_owned(),
         query,
@@ -269,7 +287,7 @@ fn try_parse(buf: &[u8], config: &HandshakeConfig) -> Result<Option<Request>, Ha
                 (h.name.to_ascii_lowercase(), value)
             })
             .collect(),
-    }))
+    })))
 }
 
 /// The 400 reason for an `httparse` error.
@@ -334,27 +352,6 @@ fn tokens<'h>(
 /// Whether header `name` lists `token` (case-insensitive).
 fn has_token(headers: &[httparse::Header<'_>], name: &'static str, token: &str) -> bool {
     tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
-}
-
-/// The canonical reason phrase of `status`, or `Error` for one not listed here.
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        426 => "Upgrade Required",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Error",
-    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod frame;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod http;
 mod lazy_buf;
 pub mod mask;
 pub mod utf8;

@@ -2,8 +2,9 @@
 //!
 //! A [`Handler`] is shared by every reactor (it is `Send + Sync`). It decides each upgrade
 //! from the request ([`Handler::on_upgrade`]: accept with initial subscriptions, or reject
-//! with an HTTP status) and receives the messages clients send ([`Handler::on_message`]),
-//! acting through a [`Client`]: reply, subscribe, unsubscribe, publish, close.
+//! with an HTTP status), receives the messages clients send ([`Handler::on_message`]),
+//! acting through a [`Client`]: reply, subscribe, unsubscribe, publish, close; and answers
+//! plain HTTP requests, those without `Upgrade` ([`Handler::on_http`]; default: 404).
 //!
 //! Two handlers come with ringcast: [`Echo`] (the conformance-suite mode), here, and the
 //! broadcast handler of `ringcast serve`, in the server layer above.
@@ -16,6 +17,8 @@ use crate::fanout::{Fanout, Published};
 use crate::protocol::close::CloseCode;
 use crate::protocol::frame::OpCode;
 use crate::protocol::{encode, envelope};
+
+pub use crate::protocol::http::{Method as HttpMethod, Response as HttpResponse};
 
 /// The parts of an upgrade request a handler decides on.
 #[derive(Debug, Clone, Copy)]
@@ -47,11 +50,46 @@ impl UpgradeRequest<'_> {
 
     /// The first query parameter named `key`, percent-decoded.
     pub fn query_param(&self, key: &str) -> Option<String> {
-        self.query?.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k) == key).then(|| percent_decode(v))
-        })
+        query_param(self.query, key)
     }
+}
+
+/// A plain HTTP request (no `Upgrade` header), as a handler sees it. The reactor answers
+/// whatever [`Handler::on_http`] returns, then closes the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequest<'a> {
+    /// `GET` or `HEAD` (other methods are answered 405 before a handler is asked). A
+    /// handler answers both alike: the reactor leaves the body out for `HEAD`.
+    pub method: HttpMethod,
+    /// The request path, without the query.
+    pub path: &'a str,
+    /// The raw query string, if any.
+    pub query: Option<&'a str>,
+    /// All headers (lower-cased names).
+    pub headers: &'a [(String, String)],
+}
+
+impl HttpRequest<'_> {
+    /// The first header named `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first query parameter named `key`, percent-decoded.
+    pub fn query_param(&self, key: &str) -> Option<String> {
+        query_param(self.query, key)
+    }
+}
+
+/// The first parameter named `key` of `query`, percent-decoded.
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k) == key).then(|| percent_decode(v))
+    })
 }
 
 /// Decodes `%XX` escapes and `+` (as space); malformed escapes are kept as they are.
@@ -140,6 +178,14 @@ pub trait Handler: Send + Sync + 'static {
     /// A message from a client. The default ignores it.
     fn on_message(&self, client: &mut Client<'_>, msg: Message<'_>) {
         let _ = (client, msg);
+    }
+
+    /// Answers a plain HTTP request (`GET` or `HEAD` without `Upgrade`); `None` is
+    /// answered `404 Not Found`. Called on a reactor thread: keep it short. The default
+    /// serves nothing.
+    fn on_http(&self, req: &HttpRequest<'_>) -> Option<HttpResponse> {
+        let _ = req;
+        None
     }
 }
 

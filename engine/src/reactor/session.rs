@@ -1,7 +1,9 @@
 //! One accepted socket's life, independent of the I/O backend.
 //!
 //! A session goes `Handshake → Open → Draining → Lingering`: it parses the upgrade request
-//! and asks the handler, drives the protocol [`Connection`], and after the last frame
+//! and asks the handler (a plain HTTP request, without `Upgrade`, is answered by the
+//! handler's [`on_http`](super::handler::Handler::on_http) and goes straight to
+//! `Draining`), drives the protocol [`Connection`], and after the last frame
 //! flushes what it has pending, half-closes the socket and waits (bounded) for the peer's end of
 //! the TCP connection, so that unread input never turns our final close frame into a
 //! reset. The backend only moves bytes: it calls [`Session::handle_read`] with what it
@@ -10,12 +12,16 @@
 //! what to do.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::config::Config;
-use super::handler::{Client, Message, Source, Subscriber, Upgrade, UpgradeRequest};
+use super::handler::{
+    Client, HttpRequest, HttpResponse, Message, Source, Subscriber, Upgrade, UpgradeRequest,
+};
+use super::stats::Counters;
 use crate::fanout::Fanout;
 use crate::fanout::outbox::Outbox;
 use crate::fanout::ring::{InboxRx, Publication};
@@ -25,6 +31,7 @@ use crate::protocol::conn::{Connection, Event, Limits, Sink};
 use crate::protocol::envelope;
 use crate::protocol::error::HandshakeError;
 use crate::protocol::handshake::{self, Parsed};
+use crate::protocol::http;
 
 /// Longest a connection refused by a connection limit lingers after its `503` (bounded by
 /// the close timeout too): long enough for the client to read the answer and close, short
@@ -67,6 +74,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) batch: &'a mut Vec<Publication>,
     /// The session's key in the reactor (its subscriber id).
     pub(crate) key: usize,
+    /// The reactor's counters (requests refused, answered, upgraded).
+    pub(crate) stats: &'a Counters,
 }
 
 /// Per-connection state the reactor keeps beside the socket.
@@ -188,6 +197,12 @@ impl Session {
         matches!(self.phase, Phase::Handshake { .. })
     }
 
+    /// Whether the session is closing: flushing its last bytes, or half-closed and
+    /// waiting for the peer's end.
+    pub(crate) fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Draining { .. } | Phase::Lingering { .. })
+    }
+
     /// Whether the backend should read from the socket now: not while its own frames
     /// (replies) are over the limit (backpressure) and not while draining.
     pub(crate) fn wants_read(&self, config: &Config) -> bool {
@@ -275,7 +290,12 @@ impl Session {
             }
             Parsed::Reject(e) => {
                 log_refusal(ctx.key, None, &e);
+                ctx.stats.count_rejection(e.status());
                 self.reject(&e, now, ctx.config);
+                return 0;
+            }
+            Parsed::Http(req) => {
+                self.answer(&req, now, ctx);
                 return 0;
             }
             Parsed::Accept(req) => req,
@@ -299,6 +319,7 @@ impl Session {
                     HandshakeError::Refused { status, reason }
                 };
                 log_refusal(ctx.key, Some(&req.path), &e);
+                ctx.stats.count_rejection(e.status());
                 self.reject(&e, now, ctx.config);
                 return 0;
             }
@@ -331,10 +352,12 @@ impl Session {
                     reason: format!("topic '{t}': {e}"),
                 };
                 log_refusal(ctx.key, Some(&req.path), &e);
+                ctx.stats.count_rejection(e.status());
                 self.reject(&e, now, ctx.config);
                 return 0;
             }
         }
+        ctx.stats.upgrades.fetch_add(1, Ordering::Relaxed);
         self.publish_to = publish_to;
         let conn = Connection::new(Arc::clone(ctx.limits), now);
         self.phase = Phase::Open(conn);
@@ -344,6 +367,30 @@ impl Session {
         } else {
             self.read_phase(rest, now, ctx)
         }
+    }
+
+    /// Answers a plain HTTP request with what the handler says (404 when it has nothing at
+    /// the path), then drains: one request per connection.
+    fn answer(&mut self, req: &http::Request, now: Instant, ctx: &mut Ctx<'_>) {
+        let resp = ctx.config.handler.0.on_http(&HttpRequest {
+            method: req.method,
+            path: &req.path,
+            query: req.query.as_deref(),
+            headers: &req.headers,
+        });
+        let resp = resp.unwrap_or_else(|| HttpResponse::not_found(&req.path));
+        tracing::debug!(
+            conn = ctx.key,
+            path = req.path,
+            status = resp.status,
+            "http request"
+        );
+        ctx.stats.http_requests.fetch_add(1, Ordering::Relaxed);
+        // One frame of the outbox: head and body together.
+        let mut out = Vec::with_capacity(160 + resp.body.len());
+        http::response_into(&resp, req.method, &mut out);
+        self.outbox.push(Bytes::from(out));
+        self.phase = draining(now, ctx.config);
     }
 
     fn reject(&mut self, e: &HandshakeError, now: Instant, config: &Config) {

@@ -138,7 +138,7 @@ fn reject(status: u16, reason: &str) -> Upgrade {
 }
 
 /// Compares without an early exit, so the time taken does not reveal the prefix matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -13,6 +13,9 @@
 
 pub mod broadcast;
 pub mod demo;
+pub mod http;
+pub mod metrics;
+mod ready;
 pub mod settings;
 
 pub use crate::reactor::{config, handler, stats};
@@ -25,7 +28,10 @@ use std::time::Duration;
 
 pub use broadcast::Broadcast;
 pub use config::{Backend, Config, SharedHandler};
-pub use handler::{Client, Echo, Handler, Message, Upgrade, UpgradeRequest};
+pub use handler::{
+    Client, Echo, Handler, HttpMethod, HttpRequest, HttpResponse, Message, Upgrade, UpgradeRequest,
+};
+pub use http::HttpEndpoints;
 pub use settings::{LogFormat, Settings, SettingsError};
 pub use stats::{ReactorStats, Stats};
 
@@ -36,6 +42,7 @@ use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::HandshakeConfig;
 use crate::reactor::waker::Waker;
 use crate::reactor::{self, Reactors};
+use ready::State;
 
 /// Entry point: `Engine::builder()`.
 #[derive(Debug)]
@@ -54,6 +61,7 @@ impl Engine {
 #[derive(Debug, Clone, Default)]
 pub struct EngineBuilder {
     config: Config,
+    http: HttpEndpoints,
 }
 
 impl EngineBuilder {
@@ -187,19 +195,33 @@ impl EngineBuilder {
         self
     }
 
+    /// The plain HTTP endpoints served on the listener, besides health and readiness
+    /// (default: `/metrics` and `/stats` open to all, no demo page). See [`http`].
+    pub fn http(mut self, endpoints: HttpEndpoints) -> Self {
+        self.http = endpoints;
+        self
+    }
+
     /// The configuration so far.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// Binds the listeners and starts the reactors.
+    /// Binds the listeners and starts the reactors. The engine is ready (`/readyz`
+    /// answers 200) once this returns.
     ///
     /// # Errors
     /// When an address cannot be bound or a thread or poller cannot be created.
     pub fn start(self) -> io::Result<EngineHandle> {
-        let reactors = reactor::start(self.config)?;
+        let state = Arc::new(State::default());
+        let mut config = self.config;
+        let endpoints = http::Endpoints::new(config.handler, self.http, Arc::clone(&state));
+        config.handler = SharedHandler(Arc::new(endpoints));
+        let reactors = reactor::start(config)?;
+        state.started(reactors.stats.clone(), reactors.backend);
         Ok(EngineHandle {
             reactors: Some(reactors),
+            state,
         })
     }
 }
@@ -216,6 +238,8 @@ pub fn probe_uring() -> Result<(), String> {
 /// A running engine. Dropping it shuts the engine down.
 pub struct EngineHandle {
     reactors: Option<Reactors>,
+    /// Readiness, shared with the HTTP endpoints.
+    state: Arc<State>,
 }
 
 impl std::fmt::Debug for EngineHandle {
@@ -299,6 +323,37 @@ impl EngineHandle {
         self.stop();
     }
 
+    /// Whether `/readyz` answers 200: running and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.state.is_ready()
+    }
+
+    /// Turns readiness off (`/readyz` answers 503; everything else is served as before) or
+    /// back on. See [`drain`](Self::drain).
+    pub fn set_ready(&self, ready: bool) {
+        self.state.set_ready(ready);
+    }
+
+    /// Shuts down gracefully behind a load balancer: turns not-ready at once, serves
+    /// every connection as before for `delay` (long enough for the balancer's health
+    /// check to notice and stop sending new clients), then shuts down as
+    /// [`shutdown`](Self::shutdown) does. Blocks for `delay` and the shutdown.
+    ///
+    /// ```
+    /// let handle = ringcast::Engine::builder()
+    ///     .listen("127.0.0.1:0".parse().unwrap())
+    ///     .threads(1)
+    ///     .start()?;
+    /// assert!(handle.is_ready());
+    /// handle.drain(std::time::Duration::ZERO);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn drain(self, delay: Duration) {
+        self.set_ready(false);
+        std::thread::sleep(delay);
+        self.shutdown();
+    }
+
     /// Blocks until the reactors exit (after [`shutdown`](Self::shutdown) from another
     /// handle clone or a fatal error); returns the first reactor error.
     ///
@@ -318,11 +373,13 @@ impl EngineHandle {
         ShutdownTrigger {
             stop: Arc::clone(&r.stop),
             wakers: r.wakers.clone(),
+            state: Arc::clone(&self.state),
         }
     }
 
     fn stop(&mut self) {
         if let Some(r) = self.reactors.take() {
+            self.state.set_ready(false);
             signal_stop(&r.stop, &r.wakers);
             if let Err(e) = join(r) {
                 tracing::error!("reactor failed: {e}");
@@ -337,18 +394,27 @@ impl Drop for EngineHandle {
     }
 }
 
-/// Shuts an engine down from any thread; obtained from
+/// Drains and shuts an engine down from any thread; obtained from
 /// [`EngineHandle::shutdown_trigger`].
 #[derive(Debug, Clone)]
 pub struct ShutdownTrigger {
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
+    state: Arc<State>,
 }
 
 impl ShutdownTrigger {
-    /// Asks every reactor to close its connections (1001) and exit.
+    /// Asks every reactor to close its connections (1001) and exit; the engine is not
+    /// ready from then on.
     pub fn trigger(&self) {
+        self.state.set_ready(false);
         signal_stop(&self.stop, &self.wakers);
+    }
+
+    /// Turns readiness off (`/readyz` answers 503 while every connection is served as
+    /// before) or back on: the first step of a drain ([`EngineHandle::drain`]).
+    pub fn set_ready(&self, ready: bool) {
+        self.state.set_ready(ready);
     }
 }
 

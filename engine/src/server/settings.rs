@@ -3,8 +3,8 @@
 //!
 //! Each key is named like its flag (`max-message` is `--max-message` and
 //! `RINGCAST_MAX_MESSAGE`); the exceptions are the repeatable flags, whose keys are lists
-//! (`protocols` for `--protocol`, `allowed-origins` for `--allow-origin`), and `pin`, which
-//! `--no-pin` sets to false. Sizes are bytes or text with a unit (`"64KiB"`, `"16MiB"`),
+//! (`protocols` for `--protocol`, `allowed-origins` for `--allow-origin`), and `pin` and
+//! `metrics`, which `--no-pin` and `--no-metrics` set to false. Sizes are bytes or text with a unit (`"64KiB"`, `"16MiB"`),
 //! durations seconds or text with a unit (`"500ms"`, `"10s"`, `"2m"`). Precedence, lowest
 //! first: the defaults ([`Settings::default`], also [`Settings::DEFAULT_TOML`], which
 //! `ringcast config default` prints), the file, the environment, the flags (applied by the
@@ -47,7 +47,7 @@ pub use error::SettingsError;
 pub use value::{parse_duration, parse_rate, parse_size};
 
 use super::demo::{DEFAULT_SYMBOLS, DemoFeed};
-use super::{Backend, Broadcast, Engine, EngineBuilder, EngineHandle};
+use super::{Backend, Broadcast, Engine, EngineBuilder, EngineHandle, HttpEndpoints};
 use crate::fanout::{History, SlowConsumer, TopicRules};
 use crate::protocol::conn::Limits;
 use crate::protocol::envelope;
@@ -151,6 +151,18 @@ pub struct Settings {
     /// Demo symbols, each a topic.
     #[serde(deserialize_with = "value::list")]
     pub demo_symbols: Vec<String>,
+    /// Serve `GET /metrics` (Prometheus text) and `GET /stats` (JSON).
+    pub metrics: bool,
+    /// Token `/metrics` and `/stats` require (`Authorization: Bearer TOKEN`); `None`: open.
+    #[serde(deserialize_with = "value::some_string")]
+    pub metrics_token: Option<String>,
+    /// Serve the demo page at `GET /` (also on with `demo`).
+    pub ui: bool,
+    /// On SIGTERM or SIGINT, how long `/readyz` answers 503 while everything is still
+    /// served, before connections are closed. Read by the binary
+    /// ([`EngineHandle::drain`] does the same from Rust).
+    #[serde(deserialize_with = "value::duration::deserialize")]
+    pub drain_delay: Duration,
     /// Log filter (tracing `EnvFilter` syntax). Read by the binary; an embedder sets up its
     /// own subscriber.
     pub log: String,
@@ -196,6 +208,10 @@ impl Default for Settings {
             demo: false,
             demo_rate: 2.0,
             demo_symbols: DEFAULT_SYMBOLS.iter().map(|s| (*s).to_owned()).collect(),
+            metrics: true,
+            metrics_token: None,
+            ui: false,
+            drain_delay: Duration::from_secs(2),
             log: "info".to_owned(),
             log_format: LogFormat::Text,
         }
@@ -340,6 +356,16 @@ impl Settings {
                 topics: self.history_topics,
             })
             .heartbeat((!self.heartbeat.is_zero()).then_some(self.heartbeat))
+            .http(self.http_endpoints())
+    }
+
+    /// The plain HTTP endpoints these settings serve: the demo page with `ui` or `demo`.
+    pub fn http_endpoints(&self) -> HttpEndpoints {
+        HttpEndpoints {
+            metrics: self.metrics,
+            metrics_token: self.metrics_token.clone(),
+            ui: self.ui || self.demo,
+        }
     }
 
     /// The subprotocols spoken: those listed, then `ringcast.v1` (always spoken).

@@ -131,6 +131,34 @@ impl Running {
     }
 }
 
+impl Running {
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (within the deadline) for the server to exit; returns its status, with the
+    /// rest of its log read into [`log`](Self::log).
+    ///
+    /// # Panics
+    /// When it is still running at the deadline.
+    pub(crate) fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        // Its stderr closes when it exits: the log ends then.
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.log.push(line);
+        }
+        if Instant::now() >= deadline {
+            panic!("still running; log:\n{}", self.log.join("\n"));
+        }
+        // Exiting (its stderr is closed): reap it.
+        self.child.wait().expect("wait")
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -298,7 +298,11 @@ fn rejects_repeated_headers_naming_them() {
 #[test]
 fn rejects_missing_upgrade_or_connection_token() {
     let no_upgrade = bad("Upgrade header must contain websocket");
-    assert_eq!(reject(&with(&["upgrade"], &[])), no_upgrade);
+    // Without any `Upgrade` it is a plain HTTP request, for the application to answer.
+    assert!(matches!(
+        parse(&with(&["upgrade"], &[]), &HandshakeConfig::default()),
+        Parsed::Http(_)
+    ));
     assert_eq!(reject(&with(&["upgrade"], &["Upgrade: h2c"])), no_upgrade);
     assert_eq!(
         reject(&with(&["upgrade"], &["Upgrade: websockets"])),
@@ -642,6 +646,7 @@ fn check_invariants(buf: &[u8], config: &HandshakeConfig) {
     match parse(buf, config) {
         Parsed::Need => assert!(buf.len() <= config.max_head_len),
         Parsed::Accept(req) => assert!(req.head_len <= buf.len().min(config.max_head_len)),
+        Parsed::Http(req) => assert!(req.head_len <= buf.len().min(config.max_head_len)),
         Parsed::Reject(err) => {
             let mut out = Vec::new();
             reject_response_into(&err, &mut out);

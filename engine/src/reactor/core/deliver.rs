@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::super::stats::{LAG_BUCKETS, lag_bucket};
 use super::{Core, Driver};
 use crate::fanout::SlowConsumer;
 use crate::fanout::policy::Acted;
@@ -49,6 +50,9 @@ impl<T> Core<T> {
         }
         let max_lag = config.max_lag_bytes as u64;
         let (mut dropped, mut conflated, mut high) = (0, 0, 0);
+        // The delivery-lag histogram of this turn, on the stack: a few instructions per
+        // visit, added to the shared counters once per turn.
+        let (mut lags, mut lag_sum) = ([0u64; LAG_BUCKETS.len() + 1], 0u64);
         for &id in turn.iter() {
             // A topic published to by a v1 subscribe's absorb may have lost its last
             // subscriber (and been forgotten) before this delivery.
@@ -75,7 +79,10 @@ impl<T> Core<T> {
                 } else {
                     entry.turn_start
                 };
-                high = high.max(outbox.lag(i, log) + outbox.own_bytes() as u64);
+                let lag = outbox.lag(i, log) + outbox.own_bytes() as u64;
+                high = high.max(lag);
+                lags[lag_bucket(lag)] += 1;
+                lag_sum += lag;
                 match config.slow_consumer.apply(outbox, i, log, since, max_lag) {
                     Acted::Nothing => {}
                     // Its cursor still counts for the trim below: the frame it may have
@@ -105,9 +112,12 @@ impl<T> Core<T> {
         let mut turn = turn;
         turn.clear();
         topics.turn = turn;
+        let mut now_closing = 0;
         for &key in closing.iter() {
             if let Some(c) = conns.get_mut(key) {
+                let was = c.session.is_closing();
                 c.session.close_slow(now, config, topics, key);
+                now_closing += usize::from(!was && c.session.is_closing());
             }
         }
         if !closing.is_empty() {
@@ -130,9 +140,19 @@ impl<T> Core<T> {
             *high_water = high;
             stats.lag_high_water.store(high, Ordering::Relaxed);
         }
+        for (counter, &n) in stats.lag_buckets.iter().zip(&lags) {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        stats.lag_sum.fetch_add(lag_sum, Ordering::Relaxed);
         stats
             .subscriptions
             .store(topics.subscriptions() as u64, Ordering::Relaxed);
+        if now_closing > 0 {
+            self.closing += now_closing;
+            self.publish_phases();
+        }
         self.settle();
         let mut list = std::mem::take(&mut self.dirty);
         for &key in &list {

@@ -129,6 +129,8 @@ pub(crate) struct Core<T> {
     admission: Arc<Admission>,
     /// Connections of this reactor in their handshake (`max_pending_handshakes`).
     handshakes: usize,
+    /// Connections of this reactor closing (draining or lingering).
+    closing: usize,
     /// The address each admitted connection is counted under (only with
     /// `max_conns_per_ip`).
     peers: HashMap<usize, IpAddr>,
@@ -172,6 +174,7 @@ impl<T> Core<T> {
             stats,
             admission,
             handshakes: 0,
+            closing: 0,
             peers: HashMap::new(),
             batch: Vec::new(),
             dirty: Vec::new(),
@@ -209,6 +212,9 @@ impl<T> Core<T> {
             }
         };
         let refused = ticket.is_none();
+        if refused {
+            self.closing += 1;
+        }
         let key = self.conns.insert(Conn {
             session,
             dirty: false,
@@ -229,6 +235,7 @@ impl<T> Core<T> {
         self.stats
             .connections
             .store(self.conns.len() as u64, Ordering::Relaxed);
+        self.publish_phases();
         (key, refused)
     }
 
@@ -282,11 +289,18 @@ impl<T> Core<T> {
             inbox: &self.inbox,
             batch: &mut self.batch,
             key,
+            stats: &self.stats,
         };
         let was_handshake = c.session.in_handshake();
+        let was_closing = c.session.is_closing();
         let m = c.session.handle_read(data, now, &mut ctx);
         if was_handshake && !c.session.in_handshake() {
             self.handshakes -= 1;
+            self.closing += usize::from(c.session.is_closing());
+            self.publish_phases();
+        } else if !was_closing && c.session.is_closing() {
+            self.closing += 1;
+            self.publish_phases();
         }
         if m > 0 {
             self.stats.messages_in.fetch_add(m, Ordering::Relaxed);
@@ -342,6 +356,9 @@ impl<T> Core<T> {
             if c.session.in_handshake() {
                 self.handshakes -= 1;
             }
+            if c.session.is_closing() {
+                self.closing -= 1;
+            }
             if c.admitted {
                 let ip = self.peers.remove(&key);
                 self.admission.release(Ticket { ip });
@@ -352,7 +369,17 @@ impl<T> Core<T> {
             self.stats
                 .connections
                 .store(self.conns.len() as u64, Ordering::Relaxed);
+            self.publish_phases();
         }
+    }
+
+    /// Stores the gauges of connections by phase (at each change: per connection, never
+    /// per message).
+    fn publish_phases(&self) {
+        let s = &self.stats;
+        s.handshaking
+            .store(self.handshakes as u64, Ordering::Relaxed);
+        s.closing.store(self.closing as u64, Ordering::Relaxed);
     }
 
     /// Runs the session timers of every connection, and trims the logs published to
@@ -366,9 +393,16 @@ impl<T> Core<T> {
             topics,
             ..
         } = self;
+        let (mut timeouts, mut closed) = (0, 0);
         for (key, c) in conns.iter_mut() {
-            match c.session.handle_timeout(now, config, topics, key) {
-                Step::Drop => dead.push(key),
+            let (handshake, closing) = (c.session.in_handshake(), c.session.is_closing());
+            let step = c.session.handle_timeout(now, config, topics, key);
+            closed += usize::from(!closing && c.session.is_closing());
+            match step {
+                Step::Drop => {
+                    timeouts += u64::from(handshake);
+                    dead.push(key);
+                }
                 // A timer queued a frame (ping, close) or ended the connection.
                 _ if !D::write_blocked(&c.io)
                     && (c.session.outbox.own_bytes() > 0 || c.session.is_draining()) =>
@@ -389,6 +423,15 @@ impl<T> Core<T> {
                 }
             }
         }
+        if timeouts > 0 {
+            self.stats
+                .handshake_timeouts
+                .fetch_add(timeouts, Ordering::Relaxed);
+        }
+        if closed > 0 {
+            self.closing += closed;
+            self.publish_phases();
+        }
         self.settle();
         for &key in &dead {
             self.remove(driver, key);
@@ -406,7 +449,7 @@ impl<T> Core<T> {
             .store(self.topics.subscriptions() as u64, Ordering::Relaxed);
         self.stats
             .topics
-            .store(self.topics.len() as u64, Ordering::Relaxed);
+            .store(self.topics.names() as u64, Ordering::Relaxed);
         self.stats
             .log_bytes
             .store(self.topics.pool().live_bytes() as u64, Ordering::Relaxed);
