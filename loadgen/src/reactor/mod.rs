@@ -613,6 +613,7 @@ impl Reactor<'_> {
                     for (p, t) in streams {
                         let fin = targets.get(*p as usize).copied().unwrap_or(0);
                         self.ctx.tally.expected += fin;
+                        self.ctx.tally.first_expected += u64::from(fin > 0);
                         t.finish(fin, &mut self.ctx.counts);
                     }
                     if let Some(v1) = v1 {
@@ -1113,6 +1114,12 @@ fn on_message(
                 return;
             };
             let arrival = tracker.record(stamp.seq, &mut ctx.counts);
+            if stamp.seq == 0 && arrival != Arrival::Duplicate {
+                ctx.tally.first_delivered += 1;
+                ctx.tally
+                    .first_latency
+                    .record(now.saturating_sub(stamp.ts_ns));
+            }
             if let Some(r) = rejoin
                 && arrival != Arrival::Duplicate
             {

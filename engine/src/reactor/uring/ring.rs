@@ -140,6 +140,17 @@ impl Ring {
         ok_unless_fatal(self.uring.submit())
     }
 
+    /// Submits what is queued, if anything is: a reactor with many rings enters only
+    /// those with SQEs (the others' completions are taken by [`take_completions`]).
+    ///
+    /// [`take_completions`]: Self::take_completions
+    pub(super) fn submit_queued(&mut self) -> io::Result<()> {
+        if self.uring.submission().is_empty() {
+            return Ok(());
+        }
+        self.submit()
+    }
+
     /// Submits what is queued and sleeps until a completion arrives or `timeout` passes.
     pub(super) fn submit_and_wait(&self, timeout: Duration) -> io::Result<()> {
         let ts = Timespec::from(timeout);

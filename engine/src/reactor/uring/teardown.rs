@@ -38,7 +38,7 @@ impl Uring {
         let deadline = Instant::now() + TEARDOWN;
         while self.outstanding() && Instant::now() < deadline {
             for r in &mut self.rings[1..] {
-                if r.submit().is_err() {
+                if r.submit_queued().is_err() {
                     break;
                 }
             }

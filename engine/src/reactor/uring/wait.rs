@@ -21,7 +21,7 @@ impl Uring {
         // arrived before that is seen here, and the turn does not sleep.
         let mut busy = timeout.is_zero();
         for r in &mut self.rings[1..] {
-            r.submit()?;
+            r.submit_queued()?;
             r.sleep_notify(true);
             busy |= r.has_work();
         }
