@@ -177,7 +177,7 @@ DROPS=$(($(softnet_drops) - DROPS0))
 } >"$OUT/machine.txt"
 
 J="$OUT/loadgen.json"
-if ! [[ -s $J ]] || ! jq -e .scenario "$J" >/dev/null 2>&1; then
+if ! [[ -s $J ]] || ! jq -e '.scenario and (.error | not)' "$J" >/dev/null 2>&1; then
   echo "scale: loadgen failed (exit $LG_STATUS): $(jq -r '.error // empty' "$J" 2>/dev/null)"
   echo "scale: server warnings:"
   grep -E 'WARN|ERROR' "$OUT/server.log" | tail -n 5 || true

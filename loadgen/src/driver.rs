@@ -267,8 +267,15 @@ impl Workers {
         while got.iter().any(Option::is_none) && self.error.is_none() {
             let now = Instant::now();
             if now >= deadline {
-                self.error
-                    .get_or_insert_with(|| "workers did not answer in time".to_owned());
+                let silent: Vec<String> = got
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| g.is_none())
+                    .map(|(w, _)| w.to_string())
+                    .collect();
+                self.error.get_or_insert_with(|| {
+                    format!("workers {} did not answer in time", silent.join(", "))
+                });
                 break;
             }
             if let Some((w, ev)) = self.take((deadline - now).min(Duration::from_millis(50)))
@@ -325,6 +332,11 @@ fn spawn_reader(w: usize, out: std::process::ChildStdout, tx: Sender<(usize, Opt
     });
 }
 
+/// How long past its own time limit a worker may take to answer: a worker of a
+/// million-connection run shares two cores with fifty others and the server, so it may
+/// be slow to be scheduled, but a worker that never answers still ends the run.
+const ANSWER_SLACK: Duration = Duration::from_secs(60);
+
 /// How often a worker reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -376,7 +388,7 @@ impl Backend for Workers {
     }
 
     fn wait_stopped(&mut self, limit: Duration) -> Vec<u64> {
-        let got = self.collect(limit + Duration::from_secs(5), |ev| match ev {
+        let got = self.collect(limit + ANSWER_SLACK, |ev| match ev {
             WorkerEvent::Stopped { finals } => Some(finals),
             _ => None,
         });
@@ -396,7 +408,7 @@ impl Backend for Workers {
         let list: Vec<String> = finals.iter().map(u64::to_string).collect();
         self.send_all(&format!("drain {} {}", limit.as_millis(), list.join(",")));
         let got = self.collect(
-            limit * crate::run::DRAIN_CAP + Duration::from_secs(5),
+            limit * crate::run::DRAIN_CAP + ANSWER_SLACK,
             |ev| match ev {
                 WorkerEvent::Drained { ok } => Some(ok),
                 _ => None,
@@ -407,7 +419,7 @@ impl Backend for Workers {
 
     fn finish(mut self: Box<Self>) -> Result<Tally, String> {
         self.send_all("close");
-        let got = self.collect(Duration::from_secs(30), |ev| match ev {
+        let got = self.collect(ANSWER_SLACK * 2, |ev| match ev {
             WorkerEvent::Result { tally } => Some(tally),
             _ => None,
         });

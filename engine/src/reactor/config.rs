@@ -116,9 +116,11 @@ pub struct Config {
     pub inbox_capacity: usize,
     /// Listen backlog of each reactor's listener.
     pub backlog: u32,
-    /// io_uring only: receive buffers (16 KiB each) in each reactor's provided-buffer ring,
-    /// rounded up to a power of two. Receives that find the ring empty end (`ENOBUFS`)
-    /// and are re-armed once buffers are back, so fewer buffers cost throughput, not data.
+    /// io_uring only: receive buffers (16 KiB each) in the provided-buffer ring of each
+    /// reactor's first io_uring ring, rounded up to a power of two; the rings a reactor
+    /// opens later have half as many (at least 16) of 2 KiB. Receives that find the ring
+    /// empty end (`ENOBUFS`) and are re-armed as buffers come back, a ring's worth per
+    /// loop turn, so fewer buffers cost throughput, not data.
     pub uring_recv_buffers: u16,
     /// io_uring only: most rings each reactor opens. A ring's table of direct descriptors
     /// holds at most `RLIMIT_NOFILE` connections (the kernel's cap), so a reactor holds up

@@ -129,6 +129,11 @@ impl BufRing {
         self.size
     }
 
+    /// Number of buffers.
+    pub(crate) fn entries(&self) -> usize {
+        usize::from(self.entries)
+    }
+
     /// The first `len` bytes of buffer `bid`, which a completion just handed to us.
     ///
     /// # Panics

@@ -16,6 +16,10 @@ impl Uring {
         let s = self.rings[ring].slots.at(index);
         s.detach();
         let (recv, sending) = (s.recv, s.send.is_some());
+        if recv == Recv::Starved {
+            // Queued for a re-arm that will find the slot changed and skip it.
+            s.recv = Recv::Off;
+        }
         if recv == Recv::Armed {
             s.recv = Recv::Cancelling;
             self.cancel(ring, index, op::RECV);

@@ -94,7 +94,8 @@ pub(crate) struct Io {
 pub(crate) struct Params {
     /// The listen backlog (an upper bound on what one multishot accept may take at once).
     pub(crate) backlog: u32,
-    /// Receive buffers of the first ring (later rings get an eighth, at least 16).
+    /// Receive buffers of the first ring, 16 KiB each (later rings get half as many, at
+    /// least 16, of 2 KiB).
     pub(crate) recv_bufs: u16,
     /// Accepts must learn the peer's address (`max_conns_per_ip`).
     pub(crate) peer_addrs: bool,
@@ -178,7 +179,7 @@ impl Uring {
             rings: vec![main],
             max_rings,
             files,
-            extra_bufs: (recv_bufs / 8).max(16),
+            extra_bufs: (recv_bufs / 2).clamp(16, 1 << 14),
             accept: Acceptor::new(listener, params.backlog, params.peer_addrs),
             next_gen: 0,
             waker,
@@ -254,6 +255,7 @@ impl Driver for Uring {
             self.resume_read(core, key, now);
         }
         core.retried(retry);
+        self.rearm_starved(core, now);
     }
 
     fn maintain(&mut self, _core: &mut Core<Io>, now: Instant) {

@@ -1,5 +1,12 @@
 //! Receiving: one multishot receive per connection into its ring's provided buffers; a
 //! stash for bytes the session does not want yet, and the rules for re-arming.
+//!
+//! **Out of buffers.** When more connections have input at once than their ring has
+//! buffers, the kernel ends the receives it cannot serve with `ENOBUFS`. Re-arming them
+//! all at once would only end most of them the same way, every turn, each costing a trip
+//! through the kernel — a storm of pongs or requests on a ring of 20 000 connections
+//! would stall the reactor. Such receives queue instead, and each turn re-arms as many
+//! of them as the ring has buffers, in order.
 
 use std::time::Instant;
 
@@ -67,11 +74,17 @@ impl Uring {
         now: Instant,
     ) {
         let (res, flags) = (cqe.result(), cqe.flags());
-        let s = self.rings[ring].slots.at(index);
-        if !cqueue::more(flags) {
-            s.recv = Recv::Off;
-        }
+        let r = &mut self.rings[ring];
+        let s = r.slots.at(index);
         let key = s.conn();
+        if !cqueue::more(flags) {
+            s.recv = if res == -libc::ENOBUFS && key.is_some() && s.recv == Recv::Armed {
+                r.starved.push_back((index, s.gen_));
+                Recv::Starved
+            } else {
+                Recv::Off
+            };
+        }
         if let Some(bid) = cqueue::buffer_select(flags) {
             let stashed = key.is_some_and(|k| self.stashed(k));
             let Self { rings, stashes, .. } = self;
@@ -108,6 +121,29 @@ impl Uring {
             self.defer(key);
         }
         self.flush_conn(core, key, now);
+    }
+
+    /// Re-arms, on every ring, as many receives that ran out of buffers as the ring has
+    /// buffers (see the module docs).
+    pub(super) fn rearm_starved(&mut self, core: &mut Core<Io>, now: Instant) {
+        for ring in 0..self.rings.len() {
+            let budget = self.rings[ring].bufs.entries();
+            for _ in 0..budget {
+                let Some((index, gen_)) = self.rings[ring].starved.pop_front() else {
+                    break;
+                };
+                let Some(s) = self.rings[ring].slots.find(index, gen_) else {
+                    continue;
+                };
+                if s.recv != Recv::Starved {
+                    continue;
+                }
+                s.recv = Recv::Off;
+                if let Some(key) = s.conn() {
+                    self.resume_read(core, key, now);
+                }
+            }
+        }
     }
 
     /// Feeds a connection its stash, then re-arms its receive (see [`Self::want_recv`]).

@@ -11,6 +11,7 @@
 //! sleeps it switches it back on and looks at each ring once (see [`Ring::has_work`]).
 //! Nothing polls: a reactor with a hundred idle rings sleeps until one of them has work.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{Ordering, fence};
@@ -22,8 +23,12 @@ use io_uring::{IoUring, cqueue, squeue};
 use super::bufring::BufRing;
 use super::slot::Slots;
 
-/// Size of each provided receive buffer.
+/// Size of each provided receive buffer of a reactor's first ring.
 pub(super) const RECV_BUF_SIZE: usize = 16 * 1024;
+/// Size of each provided receive buffer of the rings opened later: their connections are
+/// mostly idle subscribers, whose input is requests, pongs and close frames, and their
+/// buffers' pages stay resident once touched.
+pub(super) const EXTRA_RECV_BUF_SIZE: usize = 2 * 1024;
 
 /// What a ring is for; it decides its sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +66,9 @@ pub(super) struct Ring {
     pub(super) slots: Slots,
     /// Completions reaped early (to make room), handled with the next ones.
     backlog: Vec<cqueue::Entry>,
+    /// Descriptors (and their generations) whose receive ended for want of buffers,
+    /// re-armed in order, a buffer ring's worth per turn.
+    pub(super) starved: VecDeque<(u32, u32)>,
     /// Size of the registered file table.
     files: u32,
 }
@@ -91,12 +99,17 @@ impl Ring {
             // Off while the reactor is awake; `sleep_notify` turns it on.
             uring.completion().disable_eventfd();
         }
-        let bufs = BufRing::register(&uring, recv_bufs, RECV_BUF_SIZE, role == Role::Main)?;
+        let size = match role {
+            Role::Main => RECV_BUF_SIZE,
+            Role::Extra => EXTRA_RECV_BUF_SIZE,
+        };
+        let bufs = BufRing::register(&uring, recv_bufs, size, role == Role::Main)?;
         Ok(Self {
             uring,
             bufs,
             slots: Slots::default(),
             backlog: Vec::new(),
+            starved: VecDeque::new(),
             files,
         })
     }
@@ -196,9 +209,10 @@ impl Ring {
             || !self.uring.submission().is_empty()
     }
 
-    /// Completions waiting in the backlog.
+    /// Completions waiting in the backlog, or receives waiting for their turn to re-arm:
+    /// work for the next turn that no completion will announce.
     pub(super) fn has_backlog(&self) -> bool {
-        !self.backlog.is_empty()
+        !self.backlog.is_empty() || !self.starved.is_empty()
     }
 
     /// An extra ring's eventfd signal on (the reactor is about to sleep) or off. After

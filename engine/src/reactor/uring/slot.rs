@@ -31,6 +31,9 @@ pub(super) enum Recv {
     Armed,
     /// Cancel submitted; its final completion (no `F_MORE`) is still to come.
     Cancelling,
+    /// Ended for want of buffers (`ENOBUFS`); queued to be re-armed in its turn (see
+    /// `recv`). Nothing is in flight.
+    Starved,
 }
 
 /// Flag bits of a slot.
