@@ -18,16 +18,19 @@
 # warnings, the machine's memory and file counts).
 #
 # Usage: scripts/scale.sh [--conns N] [--threads T] [--duration S] [--connect-rate R]
-#                         [--no-build]
+#                         [--idle-timeout S] [--no-build]
 #   --conns N         subscribers (default 250000)
 #   --threads T       server reactor threads (default: the cores, nproc)
 #   --duration S      seconds of 1 msg/s publishing (default 30)
 #   --connect-rate R  connection attempts per second, all workers together (default 20000)
+#   --idle-timeout S  the server's --idle-timeout in seconds (default 600: longer than the
+#                     run, so idle pings do not overlap the measurements; see the README)
 #   --no-build        use the release binaries already built
 # Run as root, it sets for the run (and restores at exit): net.ipv4.ip_local_port_range
 # "10000 65535" (more ports per source address), net.core.somaxconn and
 # net.ipv4.tcp_max_syn_backlog 65535 (connection bursts), net.core.netdev_max_backlog to
-# N if lower (a fan-out burst on loopback otherwise drops packets), and fs.file-max to
+# N if lower (a fan-out burst on loopback otherwise drops packets), net.ipv4.tcp_mem to
+# 2 pages per connection if lower (messages queued at both ends), and fs.file-max to
 # 2.2 × N if lower (each connection is two open files on one machine). Loopback only.
 # Writes the server log and loadgen's JSON report to a directory it names.
 # Exit status: 0 when every connection opened and every delivery arrived; 1 otherwise;
@@ -50,16 +53,18 @@ CONNS=250000
 THREADS=$(nproc)
 DURATION=30
 CONNECT_RATE=20000
+IDLE=600
 BUILD=1
 while (($#)); do
   case "$1" in
-  --conns | --threads | --duration | --connect-rate)
-    [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage
+  --conns | --threads | --duration | --connect-rate | --idle-timeout)
+    [[ ${2:-} =~ ^[0-9]+$ ]] || usage
     case "$1" in
     --conns) CONNS=$2 ;;
     --threads) THREADS=$2 ;;
     --duration) DURATION=$2 ;;
     --connect-rate) CONNECT_RATE=$2 ;;
+    --idle-timeout) IDLE=$2 ;;
     esac
     shift
     ;;
@@ -68,6 +73,7 @@ while (($#)); do
   esac
   shift
 done
+((CONNS > 0 && THREADS > 0 && DURATION > 0 && CONNECT_RATE > 0)) || usage
 
 for tool in jq ss; do
   command -v "$tool" >/dev/null || die "needs $tool"
@@ -105,6 +111,14 @@ if ((EUID == 0)); then
   if (($(cat /proc/sys/net/core/netdev_max_backlog) < CONNS)); then
     set_sysctl net.core.netdev_max_backlog "$CONNS"
   fi
+  # Both ends' receive queues hold at least a page each once anything waits in them (the
+  # clients fall behind a fan-out to a million on two cores); the default limit, sized
+  # from RAM, is reached near half a million and then drops packets.
+  read -r _ _ tcp_high </proc/sys/net/ipv4/tcp_mem
+  pages=$((CONNS * 2))
+  if ((tcp_high < pages)); then
+    set_sysctl net.ipv4.tcp_mem "$((pages / 2)) $((pages * 3 / 4)) $pages"
+  fi
   if (($(cat /proc/sys/fs/file-max) < CONNS * 22 / 10)); then
     set_sysctl fs.file-max $((CONNS * 22 / 10))
   fi
@@ -135,8 +149,8 @@ done
 
 NOFILE=$(ulimit -Hn)
 # shellcheck disable=SC2016 # expanded by the inner shell
-bash -c 'ulimit -n "$1" && exec "$2" serve --backend uring --threads "$3" --listen "127.0.0.1:$4"' \
-  _ "$NOFILE" "$BIN/ringcast" "$THREADS" "$PORT" 2>"$OUT/server.log" &
+bash -c 'ulimit -n "$1" && exec "$2" serve --backend uring --threads "$3" --listen "127.0.0.1:$4" \
+  --idle-timeout "$5"s' _ "$NOFILE" "$BIN/ringcast" "$THREADS" "$PORT" "$IDLE" 2>"$OUT/server.log" &
 SPID=$!
 for _ in {1..200}; do
   kill -0 "$SPID" 2>/dev/null || die "server exited: $(tail -n 3 "$OUT/server.log")"
