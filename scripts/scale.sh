@@ -181,7 +181,12 @@ set -e
 ALIVE=1
 kill -0 "$SPID" 2>/dev/null || ALIVE=0
 SERVER_CPU="?"
-((ALIVE)) && SERVER_CPU=$(cpu_secs "$SPID")
+SERVER_FDS="?"
+if ((ALIVE)); then
+  SERVER_CPU=$(cpu_secs "$SPID")
+  # Rings stay open once opened: their count is in the descriptors.
+  SERVER_FDS=$(find "/proc/$SPID/fd" -mindepth 1 | wc -l)
+fi
 RETRANS=$(($(snmp_retrans) - RETRANS0))
 DROPS=$(($(softnet_drops) - DROPS0))
 {
@@ -215,9 +220,12 @@ printf '1 msg/s, %3ss   %s published, %s deliveries expected, %s delivered: %s l
   "$DURATION" "$(q .published)" "$(q .expected)" "$(q .delivered)" "$(q .lost)" \
   "$(q .out_of_order)" "$(q .duplicates)" "$(q '.lat_us.p50 / 1000')" \
   "$(q '.lat_us.p99 / 1000')" "$(q '.lat_us.max / 1000')"
-printf 'server           %s s CPU, %s; TCP retransmits %s, loopback backlog drops %s\n' \
-  "$SERVER_CPU" "$( ((ALIVE)) && echo "still running" || echo "EXITED")" "$RETRANS" "$DROPS"
+printf 'server           %s s CPU in all, %.1f s while publishing (%.2f µs per delivery), %s; TCP retransmits %s, loopback backlog drops %s\n' \
+  "$SERVER_CPU" "$(q '.server_cpu_s // 0')" "$(q '.server_cpu_us_per_delivery // 0')" \
+  "$( ((ALIVE)) && echo "still running" || echo "EXITED")" "$RETRANS" "$DROPS"
 grep -E 'io_uring: up to' "$OUT/server.log" | head -n 1 | sed 's/^.*io_uring: /capacity         /; s/ reactor=.*//' || true
+printf 'descriptors      %s open in the server (stdio, listeners, eventfds and one per ring; connections are direct descriptors)\n' \
+  "$SERVER_FDS"
 if [[ $(q .ok) != true || $(q .subscribers_connected) != "$CONNS" || $ALIVE == 0 ]]; then
   echo "scale: FAILED: $(q '.failures | join("; ")')"
   echo "scale: server warnings:"

@@ -27,12 +27,12 @@
 
 mod cli;
 mod clock;
+mod cost;
 mod driver;
 mod envelope;
 mod frame;
 mod handshake;
 mod limits;
-mod memory;
 mod payload;
 mod progress;
 mod reactor;

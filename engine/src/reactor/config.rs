@@ -118,7 +118,7 @@ pub struct Config {
     pub backlog: u32,
     /// io_uring only: receive buffers (16 KiB each) in the provided-buffer ring of each
     /// reactor's first io_uring ring, rounded up to a power of two; the rings a reactor
-    /// opens later have half as many (at least 16) of 2 KiB. Receives that find the ring
+    /// opens later have a quarter as many (at least 16) of 2 KiB. Receives that find the ring
     /// empty end (`ENOBUFS`) and are re-armed as buffers come back, a ring's worth per
     /// loop turn, so fewer buffers cost throughput, not data.
     pub uring_recv_buffers: u16,

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::cli::ConnectArgs;
 use crate::clock;
-use crate::memory::{self, Cost};
+use crate::cost::{self, Cost};
 use crate::report::{Table, thousands};
 use crate::run::{ConnPlan, Role};
 
@@ -37,7 +37,7 @@ pub(crate) fn connect(args: &ConnectArgs) -> Result<i32, Failure> {
     if p.spec.is_some() {
         return serve_as_worker(s, &layout, &p);
     }
-    let before = memory::sample(common.server_pid)?;
+    let before = cost::sample(common.server_pid)?;
     let mut backend = start(&p, s, &layout)?;
     let summary = connect_phase(common, backend.as_mut(), args.connections);
     if summary.connected == 0 || summary.fatal {
@@ -63,7 +63,7 @@ pub(crate) fn connect(args: &ConnectArgs) -> Result<i32, Failure> {
     backend.go(t0, t0, t2);
     // Let the server settle before the first reading.
     std::thread::sleep(SETTLE.min(args.hold));
-    let open = memory::sample(common.server_pid)?.cost_since(&before, summary.connected);
+    let open = cost::sample(common.server_pid)?.cost_since(&before, summary.connected);
     timed_phase(
         common,
         backend.as_mut(),
@@ -74,7 +74,7 @@ pub(crate) fn connect(args: &ConnectArgs) -> Result<i32, Failure> {
     // Workers report their last counts with their stop.
     let _ = backend.wait_stopped(Duration::from_secs(1));
     let (_, _, open_after_hold) = backend.live();
-    let after = memory::sample(common.server_pid)?;
+    let after = cost::sample(common.server_pid)?;
     let _ = backend.drain(&[], Duration::from_millis(10));
     let tally = backend.finish()?;
     let report = json!({

@@ -10,10 +10,10 @@ use serde_json::json;
 
 use crate::cli::{CommonArgs, EchoArgs, FanoutArgs, Protocol, Rate, WorkerSpec, Workers};
 use crate::clock;
+use crate::cost;
 use crate::driver::{self, Backend, Local};
 use crate::envelope::V1Tally;
 use crate::limits;
-use crate::memory;
 use crate::payload::MAX_PUBLISHERS;
 use crate::progress::Progress;
 use crate::report::{ConnectSummary, LatencySummary, Table, Tally, latency_line, thousands};
@@ -394,10 +394,10 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
     if p.spec.is_some() {
         return serve_as_worker(s, &layout, &p);
     }
-    let before = memory::sample(common.server_pid)?;
+    let before = cost::sample(common.server_pid)?;
     let mut backend = start(&p, s, &layout)?;
     let summary = connect_phase(common, backend.as_mut(), layout.total());
-    let open = memory::sample(common.server_pid)?.cost_since(&before, summary.connected);
+    let open = cost::sample(common.server_pid)?.cost_since(&before, summary.connected);
     if summary.fatal || summary.subscribers == 0 || summary.publishers < publishers as u64 {
         let why = summary
             .first_error
@@ -420,6 +420,7 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
     let t0 = clock::now_ns() + 20_000_000;
     let t1 = t0 + args.warmup.as_nanos() as u64;
     let t2 = t1 + args.duration.as_nanos() as u64;
+    let running = cost::sample(common.server_pid)?;
     backend.go(t0, t1, t2);
     timed_phase(
         common,
@@ -430,6 +431,7 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
     );
     let finals = backend.wait_stopped(Duration::from_secs(5));
     let drained = backend.drain(&finals, args.drain);
+    let run_cpu = cost::sample(common.server_pid)?.cpu_since(&running);
     let tally = backend.finish()?;
     let secs = args.duration.as_secs_f64().max(1e-9);
     let lat = tally.latency.summary();
@@ -514,6 +516,8 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
             "lat_us": lat_json(&first),
         },
         "memory": common.server_pid.map(|_| open),
+        "server_cpu_s": run_cpu,
+        "server_cpu_us_per_delivery": run_cpu.map(|s| s * 1e6 / tally.delivered.max(1) as f64),
         "v1": (args.protocol == Protocol::V1).then(|| json!(tally.v1)),
         "ok": failures.is_empty(),
         "failures": failures,
@@ -591,6 +595,15 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         );
         if common.server_pid.is_some() {
             connect::memory_rows(&mut t, &open);
+        }
+        if let Some(s) = run_cpu {
+            t.row(
+                "server CPU",
+                format!(
+                    "{s:.1} s from the first publication to the end of the drain ({:.2} µs per delivery)",
+                    s * 1e6 / tally.delivered.max(1) as f64
+                ),
+            );
         }
         if args.protocol == Protocol::V1 {
             v1_rows(&mut t, &tally.v1);

@@ -94,8 +94,8 @@ pub(crate) struct Io {
 pub(crate) struct Params {
     /// The listen backlog (an upper bound on what one multishot accept may take at once).
     pub(crate) backlog: u32,
-    /// Receive buffers of the first ring, 16 KiB each (later rings get half as many, at
-    /// least 16, of 2 KiB).
+    /// Receive buffers of the first ring, 16 KiB each (later rings get a quarter as many,
+    /// at least 16, of 2 KiB).
     pub(crate) recv_bufs: u16,
     /// Accepts must learn the peer's address (`max_conns_per_ip`).
     pub(crate) peer_addrs: bool,
@@ -179,7 +179,7 @@ impl Uring {
             rings: vec![main],
             max_rings,
             files,
-            extra_bufs: (recv_bufs / 2).clamp(16, 1 << 14),
+            extra_bufs: (recv_bufs / 4).clamp(16, 1 << 14),
             accept: Acceptor::new(listener, params.backlog, params.peer_addrs),
             next_gen: 0,
             waker,

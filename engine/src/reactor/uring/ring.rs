@@ -45,7 +45,7 @@ impl Role {
     fn sq_entries(self) -> u32 {
         match self {
             Self::Main => 4096,
-            Self::Extra => 1024,
+            Self::Extra => 512,
         }
     }
 
@@ -53,7 +53,7 @@ impl Role {
     fn cq_entries(self) -> u32 {
         match self {
             Self::Main => 16384,
-            Self::Extra => 4096,
+            Self::Extra => 2048,
         }
     }
 }
