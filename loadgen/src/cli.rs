@@ -48,9 +48,23 @@ pub(crate) struct CommonArgs {
     /// its sockets to 127.0.0.(2+w).
     #[arg(long, default_value = "auto", value_parser = parse_workers)]
     pub(crate) workers: Workers,
-    /// Handshakes kept in flight at once (per process).
+    /// Handshakes kept in flight at once, the whole run (shared by its threads and
+    /// worker processes).
     #[arg(long, default_value_t = 1024)]
     pub(crate) max_pending: usize,
+    /// Connection attempts per second, the whole run (all worker processes together);
+    /// default: as fast as --max-pending allows.
+    #[arg(long, value_parser = parse_positive, value_name = "PER_SEC")]
+    pub(crate) connect_rate: Option<f64>,
+    /// PID of the server: report its resident memory (VmRSS) and the kernel's (slab
+    /// caches, TCP buffers) before and once every connection is open, and each per
+    /// connection.
+    #[arg(long, value_name = "PID")]
+    pub(crate) server_pid: Option<u32>,
+    /// Print a progress line to stderr every 5 s (for logs and pipes; on a terminal a
+    /// progress bar is drawn anyway).
+    #[arg(long)]
+    pub(crate) progress: bool,
     /// Time a connection has for TCP connect plus WebSocket handshake.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) handshake_timeout: Duration,
@@ -182,7 +196,7 @@ pub(crate) struct ConnectArgs {
     /// Connections to open.
     #[arg(long, short = 'n', default_value_t = 1000)]
     pub(crate) connections: usize,
-    /// Connection attempts per second (default: as fast as --max-pending allows).
+    /// Connection attempts per second; the same as --connect-rate.
     #[arg(long, value_parser = parse_positive)]
     pub(crate) rate: Option<f64>,
     /// How long to hold the connections idle once all are open.
@@ -191,10 +205,6 @@ pub(crate) struct ConnectArgs {
     /// Request path (default: /sub, after the URL's base path).
     #[arg(long, default_value = "/sub")]
     pub(crate) path: String,
-    /// PID of the server: report its resident memory (VmRSS) before, while open and
-    /// after the hold, and the growth per connection.
-    #[arg(long)]
-    pub(crate) server_pid: Option<u32>,
 }
 
 /// `loadgen echo`.

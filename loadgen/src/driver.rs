@@ -6,6 +6,7 @@
 //! opens its share of the connections from source address 127.0.0.(2+W), then talks to
 //! the parent in lines: JSON events on stdout, commands on stdin.
 //! ```text
+//!  worker → {"event":"connecting","connected":…,"failed":…}     (every 250 ms)
 //!  worker → {"event":"ready","connect":{…}}
 //!  parent → go T0 T1 T2
 //!  worker → {"event":"progress","delivered":…,"published":…,"open":…}   (every 250 ms)
@@ -21,7 +22,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,13 @@ impl Backend for Local {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub(crate) enum WorkerEvent {
+    /// Connections made so far (for the parent's progress).
+    Connecting {
+        /// Handshakes completed.
+        connected: u64,
+        /// Attempts failed.
+        failed: u64,
+    },
     /// Connections have their outcome.
     Ready {
         /// How set-up went.
@@ -116,6 +124,8 @@ struct Worker {
     child: Child,
     stdin: Option<ChildStdin>,
     live: (u64, u64, u64),
+    /// Connections made and failed so far, while connecting.
+    connecting: (u64, u64),
     /// Sent its result; its end of output is expected.
     finished: bool,
 }
@@ -169,6 +179,7 @@ impl Workers {
                 child,
                 stdin,
                 live: (0, 0, 0),
+                connecting: (0, 0),
                 finished: false,
             });
         }
@@ -211,6 +222,12 @@ impl Workers {
                     }
                     None
                 }
+                Ok(WorkerEvent::Connecting { connected, failed }) => {
+                    if let Some(x) = self.workers.get_mut(w) {
+                        x.connecting = (connected, failed);
+                    }
+                    None
+                }
                 Ok(ev) => {
                     if matches!(ev, WorkerEvent::Result { .. })
                         && let Some(x) = self.workers.get_mut(w)
@@ -250,8 +267,15 @@ impl Workers {
         while got.iter().any(Option::is_none) && self.error.is_none() {
             let now = Instant::now();
             if now >= deadline {
-                self.error
-                    .get_or_insert_with(|| "workers did not answer in time".to_owned());
+                let silent: Vec<String> = got
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| g.is_none())
+                    .map(|(w, _)| w.to_string())
+                    .collect();
+                self.error.get_or_insert_with(|| {
+                    format!("workers {} did not answer in time", silent.join(", "))
+                });
                 break;
             }
             if let Some((w, ev)) = self.take((deadline - now).min(Duration::from_millis(50)))
@@ -308,6 +332,14 @@ fn spawn_reader(w: usize, out: std::process::ChildStdout, tx: Sender<(usize, Opt
     });
 }
 
+/// How long past its own time limit a worker may take to answer: a worker of a
+/// million-connection run shares two cores with fifty others and the server, so it may
+/// be slow to be scheduled, but a worker that never answers still ends the run.
+const ANSWER_SLACK: Duration = Duration::from_secs(60);
+
+/// How often a worker reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
 /// Long enough for any connection phase: every handshake has its own timeout.
 const SETUP_LIMIT: Duration = Duration::from_secs(3600);
 
@@ -321,8 +353,11 @@ impl Backend for Workers {
             {
                 *slot = Some(connect);
             }
-            let done: u64 = got.iter().flatten().map(|c| c.connected).sum();
-            let failed: u64 = got.iter().flatten().map(|c| c.failed).sum();
+            // Workers still connecting count with their latest progress.
+            let (done, failed) = got.iter().zip(&self.workers).fold((0, 0), |acc, (g, w)| {
+                let (c, f) = g.as_ref().map_or(w.connecting, |c| (c.connected, c.failed));
+                (acc.0 + c, acc.1 + f)
+            });
             tick(done, failed);
         }
         let mut total = ConnectSummary::default();
@@ -353,7 +388,7 @@ impl Backend for Workers {
     }
 
     fn wait_stopped(&mut self, limit: Duration) -> Vec<u64> {
-        let got = self.collect(limit + Duration::from_secs(5), |ev| match ev {
+        let got = self.collect(limit + ANSWER_SLACK, |ev| match ev {
             WorkerEvent::Stopped { finals } => Some(finals),
             _ => None,
         });
@@ -373,7 +408,7 @@ impl Backend for Workers {
         let list: Vec<String> = finals.iter().map(u64::to_string).collect();
         self.send_all(&format!("drain {} {}", limit.as_millis(), list.join(",")));
         let got = self.collect(
-            limit * crate::run::DRAIN_CAP + Duration::from_secs(5),
+            limit * crate::run::DRAIN_CAP + ANSWER_SLACK,
             |ev| match ev {
                 WorkerEvent::Drained { ok } => Some(ok),
                 _ => None,
@@ -384,7 +419,7 @@ impl Backend for Workers {
 
     fn finish(mut self: Box<Self>) -> Result<Tally, String> {
         self.send_all("close");
-        let got = self.collect(Duration::from_secs(30), |ev| match ev {
+        let got = self.collect(ANSWER_SLACK * 2, |ev| match ev {
             WorkerEvent::Result { tally } => Some(tally),
             _ => None,
         });
@@ -424,7 +459,24 @@ pub(crate) fn serve_parent(run: Run) -> i32 {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}").and_then(|()| out.flush());
     };
-    let connect = run.wait_connected(|_, _| {});
+    let mut last = Instant::now();
+    let mut orphaned = false;
+    let connect = run.wait_connected(|connected, failed| {
+        // No command comes before `ready`: a line or the end of input means the parent
+        // gave up (or died), and the connections still planned are not opened.
+        if !orphaned && !matches!(rx.try_recv(), Err(TryRecvError::Empty)) {
+            orphaned = true;
+            run.abort("the parent process went away");
+        }
+        if last.elapsed() >= PROGRESS_EVERY {
+            last = Instant::now();
+            emit(&WorkerEvent::Connecting { connected, failed });
+        }
+    });
+    if orphaned {
+        let _ = run.finish();
+        return 1;
+    }
     emit(&WorkerEvent::Ready { connect });
     let mut stage = 0;
     loop {

@@ -30,6 +30,30 @@ pub(crate) fn connections_per_process() -> u64 {
     nofile_soft().saturating_sub(FD_RESERVE)
 }
 
+/// Ephemeral ports a source address leaves unused, so that a worker never runs its
+/// address out of them (other sockets, TIME_WAIT).
+const PORT_RESERVE: u64 = 1000;
+
+/// Connections one worker process opens when a run is split (`--workers auto`): as many
+/// as its open-files limit allows, and no more than its own source address has
+/// ephemeral ports (`net.ipv4.ip_local_port_range`).
+pub(crate) fn connections_per_worker() -> u64 {
+    connections_per_process().min(ephemeral_ports().saturating_sub(PORT_RESERVE))
+}
+
+/// The size of `net.ipv4.ip_local_port_range` (28 232 by default).
+pub(crate) fn ephemeral_ports() -> u64 {
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut it = range
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok());
+    match (it.next(), it.next()) {
+        (Some(lo), Some(hi)) if hi >= lo => hi - lo + 1,
+        _ => 28_232,
+    }
+}
+
 /// Resident set size of process `pid` in KiB (`VmRSS` of `/proc/PID/status`).
 ///
 /// # Errors
@@ -64,5 +88,7 @@ mod tests {
     fn limits_are_sane() {
         assert!(raise_nofile() >= nofile_soft().min(1024));
         assert!(connections_per_process() > 0);
+        assert!(ephemeral_ports() > PORT_RESERVE);
+        assert!(connections_per_worker() <= connections_per_process());
     }
 }

@@ -27,12 +27,14 @@
 
 mod cli;
 mod clock;
+mod cost;
 mod driver;
 mod envelope;
 mod frame;
 mod handshake;
 mod limits;
 mod payload;
+mod progress;
 mod reactor;
 mod report;
 mod resume;

@@ -158,6 +158,17 @@ pub(crate) struct Tally {
     pub(crate) first_problem: Option<String>,
     /// End-to-end latency of measured messages.
     pub(crate) latency: Latency,
+    /// Deliveries of each publisher's first message (sequence number 0).
+    #[serde(default)]
+    pub(crate) first_delivered: u64,
+    /// Subscribers that should have received a publisher's first message (one per
+    /// subscriber and publisher of its topic that published).
+    #[serde(default)]
+    pub(crate) first_expected: u64,
+    /// End-to-end latency of each publisher's first message, warm-up or not: one
+    /// publication reaching every subscriber.
+    #[serde(default)]
+    pub(crate) first_latency: Latency,
     /// `ringcast.v1` envelope checks (zero under the plain protocol).
     #[serde(default)]
     pub(crate) v1: V1Tally,
@@ -183,6 +194,9 @@ impl Tally {
             self.first_problem.clone_from(&other.first_problem);
         }
         self.latency.merge(&other.latency);
+        self.first_delivered += other.first_delivered;
+        self.first_expected += other.first_expected;
+        self.first_latency.merge(&other.first_latency);
         self.v1.merge(&other.v1);
         self.resume.merge(&other.resume);
     }

@@ -313,6 +313,11 @@ impl Run {
         }
     }
 
+    /// Stops opening connections (those not attempted yet fail with `why`).
+    pub(crate) fn abort(&self, why: &str) {
+        self.shared.record_error(why.to_owned(), true);
+    }
+
     /// Starts publishing at `t0`, measuring from `t1`, stopping at `t2` (run clock, ns).
     pub(crate) fn go(&self, t0: u64, t1: u64, t2: u64) {
         let s = &self.shared;

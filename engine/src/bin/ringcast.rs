@@ -15,6 +15,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ringcast::EngineBuilder;
 use ringcast::fanout::SlowConsumer;
+use ringcast::reactor::config::DEFAULT_URING_RINGS;
 use ringcast::server::demo::{DEFAULT_SYMBOLS, DemoFeed};
 use ringcast::server::settings::{parse_duration, parse_rate, parse_size};
 use ringcast::server::{Backend, Echo, LogFormat, Settings};
@@ -156,6 +157,11 @@ struct ServerArgs {
     /// (io_uring when the kernel allows it, else epoll; the log says which and why).
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     backend: Backend,
+    /// io_uring: most rings per reactor thread, each holding as many connections as
+    /// `ulimit -n` (the kernel's cap on a ring's table of direct descriptors); rings
+    /// beyond the first open only as the others fill.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_URING_RINGS)]
+    uring_rings: usize,
     /// Largest message accepted (all fragments), e.g. 16MiB, 64KiB, 1000; over it the
     /// connection is closed with 1009.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
@@ -235,6 +241,7 @@ impl ServerArgs {
         }
         given.set("threads", &mut s.threads, &self.threads);
         given.set("backend", &mut s.backend, &self.backend);
+        given.set("uring_rings", &mut s.uring_rings, &self.uring_rings);
         given.set("max_message", &mut s.max_message, &self.max_message);
         given.set("max_frame", &mut s.max_frame, &self.max_frame);
         given.set("max_fragments", &mut s.max_fragments, &self.max_fragments);
@@ -549,7 +556,7 @@ mod tests {
     fn every_flag_overrides_its_key() {
         let args = concat!(
             "ringcast --log debug --log-format json serve --listen 127.0.0.1:1 ",
-            "--threads 3 --no-pin --backend epoll --max-message 1KiB --max-frame ",
+            "--threads 3 --no-pin --backend epoll --uring-rings 2 --max-message 1KiB --max-frame ",
             "2KiB --max-fragments 4 --max-head 3KiB --handshake-timeout 1s ",
             "--close-timeout 2s --idle-timeout 3s --protocol p --allow-origin o ",
             "--max-lag 4KiB --sndbuf 5KiB --max-conns 6 --max-conns-per-ip 7 ",
@@ -568,6 +575,7 @@ mod tests {
             ("threads", s.threads == d.threads),
             ("pin", s.pin == d.pin),
             ("backend", s.backend == d.backend),
+            ("uring-rings", s.uring_rings == d.uring_rings),
             ("max-message", s.max_message == d.max_message),
             ("max-frame", s.max_frame == d.max_frame),
             ("max-fragments", s.max_fragments == d.max_fragments),
@@ -613,6 +621,6 @@ mod tests {
         .collect();
         assert!(same.is_empty(), "flags did not set {same:?}");
         // The list above covers every key.
-        assert_eq!(Settings::keys().len(), 37);
+        assert_eq!(Settings::keys().len(), 38);
     }
 }

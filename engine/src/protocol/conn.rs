@@ -105,8 +105,8 @@ pub trait Sink {
 enum State {
     /// Exchanging messages.
     Open,
-    /// The server sent a close and waits for the reply until the deadline.
-    CloseSent { deadline: Instant },
+    /// The server sent a close and waits for the reply until `due`.
+    CloseSent,
     /// The close handshake is over or the connection failed: no more frames either way.
     Finished,
 }
@@ -143,15 +143,19 @@ pub struct Connection {
     /// A control frame's payload that spans reads, while it is assembled.
     control: LazyBuf,
     utf8: Utf8Validator,
-    last_input: Instant,
-    ping_sent: Option<Instant>,
+    /// When the timer of the current state fires: the idle ping (or, once `pinged`, the
+    /// idle close) while open, the end of the wait for the close reply after a close.
+    /// One instant for all of them keeps an idle connection small.
+    due: Instant,
+    /// The idle ping went out and no input came since.
+    pinged: bool,
 }
 
 impl Connection {
     /// A connection that has just completed its handshake at `now`, with `limits` (a
     /// [`Limits`], or an `Arc` of one shared by many connections).
     pub fn new(limits: impl Into<Arc<Limits>>, now: Instant) -> Self {
-        Self {
+        let mut c = Self {
             limits: limits.into(),
             state: State::Open,
             head: [0; MAX_HEADER_LEN],
@@ -161,9 +165,19 @@ impl Connection {
             msg_buf: LazyBuf::default(),
             control: LazyBuf::default(),
             utf8: Utf8Validator::new(),
-            last_input: now,
-            ping_sent: None,
+            due: now,
+            pinged: false,
+        };
+        c.restart_idle(now);
+        c
+    }
+
+    /// Restarts the idle timer from `now` (input arrived, or the connection opened).
+    fn restart_idle(&mut self, now: Instant) {
+        if let Some(idle) = self.limits.idle_timeout {
+            self.due = now + idle;
         }
+        self.pinged = false;
     }
 
     /// Whether the application may still send messages.
@@ -191,8 +205,9 @@ impl Connection {
         if self.state == State::Finished {
             return Ok(());
         }
-        self.last_input = now;
-        self.ping_sent = None;
+        if self.state == State::Open {
+            self.restart_idle(now);
+        }
         match self.process(input, sink) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -207,20 +222,16 @@ impl Connection {
     pub fn close<S: Sink>(&mut self, code: CloseCode, reason: &str, now: Instant, sink: &mut S) {
         if self.state == State::Open {
             sink.transmit_close(encode::close(code, reason));
-            self.state = State::CloseSent {
-                deadline: now + self.limits.close_timeout,
-            };
+            self.state = State::CloseSent;
+            self.due = now + self.limits.close_timeout;
         }
     }
 
     /// The next instant at which [`handle_timeout`](Self::handle_timeout) has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::Open => {
-                let idle = self.limits.idle_timeout?;
-                Some(self.ping_sent.unwrap_or(self.last_input) + idle)
-            }
-            State::CloseSent { deadline } => Some(deadline),
+            State::Open => self.limits.idle_timeout.map(|_| self.due),
+            State::CloseSent => Some(self.due),
             State::Finished => None,
         }
     }
@@ -232,18 +243,18 @@ impl Connection {
                 let Some(idle) = self.limits.idle_timeout else {
                     return;
                 };
-                match self.ping_sent {
-                    None if now >= self.last_input + idle => {
-                        sink.transmit(encode::frame(OpCode::Ping, b""));
-                        self.ping_sent = Some(now);
-                    }
-                    Some(sent) if now >= sent + idle => {
-                        self.close(CloseCode::GOING_AWAY, "idle timeout", now, sink);
-                    }
-                    _ => {}
+                if now < self.due {
+                    return;
+                }
+                if self.pinged {
+                    self.close(CloseCode::GOING_AWAY, "idle timeout", now, sink);
+                } else {
+                    sink.transmit(encode::frame(OpCode::Ping, b""));
+                    self.pinged = true;
+                    self.due = now + idle;
                 }
             }
-            State::CloseSent { deadline } if now >= deadline => self.state = State::Finished,
+            State::CloseSent if now >= self.due => self.state = State::Finished,
             _ => {}
         }
     }

@@ -13,6 +13,10 @@ use crate::protocol::conn::Limits;
 use crate::protocol::envelope;
 use crate::protocol::handshake::HandshakeConfig;
 
+/// Default of [`Config::uring_rings`]: 64 rings of 20 000 descriptors hold 1.28 million
+/// connections per reactor.
+pub const DEFAULT_URING_RINGS: usize = 64;
+
 /// The I/O backend of the reactors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -112,10 +116,18 @@ pub struct Config {
     pub inbox_capacity: usize,
     /// Listen backlog of each reactor's listener.
     pub backlog: u32,
-    /// io_uring only: receive buffers (16 KiB each) in each reactor's provided-buffer ring,
-    /// rounded up to a power of two. Receives that find the ring empty end (`ENOBUFS`)
-    /// and are re-armed once buffers are back, so fewer buffers cost throughput, not data.
+    /// io_uring only: receive buffers (16 KiB each) in the provided-buffer ring of each
+    /// reactor's first io_uring ring, rounded up to a power of two; the rings a reactor
+    /// opens later have a quarter as many (at least 16) of 2 KiB. Receives that find the ring
+    /// empty end (`ENOBUFS`) and are re-armed as buffers come back, a ring's worth per
+    /// loop turn, so fewer buffers cost throughput, not data.
     pub uring_recv_buffers: u16,
+    /// io_uring only: most rings each reactor opens. A ring's table of direct descriptors
+    /// holds at most `RLIMIT_NOFILE` connections (the kernel's cap), so a reactor holds up
+    /// to `uring_rings × RLIMIT_NOFILE`; rings beyond the first open only as the others
+    /// fill (each costs one process descriptor and about 200 KiB), and never more than
+    /// [`max_conns`](Self::max_conns) needs.
+    pub uring_rings: usize,
     /// Connections the whole server holds open at once (all reactors, handshakes
     /// included); one more is answered `503` with `Retry-After: 1` and closed. `None`: no
     /// limit.
@@ -152,6 +164,7 @@ impl Default for Config {
             inbox_capacity: DEFAULT_INBOX_CAPACITY,
             backlog: 4096,
             uring_recv_buffers: 256,
+            uring_rings: DEFAULT_URING_RINGS,
             max_conns: None,
             max_conns_per_ip: None,
             max_pending_handshakes: None,

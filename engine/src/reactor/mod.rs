@@ -175,8 +175,13 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
             }
         };
         let ready = ready_tx.clone();
-        let (backlog, bufs) = (config.backlog, config.uring_recv_buffers);
-        let peer_addrs = config.max_conns_per_ip.is_some();
+        let params = uring::Params {
+            backlog: config.backlog,
+            recv_bufs: config.uring_recv_buffers,
+            peer_addrs: config.max_conns_per_ip.is_some(),
+            max_rings: config.uring_rings,
+            max_conns: config.max_conns,
+        };
         let t = std::thread::Builder::new()
             .name(format!("ringcast-reactor-{i}"))
             .spawn(move || {
@@ -189,7 +194,7 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
                 match driver {
                     Start::Epoll(d) => core::run(core::Core::new(shared), d),
                     Start::Uring(listener, waker) => {
-                        match uring::Uring::new(listener, waker, backlog, bufs, peer_addrs) {
+                        match uring::Uring::new(listener, waker, params, i) {
                             Ok(d) => {
                                 let _ = ready.send(Ok(()));
                                 core::run(core::Core::new(shared), d)

@@ -166,6 +166,13 @@ impl EngineBuilder {
         self
     }
 
+    /// io_uring only: most rings each reactor opens, each with a table of `RLIMIT_NOFILE`
+    /// direct descriptors (default 64); see [`Config::uring_rings`].
+    pub fn uring_rings(mut self, rings: usize) -> Self {
+        self.config.uring_rings = rings;
+        self
+    }
+
     /// Connections the whole server holds open at once (all reactors, handshakes
     /// included); one more is answered `503 Service Unavailable` with `Retry-After: 1`
     /// and the reason "server at its connection limit (N)", then closed, and counted in

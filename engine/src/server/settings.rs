@@ -70,6 +70,9 @@ pub struct Settings {
     /// I/O backend.
     #[serde(deserialize_with = "value::parsed")]
     pub backend: Backend,
+    /// io_uring: most rings per reactor, each holding `RLIMIT_NOFILE` connections.
+    #[serde(deserialize_with = "value::count::deserialize")]
+    pub uring_rings: usize,
     /// Largest message accepted (all fragments), in bytes; over it: close 1009.
     #[serde(deserialize_with = "value::size::deserialize")]
     pub max_message: usize,
@@ -181,6 +184,7 @@ impl Default for Settings {
             threads: 0,
             pin: true,
             backend: Backend::Auto,
+            uring_rings: crate::reactor::config::DEFAULT_URING_RINGS,
             max_message: limits.max_message,
             max_frame: None,
             max_fragments: limits.max_fragments,
@@ -323,6 +327,7 @@ impl Settings {
             .threads(self.threads)
             .pin(self.pin)
             .backend(self.backend)
+            .uring_rings(self.uring_rings)
             .handshake(HandshakeConfig {
                 max_head_len: self.max_head,
                 protocols: self.protocols(),

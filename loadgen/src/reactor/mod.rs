@@ -122,6 +122,10 @@ struct Ctx<'s> {
     live_delivered: u64,
     live_published: u64,
     pending: usize,
+    /// Connections in their handshake, with its deadline, in the order they started
+    /// (the order of their deadlines): timeouts are found without scanning every
+    /// connection.
+    handshakes: VecDeque<(u64, usize)>,
     t1: u64,
     t2: u64,
     /// Echo connections ready to send their next message (closed loop).
@@ -169,6 +173,7 @@ pub(crate) fn run_thread(index: usize, plans: Vec<ConnPlan>, shared: &Shared) ->
             live_delivered: 0,
             live_published: 0,
             pending: 0,
+            handshakes: VecDeque::new(),
             t1: u64::MAX,
             t2: u64::MAX,
             echo_ready: Vec::new(),
@@ -315,11 +320,11 @@ impl Reactor<'_> {
                         );
                         continue;
                     }
+                    let deadline = now + s.handshake_timeout.as_nanos() as u64;
+                    self.ctx.handshakes.push_back((deadline, key));
                     entry.insert(Conn {
                         sock: Some(sock),
-                        state: State::Connecting {
-                            deadline: now + s.handshake_timeout.as_nanos() as u64,
-                        },
+                        state: State::Connecting { deadline },
                         job: job_for(plan.role, &plan.path, s),
                         path: plan.path,
                         out: Vec::new(),
@@ -339,22 +344,30 @@ impl Reactor<'_> {
         }
     }
 
-    /// Fails connections whose handshake is overdue.
+    /// Fails connections whose handshake is overdue, and every one still in its
+    /// handshake once the run has failed for good (nothing waits for their timeout).
     fn expire_handshakes(&mut self, now: u64) {
         if self.ctx.pending == 0 {
             return;
         }
-        let overdue: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| match c.state {
-                State::Connecting { deadline } | State::Handshaking { deadline, .. } => {
-                    now > deadline
+        let all = self.ctx.shared.fatal.load(Ordering::Relaxed);
+        let mut overdue = Vec::new();
+        while let Some(&(deadline, key)) = self.ctx.handshakes.front() {
+            if !all && now <= deadline {
+                break;
+            }
+            self.ctx.handshakes.pop_front();
+            // Still in the handshake this deadline was set for (not done, nor retried).
+            let same = self.conns.get(key).is_some_and(|c| match c.state {
+                State::Connecting { deadline: d } | State::Handshaking { deadline: d, .. } => {
+                    d == deadline
                 }
                 _ => false,
-            })
-            .map(|(k, _)| k)
-            .collect();
+            });
+            if same {
+                overdue.push(key);
+            }
+        }
         let limit = self.ctx.shared.settings.handshake_timeout;
         let addr = self.ctx.shared.settings.target.addr;
         for key in overdue {
@@ -613,6 +626,7 @@ impl Reactor<'_> {
                     for (p, t) in streams {
                         let fin = targets.get(*p as usize).copied().unwrap_or(0);
                         self.ctx.tally.expected += fin;
+                        self.ctx.tally.first_expected += u64::from(fin > 0);
                         t.finish(fin, &mut self.ctx.counts);
                     }
                     if let Some(v1) = v1 {
@@ -1113,6 +1127,12 @@ fn on_message(
                 return;
             };
             let arrival = tracker.record(stamp.seq, &mut ctx.counts);
+            if stamp.seq == 0 && arrival != Arrival::Duplicate {
+                ctx.tally.first_delivered += 1;
+                ctx.tally
+                    .first_latency
+                    .record(now.saturating_sub(stamp.ts_ns));
+            }
             if let Some(r) = rejoin
                 && arrival != Arrival::Duplicate
             {

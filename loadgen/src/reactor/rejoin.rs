@@ -161,8 +161,8 @@ fn reopen(key: usize, conn: &mut Conn, ctx: &mut Ctx<'_>, now: u64) {
     }
     shared.sockets.fetch_add(1, Ordering::Relaxed);
     conn.sock = Some(sock);
-    conn.state = State::Connecting {
-        deadline: now + s.handshake_timeout.as_nanos() as u64,
-    };
+    let deadline = now + s.handshake_timeout.as_nanos() as u64;
+    conn.state = State::Connecting { deadline };
+    ctx.handshakes.push_back((deadline, key));
     ctx.pending += 1;
 }

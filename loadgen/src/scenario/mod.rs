@@ -2,43 +2,48 @@
 //! `resume` lives in its own file; the helpers here serve all of them.
 
 use std::ffi::OsString;
-use std::io::IsTerminal as _;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::cli::{
-    CommonArgs, ConnectArgs, EchoArgs, FanoutArgs, Protocol, Rate, WorkerSpec, Workers,
-};
+use crate::cli::{CommonArgs, EchoArgs, FanoutArgs, Protocol, Rate, WorkerSpec, Workers};
 use crate::clock;
+use crate::cost;
 use crate::driver::{self, Backend, Local};
 use crate::envelope::V1Tally;
 use crate::limits;
 use crate::payload::MAX_PUBLISHERS;
+use crate::progress::Progress;
 use crate::report::{ConnectSummary, LatencySummary, Table, Tally, latency_line, thousands};
 use crate::run::{ConnPlan, Role, Run, Settings};
 use crate::target::Target;
 
+mod connect;
 mod resume;
 
+pub(crate) use connect::connect;
 pub(crate) use resume::resume;
 
 /// Exit code: the run completed but broke an `--expect-all` expectation.
 pub(crate) const EXIT_EXPECTATION: i32 = 3;
-/// Connections per worker process when `--workers auto` splits a run.
-const PER_WORKER: usize = 15_000;
 /// Runs at least this long get a progress bar.
 const PROGRESS_MIN: Duration = Duration::from_secs(3);
 
 /// A failure that ends a scenario before it reports: the message for the user.
 pub(crate) type Failure = String;
 
-/// Everything a process needs to know about the connections of a run.
+/// Everything a process needs to know about the connections of a run. The plans of the
+/// many connections (subscribers, echo or idle ones) are made only for the process that
+/// opens them: a worker of a million-connection run holds its share, not the run.
 struct Layout {
-    plans: Vec<ConnPlan>,
+    /// Connections other than publishers, in the whole run.
+    others: usize,
+    /// The plan of the `i`-th of those.
+    other: Box<dyn Fn(usize) -> ConnPlan>,
+    /// The publishers' plans.
+    publishers: Vec<ConnPlan>,
     publisher_topics: Vec<u32>,
     topics: usize,
     /// Topic names by index (empty for plain `/sub` and scenarios without topics).
@@ -46,28 +51,42 @@ struct Layout {
 }
 
 impl Layout {
+    /// Connections in the run.
+    fn total(&self) -> usize {
+        self.others + self.publishers.len()
+    }
+
     /// Worker `spec`'s share (everything when `None`): connections `i` with
-    /// `i * count / total == index`, publishers by `id % count`.
+    /// `i * count / others == index`, publishers by `id % count`.
     fn share(&self, spec: Option<WorkerSpec>) -> Vec<ConnPlan> {
-        let Some(spec) = spec else {
-            return self.plans.clone();
-        };
-        let others: Vec<&ConnPlan> = self
-            .plans
-            .iter()
-            .filter(|p| !matches!(p.role, Role::Publisher { .. }))
-            .collect();
-        let n = others.len();
-        let lo = spec.index * n / spec.count;
-        let hi = (spec.index + 1) * n / spec.count;
-        let mut out: Vec<ConnPlan> = others[lo..hi].iter().map(|&p| p.clone()).collect();
+        let n = self.others;
+        let (lo, hi) = spec.map_or((0, n), |s| {
+            (s.index * n / s.count, (s.index + 1) * n / s.count)
+        });
+        let mut out: Vec<ConnPlan> = (lo..hi).map(&self.other).collect();
         out.extend(
-            self.plans
+            self.publishers
                 .iter()
-                .filter(|p| matches!(p.role, Role::Publisher { id, .. } if id as usize % spec.count == spec.index))
+                .filter(|p| match (p.role, spec) {
+                    (Role::Publisher { id, .. }, Some(s)) => id as usize % s.count == s.index,
+                    _ => true,
+                })
                 .cloned(),
         );
         out
+    }
+
+    /// A layout of `n` connections other than publishers, `other(i)` the plan of the
+    /// `i`-th, and no topics.
+    fn plain(n: usize, other: impl Fn(usize) -> ConnPlan + 'static) -> Self {
+        Self {
+            others: n,
+            other: Box::new(other),
+            publishers: Vec::new(),
+            publisher_topics: Vec::new(),
+            topics: 0,
+            topic_names: Vec::new(),
+        }
     }
 }
 
@@ -104,7 +123,7 @@ fn procs(common: &CommonArgs, connections: usize) -> Result<Procs, Failure> {
     let workers = match common.workers {
         Workers::Count(n) => n,
         Workers::Auto if connections <= per_process => 0,
-        Workers::Auto => connections.div_ceil(PER_WORKER.min(per_process).max(1)),
+        Workers::Auto => connections.div_ceil(limits::connections_per_worker().max(1) as usize),
     };
     Ok(Procs {
         target,
@@ -142,15 +161,19 @@ fn settings(
         publish_interval_ns,
         echo_interval_ns,
         window,
-        connect_interval_ns: connect_rate.map(|r| (threads_total * 1e9 / r).max(1.0) as u64),
-        max_pending: (common.max_pending / p.threads).max(1),
+        connect_interval_ns: connect_rate
+            .or(common.connect_rate)
+            .map(|r| (threads_total * 1e9 / r).max(1.0) as u64),
+        // The whole run's handshakes in flight, shared by every thread of every process:
+        // a run split over fifty workers must not queue fifty times the server's backlog.
+        max_pending: (common.max_pending as f64 / threads_total).ceil().max(1.0) as usize,
         handshake_timeout: common.handshake_timeout,
         publisher_topics: layout.publisher_topics.clone(),
         topics: layout.topics,
         topic_names: layout.topic_names.clone(),
         protocol: Protocol::Plain,
         rejoin: None,
-        total_connections: layout.plans.len() as u64,
+        total_connections: layout.total() as u64,
     }
 }
 
@@ -191,45 +214,40 @@ fn serve_as_worker(settings: Settings, layout: &Layout, p: &Procs) -> Result<i32
     Ok(driver::serve_parent(run))
 }
 
+/// Whether a timed phase of `total` shows progress: a bar on a terminal unless the
+/// output is JSON, lines with `--progress`.
 fn progress_enabled(common: &CommonArgs, total: Duration) -> bool {
-    !common.json && total >= PROGRESS_MIN && std::io::stderr().is_terminal()
+    !common.json && total >= PROGRESS_MIN
 }
 
-fn bar(len: u64, template: &str) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb
-}
-
-/// Waits for connections with a progress bar on big runs.
+/// Waits for connections, with progress on big runs.
 fn connect_phase(common: &CommonArgs, backend: &mut dyn Backend, planned: usize) -> ConnectSummary {
-    let pb = (!common.json && planned >= 2000 && std::io::stderr().is_terminal())
-        .then(|| bar(planned as u64, "connecting {bar:30} {pos}/{len} {msg}"));
-    let mut tick = |done: u64, failed: u64| {
-        if let Some(pb) = &pb {
-            pb.set_position(done + failed);
-            if failed > 0 {
-                pb.set_message(format!("({failed} failed)"));
-            }
-        }
-    };
-    let summary = backend.wait_connected(&mut tick);
-    if let Some(pb) = pb {
-        pb.finish_and_clear();
-    }
+    let mut p = Progress::new(
+        !common.json && planned >= 2000,
+        common.progress && common.worker.is_none(),
+        planned as u64,
+        "connecting {bar:30} {pos}/{len} {msg}",
+    );
+    let summary =
+        backend.wait_connected(&mut |done, failed| p.connecting(done, failed, planned as u64));
+    p.finish();
     summary
 }
 
-/// Sleeps until `t2` (run clock), with a live-rate progress bar if enabled.
-fn timed_phase(backend: &mut dyn Backend, t0: u64, t2: u64, show: bool, label: &str) {
-    let pb = show.then(|| {
-        bar(
-            (t2 - t0) / 1_000_000,
-            "{spinner} {elapsed_precise} {bar:30} {percent:>3}% {msg}",
-        )
-    });
+/// Sleeps until `t2` (run clock), with a live-rate progress bar (or lines) if enabled.
+fn timed_phase(
+    common: &CommonArgs,
+    backend: &mut dyn Backend,
+    (t0, t2): (u64, u64),
+    show: bool,
+    label: &str,
+) {
+    let mut p = Progress::new(
+        show,
+        common.progress && common.worker.is_none(),
+        (t2 - t0) / 1_000_000,
+        "{spinner} {elapsed_precise} {bar:30} {percent:>3}% {msg}",
+    );
     let mut last = (Instant::now(), backend.live());
     loop {
         let now = clock::now_ns();
@@ -238,23 +256,20 @@ fn timed_phase(backend: &mut dyn Backend, t0: u64, t2: u64, show: bool, label: &
         }
         std::thread::sleep(Duration::from_nanos(t2 - now).min(Duration::from_millis(250)));
         let live = backend.live();
-        if let Some(pb) = &pb {
-            let dt = last.0.elapsed().as_secs_f64().max(1e-3);
-            let d = (live.0 - last.1.0) as f64 / dt;
-            let p = (live.1 - last.1.1) as f64 / dt;
-            pb.set_position(clock::now_ns().saturating_sub(t0) / 1_000_000);
-            pb.set_message(format!(
-                "{label} {}/s · sent {}/s · open {}",
-                thousands(d),
-                thousands(p),
-                live.2
-            ));
-            last = (Instant::now(), live);
-        }
+        let dt = last.0.elapsed().as_secs_f64().max(1e-3);
+        let d = (live.0 - last.1.0) as f64 / dt;
+        let sent = (live.1 - last.1.1) as f64 / dt;
+        let msg = format!(
+            "{label} {}/s · sent {}/s · open {} · {label} in all {}",
+            thousands(d),
+            thousands(sent),
+            live.2,
+            thousands(live.0 as f64)
+        );
+        p.running(clock::now_ns().saturating_sub(t0) / 1_000_000, live.0, &msg);
+        last = (Instant::now(), live);
     }
-    if let Some(pb) = pb {
-        pb.finish_and_clear();
-    }
+    p.finish();
 }
 
 fn lat_json(l: &LatencySummary) -> serde_json::Value {
@@ -317,24 +332,28 @@ fn topic_layout(
     };
     let sub_paths: Vec<Arc<str>> = (0..topics).map(|t| path("sub", t)).collect();
     let pub_paths: Vec<Arc<str>> = (0..topics).map(|t| path("pub", t)).collect();
-    let mut plans: Vec<ConnPlan> = (0..subscribers)
-        .map(|i| ConnPlan {
-            path: Arc::clone(&sub_paths[i % topics]),
-            role: Role::Subscriber {
-                topic: (i % topics) as u32,
+    let other = move |i: usize| ConnPlan {
+        path: Arc::clone(&sub_paths[i % topics]),
+        role: Role::Subscriber {
+            topic: (i % topics) as u32,
+        },
+    };
+    let publisher_topics: Vec<u32> = (0..publishers).map(|p| (p % topics) as u32).collect();
+    let publishers = publisher_topics
+        .iter()
+        .enumerate()
+        .map(|(p, &t)| ConnPlan {
+            path: Arc::clone(&pub_paths[t as usize]),
+            role: Role::Publisher {
+                id: p as u32,
+                topic: t,
             },
         })
         .collect();
-    let publisher_topics: Vec<u32> = (0..publishers).map(|p| (p % topics) as u32).collect();
-    plans.extend(publisher_topics.iter().enumerate().map(|(p, &t)| ConnPlan {
-        path: Arc::clone(&pub_paths[t as usize]),
-        role: Role::Publisher {
-            id: p as u32,
-            topic: t,
-        },
-    }));
     Ok(Layout {
-        plans,
+        others: subscribers,
+        other: Box::new(other),
+        publishers,
         publisher_topics,
         topics,
         topic_names: if plain {
@@ -375,8 +394,10 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
     if p.spec.is_some() {
         return serve_as_worker(s, &layout, &p);
     }
+    let before = cost::sample(common.server_pid)?;
     let mut backend = start(&p, s, &layout)?;
-    let summary = connect_phase(common, backend.as_mut(), layout.plans.len());
+    let summary = connect_phase(common, backend.as_mut(), layout.total());
+    let open = cost::sample(common.server_pid)?.cost_since(&before, summary.connected);
     if summary.fatal || summary.subscribers == 0 || summary.publishers < publishers as u64 {
         let why = summary
             .first_error
@@ -399,19 +420,23 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
     let t0 = clock::now_ns() + 20_000_000;
     let t1 = t0 + args.warmup.as_nanos() as u64;
     let t2 = t1 + args.duration.as_nanos() as u64;
+    let running = cost::sample(common.server_pid)?;
     backend.go(t0, t1, t2);
     timed_phase(
+        common,
         backend.as_mut(),
-        t0,
-        t2,
+        (t0, t2),
         progress_enabled(common, args.warmup + args.duration),
         "delivered",
     );
     let finals = backend.wait_stopped(Duration::from_secs(5));
     let drained = backend.drain(&finals, args.drain);
+    let run_cpu = cost::sample(common.server_pid)?.cpu_since(&running);
     let tally = backend.finish()?;
     let secs = args.duration.as_secs_f64().max(1e-9);
     let lat = tally.latency.summary();
+    let first = tally.first_latency.summary();
+    let first_lost = tally.first_expected.saturating_sub(tally.first_delivered);
     let mut failures = Vec::new();
     if args.expect_all {
         expect(
@@ -484,6 +509,15 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         "conn_per_sec": summary.rate(),
         "lat_us": lat_json(&lat),
         "lat_samples": tally.latency.count(),
+        "first_publish": {
+            "delivered": tally.first_delivered,
+            "expected": tally.first_expected,
+            "lost": first_lost,
+            "lat_us": lat_json(&first),
+        },
+        "memory": common.server_pid.map(|_| open),
+        "server_cpu_s": run_cpu,
+        "server_cpu_us_per_delivery": run_cpu.map(|s| s * 1e6 / tally.delivered.max(1) as f64),
         "v1": (args.protocol == Protocol::V1).then(|| json!(tally.v1)),
         "ok": failures.is_empty(),
         "failures": failures,
@@ -549,7 +583,28 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
                 tally.lost, tally.out_of_order, tally.duplicates
             ),
         )
-        .row("latency", latency_line(&lat));
+        .row("latency", latency_line(&lat))
+        .row(
+            "first publish",
+            format!(
+                "{} of {} deliveries ({first_lost} lost) · {}",
+                tally.first_delivered,
+                tally.first_expected,
+                latency_line(&first)
+            ),
+        );
+        if common.server_pid.is_some() {
+            connect::memory_rows(&mut t, &open);
+        }
+        if let Some(s) = run_cpu {
+            t.row(
+                "server CPU",
+                format!(
+                    "{s:.1} s from the first publication to the end of the drain ({:.2} µs per delivery)",
+                    s * 1e6 / tally.delivered.max(1) as f64
+                ),
+            );
+        }
         if args.protocol == Protocol::V1 {
             v1_rows(&mut t, &tally.v1);
         }
@@ -623,152 +678,6 @@ fn report_failures(failures: &[String]) -> i32 {
     EXIT_EXPECTATION
 }
 
-/// `loadgen connect`; returns the exit code.
-pub(crate) fn connect(args: &ConnectArgs) -> Result<i32, Failure> {
-    let common = &args.common;
-    clock::init(common.clock_base);
-    if args.connections == 0 {
-        return Err("--connections must be at least 1".to_owned());
-    }
-    let p = procs(common, args.connections)?;
-    let path: Arc<str> = Arc::from(p.target.path(&args.path));
-    let layout = Layout {
-        plans: (0..args.connections)
-            .map(|_| ConnPlan {
-                path: Arc::clone(&path),
-                role: Role::Idle,
-            })
-            .collect(),
-        publisher_topics: Vec::new(),
-        topics: 0,
-        topic_names: Vec::new(),
-    };
-    let s = settings(common, &p, &layout, 16, false, None, None, 1, args.rate);
-    if p.spec.is_some() {
-        return serve_as_worker(s, &layout, &p);
-    }
-    let rss = |pid: Option<u32>| pid.map(limits::rss_kib).transpose();
-    let rss_before = rss(args.server_pid)?;
-    let mut backend = start(&p, s, &layout)?;
-    let summary = connect_phase(common, backend.as_mut(), args.connections);
-    if summary.connected == 0 || summary.fatal {
-        let why = summary
-            .first_error
-            .clone()
-            .unwrap_or_else(|| "no connection succeeded".to_owned());
-        let _ = backend.finish();
-        return Err(format!(
-            "{why} ({} of {} connections open)",
-            summary.connected, args.connections
-        ));
-    }
-    if summary.failed > 0 && !common.json {
-        eprintln!(
-            "loadgen: {} connections failed ({})",
-            summary.failed,
-            summary.first_error.as_deref().unwrap_or("?")
-        );
-    }
-    let t0 = clock::now_ns();
-    let t2 = t0 + args.hold.as_nanos() as u64;
-    backend.go(t0, t0, t2);
-    // Let the server settle before the first reading.
-    std::thread::sleep(Duration::from_millis(200).min(args.hold));
-    let rss_open = rss(args.server_pid)?;
-    timed_phase(
-        backend.as_mut(),
-        t0,
-        t2,
-        progress_enabled(common, args.hold),
-        "idle",
-    );
-    // Workers report their last counts with their stop.
-    let _ = backend.wait_stopped(Duration::from_secs(1));
-    let (_, _, open_after_hold) = backend.live();
-    let rss_after = rss(args.server_pid)?;
-    let _ = backend.drain(&[], Duration::from_millis(10));
-    let tally = backend.finish()?;
-    let per_conn = match (rss_before, rss_open) {
-        (Some(b), Some(a)) => Some((a as f64 - b as f64) * 1024.0 / summary.connected as f64),
-        _ => None,
-    };
-    let report = json!({
-        "scenario": "connect",
-        "url": common.url,
-        "connections": args.connections,
-        "connected": summary.connected,
-        "connect_errors": summary.failed,
-        "first_connect_error": summary.first_error,
-        "connect_s": clock::secs(summary.elapsed_ns),
-        "conn_per_sec": summary.rate(),
-        "peak_concurrent": summary.peak_open,
-        "hold_s": args.hold.as_secs_f64(),
-        "open_after_hold": open_after_hold,
-        "closed_by_server": tally.closed_by_server,
-        "first_problem": tally.first_problem,
-        "server_rss_before_kib": rss_before,
-        "server_rss_open_kib": rss_open,
-        "server_rss_after_kib": rss_after,
-        "server_bytes_per_conn": per_conn,
-        "threads": p.threads,
-        "workers": p.workers,
-    });
-    if common.json {
-        print_json(&report);
-    } else {
-        let mut t = Table::default();
-        t.row(
-            "scenario",
-            format!("connect · {} connections to {}", args.connections, path),
-        )
-        .row(
-            "connected",
-            format!(
-                "{} in {:.2} s ({} conn/s), {} failed",
-                summary.connected,
-                clock::secs(summary.elapsed_ns),
-                thousands(summary.rate()),
-                summary.failed
-            ),
-        )
-        .row("peak concurrent", summary.peak_open)
-        .row(
-            "after hold",
-            format!(
-                "{} open after {:.1} s",
-                open_after_hold,
-                args.hold.as_secs_f64()
-            ),
-        );
-        if let (Some(b), Some(a)) = (rss_before, rss_open) {
-            t.row(
-                "server RSS",
-                format!(
-                    "{:.1} MiB before, {:.1} MiB open, {} after hold",
-                    b as f64 / 1024.0,
-                    a as f64 / 1024.0,
-                    rss_after.map_or("?".to_owned(), |r| format!("{:.1} MiB", r as f64 / 1024.0))
-                ),
-            );
-        }
-        if let Some(b) = per_conn {
-            t.row("bytes/conn", format!("{b:.0}"));
-        }
-        if tally.closed_by_server > 0 {
-            t.row(
-                "closed by server",
-                format!(
-                    "{} ({})",
-                    tally.closed_by_server,
-                    tally.first_problem.as_deref().unwrap_or("")
-                ),
-            );
-        }
-        print!("{}", t.render());
-    }
-    Ok(0)
-}
-
 /// `loadgen echo`; returns the exit code.
 pub(crate) fn echo(args: &EchoArgs) -> Result<i32, Failure> {
     let common = &args.common;
@@ -778,17 +687,10 @@ pub(crate) fn echo(args: &EchoArgs) -> Result<i32, Failure> {
     }
     let p = procs(common, args.connections)?;
     let path: Arc<str> = Arc::from(p.target.path(&args.path));
-    let layout = Layout {
-        plans: (0..args.connections)
-            .map(|i| ConnPlan {
-                path: Arc::clone(&path),
-                role: Role::Echo { id: i as u32 },
-            })
-            .collect(),
-        publisher_topics: Vec::new(),
-        topics: 0,
-        topic_names: Vec::new(),
-    };
+    let layout = Layout::plain(args.connections, move |i| ConnPlan {
+        path: Arc::clone(&path),
+        role: Role::Echo { id: i as u32 },
+    });
     let interval = args
         .rate
         .map(|r| ((args.connections as f64) * 1e9 / r).max(1.0) as u64);
@@ -824,9 +726,9 @@ pub(crate) fn echo(args: &EchoArgs) -> Result<i32, Failure> {
     let t2 = t1 + args.duration.as_nanos() as u64;
     backend.go(t0, t1, t2);
     timed_phase(
+        common,
         backend.as_mut(),
-        t0,
-        t2,
+        (t0, t2),
         progress_enabled(common, args.warmup + args.duration),
         "echoes",
     );

@@ -49,7 +49,7 @@ pub(crate) fn resume(args: &ResumeArgs) -> Result<i32, Failure> {
         return serve_as_worker(s, &layout, &p);
     }
     let mut backend = start(&p, s, &layout)?;
-    let summary = connect_phase(common, backend.as_mut(), layout.plans.len());
+    let summary = connect_phase(common, backend.as_mut(), layout.total());
     if summary.fatal || summary.subscribers == 0 || summary.publishers < publishers as u64 {
         let why = summary
             .first_error
@@ -65,9 +65,9 @@ pub(crate) fn resume(args: &ResumeArgs) -> Result<i32, Failure> {
     let t2 = t0 + args.duration.as_nanos() as u64;
     backend.go(t0, t0, t2);
     timed_phase(
+        common,
         backend.as_mut(),
-        t0,
-        t2,
+        (t0, t2),
         progress_enabled(common, args.duration),
         "delivered",
     );

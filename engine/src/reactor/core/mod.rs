@@ -39,6 +39,12 @@ use crate::protocol::conn::Limits;
 
 /// How often timers are scanned.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
+/// Most connection slots one tick runs the timers of. A reactor with more connections
+/// runs the next share of them each tick, so a tick's work stays bounded (a full scan of
+/// half a million sessions every 100 ms would cost a quarter of the reactor's time) and
+/// each connection's timers run at least every `connections / TIMER_BATCH` ticks: 100 ms
+/// apart up to 32 768 connections, 1.6 s apart at half a million.
+const TIMER_BATCH: usize = 32_768;
 /// Ticks between sweeps for idle topics.
 const SWEEP_TICKS: u32 = 10;
 /// How often the counters are logged (at debug level).
@@ -148,6 +154,8 @@ pub(crate) struct Core<T> {
     next_heartbeat: Option<Instant>,
     /// Ticks since idle topics were last swept.
     sweeps: u32,
+    /// The connection slot the next tick's timers start at (see [`TIMER_BATCH`]).
+    timer_cursor: usize,
 }
 
 impl<T> Core<T> {
@@ -180,6 +188,7 @@ impl<T> Core<T> {
             dirty: Vec::new(),
             next_heartbeat: None,
             sweeps: 0,
+            timer_cursor: 0,
             scratch: Vec::new(),
             scratch2: Vec::new(),
             moves: Vec::new(),
@@ -382,11 +391,19 @@ impl<T> Core<T> {
         s.closing.store(self.closing as u64, Ordering::Relaxed);
     }
 
-    /// Runs the session timers of every connection, and trims the logs published to
-    /// since the last tick.
+    /// Runs the session timers of every connection (or of the next [`TIMER_BATCH`]
+    /// slots), and trims the logs published to since the last tick.
     fn tick<D: Driver<Io = T>>(&mut self, driver: &mut D, now: Instant) {
         let mut dead = std::mem::take(&mut self.scratch);
         let mut touched = std::mem::take(&mut self.scratch2);
+        let span = self.conns.capacity();
+        let start = if span <= TIMER_BATCH {
+            0
+        } else {
+            self.timer_cursor.min(span)
+        };
+        let end = (start + TIMER_BATCH).min(span);
+        self.timer_cursor = if end >= span { 0 } else { end };
         let Self {
             conns,
             config,
@@ -394,7 +411,10 @@ impl<T> Core<T> {
             ..
         } = self;
         let (mut timeouts, mut closed) = (0, 0);
-        for (key, c) in conns.iter_mut() {
+        for key in start..end {
+            let Some(c) = conns.get_mut(key) else {
+                continue;
+            };
             let (handshake, closing) = (c.session.in_handshake(), c.session.is_closing());
             let step = c.session.handle_timeout(now, config, topics, key);
             closed += usize::from(!closing && c.session.is_closing());

@@ -51,26 +51,48 @@ impl std::fmt::Debug for BufRing {
 
 impl BufRing {
     /// Allocates `entries` (a power of two) buffers of `size` bytes, registers them with
-    /// `ring` as group [`BGID`] and gives every buffer to the kernel.
-    pub(crate) fn register(ring: &IoUring, entries: u16, size: usize) -> io::Result<Self> {
+    /// `ring` as group [`BGID`] and gives every buffer to the kernel. `commit` writes the
+    /// buffers at once, so that the receive path takes no page faults (a reactor's first
+    /// ring); otherwise their pages come as receives first touch them (the rings opened
+    /// as connections grow, which stay small while their connections are idle).
+    pub(crate) fn register(
+        ring: &IoUring,
+        entries: u16,
+        size: usize,
+        commit: bool,
+    ) -> io::Result<Self> {
         assert!(entries.is_power_of_two() && size > 0 && size <= u32::MAX as usize);
         let ring_layout = Self::ring_layout(entries);
-        let bufs_layout = Self::bufs_layout(entries, size);
-        // SAFETY: both layouts have a non-zero size (entries ≥ 1, size > 0).
-        let (ring_mem, bufs) = unsafe {
-            (
-                alloc::alloc_zeroed(ring_layout).cast::<BufRingEntry>(),
-                alloc::alloc(bufs_layout),
-            )
-        };
-        if ring_mem.is_null() || bufs.is_null() {
+        // SAFETY: the layout has a non-zero size (entries ≥ 1).
+        let ring_mem = unsafe { alloc::alloc_zeroed(ring_layout).cast::<BufRingEntry>() };
+        if ring_mem.is_null() {
             alloc::handle_alloc_error(ring_layout);
         }
-        // SAFETY: `bufs` is a fresh allocation of `bufs_layout.size()` bytes. Writing it
-        // commits its pages now: the kernel writes into these buffers on the receive path,
-        // which then takes no page faults, and the reactor's fixed memory shows at start
-        // rather than growing as the first connections arrive.
-        unsafe { std::ptr::write_bytes(bufs, 0, bufs_layout.size()) };
+        // The buffers are an anonymous mapping of their own: zero pages that cost nothing
+        // until the kernel first writes into them, unless `commit` populates them now (the
+        // receive path then takes no page faults, and the reactor's fixed memory shows at
+        // start rather than growing as the first connections arrive).
+        let populate = if commit { libc::MAP_POPULATE } else { 0 };
+        let len = Self::bufs_len(entries, size);
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing
+        // touches no memory of ours; the result is checked below.
+        let bufs = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | populate,
+                -1,
+                0,
+            )
+        };
+        if bufs == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            // SAFETY: allocated just above with this layout, never shared.
+            unsafe { alloc::dealloc(ring_mem.cast(), ring_layout) };
+            return Err(e);
+        }
+        let bufs = bufs.cast::<u8>();
         let mut this = Self {
             ring: ring_mem,
             bufs,
@@ -98,13 +120,18 @@ impl BufRing {
             .expect("buffer ring layout")
     }
 
-    fn bufs_layout(entries: u16, size: usize) -> Layout {
-        Layout::from_size_align(usize::from(entries) * size, 4096).expect("buffer layout")
+    fn bufs_len(entries: u16, size: usize) -> usize {
+        usize::from(entries) * size
     }
 
     /// Size of each buffer.
     pub(crate) fn buf_size(&self) -> usize {
         self.size
+    }
+
+    /// Number of buffers.
+    pub(crate) fn entries(&self) -> usize {
+        usize::from(self.entries)
     }
 
     /// The first `len` bytes of buffer `bid`, which a completion just handed to us.
@@ -162,12 +189,13 @@ impl Drop for BufRing {
         if self.leaked {
             return;
         }
-        // SAFETY: both pointers come from `alloc` with these layouts and are freed once.
-        // The reactor drops the ring only after the io_uring instance is closed and every
-        // receive has completed (or it leaks them instead).
+        // SAFETY: the ring comes from `alloc` with this layout and the buffers from `mmap`
+        // with this length; both are freed once. The reactor drops the ring only after
+        // the io_uring instance is closed and every receive has completed (or it leaks
+        // them instead).
         unsafe {
             alloc::dealloc(self.ring.cast(), Self::ring_layout(self.entries));
-            alloc::dealloc(self.bufs, Self::bufs_layout(self.entries, self.size));
+            libc::munmap(self.bufs.cast(), Self::bufs_len(self.entries, self.size));
         }
     }
 }
