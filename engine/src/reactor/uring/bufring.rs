@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::IoUring;
 use io_uring::types::BufRingEntry;
 
-/// The buffer group id of the reactor's ring.
+/// The buffer group id of a ring's buffers (each ring has its own group 0).
 pub(crate) const BGID: u16 = 0;
 
 /// A registered provided-buffer ring and its buffers.
