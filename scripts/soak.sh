@@ -85,6 +85,15 @@ ticks() {
   echo $((f[11] + f[12]))
 }
 established() { ss -Htn state established "( sport = :$1 )" | wc -l; }
+# Whether the server on port $1 answers GET /readyz with 200.
+ready() {
+  local line
+  { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+  printf 'GET /readyz HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n' >&3
+  IFS= read -r -t 5 line <&3 || line=""
+  exec 3<&-
+  [[ $line == "HTTP/1.1 200"* ]]
+}
 
 soak() {
   local backend=$1 port spid dir="$OUT" csv svg failed=0
@@ -97,11 +106,14 @@ soak() {
   spid=$!
   LIVE[$spid]=1
   local i
+  # Started: /readyz answers 200 once every reactor is set up (its rings and descriptors
+  # counted below as the baseline).
   for i in {1..200}; do
-    [[ -n $(ss -Hltn "( sport = :$port )") ]] && break
+    ready "$port" && break
     alive "$spid" || { echo "soak: the server did not start:"; cat "$dir/server-$backend.log"; return 1; }
     sleep 0.05
   done
+  ready "$port" || { echo "soak: the server is not ready after 10 s"; return 1; }
   local fds0 url="ws://127.0.0.1:$port"
   fds0=$(fds "$spid")
 
