@@ -11,7 +11,7 @@
 # Debian's chromium and Node.js 20+, which .ci/run installs) outside CI;
 # SKIP_MIRI=1 skips the Miri run (scripts/miri.sh) outside CI;
 # SKIP_AUTOBAHN=1 skips the conformance run outside CI; SKIP_FUZZ=1 skips the
-# fuzz run outside CI; FUZZ_SECONDS sets its time per target (default 10; needs
+# fuzz run outside CI; FUZZ_SECONDS sets its time per target (default 5; needs
 # cargo-fuzz, which .ci/run installs); SKIP_SOAK=1 skips the soak outside CI,
 # SOAK_SECONDS sets its length per backend (default 60).
 set -euo pipefail
@@ -54,8 +54,8 @@ fi
 if [[ "${SKIP_FUZZ:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "fuzz: skipped (SKIP_FUZZ=1)"
 else
-  echo "== cargo fuzz: every target for ${FUZZ_SECONDS:-10}s =="
-  scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+  echo "== cargo fuzz: every target for ${FUZZ_SECONDS:-5}s =="
+  scripts/fuzz.sh "${FUZZ_SECONDS:-5}"
 fi
 
 if [[ "${SKIP_SOAK:-0}" == 1 && "${CI:-}" != true ]]; then
