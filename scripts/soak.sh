@@ -49,9 +49,11 @@ done
 ((SECONDS_RUN >= 15)) || { echo "soak: at least 15 s" >&2; exit 2; }
 mkdir -p "$OUT"
 
-cargo build --release --quiet -p ringcast -p ringcast-loadgen
-RC=target/release/ringcast
-LG=target/release/loadgen
+# RINGCAST_PROFILE: the cargo profile to build and run (release; the test command uses ci).
+PROFILE="${RINGCAST_PROFILE:-release}"
+cargo build --profile "$PROFILE" --quiet -p ringcast -p ringcast-loadgen
+RC="${CARGO_TARGET_DIR:-target}/$PROFILE/ringcast"
+LG="${CARGO_TARGET_DIR:-target}/$PROFILE/loadgen"
 CLK_TCK=$(getconf CLK_TCK)
 
 declare -A LIVE # pids this script started and has not reaped

@@ -13,18 +13,44 @@
 # SKIP_AUTOBAHN=1 skips the conformance run outside CI; SKIP_FUZZ=1 skips the
 # fuzz run outside CI; FUZZ_SECONDS sets its time per target (default 5; needs
 # cargo-fuzz, which .ci/run installs); SKIP_SOAK=1 skips the soak outside CI,
-# SOAK_SECONDS sets its length per backend (default 60).
+# SOAK_SECONDS sets its length per backend (default 60). The soak and the conformance run
+# use binaries of the `ci` cargo profile (optimised, no fat LTO: quick to build);
+# RINGCAST_PROFILE=release runs them on the benchmark build instead.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-echo "== cargo fmt --check =="
+# Each part's wall time, printed as it ends and summed up at the end (CI's budget).
+declare -a TIMES=()
+part_name="" part_start=$SECONDS
+part() {
+  part_end
+  part_name="$1" part_start=$SECONDS
+  echo "== $1 =="
+}
+part_end() {
+  if [[ -n "$part_name" ]]; then
+    TIMES+=("$(printf '%5ds  %s' $((SECONDS - part_start)) "$part_name")")
+  fi
+  part_name=""
+}
+summary() {
+  part_end
+  echo "== time per part =="
+  printf '%s\n' "${TIMES[@]}"
+  echo "$(printf '%5ds' "$SECONDS")  in all"
+}
+trap summary EXIT
+
+export RINGCAST_PROFILE="${RINGCAST_PROFILE:-ci}"
+
+part "cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy =="
+part "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-echo "== the library without the command line (default-features = false) =="
+part "the library without the command line (default-features = false)"
 # What an embedder builds: it compiles, and none of the binary's crates come with it.
 cargo check --quiet -p ringcast --no-default-features --lib
 cli_deps=$(cargo tree --quiet -p ringcast --no-default-features -e normal --prefix none |
@@ -34,41 +60,41 @@ if [[ -n "$cli_deps" ]]; then
   exit 1
 fi
 
-echo "== cargo test (debug: unit, property, integration, doc) =="
+part "cargo test (debug: unit, property, integration, doc)"
 cargo test --workspace --quiet
 
 if [[ "${SKIP_BROWSER:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "browser: skipped (SKIP_BROWSER=1)"
 else
-  echo "== browser: ringcast.js and the demo page in headless Chromium =="
+  part "browser: ringcast.js and the demo page in headless Chromium"
   scripts/browser-test.sh
 fi
 
 if [[ "${SKIP_MIRI:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "miri: skipped (SKIP_MIRI=1)"
 else
-  echo "== miri: protocol and fanout unit tests =="
+  part "miri: protocol and fanout unit tests"
   scripts/miri.sh
 fi
 
 if [[ "${SKIP_FUZZ:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "fuzz: skipped (SKIP_FUZZ=1)"
 else
-  echo "== cargo fuzz: every target for ${FUZZ_SECONDS:-5}s =="
+  part "cargo fuzz: every target for ${FUZZ_SECONDS:-5}s"
   scripts/fuzz.sh "${FUZZ_SECONDS:-5}"
 fi
 
 if [[ "${SKIP_SOAK:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "soak: skipped (SKIP_SOAK=1)"
 else
-  echo "== soak: ${SOAK_SECONDS:-60}s of mixed load per backend =="
+  part "soak: ${SOAK_SECONDS:-60}s of mixed load per backend"
   scripts/soak.sh --seconds "${SOAK_SECONDS:-60}" --backend both
 fi
 
 if [[ "${SKIP_AUTOBAHN:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "autobahn: skipped (SKIP_AUTOBAHN=1)"
 elif [[ -d "$ROOT/../shared/autobahn" || -n "${AUTOBAHN_DIR:-}" ]]; then
-  echo "== Autobahn|Testsuite (strict), epoll and io_uring, 1 and 2 reactors each =="
+  part "Autobahn|Testsuite (strict), epoll and io_uring, 1 and 2 reactors each"
   scripts/autobahn/run.sh core 1 2
 else
   if [[ "${CI:-}" == true ]]; then

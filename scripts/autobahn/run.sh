@@ -4,7 +4,8 @@
 #
 # Usage: scripts/autobahn/run.sh [CASES] [THREADS...]   (defaults: core 1 2)
 # Environment: AUTOBAHN_DIR (default: ../shared/autobahn beside the repository),
-#              RINGCAST_BIN (default: target/release/ringcast, built if missing),
+#              RINGCAST_BIN (default: target/$RINGCAST_PROFILE/ringcast, built),
+#              RINGCAST_PROFILE (the cargo profile to build, default release),
 #              BACKENDS (default: "epoll uring"; where the kernel refuses io_uring the
 #              uring runs are skipped with the reason, except under CI=true).
 # Exit status: 0 when every run ends "N passed, 0 failed" with no NON-STRICT result.
@@ -20,9 +21,10 @@ THREADS=("$@")
 [[ -x "$AUTOBAHN_DIR/run.sh" ]] || { echo "autobahn: $AUTOBAHN_DIR/run.sh not found" >&2; exit 2; }
 SKIP_NODE=1 "$AUTOBAHN_DIR/setup.sh"
 
-BIN="${RINGCAST_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/ringcast}"
+PROFILE="${RINGCAST_PROFILE:-release}"
+BIN="${RINGCAST_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/ringcast}"
 if [[ -z "${RINGCAST_BIN:-}" ]]; then
-  (cd "$ROOT" && cargo build --release --quiet -p ringcast --bin ringcast)
+  (cd "$ROOT" && cargo build --profile "$PROFILE" --quiet -p ringcast --bin ringcast)
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
