@@ -38,8 +38,9 @@ for_each_backend!(sigterm_while_flooding_delivers_every_accepted_message_then_10
 const SUBSCRIBERS: usize = 16;
 /// Most messages the publisher sends: far more than it can send before the drain ends.
 const MAX_MESSAGES: u64 = 50_000_000;
-/// `--drain-delay`: how long publications go on being served after SIGTERM.
-const DRAIN_DELAY: &str = "1s";
+/// `--drain-delay`: how long publications go on being served after SIGTERM (long enough
+/// for the test to see `/readyz` turn 503 first on a loaded machine).
+const DRAIN_DELAY: Duration = Duration::from_secs(2);
 /// `--close-timeout`, the bound on the last deliveries and the 1001 after the delay.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A generous bound on every wait of the test (a shared 2-core machine).
@@ -239,7 +240,8 @@ fn poll(what: &str, mut cond: impl FnMut() -> bool) {
 fn sigterm_while_flooding_delivers_every_accepted_message_then_1001(backend: Backend) {
     let mut server = Running::start(ringcast(&format!(
         "serve --listen 127.0.0.1:0 --threads 2 --no-pin --backend {backend} \
-         --drain-delay {DRAIN_DELAY} --close-timeout {}s --max-lag 256MiB",
+         --drain-delay {}s --close-timeout {}s --max-lag 256MiB",
+        DRAIN_DELAY.as_secs(),
         CLOSE_TIMEOUT.as_secs()
     )));
     let addr = server.addr;
@@ -315,8 +317,8 @@ fn sigterm_while_flooding_delivers_every_accepted_message_then_1001(backend: Bac
         );
         let (code, at) = s.close.expect("a close");
         assert_eq!(code, 1001, "subscriber {i}");
-        // The delay (1 s) and the close timeout, with room for a loaded machine.
-        let bound = Duration::from_secs(1) + CLOSE_TIMEOUT + Duration::from_secs(5);
+        // The delay and the close timeout, with room for a loaded machine.
+        let bound = DRAIN_DELAY + CLOSE_TIMEOUT + Duration::from_secs(5);
         assert!(
             at - t_term < bound,
             "subscriber {i}: 1001 came {:?} after SIGTERM",
