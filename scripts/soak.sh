@@ -14,10 +14,13 @@
 #   - garbage: clients sending random bytes, oversized heads and invalid frames;
 #   - slow heads: 50 clients trickling a request head one byte every 0.5 s.
 # Sampled every second into DIR/soak-BACKEND.csv (and drawn as DIR/soak-BACKEND.svg): server
-# RSS, open fds, CPU, established connections. Fails on: a crash, a failed healthy or churn
-# run, RSS growing after warm-up (the last third's peak over the middle third's by more
-# than 10 % + 8 MiB), or an fd leak (after every client has gone, more fds than before the
-# load + 2).
+# RSS, open fds, CPU, established connections, and the delivery lag of the healthy
+# subscribers (p99 of the end-to-end latency of the messages they got in that second, from
+# `loadgen fanout --lag-log DIR/lag-BACKEND.csv`). Fails on: a crash, a failed healthy or
+# churn run, RSS growing after warm-up (the last third's peak over the middle third's by
+# more than 10 % + 8 MiB), delivery lag growing after warm-up (the median of the per-second
+# p99 over the last third above twice the middle third's + 250 ms), or an fd leak (after
+# every client has gone, more fds than before the load + 2).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -87,6 +90,13 @@ ticks() {
   echo $((f[11] + f[12]))
 }
 established() { ss -Htn state established "( sport = :$1 )" | wc -l; }
+# The healthy subscribers' delivery lag (ms): the p99 of the latest second in the lag log
+# $1 (loadgen's `unix_s,delivered,p50_us,p99_us,max_us` lines), if that second ended
+# within 2.5 s of $2 (unix time); else nothing.
+lag_p99_ms() {
+  tail -n 1 "$1" 2>/dev/null |
+    awk -F, -v now="$2" '$1 ~ /^[0-9]/ && now - $1 < 2.5 { printf "%.1f", $4 / 1000 }'
+}
 # Whether the server on port $1 answers GET /readyz with 200.
 ready() {
   local line
@@ -116,12 +126,13 @@ soak() {
     sleep 0.05
   done
   ready "$port" || { echo "soak: the server is not ready after 10 s"; return 1; }
-  local fds0 url="ws://127.0.0.1:$port"
+  local fds0 url="ws://127.0.0.1:$port" lagf="$dir/lag-$backend.csv"
   fds0=$(fds "$spid")
+  rm -f "$lagf"
 
   "$LG" fanout --url "$url" -n 400 --topic-names h0,h1,h2,h3 --publishers 4 --rate 2000 \
     --size 128 --warmup 1s --duration "${SECONDS_RUN}s" --drain 5s --expect-all --json \
-    >"$dir/healthy-$backend.json" 2>"$dir/healthy-$backend.log" &
+    --lag-log "$lagf" >"$dir/healthy-$backend.json" 2>"$dir/healthy-$backend.log" &
   local healthy=$!
   LIVE[$healthy]=1
   "$LG" resume --url "$url" -n 400 --topics 4 --rate 200 --duration "${SECONDS_RUN}s" \
@@ -138,7 +149,7 @@ soak() {
   abusers+=($!)
   for i in "${abusers[@]}"; do LIVE[$i]=1; done
 
-  echo "t_s,rss_kib,fds,cpu_pct,connections" >"$csv"
+  echo "t_s,rss_kib,fds,cpu_pct,connections,lag_p99_ms" >"$csv"
   local t0 t prev now cpu tk prev_tk
   t0=$(date +%s.%N)
   prev=$t0
@@ -151,7 +162,7 @@ soak() {
     cpu=$(awk -v a="$prev_tk" -v b="$tk" -v d="$(awk -v x="$now" -v y="$prev" 'BEGIN{print x-y}')" -v c="$CLK_TCK" \
       'BEGIN{ if (d <= 0) print 0; else printf "%.1f", (b - a) / c / d * 100 }')
     t=$(awk -v x="$now" -v y="$t0" 'BEGIN{printf "%.1f", x-y}')
-    echo "$t,$(rss_kib "$spid"),$(fds "$spid"),$cpu,$(established "$port")" >>"$csv"
+    echo "$t,$(rss_kib "$spid"),$(fds "$spid"),$cpu,$(established "$port"),$(lag_p99_ms "$lagf" "$now")" >>"$csv"
     prev=$now
     prev_tk=$tk
     if ! alive "$spid"; then
@@ -191,13 +202,34 @@ soak() {
           printf "%d %d %s", m, l, (l <= m * 1.10 + 8192) ? "ok" : "grew" }' "$csv")
   read -r rss_mid rss_last rss_ok <<<"$verdict"
 
+  # Delivery lag after warm-up (the first 5 s left out): the median of the per-second p99
+  # over the last third against the middle third's. A backlog that builds up shows as a
+  # rising median; a spike or two does not move it.
+  verdict=$(awk -F, 'NR > 1 && $1 ~ /^[0-9]/ { n++; if (n > 5) p[++m] = $4 / 1000 }
+    function median(lo, hi,   k, i, j, t, a) {
+      k = 0; for (i = lo; i <= hi; i++) a[++k] = p[i]
+      if (k == 0) return 0
+      for (i = 2; i <= k; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
+    END { if (m < 6) { print "0 0 0 0 none"; exit }
+          a = int(m / 3); b = int(2 * m / 3); mx = 0; for (i = 1; i <= m; i++) if (p[i] > mx) mx = p[i]
+          mid = median(a + 1, b); last = median(b + 1, m); all = median(1, m)
+          printf "%.1f %.1f %.1f %.1f %s", all, mid, last, mx, (last <= 2 * mid + 250) ? "ok" : "grew" }' "$lagf" 2>/dev/null || echo "0 0 0 0 none")
+  read -r lag_all lag_mid lag_last lag_max lag_ok <<<"$verdict"
+
   echo "  healthy: $(jq -c '{deliveries: .delivered, lost, dup: .duplicates, ooo: .out_of_order, p99_us: .lat_us.p99}' "$dir/healthy-$backend.json" 2>/dev/null || echo "no report") exit $rc_h"
   echo "  churn:   $(jq -c '{reconnected, resume_p99_us: .resume_us.p99, replayed, gaps: .gap_announced, unannounced: .unannounced_lost, dup: .duplicates}' "$dir/churn-$backend.json" 2>/dev/null || echo "no report") exit $rc_c"
   echo "  abuse:   $(cat "$dir/stall-$backend.json" "$dir/garbage-$backend.json" "$dir/slowhead-$backend.json" | tr '\n' ' ')"
   echo "  RSS peak middle third ${rss_mid} KiB, last third ${rss_last} KiB ($rss_ok); fds before ${fds0}, after ${fds_end}; chart $svg"
+  echo "  delivery lag p99 per second after warm-up (ms): median ${lag_all}, middle third ${lag_mid}, last third ${lag_last}, worst second ${lag_max} ($lag_ok); $lagf"
   ((rc_h == 0)) || { echo "soak: FAIL: healthy subscribers lost, reordered or duplicated messages (loadgen exit $rc_h; $dir/healthy-$backend.log)"; failed=1; }
   ((rc_c == 0)) || { echo "soak: FAIL: churning subscribers saw an unannounced loss or a duplicate (loadgen exit $rc_c; $dir/churn-$backend.log)"; failed=1; }
   [[ $rss_ok == ok ]] || { echo "soak: FAIL: RSS kept growing after warm-up ($rss_mid → $rss_last KiB)"; failed=1; }
+  case $lag_ok in
+  ok) ;;
+  grew) echo "soak: FAIL: delivery lag kept growing after warm-up (median p99 $lag_mid → $lag_last ms)"; failed=1 ;;
+  *) echo "soak: FAIL: no delivery lag samples in $lagf"; failed=1 ;;
+  esac
   ((fds_end <= fds0 + 2)) || { echo "soak: FAIL: fd leak ($fds0 before the load, $fds_end after every client left)"; failed=1; }
 
   kill -TERM "$spid"

@@ -135,6 +135,12 @@ pub(crate) struct FanoutArgs {
     /// one.
     #[arg(long)]
     pub(crate) expect_all: bool,
+    /// While publishing (warm-up included), write the delivery latency of each second to
+    /// this CSV file: `unix_s,delivered,p50_us,p99_us,max_us`, one line a second, each
+    /// line flushed (for a sampler that reads it live, as scripts/soak.sh does). Needs
+    /// every connection in this process (--workers 0 or a run that fits the fd limit).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) lag_log: Option<std::path::PathBuf>,
 }
 
 /// `loadgen resume`.

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::clock;
-use crate::report::{ConnectSummary, Tally};
+use crate::report::{ConnectSummary, Latency, Tally};
 use crate::run::Run;
 
 /// Runs a scenario's connections and reports on them.
@@ -40,6 +40,9 @@ pub(crate) trait Backend {
     fn go(&mut self, t0: u64, t1: u64, t2: u64);
     /// Live (delivered, published, open connections).
     fn live(&mut self) -> (u64, u64, u64);
+    /// The latency of the deliveries since the last call, where the connections are in
+    /// this process (`None` with workers).
+    fn take_lag_window(&mut self) -> Option<Latency>;
     /// Waits for the senders to stop; final count per global publisher id.
     fn wait_stopped(&mut self, limit: Duration) -> Vec<u64>;
     /// Waits for the tail; whether everything arrived.
@@ -65,6 +68,9 @@ impl Backend for Local {
     fn live(&mut self) -> (u64, u64, u64) {
         let (d, p) = self.0.live();
         (d, p, self.0.open_now())
+    }
+    fn take_lag_window(&mut self) -> Option<Latency> {
+        Some(self.0.take_lag_window())
     }
     fn wait_stopped(&mut self, limit: Duration) -> Vec<u64> {
         self.0.wait_stopped(limit)
@@ -385,6 +391,10 @@ impl Backend for Workers {
         self.workers.iter().fold((0, 0, 0), |acc, w| {
             (acc.0 + w.live.0, acc.1 + w.live.1, acc.2 + w.live.2)
         })
+    }
+
+    fn take_lag_window(&mut self) -> Option<Latency> {
+        None
     }
 
     fn wait_stopped(&mut self, limit: Duration) -> Vec<u64> {

@@ -46,6 +46,11 @@ impl Latency {
         self.0.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
     }
 
+    /// Forgets every sample.
+    pub(crate) fn reset(&mut self) {
+        self.0.reset();
+    }
+
     /// Adds `other`'s samples.
     pub(crate) fn merge(&mut self, other: &Self) {
         // Same bounds on both sides, so `add` cannot fail.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::cli::Protocol;
 use crate::clock;
 use crate::reactor;
-use crate::report::{ConnectSummary, Tally};
+use crate::report::{ConnectSummary, Latency, Tally};
 use crate::resume;
 use crate::target::Target;
 
@@ -112,6 +112,9 @@ pub(crate) struct Settings {
     pub(crate) rejoin: Option<resume::Plan>,
     /// Connections in the whole run (all processes), for staggering paced senders.
     pub(crate) total_connections: u64,
+    /// Subscribers also add each delivery's latency to [`Shared::lag_window`], which the
+    /// controller takes every second (`fanout --lag-log`).
+    pub(crate) live_latency: bool,
 }
 
 /// State shared by the controller and the reactor threads of one process.
@@ -170,7 +173,13 @@ pub(crate) struct Shared {
     pub(crate) live_delivered: AtomicU64,
     /// Live counters for the progress bar.
     pub(crate) live_published: AtomicU64,
+    /// Latency of the deliveries since the controller last took it (with
+    /// [`Settings::live_latency`]); threads add theirs every [`LAG_FLUSH_NS`].
+    pub(crate) lag_window: Mutex<Latency>,
 }
+
+/// How often a thread adds its deliveries' latency to [`Shared::lag_window`], ns.
+pub(crate) const LAG_FLUSH_NS: u64 = 100_000_000;
 
 impl Shared {
     fn new(settings: Settings) -> Self {
@@ -205,6 +214,7 @@ impl Shared {
             drained: AtomicUsize::new(0),
             live_delivered: AtomicU64::new(0),
             live_published: AtomicU64::new(0),
+            lag_window: Mutex::new(Latency::new()),
         }
     }
 
@@ -333,6 +343,15 @@ impl Run {
             self.shared.live_delivered.load(Ordering::Relaxed),
             self.shared.live_published.load(Ordering::Relaxed),
         )
+    }
+
+    /// The latency of the deliveries since the last call (empty without
+    /// [`Settings::live_latency`]).
+    pub(crate) fn take_lag_window(&self) -> Latency {
+        match self.shared.lag_window.lock() {
+            Ok(mut w) => std::mem::take(&mut *w),
+            Err(_) => Latency::new(),
+        }
     }
 
     /// Connections open now.

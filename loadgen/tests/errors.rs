@@ -106,3 +106,25 @@ fn open_files_limit_is_explained() {
     );
     server.shutdown();
 }
+
+#[test]
+fn the_lag_log_needs_every_connection_here() {
+    let out = loadgen(&[
+        "fanout",
+        "--url",
+        "ws://127.0.0.1:9",
+        "-n",
+        "4",
+        "--workers",
+        "2",
+        "--lag-log",
+        "/nonexistent/lag.csv",
+    ]);
+    assert_eq!(out.code, Some(1), "stdout: {}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("--lag-log needs every connection in this process, not in 2 workers"),
+        "stderr: {}",
+        out.stderr
+    );
+}

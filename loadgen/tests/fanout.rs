@@ -188,3 +188,56 @@ fn human_table_by_default() {
     }
     server.shutdown();
 }
+
+#[test]
+fn the_lag_log_has_a_line_per_second_of_publishing() {
+    let server = broadcast_server();
+    let url = url(server.local_addr());
+    let path = std::env::temp_dir().join(format!("loadgen-lag-{}.csv", std::process::id()));
+    let out = loadgen(&[
+        "fanout",
+        "--url",
+        &url,
+        "-n",
+        "50",
+        "--rate",
+        "1000",
+        "--duration",
+        "3s",
+        "--warmup",
+        "0.5s",
+        "--threads",
+        "1",
+        "--expect-all",
+        "--json",
+        "--lag-log",
+        path.to_str().expect("UTF-8 path"),
+    ]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let text = std::fs::read_to_string(&path).expect("the lag log");
+    let _ = std::fs::remove_file(&path);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("unix_s,delivered,p50_us,p99_us,max_us"));
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|f| f.parse().expect(l)).collect())
+        .collect();
+    // 3.5 s of publishing: a line at 1, 2 and 3 s (the last partial second has none).
+    assert!((2..=4).contains(&rows.len()), "{text}");
+    let mut logged = 0.0;
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r.len(), 5, "{text}");
+        assert!(r[1] > 0.0, "line {i} has no deliveries: {text}");
+        assert!(r[2] <= r[3] && r[3] <= r[4], "p50 ≤ p99 ≤ max: {text}");
+        if i > 0 {
+            assert!(r[0] > rows[i - 1][0], "time goes on: {text}");
+        }
+        logged += r[1];
+    }
+    // About 50 000 deliveries a second; the lines hold most of them.
+    let delivered = u(&out.json(), "delivered") as f64;
+    assert!(
+        logged <= delivered && logged >= delivered * 0.4,
+        "{logged} logged of {delivered}: {text}"
+    );
+    server.shutdown();
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Draws a soak CSV (t_s, rss_kib, fds, cpu_pct, connections[, ...]) as an SVG: one panel
+"""Draws a soak CSV (t_s, rss_kib, fds, cpu_pct, connections[, lag_p99_ms]) as an SVG: one panel
 per series, sharing the time axis. Standard library only.
 
   chart.py SOAK.csv OUT.svg "title"
@@ -13,6 +13,7 @@ SERIES = [
     ("fds", "open fds", 1, "#2ca02c"),
     ("cpu_pct", "server CPU (%)", 1, "#d62728"),
     ("connections", "connections", 1, "#9467bd"),
+    ("lag_p99_ms", "delivery lag p99, healthy subscribers (ms)", 1, "#ff7f0e"),
 ]
 
 
@@ -23,7 +24,9 @@ def main():
         sys.exit("chart.py: no samples")
     t = [float(r["t_s"]) for r in rows]
     t_max = max(t[-1], 1.0)
-    series = [s for s in SERIES if s[0] in rows[0] and rows[0][s[0]] != ""]
+    # A series is drawn if it has a sample; a row without one (the lag before the first
+    # second of publishing) leaves a gap rather than a zero.
+    series = [s for s in SERIES if any(r.get(s[0]) for r in rows)]
     h = PAD_T + len(series) * (PANEL_H + GAP) + 20
     svg = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" font-family="sans-serif" font-size="11">',
@@ -33,11 +36,12 @@ def main():
     plot_w = W - PAD_L - PAD_R
     for k, (key, label, scale, colour) in enumerate(series):
         y0 = PAD_T + k * (PANEL_H + GAP)
-        vals = [float(r[key] or 0) * scale for r in rows]
+        samples = [(ti, float(r[key]) * scale) for ti, r in zip(t, rows) if r.get(key)]
+        vals = [v for _, v in samples]
         lo, hi = 0.0, max(max(vals), 1e-9) * 1.1
         pts = " ".join(
             f"{PAD_L + plot_w * ti / t_max:.1f},{y0 + PANEL_H - PANEL_H * (v - lo) / (hi - lo):.1f}"
-            for ti, v in zip(t, vals)
+            for ti, v in samples
         )
         svg += [
             f'<rect x="{PAD_L}" y="{y0}" width="{plot_w}" height="{PANEL_H}" fill="none" stroke="#ccc"/>',

@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) index: usize,
     pub(crate) config: Arc<Config>,
     pub(crate) stop: Arc<AtomicBool>,
+    /// Reactors that stopped taking client messages (the shutdown's first step).
+    pub(crate) quiesced: Arc<core::shutdown::Quiesced>,
     pub(crate) inbox: InboxRx,
     pub(crate) fanout: Fanout,
     pub(crate) stats: Arc<Counters>,
@@ -149,6 +151,7 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
     let fanout = Fanout::new(txs);
     let stats: Vec<Arc<Counters>> = (0..n).map(|_| Arc::default()).collect();
     let admission = Arc::new(core::admit::Admission::default());
+    let quiesced = Arc::new(core::shutdown::Quiesced::new(n));
 
     let mut threads = Vec::with_capacity(n);
     // io_uring instances are created on their own thread (they are not `Send`); each
@@ -161,6 +164,7 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
             index: i,
             config: Arc::clone(&config),
             stop: Arc::clone(&stop),
+            quiesced: Arc::clone(&quiesced),
             inbox,
             fanout: fanout.clone(),
             stats: Arc::clone(&stats[i]),

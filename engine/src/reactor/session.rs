@@ -76,6 +76,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) key: usize,
     /// The reactor's counters (requests refused, answered, upgraded).
     pub(crate) stats: &'a Counters,
+    /// Whether client messages reach the handler: not once the reactor is shutting down.
+    pub(crate) taking: bool,
 }
 
 /// Per-connection state the reactor keeps beside the socket.
@@ -119,7 +121,7 @@ impl Sink for App<'_, '_> {
             Event::Ping(_) | Event::Pong(_) | Event::Close(_) => return,
         };
         self.messages += 1;
-        if self.close.is_some() {
+        if self.close.is_some() || !self.ctx.taking {
             return;
         }
         let mut client = Client {

@@ -326,6 +326,12 @@ impl EngineHandle {
 
     /// Stops accepting, sends close 1001 to every client, waits (up to the close
     /// timeout) for them to go, and joins the reactor threads.
+    ///
+    /// Every reactor first stops taking client messages (what clients send from then on
+    /// is discarded); once all have, each delivers what its inbox holds, then sends the
+    /// 1001s after what each connection has pending. So every subscriber ends at the same
+    /// message. Publications made through [`publish`](Self::publish) from other threads
+    /// after that point are not delivered.
     pub fn shutdown(mut self) {
         self.stop();
     }

@@ -16,9 +16,13 @@ use std::time::{Duration, Instant};
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// `ringcast ARGS` (split at whitespace), with none of the test environment's settings
-/// variables.
+/// variables. The binary is the one cargo built with the tests, or the one
+/// `RINGCAST_TEST_BIN` names (e.g. `target/release/ringcast`, to test a release server
+/// from a debug test build).
 pub(crate) fn ringcast(args: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringcast"));
+    let bin = std::env::var_os("RINGCAST_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_ringcast").into());
+    let mut cmd = Command::new(bin);
     cmd.args(args.split_whitespace())
         .env_remove("RUST_LOG")
         .env_remove("NO_COLOR");

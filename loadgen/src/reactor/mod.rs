@@ -32,10 +32,10 @@ use crate::envelope::{self, Checker, Frame, Verdict};
 use crate::frame::{self, Event, FrameState, opcode};
 use crate::handshake::{self, Accept};
 use crate::payload::{self, Stamp};
-use crate::report::Tally;
+use crate::report::{Latency, Tally};
 use crate::resume::{Rejoin, Schedule};
 use crate::rng::Rng;
-use crate::run::{ConnPlan, Role, Settings, Shared, phase};
+use crate::run::{ConnPlan, LAG_FLUSH_NS, Role, Settings, Shared, phase};
 use crate::sequence::{Arrival, Counts, Tracker};
 
 mod rejoin;
@@ -121,6 +121,10 @@ struct Ctx<'s> {
     delivered_by_pub: Vec<u64>,
     live_delivered: u64,
     live_published: u64,
+    /// Latency of deliveries not yet added to `shared.lag_window`, and when this thread
+    /// last added it (run clock).
+    window: Latency,
+    window_flushed: u64,
     pending: usize,
     /// Connections in their handshake, with its deadline, in the order they started
     /// (the order of their deadlines): timeouts are found without scanning every
@@ -172,6 +176,8 @@ pub(crate) fn run_thread(index: usize, plans: Vec<ConnPlan>, shared: &Shared) ->
             delivered_by_pub: vec![0; settings.publisher_topics.len()],
             live_delivered: 0,
             live_published: 0,
+            window: Latency::new(),
+            window_flushed: 0,
             pending: 0,
             handshakes: VecDeque::new(),
             t1: u64::MAX,
@@ -590,6 +596,16 @@ impl Reactor<'_> {
             if *n > 0 {
                 slot.fetch_add(*n, Ordering::Relaxed);
                 *n = 0;
+            }
+        }
+        if shared.settings.live_latency && self.ctx.window.count() > 0 {
+            let now = clock::now_ns();
+            if now.saturating_sub(self.ctx.window_flushed) >= LAG_FLUSH_NS {
+                self.ctx.window_flushed = now;
+                if let Ok(mut w) = shared.lag_window.lock() {
+                    w.merge(&self.ctx.window);
+                }
+                self.ctx.window.reset();
             }
         }
         if self.ctx.live_delivered > 0 {
@@ -1140,6 +1156,9 @@ fn on_message(
             }
             ctx.tally.delivered += 1;
             ctx.live_delivered += 1;
+            if ctx.shared.settings.live_latency {
+                ctx.window.record(now.saturating_sub(stamp.ts_ns));
+            }
             if let Some(n) = ctx.delivered_by_pub.get_mut(usize::from(stamp.publisher)) {
                 *n += 1;
             }

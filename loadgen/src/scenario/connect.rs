@@ -70,6 +70,7 @@ pub(crate) fn connect(args: &ConnectArgs) -> Result<i32, Failure> {
         (t0, t2),
         progress_enabled(common, args.hold),
         "idle",
+        None,
     );
     // Workers report their last counts with their stop.
     let _ = backend.wait_stopped(Duration::from_secs(1));

@@ -2,6 +2,7 @@
 //! `resume` lives in its own file; the helpers here serve all of them.
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -174,6 +175,7 @@ fn settings(
         protocol: Protocol::Plain,
         rejoin: None,
         total_connections: layout.total() as u64,
+        live_latency: false,
     }
 }
 
@@ -234,13 +236,51 @@ fn connect_phase(common: &CommonArgs, backend: &mut dyn Backend, planned: usize)
     summary
 }
 
-/// Sleeps until `t2` (run clock), with a live-rate progress bar (or lines) if enabled.
+/// `fanout --lag-log`: the delivery latency of each second, a CSV line each.
+#[derive(Debug)]
+struct LagLog {
+    file: std::fs::File,
+    last: Instant,
+}
+
+impl LagLog {
+    fn create(path: &std::path::Path) -> Result<Self, Failure> {
+        let mut file = std::fs::File::create(path)
+            .map_err(|e| format!("--lag-log {}: {e}", path.display()))?;
+        let _ = file.write_all(b"unix_s,delivered,p50_us,p99_us,max_us\n");
+        Ok(Self {
+            file,
+            last: Instant::now(),
+        })
+    }
+
+    /// Once a second: a line for the deliveries since the last one.
+    fn sample(&mut self, backend: &mut dyn Backend) {
+        if self.last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last = Instant::now();
+        let Some(w) = backend.take_lag_window() else {
+            return;
+        };
+        let l = w.summary();
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let line = format!("{unix:.1},{},{},{},{}\n", w.count(), l.p50, l.p99, l.max);
+        let _ = self.file.write_all(line.as_bytes());
+    }
+}
+
+/// Sleeps until `t2` (run clock), with a live-rate progress bar (or lines) if enabled,
+/// and a line of `lag` a second if given.
 fn timed_phase(
     common: &CommonArgs,
     backend: &mut dyn Backend,
     (t0, t2): (u64, u64),
     show: bool,
     label: &str,
+    mut lag: Option<&mut LagLog>,
 ) {
     let mut p = Progress::new(
         show,
@@ -268,6 +308,9 @@ fn timed_phase(
         );
         p.running(clock::now_ns().saturating_sub(t0) / 1_000_000, live.0, &msg);
         last = (Instant::now(), live);
+        if let Some(log) = lag.as_deref_mut() {
+            log.sample(backend);
+        }
     }
     p.finish();
 }
@@ -394,6 +437,18 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
     if p.spec.is_some() {
         return serve_as_worker(s, &layout, &p);
     }
+    let mut lag_log = match &args.lag_log {
+        Some(_) if p.workers != 0 => {
+            return Err(format!(
+                "--lag-log needs every connection in this process, not in {} workers \
+                 (--workers 0, or fewer connections)",
+                p.workers
+            ));
+        }
+        Some(path) => Some(LagLog::create(path)?),
+        None => None,
+    };
+    s.live_latency = lag_log.is_some();
     let before = cost::sample(common.server_pid)?;
     let mut backend = start(&p, s, &layout)?;
     let summary = connect_phase(common, backend.as_mut(), layout.total());
@@ -428,6 +483,7 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         (t0, t2),
         progress_enabled(common, args.warmup + args.duration),
         "delivered",
+        lag_log.as_mut(),
     );
     let finals = backend.wait_stopped(Duration::from_secs(5));
     let drained = backend.drain(&finals, args.drain);
@@ -731,6 +787,7 @@ pub(crate) fn echo(args: &EchoArgs) -> Result<i32, Failure> {
         (t0, t2),
         progress_enabled(common, args.warmup + args.duration),
         "echoes",
+        None,
     );
     let _ = backend.wait_stopped(Duration::from_secs(2));
     let drained = backend.drain(&[], args.drain);

@@ -70,6 +70,7 @@ pub(crate) fn resume(args: &ResumeArgs) -> Result<i32, Failure> {
         (t0, t2),
         progress_enabled(common, args.duration),
         "delivered",
+        None,
     );
     let finals = backend.wait_stopped(Duration::from_secs(5));
     let drained = backend.drain(&finals, args.drain);

@@ -14,6 +14,7 @@
 pub(crate) mod accept;
 pub(crate) mod admit;
 mod deliver;
+pub(crate) mod shutdown;
 
 pub(crate) use deliver::absorb;
 
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use self::admit::{Admission, Ticket};
+use self::shutdown::{Quiesced, STOP_WAIT};
 use super::config::Config;
 use super::session::{Ctx, Session, Step};
 use super::stats::Counters;
@@ -127,6 +129,10 @@ pub(crate) struct Core<T> {
     /// `config.limits`, shared by every connection's protocol state.
     limits: Arc<Limits>,
     stop: Arc<AtomicBool>,
+    /// Reactors that stopped taking client messages ([`shutdown`]).
+    quiesced: Arc<Quiesced>,
+    /// Client messages are handed to the handler (until the shutdown's first step).
+    taking: bool,
     pub(crate) topics: Topics,
     inbox: InboxRx,
     pub(crate) fanout: Fanout,
@@ -164,6 +170,7 @@ impl<T> Core<T> {
             index,
             config,
             stop,
+            quiesced,
             inbox,
             fanout,
             stats,
@@ -177,6 +184,8 @@ impl<T> Core<T> {
             topics: Topics::new(config.history, config.max_lag_bytes as u64 / 4 * 3),
             config,
             stop,
+            quiesced,
+            taking: true,
             inbox,
             fanout,
             stats,
@@ -299,6 +308,7 @@ impl<T> Core<T> {
             batch: &mut self.batch,
             key,
             stats: &self.stats,
+            taking: self.taking,
         };
         let was_handshake = c.session.in_handshake();
         let was_closing = c.session.is_closing();
@@ -504,17 +514,19 @@ impl<T> Core<T> {
     }
 }
 
-/// Runs a reactor until stopped, then closes every connection (1001) and returns once
-/// they are gone or the close timeout has passed.
+/// Runs a reactor until stopped, then shuts down in two steps ([`shutdown`]): stops
+/// taking client messages, and once every reactor has, delivers its inbox and closes every
+/// connection (1001); returns once they are gone or the close timeout has passed.
 pub(crate) fn run<D: Driver>(mut core: Core<D::Io>, mut driver: D) -> io::Result<()> {
     let mut next_tick = Instant::now() + TICK;
     let mut next_log = Instant::now() + STATS_LOG;
-    let mut shutdown_deadline: Option<Instant> = None;
+    // When the stop was seen, and once the connections are closing, until when they may.
+    let mut stopping: Option<(Instant, Option<Instant>)> = None;
     let result = loop {
         let now = Instant::now();
         let timeout = if driver.has_pending() || core.inbox.len() > 0 {
             Duration::ZERO
-        } else if driver.has_deferred() {
+        } else if driver.has_deferred() || matches!(stopping, Some((_, None))) {
             DEFER_RETRY
         } else {
             next_tick.saturating_duration_since(now)
@@ -526,12 +538,18 @@ pub(crate) fn run<D: Driver>(mut core: Core<D::Io>, mut driver: D) -> io::Result
         driver.resume(&mut core, now);
         core.deliver(&mut driver, now);
         driver.maintain(&mut core, now);
-        if shutdown_deadline.is_none() && core.stop.load(Ordering::Acquire) {
-            shutdown_deadline = Some(now + core.config.limits.close_timeout);
-            core.begin_shutdown(&mut driver, now);
+        if stopping.is_none() && core.stop.load(Ordering::Acquire) {
+            core.stop_taking();
+            stopping = Some((now, None));
         }
-        if let Some(deadline) = shutdown_deadline {
-            if core.conns.is_empty() || now >= deadline {
+        if let Some((since, closing)) = &mut stopping {
+            if closing.is_none() && (core.quiesced.all() || now >= *since + STOP_WAIT) {
+                core.close_all(&mut driver, now);
+                *closing = Some(now + core.config.limits.close_timeout);
+            }
+            if let Some(deadline) = *closing
+                && (core.conns.is_empty() || now >= deadline)
+            {
                 break Ok(());
             }
         }

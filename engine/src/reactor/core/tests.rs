@@ -12,7 +12,7 @@ use crate::fanout::topic::{Form, History};
 use crate::fanout::{SlowConsumer, TopicName};
 use crate::protocol::frame::{Decoded, OpCode, decode};
 use crate::reactor::config::SharedHandler;
-use crate::reactor::handler::{Handler, Upgrade, UpgradeRequest};
+use crate::reactor::handler::{Client, Handler, Message, Upgrade, UpgradeRequest};
 
 #[derive(Debug)]
 struct NoWake;
@@ -23,12 +23,18 @@ impl Wake for NoWake {
     }
 }
 
-/// Subscribes `/TOPIC[,TOPIC…]`.
+/// Subscribes `/TOPIC[,TOPIC…]`; publishes a client's binary messages to topic `t`.
 struct Subs;
 
 impl Handler for Subs {
     fn on_upgrade(&self, req: &UpgradeRequest<'_>) -> Upgrade {
         Upgrade::subscribe(req.path[1..].split(',').map(str::to_owned).collect())
+    }
+
+    fn on_message(&self, client: &mut Client<'_>, msg: Message<'_>) {
+        if let Message::Binary(data) = msg {
+            let _ = client.publish(&TopicName::new("t"), OpCode::Binary, data);
+        }
     }
 }
 
@@ -119,6 +125,7 @@ impl Rig {
             index: 0,
             config: Arc::new(config),
             stop: Arc::new(AtomicBool::new(false)),
+            quiesced: Arc::new(Quiesced::new(1)),
             inbox: rx,
             fanout: fanout.clone(),
             stats: Arc::default(),
@@ -325,6 +332,36 @@ fn shutdown_sends_what_is_pending_then_1001() {
     assert_eq!(f.len(), 51, "{f:?}");
     assert_eq!(f[50].0, OpCode::Close);
     assert_eq!(r.seqs(s), (0..50).collect::<Vec<_>>());
+}
+
+/// A client's masked binary frame carrying `seq` (4 bytes, big-endian).
+fn client_frame(seq: u32) -> Vec<u8> {
+    let key = [9, 8, 7, 6];
+    let mut f = vec![0x82, 0x84];
+    f.extend_from_slice(&key);
+    f.extend(seq.to_be_bytes().iter().zip(key).map(|(b, k)| b ^ k));
+    f
+}
+
+#[test]
+fn shutdown_takes_no_client_message_then_delivers_the_inbox_before_1001() {
+    let mut r = Rig::new(SlowConsumer::Close, 1 << 20);
+    let s = r.subscriber("/t", usize::MAX);
+    let p = r.subscriber("/x", usize::MAX);
+    r.core.feed(p, &mut client_frame(1), r.now);
+    // The first step: what clients send from now on is read and discarded.
+    r.core.stop_taking();
+    r.core.feed(p, &mut client_frame(2), r.now);
+    assert!(r.core.quiesced.all(), "the only reactor has stopped taking");
+    // Still in the inbox when the second step begins (another reactor's client's, or the
+    // API's): delivered before the close.
+    r.publish("t", 3, 4);
+    r.core.close_all(&mut r.fake, r.now);
+    r.drain(s, usize::MAX);
+    let f = r.frames(s);
+    assert_eq!(r.seqs(s), [1, 3], "{f:?}");
+    assert_eq!(f.last().unwrap().0, OpCode::Close, "{f:?}");
+    assert_eq!(r.core.stats.snapshot().messages_in, 2, "both were read");
 }
 
 #[test]
