@@ -81,11 +81,12 @@ mod tests {
         let s = Arc::new(Sequencer::default());
         let t = TopicName::new("t");
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let n = if cfg!(miri) { 50 } else { 1000 };
         std::thread::scope(|scope| {
             for _ in 0..4 {
                 let (s, t, seen) = (Arc::clone(&s), t.clone(), Arc::clone(&seen));
                 scope.spawn(move || {
-                    for _ in 0..1000 {
+                    for _ in 0..n {
                         // The order of pushes matches the numbers (held under the lock).
                         s.counter(&t).next(|n| seen.lock().unwrap().push(n));
                     }
@@ -93,6 +94,6 @@ mod tests {
             }
         });
         let seen = seen.lock().unwrap();
-        assert_eq!(*seen, (1..=4000).collect::<Vec<u64>>());
+        assert_eq!(*seen, (1..=4 * n).collect::<Vec<u64>>());
     }
 }
