@@ -14,7 +14,7 @@ mod fanout_util;
 use std::collections::BTreeMap;
 
 use cluster_util::{Nats, addr, cstats, have, node, wait_cluster};
-use fanout_util::{Ws, next_data, try_connect_with};
+use fanout_util::{Ws, connect, next_data, try_connect_with};
 use ringcast::server::Backend;
 use serde_json::Value;
 use tungstenite::Message;
@@ -198,4 +198,204 @@ fn every_node_gets_every_message_once_with_one_seq(backend: Backend) {
         );
     }
     wait_cluster(&nodes[0], "acks", |s| s.acked == N as u64 && s.refused == 0);
+}
+
+/// A plain `PUB ringcast.T` from another program reaches every node's subscribers: text
+/// when UTF-8, else binary, numbered alike on every node.
+#[test]
+fn foreign_publications_reach_every_node() {
+    if !have("nats-server", "foreign_publications_reach_every_node") {
+        return;
+    }
+    let nats = Nats::start();
+    let nodes = [
+        node(Backend::Epoll, &nats.url(), "fa"),
+        node(Backend::Epoll, &nats.url(), "fb"),
+    ];
+    let mut plain: Vec<Ws> = nodes
+        .iter()
+        .map(|n| connect(addr(n), "/sub/feed"))
+        .collect();
+    let mut subs: Vec<Ws> = nodes.iter().map(|n| v1(n, "/sub/feed")).collect();
+    wait_subscribed(&nodes.iter().collect::<Vec<_>>(), 1);
+
+    nats.publish("ringcast.feed", b"{\"bid\":1}");
+    nats.publish("ringcast.feed", &[0xC3, 0x28, 0]); // not UTF-8
+    nats.publish("ringcast.feed", "plain text é".as_bytes());
+    for ws in &mut plain {
+        assert_eq!(next_data(ws), Message::text("{\"bid\":1}"));
+        assert_eq!(next_data(ws), Message::binary(vec![0xC3, 0x28, 0]));
+        assert_eq!(next_data(ws), Message::text("plain text é"));
+    }
+    for ws in &mut subs {
+        assert_eq!(msg(ws), ("feed".into(), 1, b"{\"bid\":1}".to_vec()));
+        assert_eq!(msg(ws), ("feed".into(), 2, vec![0xC3, 0x28, 0]));
+        assert_eq!(
+            msg(ws),
+            ("feed".into(), 3, "plain text é".as_bytes().to_vec())
+        );
+    }
+    for n in &nodes {
+        let s = cstats(n);
+        assert_eq!(
+            (s.received_foreign, s.received_remote, s.malformed),
+            (3, 0, 0),
+            "{s:#?}"
+        );
+    }
+}
+
+/// A node is subscribed on the broker to a topic only while it has subscribers to it (and
+/// for the linger after the last one), and receives nothing for topics it does not follow.
+#[test]
+fn broker_subscriptions_follow_local_subscribers() {
+    if !have(
+        "nats-server",
+        "broker_subscriptions_follow_local_subscribers",
+    ) {
+        return;
+    }
+    let nats = Nats::start();
+    let (a, b) = (
+        node(Backend::Epoll, &nats.url(), "ia"),
+        node(Backend::Epoll, &nats.url(), "ib"),
+    );
+    wait_cluster(&a, "connected", |s| s.connected);
+    wait_cluster(&b, "connected", |s| s.connected);
+    let mut on_b = connect(addr(&b), "/sub/quiet");
+    wait_cluster(&b, "b subscribed", |s| s.subscriptions == 1);
+    assert_eq!(cstats(&a).subscriptions, 0);
+    // B publishes on `quiet`: A, without subscribers to it, receives none of it.
+    for k in 0..20 {
+        let _ = b.publish("quiet", &format!("q{k}"));
+    }
+    for k in 0..20 {
+        assert_eq!(next_data(&mut on_b), Message::text(format!("q{k}")));
+    }
+    // A subscriber on A: A subscribes on the broker and receives from then on.
+    let mut on_a = connect(addr(&a), "/sub/quiet,loud");
+    wait_cluster(&a, "a subscribed", |s| s.subscriptions == 2);
+    let _ = b.publish("loud", "l0");
+    assert_eq!(next_data(&mut on_a), Message::text("l0"));
+    let s = cstats(&a);
+    assert_eq!((s.received_remote, s.received_own), (1, 0), "{s:#?}");
+    // The last subscriber leaves: after the linger, A unsubscribes.
+    on_a.close(None).unwrap();
+    let _ = on_a.flush();
+    wait_cluster(&a, "a unsubscribed", |s| s.subscriptions == 0);
+    for k in 20..30 {
+        let _ = b.publish("quiet", &format!("q{k}"));
+    }
+    for k in 20..30 {
+        assert_eq!(next_data(&mut on_b), Message::text(format!("q{k}")));
+    }
+    // B does not follow `loud`: its own `l0` does not come back to it.
+    wait_cluster(&b, "b's own back", |s| s.received_own == 30);
+    assert_eq!(cstats(&a).received_remote, 1);
+}
+
+/// A client that drops its connection to one node and resumes on another gets what it
+/// missed from that node's history, with the same numbers.
+#[test]
+fn resume_on_another_node() {
+    if !have("nats-server", "resume_on_another_node") {
+        return;
+    }
+    let nats = Nats::start();
+    let (a, b) = (
+        node(Backend::Epoll, &nats.url(), "ra"),
+        node(Backend::Epoll, &nats.url(), "rb"),
+    );
+    let mut on_a = v1(&a, "/sub/t");
+    let mut keep_b = v1(&b, "/sub/t"); // B follows t (and holds its history)
+    wait_subscribed(&[&a, &b], 1);
+    for k in 1..=3 {
+        let _ = a.publish("t", &format!("{k}"));
+    }
+    for k in 1..=3 {
+        assert_eq!(msg(&mut on_a), ("t".into(), k, k.to_string().into_bytes()));
+    }
+    drop(on_a);
+    for k in 4..=6 {
+        let _ = a.publish("t", &format!("{k}"));
+    }
+    for k in 1..=6 {
+        assert_eq!(msg(&mut keep_b).1, k);
+    }
+    let mut on_b = v1(&b, "/sub/t?since=3");
+    for k in 4..=6 {
+        assert_eq!(msg(&mut on_b), ("t".into(), k, k.to_string().into_bytes()));
+    }
+    let _ = b.publish("t", "7");
+    assert_eq!(msg(&mut on_b), ("t".into(), 7, b"7".to_vec()));
+}
+
+/// The broker killed mid-run: local delivery goes on (numbered by the node, counted as
+/// not sent); the broker back on the same store: the nodes reconnect, subscribe again,
+/// and deliver each other's publications again with the broker's numbers, shifted past
+/// those the node gave out meanwhile (never backwards).
+#[test]
+fn broker_killed_and_restarted() {
+    if !have("nats-server", "broker_killed_and_restarted") {
+        return;
+    }
+    let mut nats = Nats::start();
+    let (a, b) = (
+        node(Backend::Epoll, &nats.url(), "ka"),
+        node(Backend::Epoll, &nats.url(), "kb"),
+    );
+    let mut on_a = v1(&a, "/sub/k");
+    let mut on_b = v1(&b, "/sub/k");
+    wait_subscribed(&[&a, &b], 1);
+    let _ = a.publish("k", "1");
+    assert_eq!(msg(&mut on_a).1, 1);
+    assert_eq!(msg(&mut on_b).1, 1);
+
+    nats.kill();
+    wait_cluster(&a, "a disconnected", |s| !s.connected);
+    wait_cluster(&b, "b disconnected", |s| !s.connected);
+    // Local delivery never stops.
+    let r = a.publish("k", "local");
+    assert_eq!(r.seq, 2, "numbered by the node while the broker is away");
+    assert_eq!(msg(&mut on_a), ("k".into(), 2, b"local".to_vec()));
+    assert_eq!(cstats(&a).dropped_to_broker, 1);
+
+    nats.restart();
+    for n in [&a, &b] {
+        wait_cluster(n, "reconnected and subscribed", |s| {
+            s.connected && s.reconnects == 1 && s.subscriptions == 1
+        });
+    }
+    let _ = b.publish("k", "after");
+    // B: the broker's number (2). A: past its own 2, so 3, and never backwards.
+    assert_eq!(msg(&mut on_b), ("k".into(), 2, b"after".to_vec()));
+    assert_eq!(msg(&mut on_a), ("k".into(), 3, b"after".to_vec()));
+    let _ = a.publish("k", "again");
+    assert_eq!(msg(&mut on_b).1, 3);
+    assert_eq!(msg(&mut on_a), ("k".into(), 4, b"again".to_vec()));
+}
+
+/// A node whose broker is not there at start serves local traffic, and joins the cluster
+/// when the broker comes.
+#[test]
+fn broker_absent_at_start() {
+    if !have("nats-server", "broker_absent_at_start") {
+        return;
+    }
+    let mut nats = Nats::stopped();
+    let a = node(Backend::Epoll, &nats.url(), "za");
+    let mut on_a = v1(&a, "/sub/z");
+    let _ = a.publish("z", "alone");
+    assert_eq!(msg(&mut on_a), ("z".into(), 1, b"alone".to_vec()));
+    let s = cstats(&a);
+    assert!(!s.connected && s.dropped_to_broker == 1, "{s:#?}");
+
+    nats.restart();
+    let b = node(Backend::Epoll, &nats.url(), "zb");
+    let mut on_b = v1(&b, "/sub/z");
+    wait_subscribed(&[&a, &b], 1);
+    let _ = b.publish("z", "together");
+    assert_eq!(msg(&mut on_b), ("z".into(), 1, b"together".to_vec()));
+    // A numbered one itself before: the broker's 1 comes after it.
+    assert_eq!(msg(&mut on_a), ("z".into(), 2, b"together".to_vec()));
 }
