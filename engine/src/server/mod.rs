@@ -239,6 +239,7 @@ impl EngineBuilder {
         let reactors = reactor::start(config, cluster.as_ref().map(Cluster::relay))?;
         if let Some(c) = &cluster {
             c.attach(reactors.fanout.clone());
+            state.clustered(c.probe());
         }
         state.started(reactors.stats.clone(), reactors.backend);
         Ok(EngineHandle {

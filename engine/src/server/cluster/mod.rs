@@ -542,8 +542,12 @@ impl Cluster {
 
     /// A snapshot of the counters.
     pub(crate) fn stats(&self) -> ClusterStats {
-        let c = &self.shared.config;
-        self.shared.counters.snapshot(&c.url, &c.node_id)
+        self.probe().stats()
+    }
+
+    /// What reads the counters (for the HTTP endpoints).
+    pub(crate) fn probe(&self) -> Probe {
+        Probe(Arc::clone(&self.shared))
     }
 
     /// Stops the bridge and waits for its threads.
@@ -559,6 +563,18 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Reads a bridge's counters.
+#[derive(Debug, Clone)]
+pub(crate) struct Probe(Arc<Shared>);
+
+impl Probe {
+    /// A snapshot of the counters.
+    pub(crate) fn stats(&self) -> ClusterStats {
+        let c = &self.0.config;
+        self.0.counters.snapshot(&c.url, &c.node_id)
     }
 }
 
