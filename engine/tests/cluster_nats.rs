@@ -13,7 +13,7 @@ mod fanout_util;
 
 use std::collections::BTreeMap;
 
-use cluster_util::{Nats, addr, cstats, have, node, wait_cluster};
+use cluster_util::{Nats, Relay, addr, cstats, have, node, wait_cluster};
 use fanout_util::{Ws, connect, next_data, try_connect_with};
 use ringcast::server::Backend;
 use serde_json::Value;
@@ -55,7 +55,18 @@ enum Got {
     Op(Value),
 }
 
+/// The next envelope or protocol message, heartbeats skipped.
 fn next(ws: &mut Ws) -> Got {
+    loop {
+        let got = next_any(ws);
+        match &got {
+            Got::Op(v) if v["op"] == "heartbeat" => {}
+            _ => return got,
+        }
+    }
+}
+
+fn next_any(ws: &mut Ws) -> Got {
     match next_data(ws) {
         Message::Text(t) => {
             let v: Value = serde_json::from_str(t.as_str()).expect("JSON envelope");
@@ -398,4 +409,44 @@ fn broker_absent_at_start() {
     assert_eq!(msg(&mut on_b), ("z".into(), 1, b"together".to_vec()));
     // A numbered one itself before: the broker's 1 comes after it.
     assert_eq!(msg(&mut on_a), ("z".into(), 2, b"together".to_vec()));
+}
+
+/// One node loses the broker while the others keep it: what the others publish meanwhile
+/// is recovered from the topic's stream when it is back (same numbers, nothing missed),
+/// and its own publications of the outage were delivered locally.
+#[test]
+fn a_node_cut_off_recovers_from_the_stream() {
+    if !have("nats-server", "a_node_cut_off_recovers_from_the_stream") {
+        return;
+    }
+    let nats = Nats::start();
+    let relay = Relay::start(nats.port);
+    let a = node(Backend::Epoll, &relay.url(), "ca");
+    let b = node(Backend::Epoll, &nats.url(), "cb");
+    let mut on_a = v1(&a, "/sub/r");
+    let mut on_b = v1(&b, "/sub/r");
+    wait_subscribed(&[&a, &b], 1);
+    let _ = b.publish("r", "1");
+    assert_eq!(msg(&mut on_a).1, 1);
+    assert_eq!(msg(&mut on_b).1, 1);
+
+    relay.cut();
+    wait_cluster(&a, "a cut off", |s| !s.connected);
+    for k in 2..=5 {
+        let _ = b.publish("r", &k.to_string());
+    }
+    for k in 2..=5 {
+        assert_eq!(msg(&mut on_b), ("r".into(), k, k.to_string().into_bytes()));
+    }
+    relay.restore();
+    wait_cluster(&a, "a back", |s| s.connected && s.subscriptions == 1);
+    // Recovered from the stream, in order, with the broker's numbers.
+    for k in 2..=5 {
+        assert_eq!(msg(&mut on_a), ("r".into(), k, k.to_string().into_bytes()));
+    }
+    let _ = b.publish("r", "6");
+    assert_eq!(msg(&mut on_a), ("r".into(), 6, b"6".to_vec()));
+    assert_eq!(msg(&mut on_b).1, 6);
+    let s = cstats(&a);
+    assert_eq!((s.missed, s.reconnects), (0, 1), "{s:#?}");
 }

@@ -220,3 +220,72 @@ pub(crate) fn wait_cluster(
 pub(crate) fn addr(node: &EngineHandle) -> SocketAddr {
     node.local_addr()
 }
+
+/// A TCP relay between nodes and the broker that the test can cut (every connection
+/// through it reset, new ones refused) and restore: one node loses the broker while the
+/// others keep it.
+pub(crate) struct Relay {
+    pub(crate) port: u16,
+    state: std::sync::Arc<std::sync::Mutex<RelayState>>,
+}
+
+#[derive(Default)]
+struct RelayState {
+    cut: bool,
+    conns: Vec<TcpStream>,
+}
+
+impl Relay {
+    /// Relays 127.0.0.1:`port` (a free port) to 127.0.0.1:`to`.
+    pub(crate) fn start(to: u16) -> Self {
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let port = listener.local_addr().unwrap().port();
+        let state: Arc<Mutex<RelayState>> = Arc::default();
+        let st = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                if st.lock().unwrap().cut {
+                    drop(client);
+                    continue;
+                }
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                {
+                    let mut s = st.lock().unwrap();
+                    s.conns.push(client.try_clone().unwrap());
+                    s.conns.push(upstream.try_clone().unwrap());
+                }
+                pipe(client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                pipe(upstream, client);
+            }
+        });
+        Self { port, state }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Resets every relayed connection and refuses new ones until [`restore`](Self::restore).
+    pub(crate) fn cut(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.cut = true;
+        for c in s.conns.drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Relays again.
+    pub(crate) fn restore(&self) {
+        self.state.lock().unwrap().cut = false;
+    }
+}

@@ -303,6 +303,8 @@ pub(crate) struct Numbering {
     offsets: HashMap<TopicName, u64>,
     diverged: std::collections::HashSet<TopicName>,
     held: HashMap<TopicName, Held>,
+    /// Topics being subscribed: their messages wait until the start is known.
+    starting: std::collections::HashSet<TopicName>,
 }
 
 /// Messages of one topic that came before an earlier one, by broker number.
@@ -335,6 +337,10 @@ impl Shared {
             let _ = fanout.publish_local(topic, opcode, payload);
             return;
         }
+        if n.starting.contains(topic.as_str()) {
+            Self::hold(&mut n, topic, opcode, payload, seq);
+            return;
+        }
         let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
         let before = fanout.last_seq(topic.as_str());
         if seq + offset <= before {
@@ -344,12 +350,7 @@ impl Shared {
             return; // else a duplicate
         }
         if seq + offset > before + 1 {
-            let held = n.held.entry(topic.clone()).or_insert_with(|| Held {
-                since: Instant::now(),
-                msgs: BTreeMap::new(),
-            });
-            held.msgs.insert(seq, (opcode, payload.to_vec()));
-            if held.msgs.len() > REORDER_MAX {
+            if Self::hold(&mut n, topic, opcode, payload, seq) > REORDER_MAX {
                 self.release(&mut n, fanout, topic);
             }
             return;
@@ -372,6 +373,49 @@ impl Shared {
         }
     }
 
+    /// Holds message `seq`; returns how many of the topic are held.
+    fn hold(
+        n: &mut Numbering,
+        topic: &TopicName,
+        opcode: OpCode,
+        payload: &[u8],
+        seq: u64,
+    ) -> usize {
+        let held = n.held.entry(topic.clone()).or_insert_with(|| Held {
+            since: Instant::now(),
+            msgs: BTreeMap::new(),
+        });
+        held.msgs.insert(seq, (opcode, payload.to_vec()));
+        held.msgs.len()
+    }
+
+    /// The topic is being subscribed on the broker: its messages wait for
+    /// [`started`](Self::started).
+    pub(crate) fn begin(&self, topic: &TopicName) {
+        self.numbering().starting.insert(topic.clone());
+    }
+
+    /// The topic's subscription is in place. `Some(last)`: the first on this node, and the
+    /// broker's last number then (this node starts after it); `None`: a subscription
+    /// again (what was missed has been fetched and is held). What waited is delivered.
+    pub(crate) fn started(&self, topic: &TopicName, last: Option<u64>) {
+        let Some(fanout) = self.fanout.get() else {
+            return;
+        };
+        let mut n = self.numbering();
+        n.starting.remove(topic.as_str());
+        let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
+        if let Some(last) = last {
+            fanout.advance(topic, last + offset);
+        }
+        self.release(&mut n, fanout, topic);
+    }
+
+    /// The connection was lost while subscribing: nothing waits any more.
+    pub(crate) fn abandon_starts(&self) {
+        self.numbering().starting.clear();
+    }
+
     /// Delivers the messages held longer than [`REORDER_WAIT`]: the earlier ones are
     /// given up on (announced as a gap, counted as missed).
     pub(crate) fn release_held(&self, now: Instant) {
@@ -382,7 +426,10 @@ impl Shared {
         let due: Vec<TopicName> = n
             .held
             .iter()
-            .filter(|(_, h)| now.duration_since(h.since) >= REORDER_WAIT)
+            .filter(|(t, h)| {
+                now.saturating_duration_since(h.since) >= REORDER_WAIT
+                    && !n.starting.contains(t.as_str())
+            })
             .map(|(t, _)| t.clone())
             .collect();
         for t in due {
@@ -390,10 +437,14 @@ impl Shared {
         }
     }
 
+    /// Delivers what is held of `topic`, in order (what this node already has dropped).
     fn release(&self, n: &mut Numbering, fanout: &Fanout, topic: &TopicName) {
         if let Some(held) = n.held.remove(topic.as_str()) {
             for (seq, (op, payload)) in held.msgs {
-                self.publish(n, fanout, topic, op, &payload, seq);
+                let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
+                if seq + offset > fanout.last_seq(topic.as_str()) {
+                    self.publish(n, fanout, topic, op, &payload, seq);
+                }
             }
         }
     }

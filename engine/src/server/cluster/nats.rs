@@ -152,6 +152,7 @@ pub(crate) fn run(shared: &Arc<Shared>, out_rx: &Receiver<Outbound>, control: &R
             f.sid = None;
         }
         deliver_queued_locally(shared, out_rx);
+        shared.abandon_starts();
         shared.release_held(Instant::now() + super::REORDER_WAIT);
         match why {
             Ok(()) => return,
@@ -356,21 +357,23 @@ fn sync_follow(
             return Ok(());
         }
         let followed = f.followed;
-        let last = ensure_stream(shared, conn, t, pending)?;
-        if let Some(fanout) = shared.fanout.get() {
-            if !followed {
-                // First time: numbers before now are not this node's subscribers' loss.
-                fanout.advance(t, shared.local_seq(t, last));
-            }
-        }
-        if followed {
-            // Before subscribing, so that what is recovered comes before what is live.
-            recover(shared, conn, t, last, pending)?;
-        }
+        // Subscribed first: the stream's state answered after it covers everything the
+        // subscription does not. Deliveries wait until that state is known.
         let sid = conn.next_sid;
         conn.next_sid += 1;
+        shared.begin(t);
         let prefix = &shared.config.prefix;
         write!(conn.out, "SUB {}{} {sid}\r\n", seq_root(prefix), t.as_str())?;
+        let last = ensure_stream(shared, conn, t, pending)?;
+        if followed {
+            // Followed before (a reconnection): what the stream holds past this node's
+            // last is fetched, and delivered before what is live.
+            recover(shared, conn, t, last, pending)?;
+            shared.started(t, None);
+        } else {
+            // First time: numbers before now are not this node's subscribers' loss.
+            shared.started(t, Some(last));
+        }
         bump(&shared.counters.subscriptions);
         if let Some(f) = follows.get_mut(t) {
             f.sid = Some(sid);
@@ -379,6 +382,10 @@ fn sync_follow(
     } else if let Some(f) = follows.remove(t) {
         if let Some(sid) = f.sid {
             write!(conn.out, "UNSUB {sid}\r\n")?;
+            // A message to this node's own inbox comes back once the broker has taken
+            // the UNSUB: only then is the topic counted as unsubscribed.
+            let own = format!("{}{}", conn.inbox, conn.next_request);
+            request(conn, &own, b"", pending)?;
             shared
                 .counters
                 .subscriptions
