@@ -57,7 +57,12 @@ enum Got {
 
 /// The next envelope or protocol message, heartbeats skipped.
 fn next(ws: &mut Ws) -> Got {
+    let deadline = std::time::Instant::now() + fanout_util::TIMEOUT;
     loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only heartbeats for too long"
+        );
         let got = next_any(ws);
         match &got {
             Got::Op(v) if v["op"] == "heartbeat" => {}

@@ -46,7 +46,7 @@ use serde::Deserialize;
 pub use error::SettingsError;
 pub use value::{parse_duration, parse_rate, parse_size};
 
-use super::cluster::{Broker, ClusterConfig, ClusterError};
+use super::cluster::{ClusterConfig, ClusterError};
 use super::demo::{DEFAULT_SYMBOLS, DemoFeed};
 use super::{Backend, Broadcast, Engine, EngineBuilder, EngineHandle, HttpEndpoints};
 use crate::fanout::{History, SlowConsumer, TopicRules};
@@ -147,8 +147,8 @@ pub struct Settings {
     /// How often `ringcast.v1` subscribers get a heartbeat; zero disables.
     #[serde(deserialize_with = "value::duration::deserialize")]
     pub heartbeat: Duration,
-    /// The cluster's broker: `nats://host:port` (`redis://` is not supported yet); `None`:
-    /// a node on its own. See [`cluster`](super::cluster).
+    /// The cluster's broker: `nats://host:port` or `redis://host:port[/db]`; `None`: a
+    /// node on its own. See [`cluster`](super::cluster).
     #[serde(deserialize_with = "value::some_string")]
     pub cluster: Option<String>,
     /// Broker subject prefix: topic `T` is `{cluster-prefix}T`.
@@ -342,9 +342,6 @@ impl Settings {
         let mut c = ClusterConfig::new(url)?.prefix(&self.cluster_prefix)?;
         if let Some(id) = &self.node_id {
             c = c.node_id(id)?;
-        }
-        if let Broker::Redis { .. } = c.broker {
-            return Err(ClusterError::Unsupported(url.clone()));
         }
         Ok(Some(c.history(self.history.max(1) as u64)))
     }

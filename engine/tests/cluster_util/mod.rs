@@ -289,3 +289,89 @@ impl Relay {
         self.state.lock().unwrap().cut = false;
     }
 }
+
+/// A `redis-server` of this test (no persistence), killed by pid when dropped.
+pub(crate) struct Redis {
+    pub(crate) port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub(crate) fn start() -> Self {
+        let mut r = Self {
+            port: free_port(),
+            dir: TempDir::new("redis"),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port; waits until it answers PING.
+    pub(crate) fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&self.dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                let mut line = String::new();
+                if s.write_all(b"PING\r\n").is_ok()
+                    && BufReader::new(s).read_line(&mut line).is_ok()
+                    && line.starts_with("+PONG")
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("redis-server exited: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `PUBLISH channel payload` as another program would.
+    pub(crate) fn publish(&self, channel: &str, payload: &[u8]) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut cmd = format!(
+            "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n",
+            channel.len(),
+            payload.len()
+        )
+        .into_bytes();
+        cmd.extend_from_slice(payload);
+        cmd.extend_from_slice(b"\r\n");
+        s.write_all(&cmd).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        assert!(line.starts_with(':'), "{line}");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,4 +1,5 @@
-//! Many nodes behind one topic space, through a broker operators already run (NATS).
+//! Many nodes behind one topic space, through a broker operators already run (NATS or
+//! Redis).
 //!
 //! ```text
 //!  node A: publish ──► Relay::publish ──► bounded queue ──► bridge thread ──► broker
@@ -15,9 +16,11 @@
 //!
 //! - [`wire`]: the header ringcast puts before a payload on the broker;
 //! - [`nats`]: the NATS bridge (JetStream numbers each topic's messages);
+//! - [`redis`]: the Redis bridge (a script numbers and publishes atomically);
 //! - [`stats`]: the counters and the remote-to-local latency histogram.
 
 pub(crate) mod nats;
+pub(crate) mod redis;
 pub mod stats;
 pub(crate) mod wire;
 
@@ -67,9 +70,6 @@ pub enum ClusterError {
     /// A prefix that cannot start a broker subject.
     #[error("bad cluster prefix {0:?}: characters of A-Z a-z 0-9 - _ . : and no empty segment")]
     Prefix(String),
-    /// A broker this build does not speak yet.
-    #[error("{0} is not supported yet: use nats://")]
-    Unsupported(String),
 }
 
 /// Which broker, where.
@@ -395,18 +395,22 @@ impl Shared {
         self.numbering().starting.insert(topic.clone());
     }
 
-    /// The topic's subscription is in place. `Some(last)`: the first on this node, and the
-    /// broker's last number then (this node starts after it); `None`: a subscription
-    /// again (what was missed has been fetched and is held). What waited is delivered.
-    pub(crate) fn started(&self, topic: &TopicName, last: Option<u64>) {
+    /// The topic's subscription is in place, and the broker's last number of it was
+    /// `last`. `first`: the first subscription on this node (it starts after `last`);
+    /// else a subscription again, after a reconnection (what was missed has been fetched
+    /// and is held; a broker that went back, having lost its numbers, is shifted past this
+    /// node's from its next message). What waited is delivered.
+    pub(crate) fn started(&self, topic: &TopicName, last: u64, first: bool) {
         let Some(fanout) = self.fanout.get() else {
             return;
         };
         let mut n = self.numbering();
         n.starting.remove(topic.as_str());
         let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
-        if let Some(last) = last {
+        if first {
             fanout.advance(topic, last + offset);
+        } else if last + offset < fanout.last_seq(topic.as_str()) {
+            n.diverged.insert(topic.clone());
         }
         self.release(&mut n, fanout, topic);
     }
@@ -555,10 +559,6 @@ impl Cluster {
     /// # Errors
     /// A broker this build does not speak, or the thread cannot be started.
     pub(crate) fn start(config: ClusterConfig) -> std::io::Result<Self> {
-        if let Broker::Redis { .. } = config.broker {
-            let e = ClusterError::Unsupported(config.url.clone());
-            return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, e));
-        }
         let (out_tx, out_rx) = crossbeam_channel::bounded(config.queue);
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         tracing::info!(url = %config.url, node_id = %config.node_id, "cluster: node id {}", config.node_id);
@@ -574,7 +574,10 @@ impl Cluster {
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("ringcast-cluster".into())
-            .spawn(move || nats::run(&s, &out_rx, &control_rx))?;
+            .spawn(move || match s.config.broker {
+                Broker::Nats { .. } => nats::run(&s, &out_rx, &control_rx),
+                Broker::Redis { .. } => redis::run(&s, &out_rx, &control_rx),
+            })?;
         Ok(Self {
             shared,
             thread: Some(thread),

@@ -35,7 +35,7 @@ use super::{Broker, Control, Outbound, Shared, deliver_queued_locally, now_us, w
 use crate::fanout::TopicName;
 
 /// Longest wait for the broker: connecting, its greeting, a JetStream API answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reconnection back-off: first and longest wait (each with up to 50 % jitter).
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -71,16 +71,16 @@ type Pending = Arc<Mutex<HashMap<u64, Sender<Vec<u8>>>>>;
 
 /// One topic the node follows (or lingers on).
 #[derive(Debug)]
-struct Follow {
+pub(super) struct Follow {
     /// The node has subscribers to it.
-    wanted: bool,
+    pub(super) wanted: bool,
     /// When to unsubscribe (no subscribers since).
-    linger_until: Option<Instant>,
+    pub(super) linger_until: Option<Instant>,
     /// The subscription on the current connection.
-    sid: Option<u64>,
+    pub(super) sid: Option<u64>,
     /// Subscribed before on some connection (a later subscription recovers, it does not
     /// jump).
-    followed: bool,
+    pub(super) followed: bool,
 }
 
 /// One connection's writer side.
@@ -166,7 +166,7 @@ pub(crate) fn run(shared: &Arc<Shared>, out_rx: &Receiver<Outbound>, control: &R
 
 /// Waits `wait` while disconnected: follows interest, delivers what was queued locally.
 /// `false`: stop.
-fn idle(
+pub(super) fn idle(
     shared: &Shared,
     out_rx: &Receiver<Outbound>,
     control: &Receiver<Control>,
@@ -187,7 +187,12 @@ fn idle(
     }
 }
 
-fn note_interest(follows: &mut HashMap<TopicName, Follow>, t: TopicName, on: bool, s: &Shared) {
+pub(super) fn note_interest(
+    follows: &mut HashMap<TopicName, Follow>,
+    t: TopicName,
+    on: bool,
+    s: &Shared,
+) {
     let f = follows.entry(t).or_insert(Follow {
         wanted: false,
         linger_until: None,
@@ -199,7 +204,7 @@ fn note_interest(follows: &mut HashMap<TopicName, Follow>, t: TopicName, on: boo
 }
 
 /// `BACKOFF_MIN · 2^attempt`, at most `BACKOFF_MAX`, less up to half of it at random.
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     let base = BACKOFF_MIN
         .saturating_mul(1 << attempt.min(16))
         .min(BACKOFF_MAX);
@@ -369,11 +374,9 @@ fn sync_follow(
             // Followed before (a reconnection): what the stream holds past this node's
             // last is fetched, and delivered before what is live.
             recover(shared, conn, t, last, pending)?;
-            shared.started(t, None);
-        } else {
-            // First time: numbers before now are not this node's subscribers' loss.
-            shared.started(t, Some(last));
         }
+        // The first time, numbers before now are not this node's subscribers' loss.
+        shared.started(t, last, !followed);
         bump(&shared.counters.subscriptions);
         if let Some(f) = follows.get_mut(t) {
             f.sid = Some(sid);
