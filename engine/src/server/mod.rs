@@ -299,7 +299,9 @@ impl EngineHandle {
     /// Publishes a text message to every subscriber of `topic`, on every reactor; the
     /// answer carries its sequence number in the topic (1, 2, 3… on this node). The frame
     /// and its `ringcast.v1` envelope are encoded once; never blocks. Callable from any
-    /// thread through [`fanout`](Self::fanout).
+    /// thread through [`fanout`](Self::fanout). In a [cluster](EngineBuilder::cluster) the
+    /// message goes to the broker, which numbers it for every node, and `seq` is 0 (see
+    /// [`Fanout::publish`]).
     ///
     /// ```
     /// let handle = ringcast::Engine::builder()

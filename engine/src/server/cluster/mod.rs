@@ -14,9 +14,9 @@
 //! inbox rings as any local publication. See the README's "Cluster" section for the
 //! guarantees and why they hold.
 //!
-//! - [`wire`]: the header ringcast puts before a payload on the broker;
-//! - [`nats`]: the NATS bridge (JetStream numbers each topic's messages);
-//! - [`redis`]: the Redis bridge (a script numbers and publishes atomically);
+//! - `wire`: the header ringcast puts before a payload on the broker;
+//! - `nats`: the NATS bridge (JetStream numbers each topic's messages);
+//! - `redis`: the Redis bridge (a script numbers and publishes atomically);
 //! - [`stats`]: the counters and the remote-to-local latency histogram.
 
 pub(crate) mod nats;
