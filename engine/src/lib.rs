@@ -25,8 +25,9 @@
 //! and cursors, and wakes reactors through a trait they implement; [`server`] is the
 //! public face used by the `ringcast` binary and by embedders alike, and answers plain HTTP
 //! on the same listener (health, readiness, Prometheus metrics: [`server::http`]) through
-//! the reactor's handler hook. Layers point one way: `server → reactor → fanout →
-//! protocol`.
+//! the reactor's handler hook, and joins a cluster of nodes through a broker
+//! ([`server::cluster`], behind the fan-out's [`fanout::Relay`] hook). Layers point one
+//! way: `server → reactor → fanout → protocol`.
 //!
 //! # Feature flags
 //!

@@ -34,9 +34,14 @@ pub(crate) enum Command {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct CommonArgs {
     /// Server URL, ws://HOST:PORT[/BASE]; HOST must be in 127.0.0.0/8 or localhost.
-    /// A BASE path prefixes every request path.
+    /// A BASE path prefixes every request path. Repeated (the nodes of a cluster):
+    /// subscribers take the servers in turn, publishers use the first (or --pub-url).
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
-    pub(crate) url: String,
+    pub(crate) url: Vec<String>,
+    /// Server of the publishers (fanout, resume), when it is not the first --url; the
+    /// subscribers then take every --url in turn.
+    #[arg(long)]
+    pub(crate) pub_url: Option<String>,
     /// Reactor threads (default: the cores this process may run on).
     #[arg(long)]
     pub(crate) threads: Option<usize>,

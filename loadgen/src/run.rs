@@ -75,13 +75,19 @@ pub(crate) struct ConnPlan {
     pub(crate) path: Arc<str>,
     /// Its job.
     pub(crate) role: Role,
+    /// Which server: 0 the first (`--url`, or `--pub-url`), `k` the `k`-th `--url` of
+    /// [`Settings::sub_targets`].
+    pub(crate) node: usize,
 }
 
 /// Parameters the threads read but never change.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    /// Server.
+    /// Server (publishers' with several).
     pub(crate) target: Target,
+    /// With several servers (`--url` more than once, or `--pub-url`): every `--url`, which
+    /// subscribers take in turn.
+    pub(crate) sub_targets: Vec<Target>,
     /// Source address to bind before connecting (workers use 127.0.0.2 and up).
     pub(crate) source_ip: Option<Ipv4Addr>,
     /// Payload size in bytes (at least the stamp).
@@ -115,6 +121,15 @@ pub(crate) struct Settings {
     /// Subscribers also add each delivery's latency to [`Shared::lag_window`], which the
     /// controller takes every second (`fanout --lag-log`).
     pub(crate) live_latency: bool,
+}
+
+impl Settings {
+    /// The server of a connection planned for `node` (see [`ConnPlan::node`]).
+    pub(crate) fn target_of(&self, node: usize) -> &Target {
+        node.checked_sub(1)
+            .and_then(|k| self.sub_targets.get(k))
+            .unwrap_or(&self.target)
+    }
 }
 
 /// State shared by the controller and the reactor threads of one process.

@@ -124,6 +124,17 @@ struct ServeArgs {
     /// Demo symbols (comma-separated); each is a topic.
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_SYMBOLS.iter().map(|s| s.to_string()))]
     demo_symbols: Vec<String>,
+    /// Join a cluster through this broker: nats://HOST:PORT (nats-server -js) or
+    /// redis://HOST:PORT[/DB]. A publication on any node reaches the subscribers of
+    /// every node, numbered alike.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// Broker subject prefix: topic T is the subject PREFIX + T.
+    #[arg(long, value_name = "PREFIX", default_value = "ringcast.")]
+    cluster_prefix: String,
+    /// This node's id in the cluster (default: random, logged at start).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
     /// Do not serve /metrics and /stats; they answer 404 (key: metrics = false).
     #[arg(long)]
     no_metrics: bool,
@@ -295,6 +306,13 @@ impl ServeArgs {
             &self.history_topics,
         );
         given.set("heartbeat", &mut s.heartbeat, &self.heartbeat);
+        given.set("cluster", &mut s.cluster, &self.cluster);
+        given.set(
+            "cluster_prefix",
+            &mut s.cluster_prefix,
+            &self.cluster_prefix,
+        );
+        given.set("node_id", &mut s.node_id, &self.node_id);
         given.set("demo_rate", &mut s.demo_rate, &self.demo_rate);
         given.set("demo_symbols", &mut s.demo_symbols, &self.demo_symbols);
         if self.no_metrics {
@@ -563,7 +581,8 @@ mod tests {
             "--max-pending-handshakes 8 --publish-token t --slow-consumer conflate ",
             "--max-topic-len 9 --max-topics 10 --inbox 11 --demo --demo-rate 12 ",
             "--history 13 --history-bytes 14KiB --history-ttl 15s --heartbeat 16s ",
-            "--history-topics 17 ",
+            "--history-topics 17 --cluster nats://127.0.0.1:19 --cluster-prefix md. ",
+            "--node-id n20 ",
             "--demo-symbols A,B --no-metrics --metrics-token m --ui --drain-delay 18s",
         );
         let args: Vec<&str> = args.split_whitespace().collect();
@@ -606,6 +625,9 @@ mod tests {
             ("history-ttl", s.history_ttl == d.history_ttl),
             ("history-topics", s.history_topics == d.history_topics),
             ("heartbeat", s.heartbeat == d.heartbeat),
+            ("cluster", s.cluster == d.cluster),
+            ("cluster-prefix", s.cluster_prefix == d.cluster_prefix),
+            ("node-id", s.node_id == d.node_id),
             ("demo", s.demo == d.demo),
             ("demo-rate", s.demo_rate == d.demo_rate),
             ("demo-symbols", s.demo_symbols == d.demo_symbols),
@@ -621,6 +643,6 @@ mod tests {
         .collect();
         assert!(same.is_empty(), "flags did not set {same:?}");
         // The list above covers every key.
-        assert_eq!(Settings::keys().len(), 38);
+        assert_eq!(Settings::keys().len(), 41);
     }
 }

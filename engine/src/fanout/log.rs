@@ -228,6 +228,12 @@ impl TopicLog {
         self.last_seq
     }
 
+    /// Notes that the messages up to `seq` will not come (numbered before this node
+    /// followed the topic): no gap is announced for them.
+    pub(crate) fn skip_to(&mut self, seq: u64) {
+        self.last_seq = self.last_seq.max(seq);
+    }
+
     /// Position after the last byte appended: where a new subscriber starts.
     pub(crate) fn head(&self) -> u64 {
         self.head

@@ -18,10 +18,12 @@ pub(crate) mod chunk;
 pub(crate) mod log;
 pub(crate) mod outbox;
 pub mod policy;
+pub mod relay;
 pub mod ring;
 pub(crate) mod sequence;
 pub mod topic;
 
 pub use policy::SlowConsumer;
+pub use relay::Relay;
 pub use ring::{Fanout, Publication, Published, Wake};
 pub use topic::{DEFAULT_TOPIC, Form, History, Start, TopicError, TopicName, TopicRules};

@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use super::relay::{Interest, Relay};
 use super::sequence::Sequencer;
 use super::topic::TopicName;
 use crate::protocol::frame::OpCode;
@@ -168,24 +169,70 @@ impl InboxRx {
 pub struct Fanout {
     inboxes: Arc<[InboxTx]>,
     sequencer: Arc<Sequencer>,
+    /// The cluster bridge and the node's subscriber counts, when the node is in a cluster.
+    interest: Option<Arc<Interest>>,
 }
 
 impl Fanout {
+    #[cfg(test)]
     pub(crate) fn new(inboxes: Vec<InboxTx>) -> Self {
+        Self::with_relay(inboxes, None)
+    }
+
+    /// A fan-out whose local publications and topic interest go to `relay` (a cluster).
+    pub(crate) fn with_relay(inboxes: Vec<InboxTx>, relay: Option<Arc<dyn Relay>>) -> Self {
         Self {
             inboxes: inboxes.into(),
             sequencer: Arc::default(),
+            interest: relay.map(|r| Arc::new(Interest::new(r))),
         }
+    }
+
+    /// The node's subscriber counts, kept when a relay is set.
+    pub(crate) fn interest(&self) -> Option<&Arc<Interest>> {
+        self.interest.as_ref()
     }
 
     /// Numbers `payload` as the next message of `topic`, frames it once as a message of
     /// `opcode` (text or binary; text should be UTF-8) plainly and once in its envelope,
     /// and hands both to every reactor. Never blocks; returns the sequence number.
+    ///
+    /// In a cluster the publication goes to the broker instead, which numbers it for every
+    /// node: it is delivered here when it comes back, and the answer's `seq` is 0 (not
+    /// known yet). When the broker cannot take it, it is delivered here at once.
     pub fn publish(&self, topic: &TopicName, opcode: OpCode, payload: &[u8]) -> Published {
+        if let Some(i) = &self.interest {
+            if i.relay().publish(topic, opcode, payload) {
+                return Published {
+                    seq: 0,
+                    dropped_reactors: 0,
+                };
+            }
+        }
+        self.publish_local(topic, opcode, payload)
+    }
+
+    /// Publishes on this node only, numbered by this node (what [`publish`](Self::publish)
+    /// does outside a cluster).
+    pub fn publish_local(&self, topic: &TopicName, opcode: OpCode, payload: &[u8]) -> Published {
+        self.publish_at(topic, opcode, payload, 0)
+    }
+
+    /// Publishes on this node a message numbered elsewhere (by a cluster's broker): its
+    /// number is `seq`, or the next of this node if this node has already gone past `seq`
+    /// (it numbered publications of its own while the broker was unreachable). Returns the
+    /// number given. Numbers skipped reach `ringcast.v1` subscribers as a `gap`.
+    pub fn publish_at(
+        &self,
+        topic: &TopicName,
+        opcode: OpCode,
+        payload: &[u8],
+        seq: u64,
+    ) -> Published {
         let frame = encode::frame(opcode, payload);
         let json = opcode == OpCode::Text && envelope::is_json(payload);
         let counter = self.sequencer.counter(topic);
-        counter.next(|seq| {
+        counter.next_at(seq, |seq| {
             let p = Publication {
                 topic: topic.clone(),
                 seq,
@@ -194,6 +241,21 @@ impl Fanout {
             };
             self.hand_out(&p)
         })
+    }
+
+    /// Tells every reactor that the numbers of `topic` up to `seq` were given out before
+    /// this node followed it (by the cluster): a log begun now starts after `seq`, and no
+    /// `gap` is announced for them. Nothing happens if this node is at or past `seq`.
+    pub fn advance(&self, topic: &TopicName, seq: u64) {
+        self.sequencer.counter(topic).advance(seq, || {
+            let p = Publication {
+                topic: topic.clone(),
+                seq,
+                frame: Bytes::new(),
+                envelope: Bytes::new(),
+            };
+            let _ = self.hand_out(&p);
+        });
     }
 
     /// The last sequence number of `topic` on this node (0: never published to). Every

@@ -20,10 +20,32 @@ pub(crate) struct Counter(Mutex<u64>);
 impl Counter {
     /// Takes the next number and runs `f` with it while no other publisher of this topic
     /// can take one.
+    #[cfg(test)]
     pub(crate) fn next<R>(&self, f: impl FnOnce(u64) -> R) -> R {
         let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         *last += 1;
         f(*last)
+    }
+
+    /// Takes the next number, but at least `min` (numbers in between are skipped), and
+    /// runs `f` with it: a number made elsewhere (by the cluster's broker), which is kept
+    /// unless this node has already gone past it.
+    pub(crate) fn next_at<R>(&self, min: u64, f: impl FnOnce(u64) -> R) -> R {
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *last = (*last + 1).max(min);
+        f(*last)
+    }
+
+    /// Moves the counter to `seq` if it is behind, running `f` while no other publisher
+    /// can take a number; returns whether it moved.
+    pub(crate) fn advance(&self, seq: u64, f: impl FnOnce()) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if seq <= *last {
+            return false;
+        }
+        *last = seq;
+        f();
+        true
     }
 
     /// The last number given out (0: none yet). Waits for a publication in progress, so
@@ -74,6 +96,18 @@ mod tests {
         assert_eq!(s.counter(&a).next(|n| n), 2);
         assert_eq!(s.counter(&b).next(|n| n), 1);
         assert_eq!((s.last("a"), s.last("b"), s.last("c")), (2, 1, 0));
+    }
+
+    #[test]
+    fn numbers_from_elsewhere_are_kept_unless_behind() {
+        let s = Sequencer::default();
+        let a = TopicName::new("a");
+        assert_eq!(s.counter(&a).next_at(5, |n| n), 5);
+        assert_eq!(s.counter(&a).next_at(3, |n| n), 6);
+        assert_eq!(s.counter(&a).next(|n| n), 7);
+        assert!(!s.counter(&a).advance(7, || ()));
+        assert!(s.counter(&a).advance(10, || ()));
+        assert_eq!(s.last("a"), 10);
     }
 
     #[test]

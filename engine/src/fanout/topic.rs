@@ -14,6 +14,7 @@ use slab::Slab;
 
 use super::chunk::ChunkPool;
 use super::log::TopicLog;
+use super::relay::Interest;
 use super::ring::Publication;
 use crate::protocol::envelope;
 
@@ -247,6 +248,8 @@ pub(crate) struct Topics {
     pub(crate) absorbed: u64,
     /// `ringcast.v1` entries (each may hold a history).
     histories: usize,
+    /// The node's subscriber counts (in a cluster), told of every subscribe here.
+    interest: Option<Arc<Interest>>,
 }
 
 impl Topics {
@@ -260,6 +263,11 @@ impl Topics {
         }
     }
 
+    /// Counts this registry's subscriptions into the node's `interest` (in a cluster).
+    pub(crate) fn watch(&mut self, interest: Option<Arc<Interest>>) {
+        self.interest = interest;
+    }
+
     /// The history kept.
     pub(crate) fn history(&self) -> &History {
         &self.history
@@ -269,8 +277,27 @@ impl Topics {
     /// for the forms with subscribers here; the envelope also when history is kept) and
     /// lists them for delivery.
     pub(crate) fn absorb(&mut self, p: &Publication) {
-        self.absorbed += 1;
         let ids = self.ids.get(p.topic.as_str()).copied().unwrap_or_default();
+        if p.frame.is_empty() {
+            // A mark from `Fanout::advance` (no frame is empty): numbers up to `p.seq`
+            // were given out before this node followed the topic.
+            // A log that holds older messages announces the skipped ones (a client may
+            // resume from there); an empty one just starts after them.
+            if let Some(v1) = ids.get(Form::V1) {
+                let Self { entries, pool, .. } = self;
+                let log = &mut entries[v1 as usize].log;
+                let last = log.last_seq();
+                if p.seq > last && log.head() > log.tail() {
+                    let gap = envelope::gap(p.topic.as_str(), last + 1, p.seq);
+                    log.append_gap(&gap, last + 1, p.seq, pool);
+                    self.mark(v1);
+                } else {
+                    log.skip_to(p.seq);
+                }
+            }
+            return;
+        }
+        self.absorbed += 1;
         if let Some(id) = ids.get(Form::Plain) {
             self.mark(id);
             let Self { entries, pool, .. } = self;
@@ -349,6 +376,9 @@ impl Topics {
         entry.subscribers.push(conn as u32);
         entry.idle_sweeps = 0;
         self.subscriptions += 1;
+        if let Some(i) = &self.interest {
+            i.add(topic);
+        }
         (id, pos)
     }
 
@@ -399,6 +429,9 @@ impl Topics {
             self.moves.push((id, moved, at as u32));
         }
         self.subscriptions -= 1;
+        if let Some(i) = &self.interest {
+            i.remove(&entry.name);
+        }
         let keep = entry.form == Form::V1 && self.history.enabled();
         if entry.subscribers.is_empty() && !keep {
             self.forget(id);

@@ -120,7 +120,10 @@ pub(crate) fn probe_uring() -> Result<(), String> {
 
 /// Binds the listeners (all before any thread starts, so a bind error is returned to the
 /// caller) and starts one reactor thread per listener.
-pub(crate) fn start(config: Config) -> io::Result<Reactors> {
+pub(crate) fn start(
+    config: Config,
+    relay: Option<Arc<dyn crate::fanout::Relay>>,
+) -> io::Result<Reactors> {
     let (backend, fallback) = choose(config.backend)?;
     let n = config.reactor_count();
     let listeners = listener::bind_all(config.listen, n, config.backlog, config.sndbuf)?;
@@ -148,7 +151,7 @@ pub(crate) fn start(config: Config) -> io::Result<Reactors> {
         txs.push(tx);
         rxs.push(rx);
     }
-    let fanout = Fanout::new(txs);
+    let fanout = Fanout::with_relay(txs, relay);
     let stats: Vec<Arc<Counters>> = (0..n).map(|_| Arc::default()).collect();
     let admission = Arc::new(core::admit::Admission::default());
     let quiesced = Arc::new(core::shutdown::Quiesced::new(n));

@@ -5,7 +5,7 @@
 //! | `/healthz`     | 200 `ok` while the process serves |
 //! | `/readyz`      | 200 `ready`, or 503 `draining` (see [`EngineHandle::drain`]) |
 //! | `/metrics`     | Prometheus text ([`super::metrics`]); with a token, only for `Authorization: Bearer TOKEN` (else 401); 404 when off |
-//! | `/stats`       | the demo page's JSON (`backend`, `reactors`, `connections`, `subscriptions`, `topics`, `publications`, `deliveries`, `bytes_out`); guarded like `/metrics` |
+//! | `/stats`       | the demo page's JSON (`backend`, `reactors`, `connections`, `subscriptions`, `topics`, `publications`, `deliveries`, `bytes_out`; `cluster` in a cluster); guarded like `/metrics` |
 //! | `/ringcast.js` | the browser client (`text/javascript`) |
 //! | `/`            | the demo page (`text/html`), when [`HttpEndpoints::ui`] is on |
 //!
@@ -94,10 +94,15 @@ impl Endpoints {
                     return Some(HttpResponse::text(503, "starting\n"));
                 };
                 if req.path == "/metrics" {
-                    let text = metrics::encode(stats, backend, self.state.is_ready());
+                    let text = metrics::encode(
+                        stats,
+                        backend,
+                        self.state.is_ready(),
+                        self.state.cluster(),
+                    );
                     fresh(HttpResponse::new(200, metrics::CONTENT_TYPE, text))
                 } else {
-                    let json = metrics::stats_json(&stats, backend);
+                    let json = metrics::stats_json(&stats, backend, self.state.cluster().as_ref());
                     fresh(HttpResponse::new(200, "application/json", json))
                         // The demo page may be opened from a file, or another origin.
                         .header("Access-Control-Allow-Origin", "*")

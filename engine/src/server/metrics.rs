@@ -17,6 +17,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::cluster::ClusterStats;
+use super::cluster::stats::LATENCY_BUCKETS_US;
 use super::config::Backend;
 use super::stats::{LAG_BUCKETS, ReactorStats, Stats};
 
@@ -143,15 +145,60 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Backlog of a subscriber (bytes it has not been sent) each time delivery visits \
          it: once per subscriber per publish batch; buckets 1 KiB to 16 MiB, ×4",
     ),
+    (
+        "ringcast_cluster_connected",
+        "gauge",
+        "In a cluster: 1 while connected to the broker",
+    ),
+    (
+        "ringcast_cluster_reconnects_total",
+        "counter",
+        "In a cluster: connections to the broker made after the first",
+    ),
+    (
+        "ringcast_cluster_messages_total",
+        "counter",
+        "In a cluster: messages by `direction`: `out` (sent to the broker), `in` (from it), \
+         and `origin` on `in`: `own` (this node's, their one delivery here), `remote` \
+         (another node's), `foreign` (another program's)",
+    ),
+    (
+        "ringcast_cluster_dropped_to_broker_total",
+        "counter",
+        "In a cluster: local publications the broker could not take (unreachable, queue \
+         full), delivered on this node only",
+    ),
+    (
+        "ringcast_cluster_missed_total",
+        "counter",
+        "In a cluster: sequence numbers skipped on receipt (lost, e.g. while disconnected; \
+         announced to ringcast.v1 subscribers as a gap)",
+    ),
+    (
+        "ringcast_cluster_subscriptions",
+        "gauge",
+        "In a cluster: topics subscribed on the broker",
+    ),
+    (
+        "ringcast_cluster_latency_seconds",
+        "histogram",
+        "In a cluster: publishing node's send to delivery here, for other nodes' messages",
+    ),
 ];
 
 /// The Prometheus text of a scrape: `stats`, the backend in use, and readiness.
-pub(crate) fn encode(stats: Stats, backend: Backend, ready: bool) -> String {
+pub(crate) fn encode(
+    stats: Stats,
+    backend: Backend,
+    ready: bool,
+    cluster: Option<ClusterStats>,
+) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape {
         stats,
         backend,
         ready,
+        cluster,
     }));
     let mut out = String::with_capacity(16 << 10);
     // Writing to a `String` cannot fail.
@@ -166,10 +213,14 @@ pub(crate) fn encode(stats: Stats, backend: Backend, ready: bool) -> String {
 /// `publications` counts each publication once (the most any reactor took in or dropped:
 /// every reactor receives every publication); `topics` is the most any reactor holds (a
 /// topic with subscribers on several reactors is held by each); the rest are sums.
-pub(crate) fn stats_json(stats: &Stats, backend: Backend) -> String {
+pub(crate) fn stats_json(
+    stats: &Stats,
+    backend: Backend,
+    cluster: Option<&ClusterStats>,
+) -> String {
     let total = stats.total();
     let most = |f: fn(&ReactorStats) -> u64| stats.reactors.iter().map(f).max().unwrap_or(0);
-    serde_json::json!({
+    let mut json = serde_json::json!({
         "backend": backend.name(),
         "reactors": stats.reactors.len(),
         "connections": total.connections,
@@ -178,8 +229,25 @@ pub(crate) fn stats_json(stats: &Stats, backend: Backend) -> String {
         "publications": most(|r| r.publications + r.ring_dropped),
         "deliveries": total.frames_out,
         "bytes_out": total.bytes_out,
-    })
-    .to_string()
+    });
+    if let Some(c) = cluster {
+        json["cluster"] = serde_json::json!({
+            "url": c.url,
+            "node_id": c.node_id,
+            "connected": c.connected,
+            "reconnects": c.reconnects,
+            "sent": c.sent,
+            "received_remote": c.received_remote,
+            "received_own": c.received_own,
+            "received_foreign": c.received_foreign,
+            "dropped_to_broker": c.dropped_to_broker,
+            "missed": c.missed,
+            "subscriptions": c.subscriptions,
+            "latency_p50_us": c.latency_quantile_us(0.5),
+            "latency_p99_us": c.latency_quantile_us(0.99),
+        });
+    }
+    json.to_string()
 }
 
 /// One scrape's figures, encoded when the registry asks.
@@ -188,6 +256,7 @@ struct Scrape {
     stats: Stats,
     backend: Backend,
     ready: bool,
+    cluster: Option<ClusterStats>,
 }
 
 /// A per-reactor figure.
@@ -338,8 +407,59 @@ impl Collector for Scrape {
                 None,
             )?;
         }
+        if let Some(c) = &self.cluster {
+            encode_cluster(&mut e, c)?;
+        }
         Ok(())
     }
+}
+
+/// The cluster families (from [`METRICS`] entry 22 on).
+fn encode_cluster(e: &mut DescriptorEncoder<'_>, c: &ClusterStats) -> fmt::Result {
+    let name = |i: usize| METRICS[i].0;
+    let plain = |n: &'static str| n.strip_suffix("_total").unwrap_or(n);
+    let mut m = e.encode_descriptor(name(22), help(22), None, gauge())?;
+    m.encode_gauge(&u64::from(c.connected))?;
+    let ctr = MetricType::Counter;
+    let one = |e: &mut DescriptorEncoder<'_>, i: usize, v: u64| -> fmt::Result {
+        let mut m = e.encode_descriptor(plain(name(i)), help(i), None, ctr)?;
+        m.encode_counter::<NoLabelSet, _, u64>(&v, None::<&Exemplar<_, u64>>)
+    };
+    one(e, 23, c.reconnects)?;
+    let mut m = e.encode_descriptor(plain(name(24)), help(24), None, ctr)?;
+    let series = [
+        ("out", "own", c.sent),
+        ("in", "own", c.received_own),
+        ("in", "remote", c.received_remote),
+        ("in", "foreign", c.received_foreign),
+    ];
+    for (direction, origin, v) in series {
+        let labels = [("direction", direction), ("origin", origin)];
+        m.encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&v, None::<&Exemplar<_, u64>>)?;
+    }
+    one(e, 25, c.dropped_to_broker)?;
+    one(e, 26, c.missed)?;
+    let mut m = e.encode_descriptor(name(27), help(27), None, gauge())?;
+    m.encode_gauge(&c.subscriptions)?;
+    let secs = Unit::Seconds;
+    let hist = MetricType::Histogram;
+    let mut m = e.encode_descriptor("ringcast_cluster_latency", help(28), Some(&secs), hist)?;
+    let bounds = LATENCY_BUCKETS_US
+        .iter()
+        .map(|&b| b as f64 / 1e6)
+        .chain([f64::INFINITY]);
+    let mut buckets = Vec::new();
+    let mut sum = 0.0;
+    for (bound, &n) in bounds.zip(&c.latency_us) {
+        buckets.push((bound, n));
+        // The sum is not kept: each bucket counts at its upper bound (an over-estimate).
+        if bound.is_finite() {
+            sum += bound * n as f64;
+        }
+    }
+    let count = c.latency_us.iter().sum();
+    m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
 }
 
 fn gauge() -> MetricType {
@@ -427,7 +547,14 @@ mod tests {
         let stats = Stats {
             reactors: vec![r, ReactorStats::default()],
         };
-        let text = encode(stats.clone(), Backend::Uring, true);
+        let mut cluster = ClusterStats {
+            connected: true,
+            sent: 7,
+            latency_us: vec![0; LATENCY_BUCKETS_US.len() + 1],
+            ..ClusterStats::default()
+        };
+        cluster.latency_us[0] = 2;
+        let text = encode(stats.clone(), Backend::Uring, true, Some(cluster));
         for (name, ty, _) in METRICS {
             let family = name.strip_suffix("_total").unwrap_or(name);
             assert!(
@@ -462,7 +589,7 @@ mod tests {
         assert!(scrape.samples.len() > 50);
 
         let json: serde_json::Value =
-            serde_json::from_str(&stats_json(&stats, Backend::Epoll)).unwrap();
+            serde_json::from_str(&stats_json(&stats, Backend::Epoll, None)).unwrap();
         let keys: Vec<&str> = json
             .as_object()
             .unwrap()
@@ -483,5 +610,13 @@ mod tests {
         assert_eq!(keys, want);
         assert_eq!(json["backend"], "epoll");
         assert_eq!(json["deliveries"], 42);
+        assert!(
+            text.contains("ringcast_cluster_messages_total{direction=\"out\",origin=\"own\"} 7\n")
+        );
+        assert!(
+            text.contains("ringcast_cluster_latency_seconds_bucket{le=\"5e-05\"} 2\n")
+                || text.contains("ringcast_cluster_latency_seconds_bucket{le=\"0.00005\"} 2\n"),
+            "{text}"
+        );
     }
 }

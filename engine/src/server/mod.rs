@@ -12,6 +12,7 @@
 //! ```
 
 pub mod broadcast;
+pub mod cluster;
 pub mod demo;
 pub mod http;
 pub mod metrics;
@@ -42,6 +43,7 @@ use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::HandshakeConfig;
 use crate::reactor::waker::Waker;
 use crate::reactor::{self, Reactors};
+use cluster::{Cluster, ClusterConfig, ClusterStats};
 use ready::State;
 
 /// Entry point: `Engine::builder()`.
@@ -62,6 +64,7 @@ impl Engine {
 pub struct EngineBuilder {
     config: Config,
     http: HttpEndpoints,
+    cluster: Option<ClusterConfig>,
 }
 
 impl EngineBuilder {
@@ -209,6 +212,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Joins a cluster: publications reach the subscribers of every node through the
+    /// broker, which numbers each topic's messages for all of them (see [`cluster`]).
+    /// `None` (the default): a node on its own.
+    pub fn cluster(mut self, cluster: Option<ClusterConfig>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
     /// The configuration so far.
     pub fn config(&self) -> &Config {
         &self.config
@@ -224,10 +235,16 @@ impl EngineBuilder {
         let mut config = self.config;
         let endpoints = http::Endpoints::new(config.handler, self.http, Arc::clone(&state));
         config.handler = SharedHandler(Arc::new(endpoints));
-        let reactors = reactor::start(config)?;
+        let cluster = self.cluster.map(Cluster::start).transpose()?;
+        let reactors = reactor::start(config, cluster.as_ref().map(Cluster::relay))?;
+        if let Some(c) = &cluster {
+            c.attach(reactors.fanout.clone());
+            state.clustered(c.probe());
+        }
         state.started(reactors.stats.clone(), reactors.backend);
         Ok(EngineHandle {
             reactors: Some(reactors),
+            cluster,
             state,
         })
     }
@@ -245,6 +262,8 @@ pub fn probe_uring() -> Result<(), String> {
 /// A running engine. Dropping it shuts the engine down.
 pub struct EngineHandle {
     reactors: Option<Reactors>,
+    /// The bridge to the cluster, if the node is in one.
+    cluster: Option<Cluster>,
     /// Readiness, shared with the HTTP endpoints.
     state: Arc<State>,
 }
@@ -280,7 +299,9 @@ impl EngineHandle {
     /// Publishes a text message to every subscriber of `topic`, on every reactor; the
     /// answer carries its sequence number in the topic (1, 2, 3… on this node). The frame
     /// and its `ringcast.v1` envelope are encoded once; never blocks. Callable from any
-    /// thread through [`fanout`](Self::fanout).
+    /// thread through [`fanout`](Self::fanout). In a [cluster](EngineBuilder::cluster) the
+    /// message goes to the broker, which numbers it for every node, and `seq` is 0 (see
+    /// [`Fanout::publish`]).
     ///
     /// ```
     /// let handle = ringcast::Engine::builder()
@@ -316,6 +337,11 @@ impl EngineHandle {
         Stats {
             reactors: self.running().stats.iter().map(|c| c.snapshot()).collect(),
         }
+    }
+
+    /// The cluster bridge's counters (`None`: not in a cluster).
+    pub fn cluster_stats(&self) -> Option<ClusterStats> {
+        self.cluster.as_ref().map(Cluster::stats)
     }
 
     fn running(&self) -> &Reactors {
@@ -391,6 +417,9 @@ impl EngineHandle {
     }
 
     fn stop(&mut self) {
+        if let Some(mut c) = self.cluster.take() {
+            c.stop();
+        }
         if let Some(r) = self.reactors.take() {
             self.state.set_ready(false);
             signal_stop(&r.stop, &r.wakers);

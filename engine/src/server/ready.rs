@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use super::cluster::{ClusterStats, Probe};
 use super::config::Backend;
 use super::stats::Stats;
 use crate::reactor::stats::Counters;
@@ -22,6 +23,8 @@ pub(crate) struct State {
     not_ready: AtomicBool,
     /// Set once the reactors run.
     engine: OnceLock<Running>,
+    /// The cluster bridge's counters, in a cluster.
+    cluster: OnceLock<Probe>,
 }
 
 /// What the endpoints read of a running engine.
@@ -35,6 +38,16 @@ impl State {
     /// The reactors run, with these counters, on `backend`.
     pub(crate) fn started(&self, counters: Vec<Arc<Counters>>, backend: Backend) {
         let _ = self.engine.set(Running { counters, backend });
+    }
+
+    /// The node is in a cluster, whose counters `probe` reads.
+    pub(crate) fn clustered(&self, probe: Probe) {
+        let _ = self.cluster.set(probe);
+    }
+
+    /// The cluster bridge's counters, in a cluster.
+    pub(crate) fn cluster(&self) -> Option<ClusterStats> {
+        self.cluster.get().map(Probe::stats)
     }
 
     /// Whether `/readyz` answers 200: started, and not draining.

@@ -46,6 +46,7 @@ use serde::Deserialize;
 pub use error::SettingsError;
 pub use value::{parse_duration, parse_rate, parse_size};
 
+use super::cluster::{ClusterConfig, ClusterError};
 use super::demo::{DEFAULT_SYMBOLS, DemoFeed};
 use super::{Backend, Broadcast, Engine, EngineBuilder, EngineHandle, HttpEndpoints};
 use crate::fanout::{History, SlowConsumer, TopicRules};
@@ -146,6 +147,15 @@ pub struct Settings {
     /// How often `ringcast.v1` subscribers get a heartbeat; zero disables.
     #[serde(deserialize_with = "value::duration::deserialize")]
     pub heartbeat: Duration,
+    /// The cluster's broker: `nats://host:port` or `redis://host:port[/db]`; `None`: a
+    /// node on its own. See [`cluster`](super::cluster).
+    #[serde(deserialize_with = "value::some_string")]
+    pub cluster: Option<String>,
+    /// Broker subject prefix: topic `T` is `{cluster-prefix}T`.
+    pub cluster_prefix: String,
+    /// This node's id in the cluster; `None`: random (logged at start).
+    #[serde(deserialize_with = "value::some_string")]
+    pub node_id: Option<String>,
     /// Publish the synthetic market-data feed ([`start_demo`](Self::start_demo)).
     pub demo: bool,
     /// Demo ticks per second.
@@ -209,6 +219,9 @@ impl Default for Settings {
             history_ttl: history.idle_ttl,
             history_topics: history.topics,
             heartbeat: Duration::from_secs(5),
+            cluster: None,
+            cluster_prefix: super::cluster::DEFAULT_PREFIX.to_owned(),
+            node_id: None,
             demo: false,
             demo_rate: 2.0,
             demo_symbols: DEFAULT_SYMBOLS.iter().map(|s| (*s).to_owned()).collect(),
@@ -299,6 +312,14 @@ impl Settings {
             message,
         };
         value::check_rate(self.demo_rate).map_err(|m| invalid("demo-rate", m))?;
+        self.cluster_config().map_err(|e| {
+            let key = match e {
+                ClusterError::NodeId(_) => "node-id",
+                ClusterError::Prefix(_) => "cluster-prefix",
+                _ => "cluster",
+            };
+            invalid(key, e.to_string())
+        })?;
         if self.demo {
             let rules = self.topic_rules();
             for s in &self.demo_symbols {
@@ -308,6 +329,21 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The cluster these settings join, if any (a random node id unless `node-id`).
+    ///
+    /// # Errors
+    /// A bad `cluster` URL, `cluster-prefix` or `node-id`.
+    pub fn cluster_config(&self) -> Result<Option<ClusterConfig>, ClusterError> {
+        let Some(url) = &self.cluster else {
+            return Ok(None);
+        };
+        let mut c = ClusterConfig::new(url)?.prefix(&self.cluster_prefix)?;
+        if let Some(id) = &self.node_id {
+            c = c.node_id(id)?;
+        }
+        Ok(Some(c.history(self.history.max(1) as u64)))
     }
 
     /// The topic rules these settings make.
@@ -362,6 +398,7 @@ impl Settings {
             })
             .heartbeat((!self.heartbeat.is_zero()).then_some(self.heartbeat))
             .http(self.http_endpoints())
+            .cluster(self.cluster_config().ok().flatten())
     }
 
     /// The plain HTTP endpoints these settings serve: the demo page with `ui` or `demo`.

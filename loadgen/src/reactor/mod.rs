@@ -100,6 +100,8 @@ struct Conn {
     sock: Option<TcpStream>,
     state: State,
     path: Arc<str>,
+    /// Which server ([`Settings::target_of`]).
+    node: usize,
     job: Job,
     out: Vec<u8>,
     out_pos: usize,
@@ -307,7 +309,7 @@ impl Reactor<'_> {
             if let Some(iv) = s.connect_interval_ns {
                 self.next_connect = self.next_connect.max(now.saturating_sub(iv)) + iv;
             }
-            match open_socket(s.target.addr, s.source_ip) {
+            match open_socket(s.target_of(plan.node).addr, s.source_ip) {
                 Ok(sock) => {
                     shared.sockets.fetch_add(1, Ordering::Relaxed);
                     let entry = self.conns.vacant_entry();
@@ -333,6 +335,7 @@ impl Reactor<'_> {
                         state: State::Connecting { deadline },
                         job: job_for(plan.role, &plan.path, s),
                         path: plan.path,
+                        node: plan.node,
                         out: Vec::new(),
                         out_pos: 0,
                         pending: Vec::new(),
@@ -428,7 +431,7 @@ impl Reactor<'_> {
                 let s = &ctx.shared.settings;
                 let accept = handshake::request_into(
                     &mut conn.out,
-                    &s.target.host,
+                    &s.target_of(conn.node).host,
                     &conn.path,
                     nonce,
                     offered(&conn.job, s),

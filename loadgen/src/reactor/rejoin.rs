@@ -141,7 +141,7 @@ fn reopen(key: usize, conn: &mut Conn, ctx: &mut Ctx<'_>, now: u64) {
             .first_problem
             .get_or_insert_with(|| format!("reconnecting: {why}"));
     };
-    let mut sock = match open_socket(s.target.addr, s.source_ip) {
+    let mut sock = match open_socket(s.target_of(conn.node).addr, s.source_ip) {
         Ok(sock) => sock,
         Err(e) => {
             let (msg, _) = describe_connect_error(&e, s.target.addr, shared);

@@ -30,6 +30,7 @@ pub(crate) fn connect(args: &ConnectArgs) -> Result<i32, Failure> {
     let path: Arc<str> = Arc::from(p.target.path(&args.path));
     let plan_path = Arc::clone(&path);
     let layout = Layout::plain(args.connections, move |_| ConnPlan {
+        node: 0,
         path: Arc::clone(&plan_path),
         role: Role::Idle,
     });

@@ -94,6 +94,8 @@ impl Layout {
 /// Threads, workers and the rest of the process layout decided from the common flags.
 struct Procs {
     target: Target,
+    /// Every `--url` when there are several servers (see [`Settings::sub_targets`]).
+    sub_targets: Vec<Target>,
     /// Worker processes (0: run here).
     workers: usize,
     /// Threads per process.
@@ -103,12 +105,27 @@ struct Procs {
 }
 
 fn procs(common: &CommonArgs, connections: usize) -> Result<Procs, Failure> {
-    let target = Target::parse(&common.url).map_err(|e| e.to_string())?;
+    let parse = |u: &String| Target::parse(u).map_err(|e| e.to_string());
+    let urls = common
+        .url
+        .iter()
+        .map(parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = match &common.pub_url {
+        Some(u) => parse(u)?,
+        None => urls.first().cloned().ok_or("--url is required")?,
+    };
+    let sub_targets = if urls.len() > 1 || common.pub_url.is_some() {
+        urls
+    } else {
+        Vec::new()
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = common.threads.unwrap_or(cores).max(1);
     if common.worker.is_some() {
         return Ok(Procs {
             target,
+            sub_targets,
             workers: 0,
             threads,
             pin: common
@@ -128,6 +145,7 @@ fn procs(common: &CommonArgs, connections: usize) -> Result<Procs, Failure> {
     };
     Ok(Procs {
         target,
+        sub_targets,
         workers,
         threads,
         pin: common
@@ -156,6 +174,7 @@ fn settings(
     let threads_total = (p.threads * processes) as f64;
     Settings {
         target: p.target.clone(),
+        sub_targets: p.sub_targets.clone(),
         source_ip: p.spec.map(|s| Ipv4Addr::new(127, 0, 0, 2 + s.index as u8)),
         size,
         text,
@@ -182,7 +201,7 @@ fn settings(
 /// Starts the connections: here, or in worker processes.
 fn start(p: &Procs, settings: Settings, layout: &Layout) -> Result<Box<dyn Backend>, Failure> {
     if p.workers == 0 {
-        probe(&p.target)?;
+        probe_all(p)?;
         let run = Run::start(settings, layout.share(None), p.threads, &p.pin)
             .map_err(|e| format!("cannot start reactor threads: {e}"))?;
         return Ok(Box::new(Local(run)));
@@ -190,11 +209,17 @@ fn start(p: &Procs, settings: Settings, layout: &Layout) -> Result<Box<dyn Backe
     if p.workers > 250 {
         return Err("at most 250 workers (one 127.0.0.x source address each)".to_owned());
     }
-    probe(&p.target)?;
+    probe_all(p)?;
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let child_threads = p.threads.div_ceil(p.workers).max(1);
     let w = driver::Workers::spawn(&args, p.workers, child_threads, clock::base())?;
     Ok(Box::new(w))
+}
+
+/// [`probe`] of every server.
+fn probe_all(p: &Procs) -> Result<(), Failure> {
+    p.sub_targets.iter().try_for_each(probe)?;
+    probe(&p.target)
 }
 
 /// One blocking connect, so that "no server" is said at once and plainly.
@@ -333,7 +358,7 @@ pub(crate) fn fail(scenario: &str, json: bool, msg: &str) -> i32 {
 }
 
 /// Builds the plans of a fan-out run.
-fn fanout_layout(args: &FanoutArgs, target: &Target) -> Result<Layout, Failure> {
+fn fanout_layout(args: &FanoutArgs, p: &Procs) -> Result<Layout, Failure> {
     let names: Vec<String> = match &args.topic_names {
         Some(n) if n.is_empty() => return Err("--topic-names is empty".to_owned()),
         Some(n) => n.clone(),
@@ -342,17 +367,19 @@ fn fanout_layout(args: &FanoutArgs, target: &Target) -> Result<Layout, Failure> 
     // Envelopes name their topic, so ringcast.v1 subscribers always subscribe by name.
     let plain = args.topic_names.is_none() && names.len() == 1 && args.protocol == Protocol::Plain;
     let publishers = args.publishers.unwrap_or(names.len() as u32) as usize;
-    topic_layout(names, plain, args.subscribers, publishers, target)
+    let nodes = p.sub_targets.len();
+    topic_layout(names, plain, args.subscribers, publishers, &p.target, nodes)
 }
 
-/// Subscriber `i` on topic `i % T`, then publisher `p` on topic `p % T`; `plain` uses the
-/// bare `/sub` and `/pub` paths (one unnamed topic).
+/// Subscriber `i` on topic `i % T` (on server `i % nodes` of several), then publisher `p`
+/// on topic `p % T`; `plain` uses the bare `/sub` and `/pub` paths (one unnamed topic).
 fn topic_layout(
     names: Vec<String>,
     plain: bool,
     subscribers: usize,
     publishers: usize,
     target: &Target,
+    nodes: usize,
 ) -> Result<Layout, Failure> {
     let topics = names.len();
     if publishers < topics {
@@ -376,6 +403,7 @@ fn topic_layout(
     let sub_paths: Vec<Arc<str>> = (0..topics).map(|t| path("sub", t)).collect();
     let pub_paths: Vec<Arc<str>> = (0..topics).map(|t| path("pub", t)).collect();
     let other = move |i: usize| ConnPlan {
+        node: if nodes == 0 { 0 } else { 1 + i % nodes },
         path: Arc::clone(&sub_paths[i % topics]),
         role: Role::Subscriber {
             topic: (i % topics) as u32,
@@ -386,6 +414,7 @@ fn topic_layout(
         .iter()
         .enumerate()
         .map(|(p, &t)| ConnPlan {
+            node: 0,
             path: Arc::clone(&pub_paths[t as usize]),
             role: Role::Publisher {
                 id: p as u32,
@@ -415,7 +444,7 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         common,
         args.subscribers + args.publishers.unwrap_or(args.topics) as usize,
     )?;
-    let layout = fanout_layout(args, &p.target)?;
+    let layout = fanout_layout(args, &p)?;
     let publishers = layout.publisher_topics.len();
     let interval = match args.rate {
         Rate::Max => None,
@@ -744,6 +773,7 @@ pub(crate) fn echo(args: &EchoArgs) -> Result<i32, Failure> {
     let p = procs(common, args.connections)?;
     let path: Arc<str> = Arc::from(p.target.path(&args.path));
     let layout = Layout::plain(args.connections, move |i| ConnPlan {
+        node: 0,
         path: Arc::clone(&path),
         role: Role::Echo { id: i as u32 },
     });

@@ -26,7 +26,8 @@ pub(crate) fn resume(args: &ResumeArgs) -> Result<i32, Failure> {
     let publishers = args.publishers.unwrap_or(args.topics) as usize;
     let p = procs(common, args.subscribers + publishers)?;
     let names = (0..args.topics).map(|i| format!("t{i}")).collect();
-    let layout = topic_layout(names, false, args.subscribers, publishers, &p.target)?;
+    let nodes = p.sub_targets.len();
+    let layout = topic_layout(names, false, args.subscribers, publishers, &p.target, nodes)?;
     let interval = ((publishers as f64) * 1e9 / args.rate).max(1.0) as u64;
     let mut s = settings(
         common,

@@ -177,11 +177,13 @@ impl<T> Core<T> {
             admission,
         } = shared;
         inbox.claim_thread();
+        let mut topics = Topics::new(config.history, config.max_lag_bytes as u64 / 4 * 3);
+        topics.watch(fanout.interest().cloned());
         Self {
             index,
             conns: Slab::new(),
             limits: Arc::new(config.limits.clone()),
-            topics: Topics::new(config.history, config.max_lag_bytes as u64 / 4 * 3),
+            topics,
             config,
             stop,
             quiesced,

@@ -1,0 +1,699 @@
+//! Many nodes behind one topic space, through a broker operators already run (NATS or
+//! Redis).
+//!
+//! ```text
+//!  node A: publish ──► Relay::publish ──► bounded queue ──► bridge thread ──► broker
+//!                                                                               │ numbers it
+//!  node A, B, …: subscribers ◄── reactors' inboxes ◄── Fanout::publish_at ◄── reader thread
+//! ```
+//!
+//! The bridge runs on two threads of its own (a writer that owns the connection and a
+//! reader), never on a reactor: the fan-out hands it local publications and topic interest
+//! through [`Relay`], which only queues (boundedly; overflow is counted and delivered
+//! locally), and the reader hands the broker's messages to the reactors through the same
+//! inbox rings as any local publication. See the README's "Cluster" section for the
+//! guarantees and why they hold.
+//!
+//! - `wire`: the header ringcast puts before a payload on the broker;
+//! - `nats`: the NATS bridge (JetStream numbers each topic's messages);
+//! - `redis`: the Redis bridge (a script numbers and publishes atomically);
+//! - [`stats`]: the counters and the remote-to-local latency histogram.
+
+pub(crate) mod nats;
+pub(crate) mod redis;
+pub mod stats;
+pub(crate) mod wire;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+pub use stats::ClusterStats;
+use stats::{Counters, bump};
+
+use crate::fanout::{Fanout, Relay, TopicName};
+use crate::protocol::frame::OpCode;
+
+/// The default broker subject (channel) prefix: topic `T` is `ringcast.T`.
+pub const DEFAULT_PREFIX: &str = "ringcast.";
+/// How long a node stays subscribed to a topic on the broker after its last local
+/// subscriber left, by default (against subscribe/unsubscribe flapping).
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(2);
+/// Default capacity of the outbound queue to the broker, in publications.
+pub const DEFAULT_QUEUE: usize = 64 * 1024;
+/// Default number of messages the broker keeps per topic (NATS: the stream's `max_msgs`).
+pub const DEFAULT_BROKER_HISTORY: u64 = 1024;
+
+/// Why a cluster setting was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// A URL this node cannot use.
+    #[error(
+        "bad cluster URL {url:?}: {reason} (expected nats://host:port or redis://host:port[/db])"
+    )]
+    Url {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A node id that is empty, too long or not printable ASCII.
+    #[error("bad node id {0:?}: 1 to 64 characters of A-Z a-z 0-9 - _ . :")]
+    NodeId(String),
+    /// A prefix that cannot start a broker subject.
+    #[error("bad cluster prefix {0:?}: characters of A-Z a-z 0-9 - _ . : and no empty segment")]
+    Prefix(String),
+}
+
+/// Which broker, where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Broker {
+    /// `nats://host:port` (default port 4222), JetStream enabled.
+    Nats {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// `redis://host:port[/db]` (default port 6379).
+    Redis {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Database number.
+        db: u32,
+    },
+}
+
+impl Broker {
+    /// Parses `nats://host[:port]` or `redis://host[:port][/db]`.
+    ///
+    /// # Errors
+    /// [`ClusterError::Url`], naming what is wrong.
+    pub fn parse(url: &str) -> Result<Self, ClusterError> {
+        let bad = |reason: &str| ClusterError::Url {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if authority.contains('@') {
+            return Err(bad("credentials are not supported"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| bad("bad port"))?)),
+            None => (authority, None),
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        match scheme {
+            "nats" => {
+                if !path.is_empty() {
+                    return Err(bad("a NATS URL has no path"));
+                }
+                Ok(Self::Nats {
+                    host,
+                    port: port.unwrap_or(4222),
+                })
+            }
+            "redis" => {
+                let db = if path.is_empty() {
+                    0
+                } else {
+                    path.parse().map_err(|_| bad("bad database number"))?
+                };
+                Ok(Self::Redis {
+                    host,
+                    port: port.unwrap_or(6379),
+                    db,
+                })
+            }
+            _ => Err(bad("unknown scheme")),
+        }
+    }
+}
+
+/// How a node joins a cluster: [`EngineBuilder::cluster`](super::EngineBuilder::cluster).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// The URL as given.
+    pub url: String,
+    /// The broker.
+    pub broker: Broker,
+    /// Subject (channel) prefix: topic `T` is `{prefix}T`.
+    pub prefix: String,
+    /// This node's id (random unless set).
+    pub node_id: String,
+    /// How long a topic stays subscribed after its last local subscriber left.
+    pub linger: Duration,
+    /// Capacity of the outbound queue to the broker, in publications.
+    pub queue: usize,
+    /// Messages the broker keeps per topic (its history, for numbering and recovery).
+    pub history: u64,
+}
+
+impl ClusterConfig {
+    /// A node of the cluster at `url`, with the defaults (prefix `ringcast.`, a random
+    /// node id, [`DEFAULT_LINGER`], [`DEFAULT_QUEUE`], [`DEFAULT_BROKER_HISTORY`]).
+    ///
+    /// ```
+    /// let c = ringcast::server::cluster::ClusterConfig::new("nats://127.0.0.1:4222")?;
+    /// assert_eq!(c.prefix, "ringcast.");
+    /// assert!(ringcast::server::cluster::ClusterConfig::new("nats:/x").is_err());
+    /// # Ok::<(), ringcast::server::cluster::ClusterError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A bad URL ([`ClusterError::Url`]).
+    pub fn new(url: &str) -> Result<Self, ClusterError> {
+        Ok(Self {
+            url: url.to_owned(),
+            broker: Broker::parse(url)?,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            node_id: random_node_id(),
+            linger: DEFAULT_LINGER,
+            queue: DEFAULT_QUEUE,
+            history: DEFAULT_BROKER_HISTORY,
+        })
+    }
+
+    /// Sets the subject prefix (checked).
+    ///
+    /// # Errors
+    /// [`ClusterError::Prefix`].
+    pub fn prefix(mut self, prefix: &str) -> Result<Self, ClusterError> {
+        let ok = prefix.is_empty()
+            || (subject_ok(prefix.trim_end_matches('.')) && !prefix.ends_with(".."));
+        if !ok {
+            return Err(ClusterError::Prefix(prefix.to_owned()));
+        }
+        self.prefix = prefix.to_owned();
+        Ok(self)
+    }
+
+    /// Sets the node id (checked).
+    ///
+    /// # Errors
+    /// [`ClusterError::NodeId`].
+    pub fn node_id(mut self, id: &str) -> Result<Self, ClusterError> {
+        let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
+        if id.is_empty() || id.len() > wire::MAX_ORIGIN || !id.bytes().all(ok) {
+            return Err(ClusterError::NodeId(id.to_owned()));
+        }
+        self.node_id = id.to_owned();
+        Ok(self)
+    }
+
+    /// Sets the linger after a topic's last local subscriber.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Sets the outbound queue's capacity.
+    pub fn queue(mut self, publications: usize) -> Self {
+        self.queue = publications.max(1);
+        self
+    }
+
+    /// Sets how many messages per topic the broker keeps.
+    pub fn history(mut self, messages: u64) -> Self {
+        self.history = messages.max(1);
+        self
+    }
+}
+
+/// Whether `s` is a NATS subject made of topic characters, with no empty token.
+pub(crate) fn subject_ok(s: &str) -> bool {
+    let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@');
+    !s.is_empty() && s.bytes().all(ok) && !s.split('.').any(str::is_empty)
+}
+
+/// 16 hex digits, different for every call and process.
+fn random_node_id() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(now_us().into());
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A local publication on its way to the broker.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    pub(crate) topic: TopicName,
+    /// The wire message (header and payload).
+    pub(crate) body: Vec<u8>,
+}
+
+/// What the bridge's writer thread is told besides publications.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// The node has (or no longer has) subscribers to a topic.
+    Interest(TopicName, bool),
+    /// The reader of connection `n` lost it.
+    Lost(u64, String),
+    /// The broker pinged: answer.
+    Pong,
+    /// Shut down.
+    Stop,
+}
+
+/// What the bridge threads and the publishers share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: ClusterConfig,
+    pub(crate) counters: Counters,
+    /// Set once the reactors run.
+    pub(crate) fanout: OnceLock<Fanout>,
+    pub(crate) out_tx: Sender<Outbound>,
+    pub(crate) control_tx: Sender<Control>,
+    pub(crate) stop: AtomicBool,
+    /// How this node's numbers relate to the broker's, per topic.
+    pub(crate) numbering: Mutex<Numbering>,
+}
+
+/// Per topic: what to add to the broker's number so that this node's numbers keep rising
+/// (non-zero only after this node numbered publications itself while the broker was
+/// unreachable), the topics this node has numbered itself since, and the messages that
+/// arrived before an earlier one (held a moment for it).
+#[derive(Debug, Default)]
+pub(crate) struct Numbering {
+    offsets: HashMap<TopicName, u64>,
+    diverged: std::collections::HashSet<TopicName>,
+    held: HashMap<TopicName, Held>,
+    /// Topics being subscribed: their messages wait until the start is known.
+    starting: std::collections::HashSet<TopicName>,
+}
+
+/// Messages of one topic that came before an earlier one, by broker number.
+#[derive(Debug)]
+struct Held {
+    since: Instant,
+    msgs: BTreeMap<u64, (OpCode, Vec<u8>)>,
+}
+
+/// How long a message that came early waits for the earlier ones (the broker may hand a
+/// stream's messages over out of order, rarely: seen with JetStream's RePublish).
+pub(crate) const REORDER_WAIT: Duration = Duration::from_millis(100);
+/// Most messages held per topic; more: the missing ones are given up on.
+const REORDER_MAX: usize = 4096;
+
+impl Shared {
+    /// Delivers on this node a message from the broker numbered `seq` (0: numbered here),
+    /// in the broker's order: a message that comes before an earlier one waits for it (at
+    /// most [`REORDER_WAIT`]), one this node already has is dropped, unless the node
+    /// numbered messages itself meanwhile: then the broker's numbers are shifted past the
+    /// node's from here on. Skipped numbers are counted.
+    pub(crate) fn deliver(&self, topic: &TopicName, opcode: OpCode, payload: &[u8], seq: u64) {
+        let Some(fanout) = self.fanout.get() else {
+            return;
+        };
+        let mut n = self.numbering();
+        if seq == 0 {
+            n.diverged.insert(topic.clone());
+            drop(n);
+            let _ = fanout.publish_local(topic, opcode, payload);
+            return;
+        }
+        if n.starting.contains(topic.as_str()) {
+            Self::hold(&mut n, topic, opcode, payload, seq);
+            return;
+        }
+        let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
+        let before = fanout.last_seq(topic.as_str());
+        if seq + offset <= before {
+            if n.diverged.remove(topic.as_str()) {
+                self.publish(&mut n, fanout, topic, opcode, payload, seq);
+            }
+            return; // else a duplicate
+        }
+        if seq + offset > before + 1 {
+            if Self::hold(&mut n, topic, opcode, payload, seq) > REORDER_MAX {
+                self.release(&mut n, fanout, topic);
+            }
+            return;
+        }
+        self.publish(&mut n, fanout, topic, opcode, payload, seq);
+        // What waited for this one follows it.
+        loop {
+            let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
+            let next = fanout.last_seq(topic.as_str()) + 1 - offset;
+            let Some(held) = n.held.get_mut(topic.as_str()) else {
+                break;
+            };
+            let Some((op, payload)) = held.msgs.remove(&next) else {
+                break;
+            };
+            if held.msgs.is_empty() {
+                n.held.remove(topic.as_str());
+            }
+            self.publish(&mut n, fanout, topic, op, &payload, next);
+        }
+    }
+
+    /// Holds message `seq`; returns how many of the topic are held.
+    fn hold(
+        n: &mut Numbering,
+        topic: &TopicName,
+        opcode: OpCode,
+        payload: &[u8],
+        seq: u64,
+    ) -> usize {
+        let held = n.held.entry(topic.clone()).or_insert_with(|| Held {
+            since: Instant::now(),
+            msgs: BTreeMap::new(),
+        });
+        held.msgs.insert(seq, (opcode, payload.to_vec()));
+        held.msgs.len()
+    }
+
+    /// The topic is being subscribed on the broker: its messages wait for
+    /// [`started`](Self::started).
+    pub(crate) fn begin(&self, topic: &TopicName) {
+        self.numbering().starting.insert(topic.clone());
+    }
+
+    /// The topic's subscription is in place, and the broker's last number of it was
+    /// `last`. `first`: the first subscription on this node (it starts after `last`);
+    /// else a subscription again, after a reconnection (what was missed has been fetched
+    /// and is held; a broker that went back, having lost its numbers, is shifted past this
+    /// node's from its next message). What waited is delivered.
+    pub(crate) fn started(&self, topic: &TopicName, last: u64, first: bool) {
+        let Some(fanout) = self.fanout.get() else {
+            return;
+        };
+        let mut n = self.numbering();
+        n.starting.remove(topic.as_str());
+        let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
+        if first {
+            fanout.advance(topic, last + offset);
+        } else if last + offset < fanout.last_seq(topic.as_str()) {
+            n.diverged.insert(topic.clone());
+        }
+        self.release(&mut n, fanout, topic);
+    }
+
+    /// The connection was lost while subscribing: nothing waits any more.
+    pub(crate) fn abandon_starts(&self) {
+        self.numbering().starting.clear();
+    }
+
+    /// Delivers the messages held longer than [`REORDER_WAIT`]: the earlier ones are
+    /// given up on (announced as a gap, counted as missed).
+    pub(crate) fn release_held(&self, now: Instant) {
+        let Some(fanout) = self.fanout.get() else {
+            return;
+        };
+        let mut n = self.numbering();
+        let due: Vec<TopicName> = n
+            .held
+            .iter()
+            .filter(|(t, h)| {
+                now.saturating_duration_since(h.since) >= REORDER_WAIT
+                    && !n.starting.contains(t.as_str())
+            })
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in due {
+            self.release(&mut n, fanout, &t);
+        }
+    }
+
+    /// Delivers what is held of `topic`, in order (what this node already has dropped).
+    fn release(&self, n: &mut Numbering, fanout: &Fanout, topic: &TopicName) {
+        if let Some(held) = n.held.remove(topic.as_str()) {
+            for (seq, (op, payload)) in held.msgs {
+                let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
+                if seq + offset > fanout.last_seq(topic.as_str()) {
+                    self.publish(n, fanout, topic, op, &payload, seq);
+                }
+            }
+        }
+    }
+
+    /// Hands broker message `seq` to the reactors.
+    fn publish(
+        &self,
+        n: &mut Numbering,
+        fanout: &Fanout,
+        topic: &TopicName,
+        opcode: OpCode,
+        payload: &[u8],
+        seq: u64,
+    ) {
+        let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
+        let before = fanout.last_seq(topic.as_str());
+        let got = fanout.publish_at(topic, opcode, payload, seq + offset).seq;
+        if before > 0 && got > before + 1 {
+            self.counters
+                .missed
+                .fetch_add(got - before - 1, Ordering::Relaxed);
+        }
+        if got != seq + offset {
+            n.offsets.insert(topic.clone(), got - seq);
+        }
+    }
+
+    /// Notes that this node numbered a publication of `topic` itself.
+    pub(crate) fn diverged(&self, topic: &TopicName) {
+        self.numbering().diverged.insert(topic.clone());
+    }
+
+    /// The broker's number `seq` of `topic` as this node numbers it.
+    pub(crate) fn local_seq(&self, topic: &TopicName, seq: u64) -> u64 {
+        seq + self
+            .numbering()
+            .offsets
+            .get(topic.as_str())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn numbering(&self) -> std::sync::MutexGuard<'_, Numbering> {
+        self.numbering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The fan-out's view of the bridge.
+#[derive(Debug, Clone)]
+pub(crate) struct Bridge(pub(crate) Arc<Shared>);
+
+impl Relay for Bridge {
+    fn interest(&self, topic: &TopicName, on: bool) {
+        if subject_ok(topic.as_str()) {
+            let _ = self.0.control_tx.send(Control::Interest(topic.clone(), on));
+        }
+    }
+
+    fn publish(&self, topic: &TopicName, opcode: OpCode, payload: &[u8]) -> bool {
+        let s = &self.0;
+        if !subject_ok(topic.as_str()) {
+            return false; // not a subject: this topic stays local
+        }
+        if !s.counters.connected.load(Ordering::Acquire) {
+            bump(&s.counters.dropped_to_broker);
+            s.diverged(topic);
+            return false;
+        }
+        let mut body = Vec::new();
+        let origin = s.config.node_id.as_bytes();
+        wire::encode_into(&mut body, opcode, 0, now_us(), origin, payload);
+        let out = Outbound {
+            topic: topic.clone(),
+            body,
+        };
+        match s.out_tx.try_send(out) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                bump(&s.counters.dropped_to_broker);
+                s.diverged(topic);
+                false
+            }
+        }
+    }
+}
+
+/// A node's bridge to its cluster: started before the reactors, attached to their
+/// fan-out once they run, stopped with the engine.
+pub(crate) struct Cluster {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("url", &self.shared.config.url)
+            .field("node_id", &self.shared.config.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Starts the bridge's thread (it connects in the background, retrying).
+    ///
+    /// # Errors
+    /// A broker this build does not speak, or the thread cannot be started.
+    pub(crate) fn start(config: ClusterConfig) -> std::io::Result<Self> {
+        let (out_tx, out_rx) = crossbeam_channel::bounded(config.queue);
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        tracing::info!(url = %config.url, node_id = %config.node_id, "cluster: node id {}", config.node_id);
+        let shared = Arc::new(Shared {
+            config,
+            counters: Counters::default(),
+            fanout: OnceLock::new(),
+            out_tx,
+            control_tx,
+            stop: AtomicBool::new(false),
+            numbering: Mutex::default(),
+        });
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("ringcast-cluster".into())
+            .spawn(move || match s.config.broker {
+                Broker::Nats { .. } => nats::run(&s, &out_rx, &control_rx),
+                Broker::Redis { .. } => redis::run(&s, &out_rx, &control_rx),
+            })?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The relay the fan-out is built with.
+    pub(crate) fn relay(&self) -> Arc<dyn Relay> {
+        Arc::new(Bridge(Arc::clone(&self.shared)))
+    }
+
+    /// Hands the bridge the running reactors' fan-out.
+    pub(crate) fn attach(&self, fanout: Fanout) {
+        let _ = self.shared.fanout.set(fanout);
+    }
+
+    /// A snapshot of the counters.
+    pub(crate) fn stats(&self) -> ClusterStats {
+        self.probe().stats()
+    }
+
+    /// What reads the counters (for the HTTP endpoints).
+    pub(crate) fn probe(&self) -> Probe {
+        Probe(Arc::clone(&self.shared))
+    }
+
+    /// Stops the bridge and waits for its threads.
+    pub(crate) fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        let _ = self.shared.control_tx.send(Control::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Reads a bridge's counters.
+#[derive(Debug, Clone)]
+pub(crate) struct Probe(Arc<Shared>);
+
+impl Probe {
+    /// A snapshot of the counters.
+    pub(crate) fn stats(&self) -> ClusterStats {
+        let c = &self.0.config;
+        self.0.counters.snapshot(&c.url, &c.node_id)
+    }
+}
+
+/// Drains what is queued for the broker into local delivery (the connection is gone).
+pub(crate) fn deliver_queued_locally(shared: &Shared, out_rx: &Receiver<Outbound>) {
+    while let Ok(o) = out_rx.try_recv() {
+        bump(&shared.counters.dropped_to_broker);
+        if let Ok(m) = wire::decode(&o.body) {
+            shared.deliver(&o.topic, m.opcode, m.payload, 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let n = |h: &str, p| Broker::Nats {
+            host: h.into(),
+            port: p,
+        };
+        assert_eq!(
+            Broker::parse("nats://127.0.0.1:4333"),
+            Ok(n("127.0.0.1", 4333))
+        );
+        assert_eq!(Broker::parse("nats://localhost"), Ok(n("localhost", 4222)));
+        assert_eq!(
+            Broker::parse("redis://h:1/3"),
+            Ok(Broker::Redis {
+                host: "h".into(),
+                port: 1,
+                db: 3
+            })
+        );
+        for bad in [
+            "127.0.0.1:4222",
+            "http://h:1",
+            "nats://:1",
+            "nats://h:x",
+            "nats://h:1/a",
+            "redis://h/x",
+            "nats://u:p@h:1",
+        ] {
+            let e = Broker::parse(bad).unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn node_ids_and_prefixes() {
+        let c = ClusterConfig::new("nats://h").unwrap();
+        assert_eq!(c.node_id.len(), 16);
+        assert_ne!(c.node_id, ClusterConfig::new("nats://h").unwrap().node_id);
+        assert!(c.clone().node_id("a-1").is_ok());
+        assert!(c.clone().node_id("").is_err());
+        assert!(c.clone().node_id("a b").is_err());
+        assert!(c.clone().node_id(&"x".repeat(65)).is_err());
+        assert!(c.clone().prefix("md.prices.").is_ok());
+        assert!(c.clone().prefix("").is_ok());
+        assert!(c.clone().prefix("a..").is_err());
+        assert!(c.clone().prefix("a*.").is_err());
+        assert!(subject_ok("ringcast.BTC-USD"));
+        assert!(!subject_ok("ringcast..x"));
+        assert!(!subject_ok("ringcast.x."));
+    }
+}

@@ -1,0 +1,691 @@
+//! The NATS bridge: the client protocol over one TCP connection, spoken by two threads
+//! (this module's `run`, the writer, which owns the connection; and a reader per
+//! connection), and JetStream to number each topic's messages.
+//!
+//! **Numbering.** Each topic `T` has a JetStream stream of its own (`RC_<hex of the
+//! subject>`, file storage, `max_msgs` = the broker history, discard old) over the subject
+//! `{prefix}T`, with **RePublish** to `_rcseq.{prefix}T`. The stream's sequence is then the
+//! topic's sequence: 1, +1 for every message the stream stores, whoever published it (a
+//! node, or `nats pub ringcast.T …`), and the server republishes each stored message, in
+//! store order, with its number in the `Nats-Sequence` header. Nodes subscribe to the
+//! republished subject only: what they deliver is exactly what the stream stored, in its
+//! order, with its number, so every node delivers a message with the same `seq`.
+//!
+//! **Publishing.** A node publishes to `{prefix}T` with an ack inbox (the ack counts, it
+//! is not waited for) after making sure the topic's stream exists (`STREAM.CREATE`, once
+//! per topic and connection). Its own messages come back republished like everyone's,
+//! and that is their one delivery on this node (origin = this node: counted as own).
+//!
+//! **Interest.** `SUB _rcseq.{prefix}T` while the node has subscribers to `T`; `UNSUB`
+//! after the linger. At the first subscription the node learns the stream's last number
+//! and moves its counter there ([`Fanout::advance`](crate::fanout::Fanout::advance)), so
+//! that a subscriber is not told of a gap it never had.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
+
+use super::stats::bump;
+use super::{Broker, Control, Outbound, Shared, deliver_queued_locally, now_us, wire};
+use crate::fanout::TopicName;
+
+/// Longest wait for the broker: connecting, its greeting, a JetStream API answer.
+pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnection back-off: first and longest wait (each with up to 50 % jitter).
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Where JetStream requests are answered: `_INBOX.<node>.<n>` (n = request number, or
+/// `ack` for publication acks).
+fn inbox_root(node: &str) -> String {
+    format!("_INBOX.rc.{node}.")
+}
+
+/// The subject a topic's publications go to.
+fn subject(prefix: &str, topic: &str) -> String {
+    format!("{prefix}{topic}")
+}
+
+/// The subject the stream republishes a topic's numbered messages to.
+fn seq_root(prefix: &str) -> String {
+    format!("_rcseq.{prefix}")
+}
+
+/// The name of a topic's stream.
+fn stream_name(subject: &str) -> String {
+    let mut s = String::with_capacity(3 + 2 * subject.len());
+    s.push_str("RC_");
+    for b in subject.bytes() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Answers to JetStream requests, routed by the reader to the waiting writer.
+type Pending = Arc<Mutex<HashMap<u64, Sender<Vec<u8>>>>>;
+
+/// One topic the node follows (or lingers on).
+#[derive(Debug)]
+pub(super) struct Follow {
+    /// The node has subscribers to it.
+    pub(super) wanted: bool,
+    /// When to unsubscribe (no subscribers since).
+    pub(super) linger_until: Option<Instant>,
+    /// The subscription on the current connection.
+    pub(super) sid: Option<u64>,
+    /// Subscribed before on some connection (a later subscription recovers, it does not
+    /// jump).
+    pub(super) followed: bool,
+}
+
+/// One connection's writer side.
+struct Conn {
+    out: BufWriter<TcpStream>,
+    /// `_INBOX.rc.<node>.`
+    inbox: String,
+    number: u64,
+    next_sid: u64,
+    next_request: u64,
+    /// Topics whose stream is known to exist on this connection.
+    streams: HashSet<TopicName>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The writer thread: connects (retrying with back-off and jitter), keeps the broker
+/// subscribed to the topics the node follows, sends publications; returns on stop.
+pub(crate) fn run(shared: &Arc<Shared>, out_rx: &Receiver<Outbound>, control: &Receiver<Control>) {
+    let Broker::Nats { host, port } = shared.config.broker.clone() else {
+        return;
+    };
+    let pending: Pending = Arc::default();
+    let mut follows: HashMap<TopicName, Follow> = HashMap::new();
+    let mut attempt = 0u32;
+    let mut connections = 0u64;
+    let mut logged_down = false;
+    while !shared.stop.load(Ordering::Acquire) {
+        let conn = connect(&host, port, &shared.config.node_id).and_then(|stream| {
+            connections += 1;
+            start_reader(shared, stream, connections, &pending)
+        });
+        let mut conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                if !logged_down {
+                    tracing::warn!(
+                        "cluster: cannot reach {}: {e}; serving local traffic, retrying",
+                        shared.config.url
+                    );
+                    logged_down = true;
+                }
+                let wait = backoff(attempt);
+                attempt = attempt.saturating_add(1);
+                if !idle(shared, out_rx, control, &mut follows, wait) {
+                    return;
+                }
+                continue;
+            }
+        };
+        attempt = 0;
+        logged_down = false;
+        if connections > 1 {
+            bump(&shared.counters.reconnects);
+        }
+        shared.counters.connected.store(true, Ordering::Release);
+        tracing::info!(
+            "cluster: connected to {} as node {}",
+            shared.config.url,
+            shared.config.node_id
+        );
+        let why = serve(shared, &mut conn, out_rx, control, &mut follows, &pending);
+        shared.counters.connected.store(false, Ordering::Release);
+        shared.counters.subscriptions.store(0, Ordering::Relaxed);
+        let _ = conn.out.get_ref().shutdown(Shutdown::Both);
+        if let Some(r) = conn.reader.take() {
+            let _ = r.join();
+        }
+        for f in follows.values_mut() {
+            f.sid = None;
+        }
+        deliver_queued_locally(shared, out_rx);
+        shared.abandon_starts();
+        shared.release_held(Instant::now() + super::REORDER_WAIT);
+        match why {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(
+                "cluster: lost {}: {e}; serving local traffic, reconnecting",
+                shared.config.url
+            ),
+        }
+    }
+}
+
+/// Waits `wait` while disconnected: follows interest, delivers what was queued locally.
+/// `false`: stop.
+pub(super) fn idle(
+    shared: &Shared,
+    out_rx: &Receiver<Outbound>,
+    control: &Receiver<Control>,
+    follows: &mut HashMap<TopicName, Follow>,
+    wait: Duration,
+) -> bool {
+    let until = Instant::now() + wait;
+    loop {
+        deliver_queued_locally(shared, out_rx);
+        let left = until.saturating_duration_since(Instant::now());
+        match control.recv_timeout(left) {
+            Ok(Control::Stop) => return false,
+            Ok(Control::Interest(t, on)) => note_interest(follows, t, on, shared),
+            Ok(Control::Lost(..) | Control::Pong) => {}
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+}
+
+pub(super) fn note_interest(
+    follows: &mut HashMap<TopicName, Follow>,
+    t: TopicName,
+    on: bool,
+    s: &Shared,
+) {
+    let f = follows.entry(t).or_insert(Follow {
+        wanted: false,
+        linger_until: None,
+        sid: None,
+        followed: false,
+    });
+    f.wanted = on;
+    f.linger_until = (!on).then(|| Instant::now() + s.config.linger);
+}
+
+/// `BACKOFF_MIN · 2^attempt`, at most `BACKOFF_MAX`, less up to half of it at random.
+pub(super) fn backoff(attempt: u32) -> Duration {
+    let base = BACKOFF_MIN
+        .saturating_mul(1 << attempt.min(16))
+        .min(BACKOFF_MAX);
+    let jitter = (now_us() ^ u64::from(std::process::id()).rotate_left(17)) % 1000;
+    base.mul_f64(1.0 - jitter as f64 / 2000.0)
+}
+
+/// Connects and greets: `INFO` in, `CONNECT` and `PING` out, `PONG` in.
+fn connect(host: &str, port: u16, node: &str) -> io::Result<TcpStream> {
+    let addr = (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::other("no address"))?;
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut r = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    if !line.starts_with("INFO ") {
+        return Err(io::Error::other(format!("not a NATS server: {line:?}")));
+    }
+    let info: serde_json::Value = serde_json::from_str(&line[5..]).unwrap_or_default();
+    if info.get("jetstream").and_then(serde_json::Value::as_bool) != Some(true) {
+        return Err(io::Error::other(
+            "JetStream is not enabled (nats-server -js)",
+        ));
+    }
+    let connect = serde_json::json!({
+        "verbose": false, "pedantic": false, "headers": true, "no_responders": true,
+        "protocol": 1, "name": format!("ringcast-{node}"), "lang": "rust",
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    let mut w = &stream;
+    w.write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())?;
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        match line.trim_end() {
+            "PONG" => break,
+            l if l.starts_with("-ERR") => return Err(io::Error::other(l.to_owned())),
+            _ => {}
+        }
+    }
+    if !r.buffer().is_empty() {
+        return Err(io::Error::other("unexpected data after PONG"));
+    }
+    stream.set_read_timeout(None)?;
+    Ok(stream)
+}
+
+fn start_reader(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    number: u64,
+    p: &Pending,
+) -> io::Result<Conn> {
+    let rs = stream.try_clone()?;
+    let (s, pending) = (Arc::clone(shared), Arc::clone(p));
+    let reader = std::thread::Builder::new()
+        .name("ringcast-cluster-rx".into())
+        .spawn(move || {
+            let why = read_loop(&s, rs, &pending);
+            let _ = s.control_tx.send(Control::Lost(number, why.to_string()));
+        })?;
+    let mut out = BufWriter::with_capacity(64 * 1024, stream);
+    let root = inbox_root(&shared.config.node_id);
+    write!(out, "SUB {root}* 1\r\n")?;
+    out.flush()?;
+    Ok(Conn {
+        out,
+        inbox: root,
+        number,
+        next_sid: 2,
+        next_request: 0,
+        streams: HashSet::new(),
+        reader: Some(reader),
+    })
+}
+
+/// Serves one connection until it is lost (`Err`) or the bridge stops (`Ok`).
+fn serve(
+    shared: &Shared,
+    conn: &mut Conn,
+    out_rx: &Receiver<Outbound>,
+    control: &Receiver<Control>,
+    follows: &mut HashMap<TopicName, Follow>,
+    pending: &Pending,
+) -> io::Result<()> {
+    // Every topic followed before is subscribed again (recovering what the stream holds).
+    let topics: Vec<TopicName> = follows.keys().cloned().collect();
+    for t in topics {
+        sync_follow(shared, conn, follows, &t, pending)?;
+    }
+    conn.out.flush()?;
+    let tick = super::REORDER_WAIT / 2;
+    loop {
+        select! {
+            recv(out_rx) -> o => match o {
+                Ok(o) => publish(shared, conn, &o, pending)?,
+                Err(_) => return Ok(()),
+            },
+            recv(control) -> c => match c {
+                Ok(Control::Stop) | Err(_) => return Ok(()),
+                Ok(Control::Lost(n, why)) if n == conn.number => {
+                    return Err(io::Error::other(why));
+                }
+                Ok(Control::Lost(..)) => {}
+                Ok(Control::Pong) => conn.out.write_all(b"PONG\r\n")?,
+                Ok(Control::Interest(t, on)) => {
+                    note_interest(follows, t.clone(), on, shared);
+                    sync_follow(shared, conn, follows, &t, pending)?;
+                }
+            },
+            default(tick) => {}
+        }
+        // Everything already queued goes out in the same write.
+        for _ in 0..4096 {
+            match out_rx.try_recv() {
+                Ok(o) => publish(shared, conn, &o, pending)?,
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        shared.release_held(now);
+        let expired: Vec<TopicName> = follows
+            .iter()
+            .filter(|(_, f)| !f.wanted && f.linger_until.is_some_and(|u| u <= now))
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in expired {
+            sync_follow(shared, conn, follows, &t, pending)?;
+        }
+        conn.out.flush()?;
+    }
+}
+
+/// Makes the broker subscription of `t` match the node's interest.
+fn sync_follow(
+    shared: &Shared,
+    conn: &mut Conn,
+    follows: &mut HashMap<TopicName, Follow>,
+    t: &TopicName,
+    pending: &Pending,
+) -> io::Result<()> {
+    let Some(f) = follows.get(t) else {
+        return Ok(());
+    };
+    let lingering = f.linger_until.is_some_and(|u| u > Instant::now());
+    if f.wanted || lingering {
+        if f.sid.is_some() {
+            return Ok(());
+        }
+        let followed = f.followed;
+        // Subscribed first: the stream's state answered after it covers everything the
+        // subscription does not. Deliveries wait until that state is known.
+        let sid = conn.next_sid;
+        conn.next_sid += 1;
+        shared.begin(t);
+        let prefix = &shared.config.prefix;
+        write!(conn.out, "SUB {}{} {sid}\r\n", seq_root(prefix), t.as_str())?;
+        let last = ensure_stream(shared, conn, t, pending)?;
+        if followed {
+            // Followed before (a reconnection): what the stream holds past this node's
+            // last is fetched, and delivered before what is live.
+            recover(shared, conn, t, last, pending)?;
+        }
+        // The first time, numbers before now are not this node's subscribers' loss.
+        shared.started(t, last, !followed);
+        bump(&shared.counters.subscriptions);
+        if let Some(f) = follows.get_mut(t) {
+            f.sid = Some(sid);
+            f.followed = true;
+        }
+    } else if let Some(f) = follows.remove(t) {
+        if let Some(sid) = f.sid {
+            write!(conn.out, "UNSUB {sid}\r\n")?;
+            // A message to this node's own inbox comes back once the broker has taken
+            // the UNSUB: only then is the topic counted as unsubscribed.
+            let own = format!("{}{}", conn.inbox, conn.next_request);
+            request(conn, &own, b"", pending)?;
+            shared
+                .counters
+                .subscriptions
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// After a reconnection, fetches from the topic's stream what this node missed, up to
+/// the stream's last number `last` at subscription (what the stream no longer holds is
+/// announced as a gap by the next delivery).
+fn recover(
+    shared: &Shared,
+    conn: &mut Conn,
+    t: &TopicName,
+    last: u64,
+    pending: &Pending,
+) -> io::Result<()> {
+    let Some(fanout) = shared.fanout.get() else {
+        return Ok(());
+    };
+    let have = fanout.last_seq(t.as_str());
+    let offset = shared.local_seq(t, 0);
+    let subject = subject(&shared.config.prefix, t.as_str());
+    let name = stream_name(&subject);
+    let from =
+        (have.saturating_sub(offset) + 1).max(last.saturating_sub(shared.config.history) + 1);
+    for seq in from..=last {
+        let body = serde_json::json!({ "seq": seq }).to_string();
+        let api = format!("$JS.API.STREAM.MSG.GET.{name}");
+        let Some(answer) = request(conn, &api, body.as_bytes(), pending)? else {
+            break;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&answer) else {
+            break;
+        };
+        let Some(data) = v
+            .pointer("/message/data")
+            .and_then(serde_json::Value::as_str)
+        else {
+            continue; // deleted or no longer held: the next delivery announces the gap
+        };
+        let Ok(bytes) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data)
+        else {
+            continue;
+        };
+        deliver_one(shared, t, &bytes, seq);
+    }
+    Ok(())
+}
+
+/// Sends a JetStream API request and waits for its answer (`None`: none in time).
+fn request(
+    conn: &mut Conn,
+    subject: &str,
+    body: &[u8],
+    pending: &Pending,
+) -> io::Result<Option<Vec<u8>>> {
+    let n = conn.next_request;
+    conn.next_request += 1;
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    pending
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(n, tx);
+    write!(
+        conn.out,
+        "PUB {subject} {}{n} {}\r\n",
+        conn.inbox,
+        body.len()
+    )?;
+    conn.out.write_all(body)?;
+    conn.out.write_all(b"\r\n")?;
+    conn.out.flush()?;
+    let answer = rx.recv_timeout(IO_TIMEOUT).ok();
+    pending
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&n);
+    Ok(answer)
+}
+
+/// Makes sure the topic's stream exists (once per connection); returns its last number.
+fn ensure_stream(
+    shared: &Shared,
+    conn: &mut Conn,
+    t: &TopicName,
+    pending: &Pending,
+) -> io::Result<u64> {
+    let prefix = &shared.config.prefix;
+    let subject = subject(prefix, t.as_str());
+    let name = stream_name(&subject);
+    let config = serde_json::json!({
+        "name": name,
+        "subjects": [subject],
+        "storage": "file",
+        "max_msgs": shared.config.history,
+        "discard": "old",
+        "num_replicas": 1,
+        "republish": { "src": subject, "dest": format!("{}{}", seq_root(prefix), t.as_str()) },
+    });
+    let create = format!("$JS.API.STREAM.CREATE.{name}");
+    let mut answer = request(conn, &create, config.to_string().as_bytes(), pending)?;
+    let parsed = |a: &Option<Vec<u8>>| -> Option<serde_json::Value> {
+        a.as_deref().and_then(|a| serde_json::from_slice(a).ok())
+    };
+    let mut v = parsed(&answer);
+    if v.as_ref().is_none_or(|v| v.get("error").is_some()) {
+        // It exists with another configuration (another node's history), or the create
+        // was not answered: ask for its state.
+        if let Some(e) = v.as_ref().and_then(|v| v.get("error")) {
+            tracing::debug!("cluster: stream {name}: {e}");
+        }
+        answer = request(conn, &format!("$JS.API.STREAM.INFO.{name}"), b"", pending)?;
+        v = parsed(&answer);
+    }
+    let last = v
+        .as_ref()
+        .and_then(|v| v.pointer("/state/last_seq"))
+        .and_then(serde_json::Value::as_u64);
+    match last {
+        Some(last) => {
+            conn.streams.insert(t.clone());
+            Ok(last)
+        }
+        None => Err(io::Error::other(format!(
+            "JetStream did not create stream {name} for topic {t}: {}",
+            answer.map_or("no answer".into(), |a| String::from_utf8_lossy(&a)
+                .into_owned())
+        ))),
+    }
+}
+
+/// Sends a local publication to its topic's subject (its stream made first if need be).
+fn publish(shared: &Shared, conn: &mut Conn, o: &Outbound, pending: &Pending) -> io::Result<()> {
+    if !conn.streams.contains(o.topic.as_str()) {
+        if let Err(e) = ensure_stream(shared, conn, &o.topic, pending) {
+            // The broker is there but will not number this topic: deliver it here.
+            tracing::warn!("cluster: {e}");
+            bump(&shared.counters.dropped_to_broker);
+            if let Ok(m) = wire::decode(&o.body) {
+                shared.deliver(&o.topic, m.opcode, m.payload, 0);
+            }
+            return Ok(());
+        }
+    }
+    let subject = subject(&shared.config.prefix, o.topic.as_str());
+    write!(
+        conn.out,
+        "PUB {subject} {}ack {}\r\n",
+        conn.inbox,
+        o.body.len()
+    )?;
+    conn.out.write_all(&o.body)?;
+    conn.out.write_all(b"\r\n")?;
+    bump(&shared.counters.sent);
+    Ok(())
+}
+
+/// Delivers one numbered message from the broker on this node.
+fn deliver_one(shared: &Shared, topic: &TopicName, body: &[u8], seq: u64) {
+    let c = &shared.counters;
+    let m = match wire::decode(body) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!("cluster: dropped a message on {topic}: {e}");
+            bump(&c.malformed);
+            return;
+        }
+    };
+    match m.origin {
+        None => bump(&c.received_foreign),
+        Some(o) if o == shared.config.node_id.as_bytes() => bump(&c.received_own),
+        Some(_) => {
+            bump(&c.received_remote);
+            if m.sent_us > 0 {
+                c.latency(now_us().saturating_sub(m.sent_us));
+            }
+        }
+    }
+    shared.deliver(topic, m.opcode, m.payload, seq);
+}
+
+/// Reads the connection until it ends: numbered messages are delivered, API answers
+/// routed to the writer, pings answered through it.
+fn read_loop(shared: &Shared, stream: TcpStream, pending: &Pending) -> io::Error {
+    let mut r = BufReader::with_capacity(256 * 1024, stream);
+    let inbox = inbox_root(&shared.config.node_id);
+    let seqs = seq_root(&shared.config.prefix);
+    let mut line = Vec::new();
+    let mut body = Vec::new();
+    loop {
+        line.clear();
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) => return io::ErrorKind::UnexpectedEof.into(),
+            Ok(_) => {}
+            Err(e) => return e,
+        }
+        let Ok(text) = std::str::from_utf8(&line) else {
+            return io::Error::other("protocol line not UTF-8");
+        };
+        let mut words = text.split_ascii_whitespace();
+        let op = words.next().unwrap_or("");
+        let (subject, sizes): (&str, Vec<&str>) = match op {
+            "MSG" | "HMSG" => {
+                let w: Vec<&str> = words.collect();
+                match w.first() {
+                    Some(s) => (s, w[1..].to_vec()),
+                    None => return io::Error::other(format!("bad {op} line")),
+                }
+            }
+            "PING" => {
+                let _ = shared.control_tx.send(Control::Pong);
+                continue;
+            }
+            "-ERR" => {
+                tracing::warn!("cluster: broker error: {}", text.trim_end());
+                continue;
+            }
+            _ => continue, // PONG, +OK, INFO
+        };
+        // MSG <subject> <sid> [reply] <#bytes>; HMSG <subject> <sid> [reply] <#hdr> <#total>
+        let (hdr_len, total) = if op == "HMSG" {
+            let n = sizes.len();
+            match (sizes.get(n.wrapping_sub(2)), sizes.last()) {
+                (Some(h), Some(t)) if n >= 3 => (h.parse().ok(), t.parse().ok()),
+                _ => (None, None),
+            }
+        } else {
+            (Some(0usize), sizes.last().and_then(|t| t.parse().ok()))
+        };
+        let (Some(hdr_len), Some(total)) = (hdr_len, total) else {
+            return io::Error::other(format!("bad {op} line"));
+        };
+        let total: usize = total;
+        if hdr_len > total {
+            return io::Error::other(format!("bad {op} line"));
+        }
+        body.resize(total + 2, 0);
+        if let Err(e) = r.read_exact(&mut body) {
+            return e;
+        }
+        let (headers, payload) = body[..total].split_at(hdr_len);
+        if let Some(t) = subject.strip_prefix(seqs.as_str()) {
+            let seq = header(headers, "Nats-Sequence").and_then(|v| v.parse().ok());
+            deliver_one(shared, &TopicName::new(t), payload, seq.unwrap_or(0));
+        } else if let Some(rest) = subject.strip_prefix(inbox.as_str()) {
+            if rest == "ack" {
+                let refused = payload.windows(7).any(|w| w == b"\"error\"");
+                if refused {
+                    tracing::debug!(
+                        "cluster: publication refused: {}",
+                        String::from_utf8_lossy(payload)
+                    );
+                    bump(&shared.counters.refused);
+                } else {
+                    bump(&shared.counters.acked);
+                }
+            } else if let Ok(n) = rest.parse::<u64>() {
+                let tx = pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&n);
+                if let Some(tx) = tx {
+                    let _ = tx.try_send(payload.to_vec());
+                }
+            }
+        }
+    }
+}
+
+/// A header's value in a `NATS/1.0` header block.
+fn header<'a>(block: &'a [u8], name: &str) -> Option<&'a str> {
+    let text = std::str::from_utf8(block).ok()?;
+    text.split("\r\n").skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(stream_name("ringcast.a"), "RC_72696e67636173742e61");
+        assert_eq!(seq_root("ringcast."), "_rcseq.ringcast.");
+        let block = b"NATS/1.0\r\nNats-Stream: X\r\nNats-Sequence: 42\r\n\r\n";
+        assert_eq!(header(block, "nats-sequence"), Some("42"));
+        assert_eq!(header(block, "Nats-Subject"), None);
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_ceiling() {
+        assert!(backoff(0) <= BACKOFF_MIN && backoff(0) >= BACKOFF_MIN / 2);
+        assert!(backoff(30) <= BACKOFF_MAX && backoff(30) >= BACKOFF_MAX / 2);
+    }
+}

@@ -1,0 +1,457 @@
+//! Several ringcast nodes through a real `nats-server -js` on 127.0.0.1: delivery across
+//! nodes both ways, exactly once and in publisher order; the same `seq` for a message on
+//! every node; messages published into NATS by another program; subscriptions on the
+//! broker that follow the nodes' subscribers; resume on another node; the broker killed
+//! and restarted mid-run; the broker absent at start.
+//!
+//! Nodes are in-process engines (each with its own reactors and its own bridge threads;
+//! they share nothing but the broker). Nothing sleeps to synchronise: every wait polls a
+//! counter or reads a frame, bounded by `TIMEOUT`.
+
+mod cluster_util;
+mod fanout_util;
+
+use std::collections::BTreeMap;
+
+use cluster_util::{Nats, Relay, addr, cstats, have, node, wait_cluster};
+use fanout_util::{Ws, connect, next_data, try_connect_with};
+use ringcast::server::Backend;
+use serde_json::Value;
+use tungstenite::Message;
+
+const V1: &[(&str, &str)] = &[("Sec-WebSocket-Protocol", "ringcast.v1")];
+
+/// Runs `test` on each backend the kernel allows (io_uring skips with a reason outside CI).
+macro_rules! on_each_backend {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn epoll() {
+                    super::$name(ringcast::server::Backend::Epoll);
+                }
+                #[test]
+                fn uring() {
+                    if !ringcast::reactor::skip_without_uring(concat!(stringify!($name), "::uring")) {
+                        super::$name(ringcast::server::Backend::Uring);
+                    }
+                }
+            }
+        )+
+    };
+}
+
+on_each_backend!(every_node_gets_every_message_once_with_one_seq);
+
+/// A `ringcast.v1` subscriber on `topics` of `node`.
+fn v1(node: &ringcast::EngineHandle, path: &str) -> Ws {
+    try_connect_with(addr(node), path, V1).unwrap_or_else(|(s, b)| panic!("{path}: {s} {b}"))
+}
+
+/// The next envelope: (topic, seq, data as text or binary bytes), or a protocol message.
+#[derive(Debug, Clone, PartialEq)]
+enum Got {
+    Msg(String, u64, Vec<u8>),
+    Op(Value),
+}
+
+/// The next envelope or protocol message, heartbeats skipped.
+fn next(ws: &mut Ws) -> Got {
+    let deadline = std::time::Instant::now() + fanout_util::TIMEOUT;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only heartbeats for too long"
+        );
+        let got = next_any(ws);
+        match &got {
+            Got::Op(v) if v["op"] == "heartbeat" => {}
+            _ => return got,
+        }
+    }
+}
+
+fn next_any(ws: &mut Ws) -> Got {
+    match next_data(ws) {
+        Message::Text(t) => {
+            let v: Value = serde_json::from_str(t.as_str()).expect("JSON envelope");
+            if v.get("op").is_some() {
+                return Got::Op(v);
+            }
+            let data = match &v["data"] {
+                Value::String(s) => s.clone().into_bytes(),
+                d => d.to_string().into_bytes(),
+            };
+            Got::Msg(
+                v["topic"].as_str().unwrap().into(),
+                v["seq"].as_u64().unwrap(),
+                data,
+            )
+        }
+        Message::Binary(b) => {
+            assert_eq!(b[0], 1, "binary envelope");
+            let n = usize::from(b[1]);
+            let topic = String::from_utf8(b[2..2 + n].to_vec()).unwrap();
+            let seq = u64::from_be_bytes(b[2 + n..10 + n].try_into().unwrap());
+            Got::Msg(topic, seq, b[10 + n..].to_vec())
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn msg(ws: &mut Ws) -> (String, u64, Vec<u8>) {
+    match next(ws) {
+        Got::Msg(t, s, d) => (t, s, d),
+        Got::Op(v) => panic!("expected a message, got {v}"),
+    }
+}
+
+/// Waits until every node is subscribed on the broker to `n` topics.
+fn wait_subscribed(nodes: &[&ringcast::EngineHandle], n: u64) {
+    for node in nodes {
+        wait_cluster(node, "broker subscriptions", |s| {
+            s.connected && s.subscriptions == n
+        });
+    }
+}
+
+/// Three nodes; publishers on two of them at once; a v1 subscriber on each node gets every
+/// message exactly once, publisher order kept, the same seq on every node, 1..=N.
+fn every_node_gets_every_message_once_with_one_seq(backend: Backend) {
+    if !have(
+        "nats-server",
+        "every_node_gets_every_message_once_with_one_seq",
+    ) {
+        return;
+    }
+    let nats = Nats::start();
+    let nodes = [
+        node(backend, &nats.url(), &format!("a-{backend:?}")),
+        node(backend, &nats.url(), &format!("b-{backend:?}")),
+        node(backend, &nats.url(), &format!("c-{backend:?}")),
+    ];
+    let mut subs: Vec<Ws> = nodes.iter().map(|n| v1(n, "/sub/prices")).collect();
+    wait_subscribed(&nodes.iter().collect::<Vec<_>>(), 1);
+
+    const N: usize = 200;
+    std::thread::scope(|s| {
+        for (i, node) in nodes[..2].iter().enumerate() {
+            s.spawn(move || {
+                for k in 0..N {
+                    if k % 2 == 0 {
+                        let r = node.publish("prices", &format!("{{\"p\":{i},\"k\":{k}}}"));
+                        assert_eq!(r.seq, 0, "numbered by the broker");
+                    } else {
+                        let _ = node
+                            .publish_binary("prices", &[i as u8, (k >> 8) as u8, k as u8, 0xff]);
+                    }
+                }
+            });
+        }
+    });
+
+    let mut by_node: Vec<BTreeMap<u64, Vec<u8>>> = Vec::new();
+    for (i, ws) in subs.iter_mut().enumerate() {
+        let mut got = BTreeMap::new();
+        let mut last_k = [None::<usize>; 2];
+        for expect_seq in 1..=(2 * N) as u64 {
+            let (topic, seq, data) = match next(ws) {
+                Got::Msg(t, s, d) => (t, s, d),
+                Got::Op(v) => panic!(
+                    "node {i}: {v} at {expect_seq}; {:#?}",
+                    nodes.iter().map(cstats).collect::<Vec<_>>()
+                ),
+            };
+            assert_eq!((topic.as_str(), seq), ("prices", expect_seq));
+            // Per publisher, in publish order.
+            let (p, k) = if data.last() == Some(&0xff) {
+                (
+                    usize::from(data[0]),
+                    (usize::from(data[1]) << 8) | usize::from(data[2]),
+                )
+            } else {
+                let v: Value = serde_json::from_slice(&data).unwrap();
+                (
+                    v["p"].as_u64().unwrap() as usize,
+                    v["k"].as_u64().unwrap() as usize,
+                )
+            };
+            assert_eq!(
+                last_k[p].map_or(0, |l| l + 1),
+                k,
+                "publisher {p} out of order"
+            );
+            last_k[p] = Some(k);
+            got.insert(seq, data);
+        }
+        by_node.push(got);
+    }
+    assert_eq!(by_node[0], by_node[1], "node a and b agree on every seq");
+    assert_eq!(by_node[0], by_node[2], "node a and c agree on every seq");
+
+    let (a, b, c) = (cstats(&nodes[0]), cstats(&nodes[1]), cstats(&nodes[2]));
+    assert_eq!(
+        (a.sent, a.received_own, a.received_remote),
+        (N as u64, N as u64, N as u64)
+    );
+    assert_eq!(
+        (b.sent, b.received_own, b.received_remote),
+        (N as u64, N as u64, N as u64)
+    );
+    assert_eq!(
+        (c.sent, c.received_own, c.received_remote),
+        (0, 0, 2 * N as u64)
+    );
+    assert_eq!((a.dropped_to_broker, a.missed, a.malformed), (0, 0, 0));
+    assert!(c.latency_quantile_us(0.99).is_some(), "{c:#?}");
+    // No duplicate: nothing more is waiting (a last message through another node
+    // arrives after anything that could have been sent twice).
+    let _ = nodes[2].publish("prices", "\"end\"");
+    for ws in &mut subs {
+        assert_eq!(
+            msg(ws),
+            ("prices".into(), 2 * N as u64 + 1, b"end".to_vec())
+        );
+    }
+    wait_cluster(&nodes[0], "acks", |s| s.acked == N as u64 && s.refused == 0);
+}
+
+/// A plain `PUB ringcast.T` from another program reaches every node's subscribers: text
+/// when UTF-8, else binary, numbered alike on every node.
+#[test]
+fn foreign_publications_reach_every_node() {
+    if !have("nats-server", "foreign_publications_reach_every_node") {
+        return;
+    }
+    let nats = Nats::start();
+    let nodes = [
+        node(Backend::Epoll, &nats.url(), "fa"),
+        node(Backend::Epoll, &nats.url(), "fb"),
+    ];
+    let mut plain: Vec<Ws> = nodes
+        .iter()
+        .map(|n| connect(addr(n), "/sub/feed"))
+        .collect();
+    let mut subs: Vec<Ws> = nodes.iter().map(|n| v1(n, "/sub/feed")).collect();
+    wait_subscribed(&nodes.iter().collect::<Vec<_>>(), 1);
+
+    nats.publish("ringcast.feed", b"{\"bid\":1}");
+    nats.publish("ringcast.feed", &[0xC3, 0x28, 0]); // not UTF-8
+    nats.publish("ringcast.feed", "plain text é".as_bytes());
+    for ws in &mut plain {
+        assert_eq!(next_data(ws), Message::text("{\"bid\":1}"));
+        assert_eq!(next_data(ws), Message::binary(vec![0xC3, 0x28, 0]));
+        assert_eq!(next_data(ws), Message::text("plain text é"));
+    }
+    for ws in &mut subs {
+        assert_eq!(msg(ws), ("feed".into(), 1, b"{\"bid\":1}".to_vec()));
+        assert_eq!(msg(ws), ("feed".into(), 2, vec![0xC3, 0x28, 0]));
+        assert_eq!(
+            msg(ws),
+            ("feed".into(), 3, "plain text é".as_bytes().to_vec())
+        );
+    }
+    for n in &nodes {
+        let s = cstats(n);
+        assert_eq!(
+            (s.received_foreign, s.received_remote, s.malformed),
+            (3, 0, 0),
+            "{s:#?}"
+        );
+    }
+}
+
+/// A node is subscribed on the broker to a topic only while it has subscribers to it (and
+/// for the linger after the last one), and receives nothing for topics it does not follow.
+#[test]
+fn broker_subscriptions_follow_local_subscribers() {
+    if !have(
+        "nats-server",
+        "broker_subscriptions_follow_local_subscribers",
+    ) {
+        return;
+    }
+    let nats = Nats::start();
+    let (a, b) = (
+        node(Backend::Epoll, &nats.url(), "ia"),
+        node(Backend::Epoll, &nats.url(), "ib"),
+    );
+    wait_cluster(&a, "connected", |s| s.connected);
+    wait_cluster(&b, "connected", |s| s.connected);
+    let mut on_b = connect(addr(&b), "/sub/quiet");
+    wait_cluster(&b, "b subscribed", |s| s.subscriptions == 1);
+    assert_eq!(cstats(&a).subscriptions, 0);
+    // B publishes on `quiet`: A, without subscribers to it, receives none of it.
+    for k in 0..20 {
+        let _ = b.publish("quiet", &format!("q{k}"));
+    }
+    for k in 0..20 {
+        assert_eq!(next_data(&mut on_b), Message::text(format!("q{k}")));
+    }
+    // A subscriber on A: A subscribes on the broker and receives from then on.
+    let mut on_a = connect(addr(&a), "/sub/quiet,loud");
+    wait_cluster(&a, "a subscribed", |s| s.subscriptions == 2);
+    let _ = b.publish("loud", "l0");
+    assert_eq!(next_data(&mut on_a), Message::text("l0"));
+    let s = cstats(&a);
+    assert_eq!((s.received_remote, s.received_own), (1, 0), "{s:#?}");
+    // The last subscriber leaves: after the linger, A unsubscribes.
+    on_a.close(None).unwrap();
+    let _ = on_a.flush();
+    wait_cluster(&a, "a unsubscribed", |s| s.subscriptions == 0);
+    for k in 20..30 {
+        let _ = b.publish("quiet", &format!("q{k}"));
+    }
+    for k in 20..30 {
+        assert_eq!(next_data(&mut on_b), Message::text(format!("q{k}")));
+    }
+    // B does not follow `loud`: its own `l0` does not come back to it.
+    wait_cluster(&b, "b's own back", |s| s.received_own == 30);
+    assert_eq!(cstats(&a).received_remote, 1);
+}
+
+/// A client that drops its connection to one node and resumes on another gets what it
+/// missed from that node's history, with the same numbers.
+#[test]
+fn resume_on_another_node() {
+    if !have("nats-server", "resume_on_another_node") {
+        return;
+    }
+    let nats = Nats::start();
+    let (a, b) = (
+        node(Backend::Epoll, &nats.url(), "ra"),
+        node(Backend::Epoll, &nats.url(), "rb"),
+    );
+    let mut on_a = v1(&a, "/sub/t");
+    let mut keep_b = v1(&b, "/sub/t"); // B follows t (and holds its history)
+    wait_subscribed(&[&a, &b], 1);
+    for k in 1..=3 {
+        let _ = a.publish("t", &format!("{k}"));
+    }
+    for k in 1..=3 {
+        assert_eq!(msg(&mut on_a), ("t".into(), k, k.to_string().into_bytes()));
+    }
+    drop(on_a);
+    for k in 4..=6 {
+        let _ = a.publish("t", &format!("{k}"));
+    }
+    for k in 1..=6 {
+        assert_eq!(msg(&mut keep_b).1, k);
+    }
+    let mut on_b = v1(&b, "/sub/t?since=3");
+    for k in 4..=6 {
+        assert_eq!(msg(&mut on_b), ("t".into(), k, k.to_string().into_bytes()));
+    }
+    let _ = b.publish("t", "7");
+    assert_eq!(msg(&mut on_b), ("t".into(), 7, b"7".to_vec()));
+}
+
+/// The broker killed mid-run: local delivery goes on (numbered by the node, counted as
+/// not sent); the broker back on the same store: the nodes reconnect, subscribe again,
+/// and deliver each other's publications again with the broker's numbers, shifted past
+/// those the node gave out meanwhile (never backwards).
+#[test]
+fn broker_killed_and_restarted() {
+    if !have("nats-server", "broker_killed_and_restarted") {
+        return;
+    }
+    let mut nats = Nats::start();
+    let (a, b) = (
+        node(Backend::Epoll, &nats.url(), "ka"),
+        node(Backend::Epoll, &nats.url(), "kb"),
+    );
+    let mut on_a = v1(&a, "/sub/k");
+    let mut on_b = v1(&b, "/sub/k");
+    wait_subscribed(&[&a, &b], 1);
+    let _ = a.publish("k", "1");
+    assert_eq!(msg(&mut on_a).1, 1);
+    assert_eq!(msg(&mut on_b).1, 1);
+
+    nats.kill();
+    wait_cluster(&a, "a disconnected", |s| !s.connected);
+    wait_cluster(&b, "b disconnected", |s| !s.connected);
+    // Local delivery never stops.
+    let r = a.publish("k", "local");
+    assert_eq!(r.seq, 2, "numbered by the node while the broker is away");
+    assert_eq!(msg(&mut on_a), ("k".into(), 2, b"local".to_vec()));
+    assert_eq!(cstats(&a).dropped_to_broker, 1);
+
+    nats.restart();
+    for n in [&a, &b] {
+        wait_cluster(n, "reconnected and subscribed", |s| {
+            s.connected && s.reconnects == 1 && s.subscriptions == 1
+        });
+    }
+    let _ = b.publish("k", "after");
+    // B: the broker's number (2). A: past its own 2, so 3, and never backwards.
+    assert_eq!(msg(&mut on_b), ("k".into(), 2, b"after".to_vec()));
+    assert_eq!(msg(&mut on_a), ("k".into(), 3, b"after".to_vec()));
+    let _ = a.publish("k", "again");
+    assert_eq!(msg(&mut on_b).1, 3);
+    assert_eq!(msg(&mut on_a), ("k".into(), 4, b"again".to_vec()));
+}
+
+/// A node whose broker is not there at start serves local traffic, and joins the cluster
+/// when the broker comes.
+#[test]
+fn broker_absent_at_start() {
+    if !have("nats-server", "broker_absent_at_start") {
+        return;
+    }
+    let mut nats = Nats::stopped();
+    let a = node(Backend::Epoll, &nats.url(), "za");
+    let mut on_a = v1(&a, "/sub/z");
+    let _ = a.publish("z", "alone");
+    assert_eq!(msg(&mut on_a), ("z".into(), 1, b"alone".to_vec()));
+    let s = cstats(&a);
+    assert!(!s.connected && s.dropped_to_broker == 1, "{s:#?}");
+
+    nats.restart();
+    let b = node(Backend::Epoll, &nats.url(), "zb");
+    let mut on_b = v1(&b, "/sub/z");
+    wait_subscribed(&[&a, &b], 1);
+    let _ = b.publish("z", "together");
+    assert_eq!(msg(&mut on_b), ("z".into(), 1, b"together".to_vec()));
+    // A numbered one itself before: the broker's 1 comes after it.
+    assert_eq!(msg(&mut on_a), ("z".into(), 2, b"together".to_vec()));
+}
+
+/// One node loses the broker while the others keep it: what the others publish meanwhile
+/// is recovered from the topic's stream when it is back (same numbers, nothing missed),
+/// and its own publications of the outage were delivered locally.
+#[test]
+fn a_node_cut_off_recovers_from_the_stream() {
+    if !have("nats-server", "a_node_cut_off_recovers_from_the_stream") {
+        return;
+    }
+    let nats = Nats::start();
+    let relay = Relay::start(nats.port);
+    let a = node(Backend::Epoll, &relay.url(), "ca");
+    let b = node(Backend::Epoll, &nats.url(), "cb");
+    let mut on_a = v1(&a, "/sub/r");
+    let mut on_b = v1(&b, "/sub/r");
+    wait_subscribed(&[&a, &b], 1);
+    let _ = b.publish("r", "1");
+    assert_eq!(msg(&mut on_a).1, 1);
+    assert_eq!(msg(&mut on_b).1, 1);
+
+    relay.cut();
+    wait_cluster(&a, "a cut off", |s| !s.connected);
+    for k in 2..=5 {
+        let _ = b.publish("r", &k.to_string());
+    }
+    for k in 2..=5 {
+        assert_eq!(msg(&mut on_b), ("r".into(), k, k.to_string().into_bytes()));
+    }
+    relay.restore();
+    wait_cluster(&a, "a back", |s| s.connected && s.subscriptions == 1);
+    // Recovered from the stream, in order, with the broker's numbers.
+    for k in 2..=5 {
+        assert_eq!(msg(&mut on_a), ("r".into(), k, k.to_string().into_bytes()));
+    }
+    let _ = b.publish("r", "6");
+    assert_eq!(msg(&mut on_a), ("r".into(), 6, b"6".to_vec()));
+    assert_eq!(msg(&mut on_b).1, 6);
+    let s = cstats(&a);
+    assert_eq!((s.missed, s.reconnects), (0, 1), "{s:#?}");
+}

@@ -1,0 +1,377 @@
+//! Shared helpers of the cluster tests: a real broker process (`nats-server -js`) on a free
+//! port of 127.0.0.1 in a temporary directory, killed (by its pid) when dropped and
+//! restartable on the same port and store; ringcast nodes (in-process engines, each with
+//! its own reactors and its own bridge: they meet only through the broker); a foreign
+//! publisher speaking the broker's protocol directly.
+//!
+//! A missing broker binary skips the test with a printed reason, except under `CI=true`,
+//! where it fails it (`.ci/run` installs the packages).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringcast::EngineHandle;
+use ringcast::server::Backend;
+use ringcast::server::cluster::{ClusterConfig, ClusterStats};
+
+use crate::fanout_util::{TIMEOUT, builder, start};
+
+/// Whether `binary` can run here; if not, skips (prints why past libtest's capture) or,
+/// under `CI=true`, fails.
+pub(crate) fn have(binary: &str, test: &str) -> bool {
+    let found = Command::new(binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if found {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: {binary} is not installed, and CI=true (apt-get install nats-server redis-server)"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {binary} is not installed (apt-get install nats-server redis-server)"
+    );
+    false
+}
+
+/// A free port of 127.0.0.1 (bound and released: another process could take it first,
+/// which the start's readiness check would reveal).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A temporary directory, removed on drop.
+pub(crate) struct TempDir(pub(crate) PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(what: &str) -> Self {
+        let mut p = std::env::temp_dir();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        p.push(format!("ringcast-{what}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `nats-server -js` of this test.
+pub(crate) struct Nats {
+    pub(crate) port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Nats {
+    /// Starts a server on a free port; waits until it answers.
+    pub(crate) fn start() -> Self {
+        let mut n = Self {
+            port: free_port(),
+            dir: TempDir::new("nats"),
+            child: None,
+        };
+        n.restart();
+        n
+    }
+
+    /// A server on `port` that is not started yet (see [`restart`](Self::restart)).
+    pub(crate) fn stopped() -> Self {
+        Self {
+            port: free_port(),
+            dir: TempDir::new("nats"),
+            child: None,
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and JetStream store; waits until it answers.
+    pub(crate) fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let mut line = String::new();
+                s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("INFO") {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("nats-server exited: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the server (SIGKILL, by pid) and waits for it.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Publishes `payload` on `subject` as another program would (no ringcast header).
+    pub(crate) fn publish(&self, subject: &str, payload: &[u8]) {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to nats");
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let mut w = &s;
+        w.write_all(b"CONNECT {\"verbose\":false}\r\n").unwrap();
+        w.write_all(format!("PUB {subject} {}\r\n", payload.len()).as_bytes())
+            .unwrap();
+        w.write_all(payload).unwrap();
+        w.write_all(b"\r\nPING\r\n").unwrap();
+        loop {
+            line.clear();
+            assert!(r.read_line(&mut line).unwrap() > 0, "nats closed");
+            if line.starts_with("PONG") {
+                return;
+            }
+            assert!(!line.starts_with("-ERR"), "{line}");
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A ringcast node of the cluster at `url`: broadcast handler, two reactors on `backend`,
+/// node id `id`, a short linger.
+pub(crate) fn node(backend: Backend, url: &str, id: &str) -> EngineHandle {
+    let cluster = ClusterConfig::new(url)
+        .and_then(|c| c.node_id(id))
+        .expect("cluster config")
+        .linger(Duration::from_millis(200));
+    start(builder(backend).cluster(Some(cluster)))
+}
+
+/// The node's cluster counters.
+pub(crate) fn cstats(node: &EngineHandle) -> ClusterStats {
+    node.cluster_stats().expect("in a cluster")
+}
+
+/// Polls the node's cluster counters until `cond` holds; panics after [`TIMEOUT`] with
+/// the last ones seen.
+pub(crate) fn wait_cluster(
+    node: &EngineHandle,
+    what: &str,
+    mut cond: impl FnMut(&ClusterStats) -> bool,
+) -> ClusterStats {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let s = cstats(node);
+        if cond(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; cluster counters: {s:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The address of a node.
+pub(crate) fn addr(node: &EngineHandle) -> SocketAddr {
+    node.local_addr()
+}
+
+/// A TCP relay between nodes and the broker that the test can cut (every connection
+/// through it reset, new ones refused) and restore: one node loses the broker while the
+/// others keep it.
+pub(crate) struct Relay {
+    pub(crate) port: u16,
+    state: std::sync::Arc<std::sync::Mutex<RelayState>>,
+}
+
+#[derive(Default)]
+struct RelayState {
+    cut: bool,
+    conns: Vec<TcpStream>,
+}
+
+impl Relay {
+    /// Relays 127.0.0.1:`port` (a free port) to 127.0.0.1:`to`.
+    pub(crate) fn start(to: u16) -> Self {
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let port = listener.local_addr().unwrap().port();
+        let state: Arc<Mutex<RelayState>> = Arc::default();
+        let st = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                if st.lock().unwrap().cut {
+                    drop(client);
+                    continue;
+                }
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                {
+                    let mut s = st.lock().unwrap();
+                    s.conns.push(client.try_clone().unwrap());
+                    s.conns.push(upstream.try_clone().unwrap());
+                }
+                pipe(client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                pipe(upstream, client);
+            }
+        });
+        Self { port, state }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Resets every relayed connection and refuses new ones until [`restore`](Self::restore).
+    pub(crate) fn cut(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.cut = true;
+        for c in s.conns.drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Relays again.
+    pub(crate) fn restore(&self) {
+        self.state.lock().unwrap().cut = false;
+    }
+}
+
+/// A `redis-server` of this test (no persistence), killed by pid when dropped.
+pub(crate) struct Redis {
+    pub(crate) port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub(crate) fn start() -> Self {
+        let mut r = Self {
+            port: free_port(),
+            dir: TempDir::new("redis"),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port; waits until it answers PING.
+    pub(crate) fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&self.dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                let mut line = String::new();
+                if s.write_all(b"PING\r\n").is_ok()
+                    && BufReader::new(s).read_line(&mut line).is_ok()
+                    && line.starts_with("+PONG")
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("redis-server exited: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `PUBLISH channel payload` as another program would.
+    pub(crate) fn publish(&self, channel: &str, payload: &[u8]) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut cmd = format!(
+            "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n",
+            channel.len(),
+            payload.len()
+        )
+        .into_bytes();
+        cmd.extend_from_slice(payload);
+        cmd.extend_from_slice(b"\r\n");
+        s.write_all(&cmd).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        assert!(line.starts_with(':'), "{line}");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
