@@ -16,11 +16,11 @@ mod util;
 use std::collections::BTreeMap;
 
 use cluster_util::{
-    Got, Nats, Relay, addr, cstats, have, msg, next, node, v1, wait_cluster, wait_subscribed,
+    Got, Nats, Relay, V1, addr, cstats, have, msg, next, node, v1, wait_cluster, wait_subscribed,
 };
-use fanout_util::{Ws, connect, next_data};
+use fanout_util::{Ws, connect, next_data, try_connect_with};
 use ringcast::server::Backend;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tungstenite::Message;
 
 util::for_each_backend!(
@@ -226,39 +226,70 @@ fn broker_subscriptions_follow_local_subscribers(backend: Backend) {
     assert_eq!(cstats(&a).received_remote, 1);
 }
 
-/// A client that drops its connection to one node and resumes on another gets what it
-/// missed from that node's history, with the same numbers.
+/// A client leaves node A at seq 3 and comes back on node B with `?since=3`: B, which
+/// follows the topic (and so holds its history, with the same numbers), gives exactly
+/// 4.. then live messages. Node C began to follow the topic after 4: it gives a `gap` for
+/// 4 (which it never held), then 5... Before C followed the topic at all, `since=3` is
+/// past its latest (0): refused, as on a single node.
 fn resume_on_another_node(backend: Backend) {
     if !have("nats-server", "resume_on_another_node") {
         return;
     }
     let nats = Nats::start();
-    let (a, b) = (
+    let nodes = [
         node(backend, &nats.url(), "ra"),
         node(backend, &nats.url(), "rb"),
-    );
-    let mut on_a = v1(&a, "/sub/t");
-    let mut keep_b = v1(&b, "/sub/t"); // B follows t (and holds its history)
-    wait_subscribed(&[&a, &b], 1);
+        node(backend, &nats.url(), "rc"),
+    ];
+    let [a, b, c] = &nodes;
+    let mut on_a = v1(a, "/sub/t");
+    let mut keep_b = v1(b, "/sub/t"); // B follows t (and holds its history)
+    wait_subscribed(&[a, b], 1);
+    wait_cluster(c, "c connected", |s| s.connected);
+    // Published on A and B in turn, each one seen by B's subscriber before the next (two
+    // publishers' messages have no order between them).
+    let publish = |k: u64, followers: &mut [&mut Ws]| {
+        let _ = nodes[(k % 2) as usize].publish("t", &k.to_string());
+        for ws in followers {
+            assert_eq!(msg(ws), ("t".into(), k, k.to_string().into_bytes()));
+        }
+    };
     for k in 1..=3 {
-        let _ = a.publish("t", &format!("{k}"));
-    }
-    for k in 1..=3 {
-        assert_eq!(msg(&mut on_a), ("t".into(), k, k.to_string().into_bytes()));
+        publish(k, &mut [&mut keep_b, &mut on_a]);
     }
     drop(on_a);
-    for k in 4..=6 {
-        let _ = a.publish("t", &format!("{k}"));
+    publish(4, &mut [&mut keep_b]);
+    match try_connect_with(addr(c), "/sub/t?since=3", V1) {
+        Err((400, body)) => assert!(body.contains("past the topic's latest"), "{body}"),
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("C never followed t: since=3 is past its latest"),
     }
-    for k in 1..=6 {
-        assert_eq!(msg(&mut keep_b).1, k);
+    let mut keep_c = v1(c, "/sub/t");
+    wait_subscribed(&[c], 1);
+    for k in 5..=6 {
+        publish(k, &mut [&mut keep_b, &mut keep_c]);
     }
-    let mut on_b = v1(&b, "/sub/t?since=3");
+
+    let mut on_b = v1(b, "/sub/t?since=3");
     for k in 4..=6 {
         assert_eq!(msg(&mut on_b), ("t".into(), k, k.to_string().into_bytes()));
     }
-    let _ = b.publish("t", "7");
-    assert_eq!(msg(&mut on_b), ("t".into(), 7, b"7".to_vec()));
+    let mut on_c = v1(c, "/sub/t?since=3");
+    assert_eq!(
+        next(&mut on_c),
+        Got::Op(json!({"op": "gap", "topic": "t", "from": 4, "to": 4}))
+    );
+    for k in 5..=6 {
+        assert_eq!(msg(&mut on_c), ("t".into(), k, k.to_string().into_bytes()));
+    }
+    // Then live, once: nothing replayed twice.
+    let _ = c.publish("t", "7");
+    for ws in [&mut on_b, &mut on_c, &mut keep_b, &mut keep_c] {
+        assert_eq!(msg(ws), ("t".into(), 7, b"7".to_vec()));
+    }
+    for n in &nodes {
+        assert_eq!(cstats(n).missed, 0);
+    }
 }
 
 /// The broker killed mid-run: local delivery goes on (numbered by the node, counted as
