@@ -28,6 +28,7 @@ util::for_each_backend!(
     foreign_publications_reach_every_node,
     broker_subscriptions_follow_local_subscribers,
     resume_on_another_node,
+    resume_across_a_pause_in_following,
     broker_killed_and_restarted,
     broker_absent_at_start,
     a_node_cut_off_recovers_from_the_stream,
@@ -290,6 +291,67 @@ fn resume_on_another_node(backend: Backend) {
     for n in &nodes {
         assert_eq!(cstats(n).missed, 0);
     }
+}
+
+/// Node B follows a topic, stops (its last subscriber left, the linger passed) while A
+/// publishes on, and follows it again: a client resuming on B from before the pause gets
+/// what B holds, a `gap` for what was published while B did not follow, then the rest;
+/// never a silent hole.
+fn resume_across_a_pause_in_following(backend: Backend) {
+    if !have("nats-server", "resume_across_a_pause_in_following") {
+        return;
+    }
+    let nats = Nats::start();
+    let (a, b) = (
+        node(backend, &nats.url(), "pa"),
+        node(backend, &nats.url(), "pb"),
+    );
+    let mut keep_a = v1(&a, "/sub/t");
+    let mut on_b = v1(&b, "/sub/t");
+    wait_subscribed(&[&a, &b], 1);
+    for k in 1..=3 {
+        let _ = a.publish("t", &k.to_string());
+    }
+    for ws in [&mut keep_a, &mut on_b] {
+        for k in 1..=3 {
+            assert_eq!(msg(ws), ("t".into(), k, k.to_string().into_bytes()));
+        }
+    }
+    on_b.close(None).unwrap();
+    let _ = on_b.flush();
+    wait_cluster(&b, "b stopped following t", |s| s.subscriptions == 0);
+    for k in 4..=6 {
+        let _ = a.publish("t", &k.to_string());
+    }
+    for k in 4..=6 {
+        assert_eq!(msg(&mut keep_a).1, k);
+    }
+    assert_eq!(cstats(&b).received_remote, 3);
+    let mut again = v1(&b, "/sub/t");
+    wait_subscribed(&[&b], 1);
+    let _ = a.publish("t", "7");
+    // A live subscriber that came as B followed again: 7 (B's log announces 4..=6 to every
+    // cursor at its end, this one included).
+    let mut got = next(&mut again);
+    if let Got::Op(gap) = &got {
+        assert_eq!(gap, &json!({"op": "gap", "topic": "t", "from": 4, "to": 6}));
+        got = next(&mut again);
+    }
+    assert_eq!(got, Got::Msg("t".into(), 7, b"7".to_vec()));
+    let mut resumed = v1(&b, "/sub/t?since=2");
+    assert_eq!(msg(&mut resumed), ("t".into(), 3, b"3".to_vec()));
+    assert_eq!(
+        next(&mut resumed),
+        Got::Op(json!({"op": "gap", "topic": "t", "from": 4, "to": 6}))
+    );
+    assert_eq!(msg(&mut resumed), ("t".into(), 7, b"7".to_vec()));
+    assert_eq!(msg(&mut keep_a).1, 7);
+    // Then live, once.
+    let _ = b.publish("t", "8");
+    for ws in [&mut keep_a, &mut again, &mut resumed] {
+        assert_eq!(msg(ws), ("t".into(), 8, b"8".to_vec()));
+    }
+    assert_eq!(cstats(&b).missed, 0, "not followed is not missed");
 }
 
 /// The broker killed mid-run: local delivery goes on (numbered by the node, counted as
