@@ -132,6 +132,9 @@ fn every_node_gets_every_message_once_with_one_seq(backend: Backend) {
             ("prices".into(), 2 * N as u64 + 1, b"end".to_vec())
         );
     }
+    // The same counters through `stats()`.
+    let s = nodes[2].stats().cluster.expect("in a cluster");
+    assert_eq!((s.received_own, s.received_remote), (1, 2 * N as u64));
     wait_cluster(&nodes[0], "acks", |s| s.acked == N as u64 && s.refused == 0);
 }
 
