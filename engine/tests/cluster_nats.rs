@@ -2,7 +2,8 @@
 //! nodes both ways, exactly once and in publisher order; the same `seq` for a message on
 //! every node; messages published into NATS by another program; subscriptions on the
 //! broker that follow the nodes' subscribers; resume on another node; the broker killed
-//! and restarted mid-run; the broker absent at start.
+//! and restarted mid-run; the broker absent at start. Every test runs on both backends
+//! (`for_each_backend!`).
 //!
 //! Nodes are in-process engines (each with its own reactors and its own bridge threads;
 //! they share nothing but the broker). Nothing sleeps to synchronise: every wait polls a
@@ -10,110 +11,28 @@
 
 mod cluster_util;
 mod fanout_util;
+mod util;
 
 use std::collections::BTreeMap;
 
-use cluster_util::{Nats, Relay, addr, cstats, have, node, wait_cluster};
+use cluster_util::{
+    Got, Nats, Relay, V1, addr, cstats, have, msg, next, node, v1, wait_cluster, wait_subscribed,
+};
 use fanout_util::{Ws, connect, next_data, try_connect_with};
 use ringcast::server::Backend;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tungstenite::Message;
 
-const V1: &[(&str, &str)] = &[("Sec-WebSocket-Protocol", "ringcast.v1")];
-
-/// Runs `test` on each backend the kernel allows (io_uring skips with a reason outside CI).
-macro_rules! on_each_backend {
-    ($($name:ident),+ $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn epoll() {
-                    super::$name(ringcast::server::Backend::Epoll);
-                }
-                #[test]
-                fn uring() {
-                    if !ringcast::reactor::skip_without_uring(concat!(stringify!($name), "::uring")) {
-                        super::$name(ringcast::server::Backend::Uring);
-                    }
-                }
-            }
-        )+
-    };
-}
-
-on_each_backend!(every_node_gets_every_message_once_with_one_seq);
-
-/// A `ringcast.v1` subscriber on `topics` of `node`.
-fn v1(node: &ringcast::EngineHandle, path: &str) -> Ws {
-    try_connect_with(addr(node), path, V1).unwrap_or_else(|(s, b)| panic!("{path}: {s} {b}"))
-}
-
-/// The next envelope: (topic, seq, data as text or binary bytes), or a protocol message.
-#[derive(Debug, Clone, PartialEq)]
-enum Got {
-    Msg(String, u64, Vec<u8>),
-    Op(Value),
-}
-
-/// The next envelope or protocol message, heartbeats skipped.
-fn next(ws: &mut Ws) -> Got {
-    let deadline = std::time::Instant::now() + fanout_util::TIMEOUT;
-    loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "only heartbeats for too long"
-        );
-        let got = next_any(ws);
-        match &got {
-            Got::Op(v) if v["op"] == "heartbeat" => {}
-            _ => return got,
-        }
-    }
-}
-
-fn next_any(ws: &mut Ws) -> Got {
-    match next_data(ws) {
-        Message::Text(t) => {
-            let v: Value = serde_json::from_str(t.as_str()).expect("JSON envelope");
-            if v.get("op").is_some() {
-                return Got::Op(v);
-            }
-            let data = match &v["data"] {
-                Value::String(s) => s.clone().into_bytes(),
-                d => d.to_string().into_bytes(),
-            };
-            Got::Msg(
-                v["topic"].as_str().unwrap().into(),
-                v["seq"].as_u64().unwrap(),
-                data,
-            )
-        }
-        Message::Binary(b) => {
-            assert_eq!(b[0], 1, "binary envelope");
-            let n = usize::from(b[1]);
-            let topic = String::from_utf8(b[2..2 + n].to_vec()).unwrap();
-            let seq = u64::from_be_bytes(b[2 + n..10 + n].try_into().unwrap());
-            Got::Msg(topic, seq, b[10 + n..].to_vec())
-        }
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-fn msg(ws: &mut Ws) -> (String, u64, Vec<u8>) {
-    match next(ws) {
-        Got::Msg(t, s, d) => (t, s, d),
-        Got::Op(v) => panic!("expected a message, got {v}"),
-    }
-}
-
-/// Waits until every node is subscribed on the broker to `n` topics.
-fn wait_subscribed(nodes: &[&ringcast::EngineHandle], n: u64) {
-    for node in nodes {
-        wait_cluster(node, "broker subscriptions", |s| {
-            s.connected && s.subscriptions == n
-        });
-    }
-}
+util::for_each_backend!(
+    every_node_gets_every_message_once_with_one_seq,
+    foreign_publications_reach_every_node,
+    broker_subscriptions_follow_local_subscribers,
+    resume_on_another_node,
+    resume_across_a_pause_in_following,
+    broker_killed_and_restarted,
+    broker_absent_at_start,
+    a_node_cut_off_recovers_from_the_stream,
+);
 
 /// Three nodes; publishers on two of them at once; a v1 subscriber on each node gets every
 /// message exactly once, publisher order kept, the same seq on every node, 1..=N.
@@ -213,20 +132,22 @@ fn every_node_gets_every_message_once_with_one_seq(backend: Backend) {
             ("prices".into(), 2 * N as u64 + 1, b"end".to_vec())
         );
     }
+    // The same counters through `stats()`.
+    let s = nodes[2].stats().cluster.expect("in a cluster");
+    assert_eq!((s.received_own, s.received_remote), (1, 2 * N as u64));
     wait_cluster(&nodes[0], "acks", |s| s.acked == N as u64 && s.refused == 0);
 }
 
 /// A plain `PUB ringcast.T` from another program reaches every node's subscribers: text
 /// when UTF-8, else binary, numbered alike on every node.
-#[test]
-fn foreign_publications_reach_every_node() {
+fn foreign_publications_reach_every_node(backend: Backend) {
     if !have("nats-server", "foreign_publications_reach_every_node") {
         return;
     }
     let nats = Nats::start();
     let nodes = [
-        node(Backend::Epoll, &nats.url(), "fa"),
-        node(Backend::Epoll, &nats.url(), "fb"),
+        node(backend, &nats.url(), "fa"),
+        node(backend, &nats.url(), "fb"),
     ];
     let mut plain: Vec<Ws> = nodes
         .iter()
@@ -263,8 +184,7 @@ fn foreign_publications_reach_every_node() {
 
 /// A node is subscribed on the broker to a topic only while it has subscribers to it (and
 /// for the linger after the last one), and receives nothing for topics it does not follow.
-#[test]
-fn broker_subscriptions_follow_local_subscribers() {
+fn broker_subscriptions_follow_local_subscribers(backend: Backend) {
     if !have(
         "nats-server",
         "broker_subscriptions_follow_local_subscribers",
@@ -273,8 +193,8 @@ fn broker_subscriptions_follow_local_subscribers() {
     }
     let nats = Nats::start();
     let (a, b) = (
-        node(Backend::Epoll, &nats.url(), "ia"),
-        node(Backend::Epoll, &nats.url(), "ib"),
+        node(backend, &nats.url(), "ia"),
+        node(backend, &nats.url(), "ib"),
     );
     wait_cluster(&a, "connected", |s| s.connected);
     wait_cluster(&b, "connected", |s| s.connected);
@@ -310,55 +230,145 @@ fn broker_subscriptions_follow_local_subscribers() {
     assert_eq!(cstats(&a).received_remote, 1);
 }
 
-/// A client that drops its connection to one node and resumes on another gets what it
-/// missed from that node's history, with the same numbers.
-#[test]
-fn resume_on_another_node() {
+/// A client leaves node A at seq 3 and comes back on node B with `?since=3`: B, which
+/// follows the topic (and so holds its history, with the same numbers), gives exactly
+/// 4.. then live messages. Node C began to follow the topic after 4: it gives a `gap` for
+/// 4 (which it never held), then 5... Before C followed the topic at all, `since=3` is
+/// past its latest (0): refused, as on a single node.
+fn resume_on_another_node(backend: Backend) {
     if !have("nats-server", "resume_on_another_node") {
         return;
     }
     let nats = Nats::start();
-    let (a, b) = (
-        node(Backend::Epoll, &nats.url(), "ra"),
-        node(Backend::Epoll, &nats.url(), "rb"),
-    );
-    let mut on_a = v1(&a, "/sub/t");
-    let mut keep_b = v1(&b, "/sub/t"); // B follows t (and holds its history)
-    wait_subscribed(&[&a, &b], 1);
+    let nodes = [
+        node(backend, &nats.url(), "ra"),
+        node(backend, &nats.url(), "rb"),
+        node(backend, &nats.url(), "rc"),
+    ];
+    let [a, b, c] = &nodes;
+    let mut on_a = v1(a, "/sub/t");
+    let mut keep_b = v1(b, "/sub/t"); // B follows t (and holds its history)
+    wait_subscribed(&[a, b], 1);
+    wait_cluster(c, "c connected", |s| s.connected);
+    // Published on A and B in turn, each one seen by B's subscriber before the next (two
+    // publishers' messages have no order between them).
+    let publish = |k: u64, followers: &mut [&mut Ws]| {
+        let _ = nodes[(k % 2) as usize].publish("t", &k.to_string());
+        for ws in followers {
+            assert_eq!(msg(ws), ("t".into(), k, k.to_string().into_bytes()));
+        }
+    };
     for k in 1..=3 {
-        let _ = a.publish("t", &format!("{k}"));
-    }
-    for k in 1..=3 {
-        assert_eq!(msg(&mut on_a), ("t".into(), k, k.to_string().into_bytes()));
+        publish(k, &mut [&mut keep_b, &mut on_a]);
     }
     drop(on_a);
-    for k in 4..=6 {
-        let _ = a.publish("t", &format!("{k}"));
+    publish(4, &mut [&mut keep_b]);
+    match try_connect_with(addr(c), "/sub/t?since=3", V1) {
+        Err((400, body)) => assert!(body.contains("past the topic's latest"), "{body}"),
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("C never followed t: since=3 is past its latest"),
     }
-    for k in 1..=6 {
-        assert_eq!(msg(&mut keep_b).1, k);
+    let mut keep_c = v1(c, "/sub/t");
+    wait_subscribed(&[c], 1);
+    for k in 5..=6 {
+        publish(k, &mut [&mut keep_b, &mut keep_c]);
     }
-    let mut on_b = v1(&b, "/sub/t?since=3");
+
+    let mut on_b = v1(b, "/sub/t?since=3");
     for k in 4..=6 {
         assert_eq!(msg(&mut on_b), ("t".into(), k, k.to_string().into_bytes()));
     }
-    let _ = b.publish("t", "7");
-    assert_eq!(msg(&mut on_b), ("t".into(), 7, b"7".to_vec()));
+    let mut on_c = v1(c, "/sub/t?since=3");
+    assert_eq!(
+        next(&mut on_c),
+        Got::Op(json!({"op": "gap", "topic": "t", "from": 4, "to": 4}))
+    );
+    for k in 5..=6 {
+        assert_eq!(msg(&mut on_c), ("t".into(), k, k.to_string().into_bytes()));
+    }
+    // Then live, once: nothing replayed twice.
+    let _ = c.publish("t", "7");
+    for ws in [&mut on_b, &mut on_c, &mut keep_b, &mut keep_c] {
+        assert_eq!(msg(ws), ("t".into(), 7, b"7".to_vec()));
+    }
+    for n in &nodes {
+        assert_eq!(cstats(n).missed, 0);
+    }
+}
+
+/// Node B follows a topic, stops (its last subscriber left, the linger passed) while A
+/// publishes on, and follows it again: a client resuming on B from before the pause gets
+/// what B holds, a `gap` for what was published while B did not follow, then the rest;
+/// never a silent hole.
+fn resume_across_a_pause_in_following(backend: Backend) {
+    if !have("nats-server", "resume_across_a_pause_in_following") {
+        return;
+    }
+    let nats = Nats::start();
+    let (a, b) = (
+        node(backend, &nats.url(), "pa"),
+        node(backend, &nats.url(), "pb"),
+    );
+    let mut keep_a = v1(&a, "/sub/t");
+    let mut on_b = v1(&b, "/sub/t");
+    wait_subscribed(&[&a, &b], 1);
+    for k in 1..=3 {
+        let _ = a.publish("t", &k.to_string());
+    }
+    for ws in [&mut keep_a, &mut on_b] {
+        for k in 1..=3 {
+            assert_eq!(msg(ws), ("t".into(), k, k.to_string().into_bytes()));
+        }
+    }
+    on_b.close(None).unwrap();
+    let _ = on_b.flush();
+    wait_cluster(&b, "b stopped following t", |s| s.subscriptions == 0);
+    for k in 4..=6 {
+        let _ = a.publish("t", &k.to_string());
+    }
+    for k in 4..=6 {
+        assert_eq!(msg(&mut keep_a).1, k);
+    }
+    assert_eq!(cstats(&b).received_remote, 3);
+    let mut again = v1(&b, "/sub/t");
+    wait_subscribed(&[&b], 1);
+    let _ = a.publish("t", "7");
+    // A live subscriber that came as B followed again: 7 (B's log announces 4..=6 to every
+    // cursor at its end, this one included).
+    let mut got = next(&mut again);
+    if let Got::Op(gap) = &got {
+        assert_eq!(gap, &json!({"op": "gap", "topic": "t", "from": 4, "to": 6}));
+        got = next(&mut again);
+    }
+    assert_eq!(got, Got::Msg("t".into(), 7, b"7".to_vec()));
+    let mut resumed = v1(&b, "/sub/t?since=2");
+    assert_eq!(msg(&mut resumed), ("t".into(), 3, b"3".to_vec()));
+    assert_eq!(
+        next(&mut resumed),
+        Got::Op(json!({"op": "gap", "topic": "t", "from": 4, "to": 6}))
+    );
+    assert_eq!(msg(&mut resumed), ("t".into(), 7, b"7".to_vec()));
+    assert_eq!(msg(&mut keep_a).1, 7);
+    // Then live, once.
+    let _ = b.publish("t", "8");
+    for ws in [&mut keep_a, &mut again, &mut resumed] {
+        assert_eq!(msg(ws), ("t".into(), 8, b"8".to_vec()));
+    }
+    assert_eq!(cstats(&b).missed, 0, "not followed is not missed");
 }
 
 /// The broker killed mid-run: local delivery goes on (numbered by the node, counted as
 /// not sent); the broker back on the same store: the nodes reconnect, subscribe again,
 /// and deliver each other's publications again with the broker's numbers, shifted past
 /// those the node gave out meanwhile (never backwards).
-#[test]
-fn broker_killed_and_restarted() {
+fn broker_killed_and_restarted(backend: Backend) {
     if !have("nats-server", "broker_killed_and_restarted") {
         return;
     }
     let mut nats = Nats::start();
     let (a, b) = (
-        node(Backend::Epoll, &nats.url(), "ka"),
-        node(Backend::Epoll, &nats.url(), "kb"),
+        node(backend, &nats.url(), "ka"),
+        node(backend, &nats.url(), "kb"),
     );
     let mut on_a = v1(&a, "/sub/k");
     let mut on_b = v1(&b, "/sub/k");
@@ -393,13 +403,12 @@ fn broker_killed_and_restarted() {
 
 /// A node whose broker is not there at start serves local traffic, and joins the cluster
 /// when the broker comes.
-#[test]
-fn broker_absent_at_start() {
+fn broker_absent_at_start(backend: Backend) {
     if !have("nats-server", "broker_absent_at_start") {
         return;
     }
     let mut nats = Nats::stopped();
-    let a = node(Backend::Epoll, &nats.url(), "za");
+    let a = node(backend, &nats.url(), "za");
     let mut on_a = v1(&a, "/sub/z");
     let _ = a.publish("z", "alone");
     assert_eq!(msg(&mut on_a), ("z".into(), 1, b"alone".to_vec()));
@@ -407,7 +416,7 @@ fn broker_absent_at_start() {
     assert!(!s.connected && s.dropped_to_broker == 1, "{s:#?}");
 
     nats.restart();
-    let b = node(Backend::Epoll, &nats.url(), "zb");
+    let b = node(backend, &nats.url(), "zb");
     let mut on_b = v1(&b, "/sub/z");
     wait_subscribed(&[&a, &b], 1);
     let _ = b.publish("z", "together");
@@ -419,15 +428,14 @@ fn broker_absent_at_start() {
 /// One node loses the broker while the others keep it: what the others publish meanwhile
 /// is recovered from the topic's stream when it is back (same numbers, nothing missed),
 /// and its own publications of the outage were delivered locally.
-#[test]
-fn a_node_cut_off_recovers_from_the_stream() {
+fn a_node_cut_off_recovers_from_the_stream(backend: Backend) {
     if !have("nats-server", "a_node_cut_off_recovers_from_the_stream") {
         return;
     }
     let nats = Nats::start();
     let relay = Relay::start(nats.port);
-    let a = node(Backend::Epoll, &relay.url(), "ca");
-    let b = node(Backend::Epoll, &nats.url(), "cb");
+    let a = node(backend, &relay.url(), "ca");
+    let b = node(backend, &nats.url(), "cb");
     let mut on_a = v1(&a, "/sub/r");
     let mut on_b = v1(&b, "/sub/r");
     wait_subscribed(&[&a, &b], 1);

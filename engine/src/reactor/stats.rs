@@ -185,11 +185,15 @@ impl Counters {
     }
 }
 
-/// A snapshot of every reactor's counters.
+/// A snapshot of every reactor's counters, and of the cluster bridge's in a cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// One entry per reactor, in reactor order.
     pub reactors: Vec<ReactorStats>,
+    /// The cluster bridge's counters (`None`: the node is not in a
+    /// [cluster](crate::EngineBuilder::cluster)); the same as
+    /// [`EngineHandle::cluster_stats`](crate::EngineHandle::cluster_stats).
+    pub cluster: Option<crate::server::cluster::ClusterStats>,
 }
 
 impl Stats {

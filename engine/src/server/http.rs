@@ -94,15 +94,10 @@ impl Endpoints {
                     return Some(HttpResponse::text(503, "starting\n"));
                 };
                 if req.path == "/metrics" {
-                    let text = metrics::encode(
-                        stats,
-                        backend,
-                        self.state.is_ready(),
-                        self.state.cluster(),
-                    );
+                    let text = metrics::encode(stats, backend, self.state.is_ready());
                     fresh(HttpResponse::new(200, metrics::CONTENT_TYPE, text))
                 } else {
-                    let json = metrics::stats_json(&stats, backend, self.state.cluster().as_ref());
+                    let json = metrics::stats_json(&stats, backend);
                     fresh(HttpResponse::new(200, "application/json", json))
                         // The demo page may be opened from a file, or another origin.
                         .header("Access-Control-Allow-Origin", "*")

@@ -186,19 +186,14 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The Prometheus text of a scrape: `stats`, the backend in use, and readiness.
-pub(crate) fn encode(
-    stats: Stats,
-    backend: Backend,
-    ready: bool,
-    cluster: Option<ClusterStats>,
-) -> String {
+/// The Prometheus text of a scrape: `stats` (the cluster families from
+/// [`Stats::cluster`]), the backend in use, and readiness.
+pub(crate) fn encode(stats: Stats, backend: Backend, ready: bool) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape {
         stats,
         backend,
         ready,
-        cluster,
     }));
     let mut out = String::with_capacity(16 << 10);
     // Writing to a `String` cannot fail.
@@ -213,11 +208,7 @@ pub(crate) fn encode(
 /// `publications` counts each publication once (the most any reactor took in or dropped:
 /// every reactor receives every publication); `topics` is the most any reactor holds (a
 /// topic with subscribers on several reactors is held by each); the rest are sums.
-pub(crate) fn stats_json(
-    stats: &Stats,
-    backend: Backend,
-    cluster: Option<&ClusterStats>,
-) -> String {
+pub(crate) fn stats_json(stats: &Stats, backend: Backend) -> String {
     let total = stats.total();
     let most = |f: fn(&ReactorStats) -> u64| stats.reactors.iter().map(f).max().unwrap_or(0);
     let mut json = serde_json::json!({
@@ -230,7 +221,7 @@ pub(crate) fn stats_json(
         "deliveries": total.frames_out,
         "bytes_out": total.bytes_out,
     });
-    if let Some(c) = cluster {
+    if let Some(c) = &stats.cluster {
         json["cluster"] = serde_json::json!({
             "url": c.url,
             "node_id": c.node_id,
@@ -256,7 +247,6 @@ struct Scrape {
     stats: Stats,
     backend: Backend,
     ready: bool,
-    cluster: Option<ClusterStats>,
 }
 
 /// A per-reactor figure.
@@ -407,7 +397,7 @@ impl Collector for Scrape {
                 None,
             )?;
         }
-        if let Some(c) = &self.cluster {
+        if let Some(c) = &self.stats.cluster {
             encode_cluster(&mut e, c)?;
         }
         Ok(())
@@ -544,8 +534,9 @@ mod tests {
         r.delivery_lag.buckets[0] = 3;
         r.delivery_lag.buckets[8] = 1;
         r.delivery_lag.sum = 100 + (32 << 20);
-        let stats = Stats {
+        let mut stats = Stats {
             reactors: vec![r, ReactorStats::default()],
+            cluster: None,
         };
         let mut cluster = ClusterStats {
             connected: true,
@@ -554,7 +545,9 @@ mod tests {
             ..ClusterStats::default()
         };
         cluster.latency_us[0] = 2;
-        let text = encode(stats.clone(), Backend::Uring, true, Some(cluster));
+        let plain = stats.clone();
+        stats.cluster = Some(cluster);
+        let text = encode(stats, Backend::Uring, true);
         for (name, ty, _) in METRICS {
             let family = name.strip_suffix("_total").unwrap_or(name);
             assert!(
@@ -589,7 +582,7 @@ mod tests {
         assert!(scrape.samples.len() > 50);
 
         let json: serde_json::Value =
-            serde_json::from_str(&stats_json(&stats, Backend::Epoll, None)).unwrap();
+            serde_json::from_str(&stats_json(&plain, Backend::Epoll)).unwrap();
         let keys: Vec<&str> = json
             .as_object()
             .unwrap()

@@ -332,14 +332,17 @@ impl EngineHandle {
         self.running().fanout.clone()
     }
 
-    /// A snapshot of every reactor's counters.
+    /// A snapshot of every reactor's counters, and in a [cluster](EngineBuilder::cluster)
+    /// of the bridge's ([`Stats::cluster`]).
     pub fn stats(&self) -> Stats {
         Stats {
             reactors: self.running().stats.iter().map(|c| c.snapshot()).collect(),
+            cluster: self.cluster_stats(),
         }
     }
 
-    /// The cluster bridge's counters (`None`: not in a cluster).
+    /// The cluster bridge's counters (`None`: not in a cluster); also
+    /// [`Stats::cluster`] of [`stats`](Self::stats).
     pub fn cluster_stats(&self) -> Option<ClusterStats> {
         self.cluster.as_ref().map(Cluster::stats)
     }

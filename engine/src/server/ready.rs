@@ -60,10 +60,12 @@ impl State {
         self.not_ready.store(!ready, Ordering::Release);
     }
 
-    /// A snapshot of every reactor's counters and the backend, once started.
+    /// A snapshot of every reactor's counters (and the cluster bridge's) and the backend,
+    /// once started.
     pub(crate) fn snapshot(&self) -> Option<(Stats, Backend)> {
         let e = self.engine.get()?;
         let reactors = e.counters.iter().map(|c| c.snapshot()).collect();
-        Some((Stats { reactors }, e.backend))
+        let cluster = self.cluster();
+        Some((Stats { reactors, cluster }, e.backend))
     }
 }

@@ -2,7 +2,8 @@
 //! port of 127.0.0.1 in a temporary directory, killed (by its pid) when dropped and
 //! restartable on the same port and store; ringcast nodes (in-process engines, each with
 //! its own reactors and its own bridge: they meet only through the broker); a foreign
-//! publisher speaking the broker's protocol directly.
+//! publisher speaking the broker's protocol directly; `ringcast.v1` subscribers and their
+//! envelopes.
 //!
 //! A missing broker binary skips the test with a printed reason, except under `CI=true`,
 //! where it fails it (`.ci/run` installs the packages).
@@ -18,8 +19,84 @@ use std::time::{Duration, Instant};
 use ringcast::EngineHandle;
 use ringcast::server::Backend;
 use ringcast::server::cluster::{ClusterConfig, ClusterStats};
+use serde_json::Value;
+use tungstenite::Message;
 
-use crate::fanout_util::{TIMEOUT, builder, start};
+use crate::fanout_util::{TIMEOUT, Ws, builder, next_data, start, try_connect_with};
+
+/// The request header of a `ringcast.v1` subscriber.
+pub(crate) const V1: &[(&str, &str)] = &[("Sec-WebSocket-Protocol", "ringcast.v1")];
+
+/// A `ringcast.v1` subscriber on `path` (`/sub/TOPICS[?since=N]`) of `node`.
+pub(crate) fn v1(node: &EngineHandle, path: &str) -> Ws {
+    try_connect_with(addr(node), path, V1).unwrap_or_else(|(s, b)| panic!("{path}: {s} {b}"))
+}
+
+/// A `ringcast.v1` frame: an envelope (topic, seq, data as text or binary bytes), or a
+/// protocol message (`gap`, `error`, …).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Got {
+    Msg(String, u64, Vec<u8>),
+    Op(Value),
+}
+
+/// The next envelope or protocol message, heartbeats skipped.
+pub(crate) fn next(ws: &mut Ws) -> Got {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        assert!(Instant::now() < deadline, "only heartbeats for too long");
+        let got = next_any(ws);
+        match &got {
+            Got::Op(v) if v["op"] == "heartbeat" => {}
+            _ => return got,
+        }
+    }
+}
+
+fn next_any(ws: &mut Ws) -> Got {
+    match next_data(ws) {
+        Message::Text(t) => {
+            let v: Value = serde_json::from_str(t.as_str()).expect("JSON envelope");
+            if v.get("op").is_some() {
+                return Got::Op(v);
+            }
+            let data = match &v["data"] {
+                Value::String(s) => s.clone().into_bytes(),
+                d => d.to_string().into_bytes(),
+            };
+            Got::Msg(
+                v["topic"].as_str().unwrap().into(),
+                v["seq"].as_u64().unwrap(),
+                data,
+            )
+        }
+        Message::Binary(b) => {
+            assert_eq!(b[0], 1, "binary envelope");
+            let n = usize::from(b[1]);
+            let topic = String::from_utf8(b[2..2 + n].to_vec()).unwrap();
+            let seq = u64::from_be_bytes(b[2 + n..10 + n].try_into().unwrap());
+            Got::Msg(topic, seq, b[10 + n..].to_vec())
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// The next envelope (topic, seq, data), heartbeats skipped; panics on a protocol message.
+pub(crate) fn msg(ws: &mut Ws) -> (String, u64, Vec<u8>) {
+    match next(ws) {
+        Got::Msg(t, s, d) => (t, s, d),
+        Got::Op(v) => panic!("expected a message, got {v}"),
+    }
+}
+
+/// Waits until every node is connected and subscribed on the broker to `n` topics.
+pub(crate) fn wait_subscribed(nodes: &[&EngineHandle], n: u64) {
+    for node in nodes {
+        wait_cluster(node, "broker subscriptions", |s| {
+            s.connected && s.subscriptions == n
+        });
+    }
+}
 
 /// Whether `binary` can run here; if not, skips (prints why past libtest's capture) or,
 /// under `CI=true`, fails.
@@ -271,8 +348,14 @@ impl Relay {
         Self { port, state }
     }
 
+    /// The relay's address as a NATS URL.
     pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The relay's address as a Redis URL.
+    pub(crate) fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Resets every relayed connection and refuses new ones until [`restore`](Self::restore).
