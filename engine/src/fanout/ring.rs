@@ -14,7 +14,7 @@
 //! never blocks: it is a `try_send`.
 //!
 //! **Sequence numbers.** Each publication gets the next number of its topic
-//! ([`super::sequence`]) and is framed twice, once: plainly (the payload as sent) and in its
+//! (`fanout::sequence`) and is framed twice, once: plainly (the payload as sent) and in its
 //! `ringcast.v1` envelope, which names the topic and the number. Reactors append each to
 //! the log of the subscribers who asked for that form.
 //!

@@ -12,7 +12,7 @@
 //! Any other path goes to the application's own [`Handler::on_http`] (404 by default).
 //! `HEAD` gets the headers of `GET`; other methods are answered 405 by the protocol layer.
 //! Every answer closes the connection. The endpoints wrap the application's handler
-//! ([`Endpoints`]): upgrades and messages pass straight through.
+//! (`Endpoints`): upgrades and messages pass straight through.
 //!
 //! [`EngineHandle::drain`]: super::EngineHandle::drain
 

@@ -277,14 +277,14 @@ fn op() -> impl Strategy<Value = Op> {
 
 proptest! {
     // Miri interprets every case; a few still reach the code under it.
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 3 } else { 300 }))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 2 } else { 300 }))]
 
     /// Whatever the interleaving of publishes, partial writes, control frames, policies
     /// and trims: every frame on the wire is whole, each topic's sequence numbers
     /// increase, and every message is either delivered or counted as skipped.
     #[test]
     fn the_stream_stays_whole_and_accounted(
-        ops in prop::collection::vec(op(), 1..if cfg!(miri) { 25 } else { 200 }),
+        ops in prop::collection::vec(op(), 1..if cfg!(miri) { 16 } else { 200 }),
     ) {
         let mut w = World::new(3);
         let mut out = Vec::new();
