@@ -1,7 +1,8 @@
 //! Per-reactor counters, summed when read.
 //!
 //! Each reactor writes only its own counters (relaxed atomics: one writer, readers
-//! that want a recent value, not a consistent cut); [`Stats`] is a snapshot of all of them.
+//! that want a recent value, not a consistent cut); the server's `Stats` is a snapshot of
+//! all of them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -42,7 +43,8 @@ macro_rules! counters {
         }
 
         impl ReactorStats {
-            fn add(&mut self, o: &Self) {
+            /// Adds `o`'s counters to these (the server sums its reactors).
+            pub(crate) fn add(&mut self, o: &Self) {
                 $(self.$name += o.$name;)*
                 for (b, ob) in self.delivery_lag.buckets.iter_mut().zip(o.delivery_lag.buckets) {
                     *b += ob;
@@ -182,30 +184,6 @@ impl Counters {
             _ => &self.rejected_other,
         };
         c.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A snapshot of every reactor's counters, and of the cluster bridge's in a cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// One entry per reactor, in reactor order.
-    pub reactors: Vec<ReactorStats>,
-    /// The cluster bridge's counters (`None`: the node is not in a
-    /// [cluster](crate::EngineBuilder::cluster)); the same as
-    /// [`EngineHandle::cluster_stats`](crate::EngineHandle::cluster_stats).
-    pub cluster: Option<crate::server::cluster::ClusterStats>,
-}
-
-impl Stats {
-    /// The counters summed over all reactors (the high-water mark is the largest).
-    pub fn total(&self) -> ReactorStats {
-        let mut t = ReactorStats::default();
-        for r in &self.reactors {
-            let hw = t.lag_high_water.max(r.lag_high_water);
-            t.add(r);
-            t.lag_high_water = hw;
-        }
-        t
     }
 }
 

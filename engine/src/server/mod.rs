@@ -18,8 +18,9 @@ pub mod http;
 pub mod metrics;
 mod ready;
 pub mod settings;
+pub mod stats;
 
-pub use crate::reactor::{config, handler, stats};
+pub use crate::reactor::{config, handler};
 
 use std::io;
 use std::net::SocketAddr;
