@@ -3,7 +3,6 @@
 //! one, so the healthy subscriber's lag never nears the limit; a stalled subscriber passes it
 //! after a few dozen messages, and then gets many times the limit more.
 
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use ringcast::EngineHandle;
@@ -12,7 +11,7 @@ use ringcast::protocol::conn::Limits;
 use ringcast::server::{Backend, ReactorStats};
 use tungstenite::Message;
 
-use super::{Ws, builder, next_data, rss_kib, start};
+use super::{Ws, builder, measuring_memory, next_data, rss_kib, start};
 
 pub(crate) const MAX_LAG: usize = 64 << 10;
 /// Payload size; each frame is this plus a 4-byte header.
@@ -28,6 +27,9 @@ pub(crate) const MAX_BEFORE_TRIGGER: u64 = 4096;
 /// What the process may grow by while `AFTER_TRIGGER` bytes go by a stalled subscriber (a
 /// sanity bound: the engine runs in this process, beside the other tests of this file).
 pub(crate) const MAX_RSS_GROWTH_KIB: u64 = 24 << 10;
+/// Live chunk bytes allowed at the end of a flood (`log_bytes`, all reactors): a few
+/// chunks per topic and reactor, far below `AFTER_TRIGGER`.
+pub(crate) const MAX_LOG_BYTES: u64 = 4 << 20;
 
 pub(crate) fn engine(backend: Backend, policy: SlowConsumer) -> EngineHandle {
     start(
@@ -97,11 +99,11 @@ impl Flood<'_> {
     /// Floods until `acted` holds (the policy acted on the stalled subscriber), then as
     /// much again as [`AFTER_TRIGGER`]; returns the last counters and the RSS growth.
     ///
-    /// Floods of one test process run one at a time (each test runs per backend, so
-    /// twice as many engines share the process): the RSS bound is process-wide.
+    /// Floods of one test process run one at a time, and no engine starts meanwhile (each
+    /// test runs per backend, so twice as many engines share the process): the RSS bound
+    /// is process-wide. The engine's own count of live chunk bytes is checked too.
     pub(crate) fn run(&mut self, acted: impl Fn(&ReactorStats) -> bool) -> (ReactorStats, u64) {
-        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        let _memory = measuring_memory();
         let rss0 = rss_kib();
         while !acted(&self.h.stats().total()) {
             assert!(
@@ -129,6 +131,13 @@ impl Flood<'_> {
         assert!(
             growth <= MAX_RSS_GROWTH_KIB,
             "RSS grew by {growth} KiB while {AFTER_TRIGGER} bytes were published"
+        );
+        // What the logs hold is bounded by the lag limit per subscription, not by what
+        // went by: a few chunks per topic and reactor.
+        assert!(
+            t.log_bytes <= MAX_LOG_BYTES,
+            "{} bytes of chunks alive after {AFTER_TRIGGER} bytes were published",
+            t.log_bytes
         );
         (t, growth)
     }

@@ -12,6 +12,7 @@
 pub(crate) mod flood;
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use ringcast::server::{Backend, Broadcast, ReactorStats};
@@ -43,8 +44,19 @@ pub(crate) fn builder(backend: Backend) -> EngineBuilder {
         .handler(broadcast())
 }
 
-/// Starts `builder`.
+/// Held while a test measures the process's memory (a flood), and while an engine starts:
+/// an engine starting meanwhile (an io_uring one commits megabytes of receive buffers) would
+/// count as the flood's growth.
+static MEMORY: Mutex<()> = Mutex::new(());
+
+/// The process's memory is this caller's to measure until the guard drops.
+pub(crate) fn measuring_memory() -> MutexGuard<'static, ()> {
+    MEMORY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Starts `builder` (never while a test measures memory).
 pub(crate) fn start(builder: EngineBuilder) -> EngineHandle {
+    let _memory = measuring_memory();
     builder.start().expect("engine starts")
 }
 
