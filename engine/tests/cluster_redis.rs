@@ -388,6 +388,8 @@ fn broker_absent_at_start(backend: Backend) {
     let _ = b.publish("z", "together");
     assert_eq!(msg(&mut on_b), ("z".into(), 1, b"together".to_vec()));
     assert_eq!(msg(&mut on_a), ("z".into(), 2, b"together".to_vec()));
+    // Failed attempts are not connections: the first one made is not a reconnection.
+    assert_eq!(cstats(&a).reconnects, 0, "{:#?}", cstats(&a));
 }
 
 /// One node loses Redis while the other keeps it: pub/sub keeps nothing, so what the

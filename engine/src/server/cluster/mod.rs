@@ -22,6 +22,7 @@
 pub(crate) mod nats;
 pub(crate) mod redis;
 pub mod stats;
+mod supervise;
 pub(crate) mod wire;
 
 use std::collections::{BTreeMap, HashMap};

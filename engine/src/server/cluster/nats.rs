@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 
 use super::stats::bump;
+use super::supervise::{Link, supervise};
 use super::{Broker, Control, Outbound, Shared, deliver_queued_locally, now_us, wire};
 use crate::fanout::TopicName;
 
@@ -94,6 +95,8 @@ struct Conn {
     /// Topics whose stream is known to exist on this connection.
     streams: HashSet<TopicName>,
     reader: Option<std::thread::JoinHandle<()>>,
+    /// Where the reader routes JetStream answers (shared across connections).
+    pending: Pending,
 }
 
 /// The writer thread: connects (retrying with back-off and jitter), keeps the broker
@@ -103,65 +106,12 @@ pub(crate) fn run(shared: &Arc<Shared>, out_rx: &Receiver<Outbound>, control: &R
         return;
     };
     let pending: Pending = Arc::default();
-    let mut follows: HashMap<TopicName, Follow> = HashMap::new();
-    let mut attempt = 0u32;
     let mut connections = 0u64;
-    let mut logged_down = false;
-    while !shared.stop.load(Ordering::Acquire) {
-        let conn = connect(&host, port, &shared.config.node_id).and_then(|stream| {
-            connections += 1;
-            start_reader(shared, stream, connections, &pending)
-        });
-        let mut conn = match conn {
-            Ok(c) => c,
-            Err(e) => {
-                if !logged_down {
-                    tracing::warn!(
-                        "cluster: cannot reach {}: {e}; serving local traffic, retrying",
-                        shared.config.url
-                    );
-                    logged_down = true;
-                }
-                let wait = backoff(attempt);
-                attempt = attempt.saturating_add(1);
-                if !idle(shared, out_rx, control, &mut follows, wait) {
-                    return;
-                }
-                continue;
-            }
-        };
-        attempt = 0;
-        logged_down = false;
-        if connections > 1 {
-            bump(&shared.counters.reconnects);
-        }
-        shared.counters.connected.store(true, Ordering::Release);
-        tracing::info!(
-            "cluster: connected to {} as node {}",
-            shared.config.url,
-            shared.config.node_id
-        );
-        let why = serve(shared, &mut conn, out_rx, control, &mut follows, &pending);
-        shared.counters.connected.store(false, Ordering::Release);
-        shared.counters.subscriptions.store(0, Ordering::Relaxed);
-        let _ = conn.out.get_ref().shutdown(Shutdown::Both);
-        if let Some(r) = conn.reader.take() {
-            let _ = r.join();
-        }
-        for f in follows.values_mut() {
-            f.sid = None;
-        }
-        deliver_queued_locally(shared, out_rx);
-        shared.abandon_starts();
-        shared.release_held(Instant::now() + super::REORDER_WAIT);
-        match why {
-            Ok(()) => return,
-            Err(e) => tracing::warn!(
-                "cluster: lost {}: {e}; serving local traffic, reconnecting",
-                shared.config.url
-            ),
-        }
-    }
+    supervise(shared, out_rx, control, || {
+        let stream = connect(&host, port, &shared.config.node_id)?;
+        connections += 1;
+        start_reader(shared, stream, connections, &pending)
+    });
 }
 
 /// Waits `wait` while disconnected: follows interest, delivers what was queued locally.
@@ -285,6 +235,7 @@ fn start_reader(
         next_request: 0,
         streams: HashSet::new(),
         reader: Some(reader),
+        pending: Arc::clone(p),
     })
 }
 
@@ -668,6 +619,26 @@ fn header<'a>(block: &'a [u8], name: &str) -> Option<&'a str> {
         let (k, v) = l.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
+}
+
+impl Link for Conn {
+    fn serve(
+        &mut self,
+        shared: &Shared,
+        out_rx: &Receiver<Outbound>,
+        control: &Receiver<Control>,
+        follows: &mut HashMap<TopicName, Follow>,
+    ) -> io::Result<()> {
+        let pending = Arc::clone(&self.pending);
+        serve(shared, self, out_rx, control, follows, &pending)
+    }
+
+    fn close(&mut self) {
+        let _ = self.out.get_ref().shutdown(Shutdown::Both);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -23,9 +23,10 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
-use super::nats::{Follow, IO_TIMEOUT, backoff, idle, note_interest};
+use super::nats::{Follow, IO_TIMEOUT, note_interest};
 use super::stats::bump;
-use super::{Broker, Control, Outbound, Shared, deliver_queued_locally, now_us, wire};
+use super::supervise::{Link, supervise};
+use super::{Broker, Control, Outbound, Shared, now_us, wire};
 use crate::fanout::TopicName;
 
 /// Increments the counter `KEYS[1]`, writes the number into the header of `ARGV[2]`
@@ -159,63 +160,13 @@ pub(crate) fn run(shared: &Arc<Shared>, out_rx: &Receiver<Outbound>, control: &R
     let Broker::Redis { host, port, db } = shared.config.broker.clone() else {
         return;
     };
-    let mut follows: HashMap<TopicName, Follow> = HashMap::new();
-    let mut attempt = 0u32;
-    let mut connections = 0u64;
-    let mut logged_down = false;
-    while !shared.stop.load(Ordering::Acquire) {
-        connections += 1;
-        let mut conn = match connect(shared, &host, port, db, connections) {
-            Ok(c) => c,
-            Err(e) => {
-                if !logged_down {
-                    tracing::warn!(
-                        "cluster: cannot reach {}: {e}; serving local traffic, retrying",
-                        shared.config.url
-                    );
-                    logged_down = true;
-                }
-                let wait = backoff(attempt);
-                attempt = attempt.saturating_add(1);
-                if !idle(shared, out_rx, control, &mut follows, wait) {
-                    return;
-                }
-                continue;
-            }
-        };
-        attempt = 0;
-        logged_down = false;
-        if connections > 1 {
-            bump(&shared.counters.reconnects);
-        }
-        shared.counters.connected.store(true, Ordering::Release);
-        tracing::info!(
-            "cluster: connected to {} as node {}",
-            shared.config.url,
-            shared.config.node_id
-        );
-        let why = serve(shared, &mut conn, out_rx, control, &mut follows);
-        shared.counters.connected.store(false, Ordering::Release);
-        shared.counters.subscriptions.store(0, Ordering::Relaxed);
-        let _ = conn.cmd.get_ref().shutdown(Shutdown::Both);
-        let _ = conn.sub.get_ref().shutdown(Shutdown::Both);
-        for r in conn.readers.drain(..) {
-            let _ = r.join();
-        }
-        for f in follows.values_mut() {
-            f.sid = None;
-        }
-        deliver_queued_locally(shared, out_rx);
-        shared.abandon_starts();
-        shared.release_held(Instant::now() + super::REORDER_WAIT);
-        match why {
-            Ok(()) => return,
-            Err(e) => tracing::warn!(
-                "cluster: lost {}: {e}; serving local traffic, reconnecting",
-                shared.config.url
-            ),
-        }
-    }
+    // Every attempt gets its own number, so that a lost connection's late reports are
+    // told from the current one's.
+    let mut attempts = 0u64;
+    supervise(shared, out_rx, control, || {
+        attempts += 1;
+        connect(shared, &host, port, db, attempts)
+    });
 }
 
 fn open(host: &str, port: u16, db: u32) -> io::Result<TcpStream> {
@@ -488,6 +439,26 @@ fn deliver(shared: &Shared, topic: &TopicName, body: &[u8]) {
         }
     }
     shared.deliver(topic, m.opcode, m.payload, m.seq);
+}
+
+impl Link for Conn {
+    fn serve(
+        &mut self,
+        shared: &Shared,
+        out_rx: &Receiver<Outbound>,
+        control: &Receiver<Control>,
+        follows: &mut HashMap<TopicName, Follow>,
+    ) -> io::Result<()> {
+        serve(shared, self, out_rx, control, follows)
+    }
+
+    fn close(&mut self) {
+        let _ = self.cmd.get_ref().shutdown(Shutdown::Both);
+        let _ = self.sub.get_ref().shutdown(Shutdown::Both);
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
 }
 
 #[cfg(test)]

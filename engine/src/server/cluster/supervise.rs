@@ -1,0 +1,93 @@
+//! The bridge's connection loop, the same for every broker: connect (retrying with
+//! back-off and jitter, logging the outage once), serve until the connection is lost or
+//! the bridge stops, then fall back to local delivery and reconnect.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+
+use super::nats::{Follow, backoff, idle};
+use super::stats::bump;
+use super::{Control, Outbound, REORDER_WAIT, Shared, deliver_queued_locally};
+use crate::fanout::TopicName;
+
+/// One connection to the broker, as the loop sees it.
+pub(super) trait Link {
+    /// Serves the connection until it is lost (`Err`) or the bridge stops (`Ok`).
+    fn serve(
+        &mut self,
+        shared: &Shared,
+        out_rx: &Receiver<Outbound>,
+        control: &Receiver<Control>,
+        follows: &mut HashMap<TopicName, Follow>,
+    ) -> io::Result<()>;
+
+    /// Shuts the connection down and joins its reader threads.
+    fn close(&mut self);
+}
+
+/// Runs the bridge over the links `connect` opens, until the bridge stops.
+pub(super) fn supervise<L: Link>(
+    shared: &Arc<Shared>,
+    out_rx: &Receiver<Outbound>,
+    control: &Receiver<Control>,
+    mut connect: impl FnMut() -> io::Result<L>,
+) {
+    let mut follows: HashMap<TopicName, Follow> = HashMap::new();
+    let mut attempt = 0u32;
+    let mut connected_before = false;
+    let mut logged_down = false;
+    while !shared.stop.load(Ordering::Acquire) {
+        let mut link = match connect() {
+            Ok(l) => l,
+            Err(e) => {
+                if !logged_down {
+                    tracing::warn!(
+                        "cluster: cannot reach {}: {e}; serving local traffic, retrying",
+                        shared.config.url
+                    );
+                    logged_down = true;
+                }
+                let wait = backoff(attempt);
+                attempt = attempt.saturating_add(1);
+                if !idle(shared, out_rx, control, &mut follows, wait) {
+                    return;
+                }
+                continue;
+            }
+        };
+        attempt = 0;
+        logged_down = false;
+        if connected_before {
+            bump(&shared.counters.reconnects);
+        }
+        connected_before = true;
+        shared.counters.connected.store(true, Ordering::Release);
+        tracing::info!(
+            "cluster: connected to {} as node {}",
+            shared.config.url,
+            shared.config.node_id
+        );
+        let why = link.serve(shared, out_rx, control, &mut follows);
+        shared.counters.connected.store(false, Ordering::Release);
+        shared.counters.subscriptions.store(0, Ordering::Relaxed);
+        link.close();
+        for f in follows.values_mut() {
+            f.sid = None;
+        }
+        deliver_queued_locally(shared, out_rx);
+        shared.abandon_starts();
+        shared.release_held(Instant::now() + REORDER_WAIT);
+        match why {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(
+                "cluster: lost {}: {e}; serving local traffic, reconnecting",
+                shared.config.url
+            ),
+        }
+    }
+}
