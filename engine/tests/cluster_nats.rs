@@ -31,6 +31,7 @@ util::for_each_backend!(
     resume_across_a_pause_in_following,
     broker_killed_and_restarted,
     broker_absent_at_start,
+    plain_subscribers_get_local_publications_at_once,
     a_node_cut_off_recovers_from_the_stream,
 );
 
@@ -233,8 +234,10 @@ fn broker_subscriptions_follow_local_subscribers(backend: Backend) {
 /// A client leaves node A at seq 3 and comes back on node B with `?since=3`: B, which
 /// follows the topic (and so holds its history, with the same numbers), gives exactly
 /// 4.. then live messages. Node C began to follow the topic after 4: it gives a `gap` for
-/// 4 (which it never held), then 5... Before C followed the topic at all, `since=3` is
-/// past its latest (0): refused, as on a single node.
+/// 4 (which it never held), then 5... A client that resumes on C before C follows the
+/// topic at all makes C follow it: C learns the topic's numbers from the broker and
+/// announces 4 as a `gap`, then live messages. A `since` past the latest of a node that
+/// follows the topic is refused, as on a single node.
 fn resume_on_another_node(backend: Backend) {
     if !have("nats-server", "resume_on_another_node") {
         return;
@@ -263,13 +266,18 @@ fn resume_on_another_node(backend: Backend) {
     }
     drop(on_a);
     publish(4, &mut [&mut keep_b]);
-    match try_connect_with(addr(c), "/sub/t?since=3", V1) {
+    // C never followed t: since=3 is past its latest (0), but not the cluster's.
+    let mut keep_c = v1(c, "/sub/t?since=3");
+    wait_subscribed(&[c], 1);
+    assert_eq!(
+        next(&mut keep_c),
+        Got::Op(json!({"op": "gap", "topic": "t", "from": 4, "to": 4}))
+    );
+    match try_connect_with(addr(c), "/sub/t?since=99", V1) {
         Err((400, body)) => assert!(body.contains("past the topic's latest"), "{body}"),
         Err(other) => panic!("{other:?}"),
-        Ok(_) => panic!("C never followed t: since=3 is past its latest"),
+        Ok(_) => panic!("C follows t: since=99 is past its latest"),
     }
-    let mut keep_c = v1(c, "/sub/t");
-    wait_subscribed(&[c], 1);
     for k in 5..=6 {
         publish(k, &mut [&mut keep_b, &mut keep_c]);
     }
@@ -462,4 +470,22 @@ fn a_node_cut_off_recovers_from_the_stream(backend: Backend) {
     assert_eq!(msg(&mut on_b).1, 6);
     let s = cstats(&a);
     assert_eq!((s.missed, s.reconnects), (0, 1), "{s:#?}");
+}
+
+/// A publication reaches the plain subscribers of its node at once, not through the broker
+/// (frozen meanwhile); its envelope follows with the broker's number; nothing twice.
+fn plain_subscribers_get_local_publications_at_once(backend: Backend) {
+    if !have(
+        "nats-server",
+        "plain_subscribers_get_local_publications_at_once",
+    ) {
+        return;
+    }
+    let broker = Nats::start();
+    cluster_util::local_publication_at_once(
+        backend,
+        &broker.url(),
+        || broker.pause(),
+        || broker.resume(),
+    );
 }

@@ -3,9 +3,10 @@
 //! A [`Relay`] (the server's cluster bridge implements it) is told two things by the
 //! fan-out: which topics this node has subscribers to (the first one arriving, the last
 //! one leaving, summed over every reactor), and every local publication, which it may take
-//! to the broker instead of having it delivered here at once (it then comes back from the
-//! broker numbered, through [`Fanout::publish_at`](super::Fanout::publish_at), like the
-//! publications of every other node).
+//! to the broker instead of having it numbered here: plain subscribers here get it at once
+//! all the same, and its envelope comes back from the broker numbered, through
+//! [`Fanout::publish_envelope_at`](super::Fanout::publish_envelope_at) (the publications of
+//! other nodes through [`Fanout::publish_at`](super::Fanout::publish_at)).
 //!
 //! The count is one lock per subscribe and unsubscribe, taken only when a relay is set:
 //! never on the per-message path.
@@ -23,9 +24,9 @@ pub trait Relay: Send + Sync + std::fmt::Debug {
     fn interest(&self, topic: &TopicName, on: bool);
 
     /// A local publication. `true`: the relay took it (to the broker, which numbers it and
-    /// sends it back to every node with subscribers, this one included); `false`: deliver
-    /// it here at once with a number of this node (the broker is unreachable or its queue
-    /// is full).
+    /// sends it back to every node with subscribers, this one included, for its envelope);
+    /// `false`: number it here and deliver it at once (the broker is unreachable or its
+    /// queue is full).
     fn publish(&self, topic: &TopicName, opcode: OpCode, payload: &[u8]) -> bool;
 }
 
@@ -47,6 +48,12 @@ impl Interest {
     /// The relay told.
     pub(crate) fn relay(&self) -> &Arc<dyn Relay> {
         &self.relay
+    }
+
+    /// Whether this node has subscribers to `topic`.
+    pub(crate) fn has(&self, topic: &str) -> bool {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.contains_key(topic)
     }
 
     /// One more subscriber to `topic` on this node.

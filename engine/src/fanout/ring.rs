@@ -16,7 +16,9 @@
 //! **Sequence numbers.** Each publication gets the next number of its topic
 //! (`fanout::sequence`) and is framed twice, once: plainly (the payload as sent) and in its
 //! `ringcast.v1` envelope, which names the topic and the number. Reactors append each to
-//! the log of the subscribers who asked for that form.
+//! the log of the subscribers who asked for that form. A publication may carry only one
+//! form (the other empty): in a cluster a local publication reaches plain subscribers at
+//! once, numbered by nobody, and its envelope follows when the broker has numbered it.
 //!
 //! **Wake-ups.** A reactor clears its `notified` flag before draining its inbox; a
 //! publisher wakes the reactor (an eventfd write: a `mio::Waker` for epoll reactors, a bare
@@ -68,11 +70,13 @@ pub trait Wake: Send + Sync + std::fmt::Debug {
 pub struct Publication {
     /// The topic.
     pub topic: TopicName,
-    /// Its sequence number in the topic (from 1).
+    /// Its sequence number in the topic (from 1; 0 when it carries no envelope).
     pub seq: u64,
-    /// The encoded server frame (header and payload), shared by every plain subscriber.
+    /// The encoded server frame (header and payload), shared by every plain subscriber;
+    /// empty when plain subscribers already had it.
     pub frame: Bytes,
-    /// The same message in its `ringcast.v1` envelope, shared by every v1 subscriber.
+    /// The same message in its `ringcast.v1` envelope, shared by every v1 subscriber;
+    /// empty when it is not numbered yet. Both empty: a mark from [`Fanout::advance`].
     pub envelope: Bytes,
 }
 
@@ -197,16 +201,20 @@ impl Fanout {
     /// `opcode` (text or binary; text should be UTF-8) plainly and once in its envelope,
     /// and hands both to every reactor. Never blocks; returns the sequence number.
     ///
-    /// In a cluster the publication goes to the broker instead, which numbers it for every
-    /// node: it is delivered here when it comes back, and the answer's `seq` is 0 (not
-    /// known yet). When the broker cannot take it, it is delivered here at once.
+    /// In a cluster the publication also goes to the broker, which numbers it for every
+    /// node: plain subscribers here get it at once, `ringcast.v1` subscribers when it
+    /// comes back numbered, and the answer's `seq` is 0 (not known yet). When the broker
+    /// cannot take it, it is numbered and delivered here at once in both forms.
     pub fn publish(&self, topic: &TopicName, opcode: OpCode, payload: &[u8]) -> Published {
         if let Some(i) = &self.interest {
             if i.relay().publish(topic, opcode, payload) {
-                return Published {
+                let p = Publication {
+                    topic: topic.clone(),
                     seq: 0,
-                    dropped_reactors: 0,
+                    frame: encode::frame(opcode, payload),
+                    envelope: Bytes::new(),
                 };
+                return self.hand_out(&p);
             }
         }
         self.publish_local(topic, opcode, payload)
@@ -220,8 +228,9 @@ impl Fanout {
 
     /// Publishes on this node a message numbered elsewhere (by a cluster's broker): its
     /// number is `seq`, or the next of this node if this node has already gone past `seq`
-    /// (it numbered publications of its own while the broker was unreachable). Returns the
-    /// number given. Numbers skipped reach `ringcast.v1` subscribers as a `gap`.
+    /// (it numbered publications of its own while the broker was unreachable); `seq` 0:
+    /// the next of this node. Returns the number given. Numbers skipped reach
+    /// `ringcast.v1` subscribers as a `gap`.
     pub fn publish_at(
         &self,
         topic: &TopicName,
@@ -229,7 +238,37 @@ impl Fanout {
         payload: &[u8],
         seq: u64,
     ) -> Published {
-        let frame = encode::frame(opcode, payload);
+        self.number(topic, opcode, payload, seq, true)
+    }
+
+    /// As [`publish_at`](Self::publish_at), for `ringcast.v1` subscribers only: a local
+    /// publication of a cluster node, which its plain subscribers already got from
+    /// [`publish`](Self::publish).
+    pub fn publish_envelope_at(
+        &self,
+        topic: &TopicName,
+        opcode: OpCode,
+        payload: &[u8],
+        seq: u64,
+    ) -> Published {
+        self.number(topic, opcode, payload, seq, false)
+    }
+
+    /// Numbers a message (`seq`, or this node's next) and hands it out in its envelope,
+    /// and plainly if `plain`.
+    fn number(
+        &self,
+        topic: &TopicName,
+        opcode: OpCode,
+        payload: &[u8],
+        seq: u64,
+        plain: bool,
+    ) -> Published {
+        let frame = if plain {
+            encode::frame(opcode, payload)
+        } else {
+            Bytes::new()
+        };
         let json = opcode == OpCode::Text && envelope::is_json(payload);
         let counter = self.sequencer.counter(topic);
         counter.next_at(seq, |seq| {
@@ -256,6 +295,12 @@ impl Fanout {
             };
             let _ = self.hand_out(&p);
         });
+    }
+
+    /// Whether this node may not know `topic`'s latest number: it is in a cluster and has
+    /// no subscriber to the topic (so may not follow it on the broker).
+    pub fn may_lag(&self, topic: &str) -> bool {
+        self.interest.as_ref().is_some_and(|i| !i.has(topic))
     }
 
     /// The last sequence number of `topic` on this node (0: never published to). Every

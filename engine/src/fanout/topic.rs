@@ -195,6 +195,10 @@ pub(crate) struct TopicEntry {
     pub(crate) subscribers: Vec<u32>,
     /// The framed messages, once for every subscriber here.
     pub(crate) log: TopicLog,
+    /// The lowest `since` of subscriptions that resumed past this log's last number (a
+    /// cluster node that did not follow the topic yet): when the node learns the topic's
+    /// numbers, those after it that the log cannot give are announced as a `gap`.
+    pending_since: Option<u64>,
     /// In the reactor's list of topics published to this turn.
     pub(crate) in_turn: bool,
     /// The log's head before this turn's publications.
@@ -278,18 +282,26 @@ impl Topics {
     /// lists them for delivery.
     pub(crate) fn absorb(&mut self, p: &Publication) {
         let ids = self.ids.get(p.topic.as_str()).copied().unwrap_or_default();
-        if p.frame.is_empty() {
+        if p.frame.is_empty() && p.envelope.is_empty() {
             // A mark from `Fanout::advance` (no frame is empty): numbers up to `p.seq`
             // were given out before this node followed the topic.
             // A log that holds older messages announces the skipped ones (a client may
             // resume from there); an empty one just starts after them.
+            // A subscription that resumed here before the node knew the topic's numbers
+            // is told of those after its `since` likewise.
             if let Some(v1) = ids.get(Form::V1) {
                 let Self { entries, pool, .. } = self;
-                let log = &mut entries[v1 as usize].log;
+                let entry = &mut entries[v1 as usize];
+                let log = &mut entry.log;
                 let last = log.last_seq();
-                if p.seq > last && log.head() > log.tail() {
-                    let gap = envelope::gap(p.topic.as_str(), last + 1, p.seq);
-                    log.append_gap(&gap, last + 1, p.seq, pool);
+                let from = match entry.pending_since.take() {
+                    _ if log.head() > log.tail() => last + 1,
+                    Some(since) => since + 1,
+                    None => p.seq + 1,
+                };
+                if p.seq > last && from <= p.seq {
+                    let gap = envelope::gap(p.topic.as_str(), from, p.seq);
+                    log.append_gap(&gap, from, p.seq, pool);
                     self.mark(v1);
                 } else {
                     log.skip_to(p.seq);
@@ -297,11 +309,17 @@ impl Topics {
             }
             return;
         }
-        self.absorbed += 1;
-        if let Some(id) = ids.get(Form::Plain) {
-            self.mark(id);
-            let Self { entries, pool, .. } = self;
-            entries[id as usize].log.append(&p.frame, p.seq, pool);
+        if !p.frame.is_empty() {
+            // One publication, whether its envelope comes with it or later (in a cluster).
+            self.absorbed += 1;
+            if let Some(id) = ids.get(Form::Plain) {
+                self.mark(id);
+                let Self { entries, pool, .. } = self;
+                entries[id as usize].log.append(&p.frame, p.seq, pool);
+            }
+        }
+        if p.envelope.is_empty() {
+            return; // not numbered yet: its envelope follows
         }
         let v1 = match ids.get(Form::V1) {
             Some(id) => id,
@@ -313,6 +331,7 @@ impl Topics {
         let Self { entries, pool, .. } = self;
         let entry = &mut entries[v1 as usize];
         let last = entry.log.last_seq();
+        entry.pending_since = entry.pending_since.filter(|&since| since >= p.seq);
         if p.seq <= last {
             // Published before this log began (it was made at a subscribe that counted it).
             return;
@@ -347,6 +366,7 @@ impl Topics {
             form,
             subscribers: Vec::new(),
             log: TopicLog::after(last_seq),
+            pending_since: None,
             in_turn: false,
             turn_start: 0,
             touched: false,
@@ -383,9 +403,18 @@ impl Topics {
     }
 
     /// Where a subscription to topic `id` starting at `start` begins, and the messages
-    /// after a `since` that are no longer held (announced first).
-    pub(crate) fn start(&self, id: u32, start: Start) -> (u64, Option<(u64, u64)>) {
-        let log = &self.entries[id as usize].log;
+    /// after a `since` that are no longer held (announced first). A `since` past the
+    /// log's last number (accepted only from a cluster node that does not follow the
+    /// topic yet) starts at the head, and what the node learns was published after it is
+    /// announced then (see [`absorb`](Self::absorb)).
+    pub(crate) fn start(&mut self, id: u32, start: Start) -> (u64, Option<(u64, u64)>) {
+        let entry = &mut self.entries[id as usize];
+        if let Start::Since(since) = start {
+            if since > entry.log.last_seq() {
+                entry.pending_since = Some(entry.pending_since.map_or(since, |p| p.min(since)));
+            }
+        }
+        let log = &entry.log;
         let (cursor, gap) = match start {
             Start::Live => return (log.head(), None),
             Start::Snapshot => return (log.latest_frame().unwrap_or(log.head()), None),
@@ -550,6 +579,7 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn rules() {
@@ -627,6 +657,67 @@ mod tests {
     }
 
     #[test]
+    fn forms_delivered_apart() {
+        // A cluster node's own publication: plainly at once (no number), its envelope
+        // when the broker has numbered it; one publication counted.
+        let mut t = Topics::new(History::default(), 1 << 20);
+        let a = TopicName::new("a");
+        let (plain, _) = t.subscribe(&a, Form::Plain, 1, 0);
+        let (v1, _) = t.subscribe(&a, Form::V1, 2, 0);
+        let full = publication("a", 1);
+        t.absorb(&Publication {
+            seq: 0,
+            envelope: Bytes::new(),
+            ..full.clone()
+        });
+        assert_eq!(t.turn, [plain]);
+        assert_eq!(t.log(plain).head(), full.frame.len() as u64);
+        assert_eq!((t.log(v1).head(), t.log(v1).last_seq()), (0, 0));
+        t.absorb(&Publication {
+            frame: Bytes::new(),
+            ..full.clone()
+        });
+        assert_eq!(t.turn, [plain, v1]);
+        assert_eq!(t.log(plain).head(), full.frame.len() as u64, "not twice");
+        assert_eq!(t.log(v1).head(), full.envelope.len() as u64);
+        assert_eq!(t.log(v1).last_seq(), 1);
+        assert_eq!(t.absorbed, 1);
+    }
+
+    #[test]
+    fn resume_before_the_numbers_are_known() {
+        // A cluster node that did not follow `a`: a subscription with since=3 starts at
+        // the head; when the node learns that 6 numbers were given out, 4..=6 is a gap.
+        let mut t = Topics::new(History::default(), 1 << 20);
+        let a = TopicName::new("a");
+        let mark = |seq| Publication {
+            topic: a.clone(),
+            seq,
+            frame: Bytes::new(),
+            envelope: Bytes::new(),
+        };
+        let (id, _) = t.subscribe(&a, Form::V1, 1, 0);
+        assert_eq!(t.start(id, Start::Since(3)), (0, None));
+        assert_eq!(t.start(id, Start::Since(5)), (0, None), "the lowest counts");
+        t.absorb(&mark(6));
+        let held: Vec<(u64, u64)> = t.log(id).frames().map(|f| (f.first, f.seq)).collect();
+        assert_eq!(held, [(4, 6)]);
+        t.absorb(&publication("a", 7));
+        assert_eq!(t.log(id).last_seq(), 7);
+
+        // A since the numbers reach: nothing to announce.
+        let b = TopicName::new("b");
+        let (id, _) = t.subscribe(&b, Form::V1, 1, 0);
+        assert_eq!(t.start(id, Start::Since(9)), (0, None));
+        t.absorb(&Publication {
+            topic: b.clone(),
+            ..mark(9)
+        });
+        assert_eq!(t.log(id).head(), 0);
+        assert_eq!(t.log(id).last_seq(), 9);
+    }
+
+    #[test]
     fn history_snapshot_and_resume() {
         let mut t = Topics::new(
             History {
@@ -642,15 +733,16 @@ mod tests {
             .id("a", Form::V1)
             .expect("history makes a v1 log on publication");
         t.trim(id, t.log(id).head());
-        let log = t.log(id);
-        let held: Vec<u64> = log.frames().map(|f| f.seq).collect();
-        assert_eq!(held, [3, 4, 5], "the newest 3 are kept");
-        let pos = |seq: u64| log.frames().find(|f| f.seq == seq).unwrap().pos;
+        let held: Vec<(u64, u64)> = t.log(id).frames().map(|f| (f.seq, f.pos)).collect();
+        let seqs: Vec<u64> = held.iter().map(|f| f.0).collect();
+        assert_eq!(seqs, [3, 4, 5], "the newest 3 are kept");
+        let pos = |seq: u64| held.iter().find(|f| f.0 == seq).unwrap().1;
+        let head = t.log(id).head();
         assert_eq!(t.start(id, Start::Snapshot), (pos(5), None));
         assert_eq!(t.start(id, Start::Since(3)), (pos(4), None));
         assert_eq!(t.start(id, Start::Since(2)), (pos(3), None));
         assert_eq!(t.start(id, Start::Since(0)), (pos(3), Some((1, 2))));
-        assert_eq!(t.start(id, Start::Since(5)), (log.head(), None));
+        assert_eq!(t.start(id, Start::Since(5)), (head, None));
         // A missed publication leaves a gap frame in the log.
         t.absorb(&publication("a", 9));
         let log = t.log(id);

@@ -265,7 +265,9 @@ impl Client<'_> {
     ///
     /// # Errors
     /// A bad name, too many topics, `start` other than live without `ringcast.v1`, or a
-    /// `since` past the topic's latest sequence number.
+    /// `since` past the topic's latest sequence number (in a cluster: on a node that
+    /// follows the topic; one that does not learns the numbers from the broker, and
+    /// announces what it cannot give as a `gap`).
     pub fn subscribe_from(&mut self, topic: &str, start: Start) -> Result<bool, TopicError> {
         let sub = Subscriber {
             key: self.key,
@@ -337,7 +339,9 @@ impl Subscriber<'_> {
             // log, it is where the subscription can start from.
             last = source.fanout.last_seq(topic);
             if let Start::Since(since) = start {
-                if since > last {
+                // A cluster node that does not follow the topic learns its numbers as it
+                // begins to (what it cannot give is announced as a gap then).
+                if since > last && !source.fanout.may_lag(topic) {
                     return Err(TopicError::SinceAhead {
                         since,
                         latest: last,

@@ -22,7 +22,7 @@ use ringcast::server::cluster::{ClusterConfig, ClusterStats};
 use serde_json::Value;
 use tungstenite::Message;
 
-use crate::fanout_util::{TIMEOUT, Ws, builder, next_data, start, try_connect_with};
+use crate::fanout_util::{TIMEOUT, Ws, builder, connect, next_data, start, try_connect_with};
 
 /// The request header of a `ringcast.v1` subscriber.
 pub(crate) const V1: &[(&str, &str)] = &[("Sec-WebSocket-Protocol", "ringcast.v1")];
@@ -119,6 +119,49 @@ pub(crate) fn have(binary: &str, test: &str) -> bool {
         "SKIPPED {test}: {binary} is not installed (apt-get install nats-server redis-server)"
     );
     false
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to the broker process `child` of this test, by pid;
+/// after `STOP`, waits until every thread of it has stopped (a signal is delivered to
+/// each thread as it next runs, not when `kill` returns).
+fn signal(child: Option<&Child>, signal: &str) {
+    let pid = child.expect("broker running").id().to_string();
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{signal} {pid}");
+    if signal != "STOP" {
+        return;
+    }
+    let all_stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().all(|t| {
+            // `pid (comm) STATE …`: the state follows the last ')'.
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+                st.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+        })
+    };
+    crate::fanout_util::wait_for("the broker to stop", all_stopped);
+}
+
+/// Nothing arrives on `ws` for `quiet` (a broker that is paused cannot deliver; this
+/// only checks that nothing comes from elsewhere meanwhile).
+pub(crate) fn nothing_within(ws: &mut Ws, quiet: Duration) {
+    ws.get_ref().set_read_timeout(Some(quiet)).unwrap();
+    match ws.read() {
+        Err(tungstenite::Error::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("expected nothing, got {other:?}"),
+    }
+    ws.get_ref().set_read_timeout(Some(TIMEOUT)).unwrap();
 }
 
 /// A free port of 127.0.0.1 (bound and released: another process could take it first,
@@ -225,6 +268,16 @@ impl Nats {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
+    pub(crate) fn pause(&self) {
+        signal(self.child.as_ref(), "STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub(crate) fn resume(&self) {
+        signal(self.child.as_ref(), "CONT");
     }
 
     /// Publishes `payload` on `subject` as another program would (no ringcast header).
@@ -434,6 +487,16 @@ impl Redis {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
+    pub(crate) fn pause(&self) {
+        signal(self.child.as_ref(), "STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub(crate) fn resume(&self) {
+        signal(self.child.as_ref(), "CONT");
+    }
+
     /// `PUBLISH channel payload` as another program would.
     pub(crate) fn publish(&self, channel: &str, payload: &[u8]) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
@@ -457,4 +520,57 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The scenario of `plain_subscribers_get_local_publications_at_once` (both brokers): a
+/// publication on node A reaches A's plain subscribers while the broker is frozen (so not
+/// through it); A's and B's `ringcast.v1` subscribers and B's plain ones get it once the
+/// broker goes on, numbered alike; A's plain subscribers do not get it a second time.
+pub(crate) fn local_publication_at_once(
+    backend: Backend,
+    url: &str,
+    pause: impl Fn(),
+    resume: impl Fn(),
+) {
+    let (a, b) = (
+        node(backend, url, &format!("la-{backend:?}")),
+        node(backend, url, &format!("lb-{backend:?}")),
+    );
+    let (mut plain_a, mut v1_a) = (connect(addr(&a), "/sub/q"), v1(&a, "/sub/q"));
+    let (mut plain_b, mut v1_b) = (connect(addr(&b), "/sub/q"), v1(&b, "/sub/q"));
+    wait_subscribed(&[&a, &b], 1);
+    let text = |ws: &mut Ws| match next_data(ws) {
+        Message::Text(t) => t.as_str().to_owned(),
+        other => panic!("expected text, got {other:?}"),
+    };
+    // Through the broker once, so that it knows the topic.
+    let _ = a.publish("q", "0");
+    for ws in [&mut plain_a, &mut plain_b] {
+        assert_eq!(text(ws), "0");
+    }
+    for ws in [&mut v1_a, &mut v1_b] {
+        assert_eq!(msg(ws), ("q".into(), 1, b"0".to_vec()));
+    }
+
+    pause();
+    let r = a.publish("q", "1");
+    assert_eq!(r.seq, 0, "numbered by the broker, later");
+    assert_eq!(text(&mut plain_a), "1", "A's plain subscriber, at once");
+    nothing_within(&mut v1_a, Duration::from_millis(300));
+    nothing_within(&mut plain_b, Duration::from_millis(50));
+    resume();
+    for ws in [&mut v1_a, &mut v1_b] {
+        assert_eq!(msg(ws), ("q".into(), 2, b"1".to_vec()));
+    }
+    assert_eq!(text(&mut plain_b), "1");
+
+    // No second delivery to A's plain subscriber when it came back from the broker.
+    let _ = a.publish("q", "2");
+    assert_eq!(text(&mut plain_a), "2");
+    assert_eq!(text(&mut plain_b), "2");
+    for ws in [&mut v1_a, &mut v1_b] {
+        assert_eq!(msg(ws), ("q".into(), 3, b"2".to_vec()));
+    }
+    let s = cstats(&a);
+    assert_eq!((s.sent, s.received_own, s.dropped_to_broker), (3, 3, 0));
 }

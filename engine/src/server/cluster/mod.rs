@@ -3,9 +3,14 @@
 //!
 //! ```text
 //!  node A: publish ──► Relay::publish ──► bounded queue ──► bridge thread ──► broker
-//!                                                                               │ numbers it
+//!            │                                                                  │ numbers it
+//!            └─► A's plain subscribers, at once                                 ▼
 //!  node A, B, …: subscribers ◄── reactors' inboxes ◄── Fanout::publish_at ◄── reader thread
 //! ```
+//!
+//! A local publication reaches this node's plain subscribers at once; its `ringcast.v1`
+//! envelope, which carries the broker's number, when it comes back from the broker (its
+//! origin is this node: only the envelope is delivered then, so nobody gets it twice).
 //!
 //! The bridge runs on two threads of its own (a writer that owns the connection and a
 //! reader), never on a reactor: the fan-out hands it local publications and topic interest
@@ -312,7 +317,15 @@ pub(crate) struct Numbering {
 #[derive(Debug)]
 struct Held {
     since: Instant,
-    msgs: BTreeMap<u64, (OpCode, Vec<u8>)>,
+    msgs: BTreeMap<u64, HeldMsg>,
+}
+
+/// A message held (see [`Shared::deliver`] for `own`).
+#[derive(Debug)]
+struct HeldMsg {
+    opcode: OpCode,
+    payload: Vec<u8>,
+    own: bool,
 }
 
 /// How long a message that came early waits for the earlier ones (the broker may hand a
@@ -326,8 +339,17 @@ impl Shared {
     /// in the broker's order: a message that comes before an earlier one waits for it (at
     /// most [`REORDER_WAIT`]), one this node already has is dropped, unless the node
     /// numbered messages itself meanwhile: then the broker's numbers are shifted past the
-    /// node's from here on. Skipped numbers are counted.
-    pub(crate) fn deliver(&self, topic: &TopicName, opcode: OpCode, payload: &[u8], seq: u64) {
+    /// node's from here on. Skipped numbers are counted. `own`: published on this node,
+    /// whose plain subscribers already had it ([`Fanout::publish`]): only its envelope is
+    /// delivered.
+    pub(crate) fn deliver(
+        &self,
+        topic: &TopicName,
+        opcode: OpCode,
+        payload: &[u8],
+        seq: u64,
+        own: bool,
+    ) {
         let Some(fanout) = self.fanout.get() else {
             return;
         };
@@ -335,28 +357,37 @@ impl Shared {
         if seq == 0 {
             n.diverged.insert(topic.clone());
             drop(n);
-            let _ = fanout.publish_local(topic, opcode, payload);
+            let _ = if own {
+                fanout.publish_envelope_at(topic, opcode, payload, 0)
+            } else {
+                fanout.publish_local(topic, opcode, payload)
+            };
             return;
         }
+        let msg = |payload: &[u8]| HeldMsg {
+            opcode,
+            payload: payload.to_vec(),
+            own,
+        };
         if n.starting.contains(topic.as_str()) {
-            Self::hold(&mut n, topic, opcode, payload, seq);
+            Self::hold(&mut n, topic, seq, msg(payload));
             return;
         }
         let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
         let before = fanout.last_seq(topic.as_str());
         if seq + offset <= before {
             if n.diverged.remove(topic.as_str()) {
-                self.publish(&mut n, fanout, topic, opcode, payload, seq);
+                self.publish(&mut n, fanout, topic, seq, &msg(payload));
             }
             return; // else a duplicate
         }
         if seq + offset > before + 1 {
-            if Self::hold(&mut n, topic, opcode, payload, seq) > REORDER_MAX {
+            if Self::hold(&mut n, topic, seq, msg(payload)) > REORDER_MAX {
                 self.release(&mut n, fanout, topic);
             }
             return;
         }
-        self.publish(&mut n, fanout, topic, opcode, payload, seq);
+        self.publish(&mut n, fanout, topic, seq, &msg(payload));
         // What waited for this one follows it.
         loop {
             let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
@@ -364,29 +395,23 @@ impl Shared {
             let Some(held) = n.held.get_mut(topic.as_str()) else {
                 break;
             };
-            let Some((op, payload)) = held.msgs.remove(&next) else {
+            let Some(m) = held.msgs.remove(&next) else {
                 break;
             };
             if held.msgs.is_empty() {
                 n.held.remove(topic.as_str());
             }
-            self.publish(&mut n, fanout, topic, op, &payload, next);
+            self.publish(&mut n, fanout, topic, next, &m);
         }
     }
 
     /// Holds message `seq`; returns how many of the topic are held.
-    fn hold(
-        n: &mut Numbering,
-        topic: &TopicName,
-        opcode: OpCode,
-        payload: &[u8],
-        seq: u64,
-    ) -> usize {
+    fn hold(n: &mut Numbering, topic: &TopicName, seq: u64, msg: HeldMsg) -> usize {
         let held = n.held.entry(topic.clone()).or_insert_with(|| Held {
             since: Instant::now(),
             msgs: BTreeMap::new(),
         });
-        held.msgs.insert(seq, (opcode, payload.to_vec()));
+        held.msgs.insert(seq, msg);
         held.msgs.len()
     }
 
@@ -445,10 +470,10 @@ impl Shared {
     /// Delivers what is held of `topic`, in order (what this node already has dropped).
     fn release(&self, n: &mut Numbering, fanout: &Fanout, topic: &TopicName) {
         if let Some(held) = n.held.remove(topic.as_str()) {
-            for (seq, (op, payload)) in held.msgs {
+            for (seq, m) in held.msgs {
                 let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
                 if seq + offset > fanout.last_seq(topic.as_str()) {
-                    self.publish(n, fanout, topic, op, &payload, seq);
+                    self.publish(n, fanout, topic, seq, &m);
                 }
             }
         }
@@ -460,13 +485,18 @@ impl Shared {
         n: &mut Numbering,
         fanout: &Fanout,
         topic: &TopicName,
-        opcode: OpCode,
-        payload: &[u8],
         seq: u64,
+        m: &HeldMsg,
     ) {
         let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
         let before = fanout.last_seq(topic.as_str());
-        let got = fanout.publish_at(topic, opcode, payload, seq + offset).seq;
+        let (op, payload, at) = (m.opcode, &m.payload[..], seq + offset);
+        let got = if m.own {
+            fanout.publish_envelope_at(topic, op, payload, at)
+        } else {
+            fanout.publish_at(topic, op, payload, at)
+        }
+        .seq;
         if before > 0 && got > before + 1 {
             self.counters
                 .missed
@@ -633,12 +663,13 @@ impl Probe {
     }
 }
 
-/// Drains what is queued for the broker into local delivery (the connection is gone).
+/// Drains what is queued for the broker into local delivery (the connection is gone):
+/// numbered here, in their envelopes (plain subscribers had them at publish).
 pub(crate) fn deliver_queued_locally(shared: &Shared, out_rx: &Receiver<Outbound>) {
     while let Ok(o) = out_rx.try_recv() {
         bump(&shared.counters.dropped_to_broker);
         if let Ok(m) = wire::decode(&o.body) {
-            shared.deliver(&o.topic, m.opcode, m.payload, 0);
+            shared.deliver(&o.topic, m.opcode, m.payload, 0, true);
         }
     }
 }

@@ -482,7 +482,7 @@ fn publish(shared: &Shared, conn: &mut Conn, o: &Outbound, pending: &Pending) ->
             tracing::warn!("cluster: {e}");
             bump(&shared.counters.dropped_to_broker);
             if let Ok(m) = wire::decode(&o.body) {
-                shared.deliver(&o.topic, m.opcode, m.payload, 0);
+                shared.deliver(&o.topic, m.opcode, m.payload, 0, true);
             }
             return Ok(());
         }
@@ -511,9 +511,10 @@ fn deliver_one(shared: &Shared, topic: &TopicName, body: &[u8], seq: u64) {
             return;
         }
     };
+    let own = m.origin == Some(shared.config.node_id.as_bytes());
     match m.origin {
         None => bump(&c.received_foreign),
-        Some(o) if o == shared.config.node_id.as_bytes() => bump(&c.received_own),
+        Some(_) if own => bump(&c.received_own),
         Some(_) => {
             bump(&c.received_remote);
             if m.sent_us > 0 {
@@ -521,7 +522,7 @@ fn deliver_one(shared: &Shared, topic: &TopicName, body: &[u8], seq: u64) {
             }
         }
     }
-    shared.deliver(topic, m.opcode, m.payload, seq);
+    shared.deliver(topic, m.opcode, m.payload, seq, own);
 }
 
 /// Reads the connection until it ends: numbered messages are delivered, API answers

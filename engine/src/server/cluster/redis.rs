@@ -428,9 +428,10 @@ fn deliver(shared: &Shared, topic: &TopicName, body: &[u8]) {
             return;
         }
     };
+    let own = m.origin == Some(shared.config.node_id.as_bytes());
     match m.origin {
         None => bump(&c.received_foreign),
-        Some(o) if o == shared.config.node_id.as_bytes() => bump(&c.received_own),
+        Some(_) if own => bump(&c.received_own),
         Some(_) => {
             bump(&c.received_remote);
             if m.sent_us > 0 {
@@ -438,7 +439,7 @@ fn deliver(shared: &Shared, topic: &TopicName, body: &[u8]) {
             }
         }
     }
-    shared.deliver(topic, m.opcode, m.payload, m.seq);
+    shared.deliver(topic, m.opcode, m.payload, m.seq, own);
 }
 
 impl Link for Conn {
