@@ -209,6 +209,8 @@ fn broker_subscriptions_follow_local_subscribers(backend: Backend) {
     for k in 0..20 {
         assert_eq!(next_data(&mut on_b), Message::text(format!("q{k}")));
     }
+    // (B's plain subscriber had them at once; the broker has them once they are back.)
+    wait_cluster(&b, "b's own back", |s| s.received_own == 20);
     // A subscriber on A: A subscribes on the broker and receives from then on.
     let mut on_a = connect(addr(&a), "/sub/quiet,loud");
     wait_cluster(&a, "a subscribed", |s| s.subscriptions == 2);

@@ -189,6 +189,8 @@ fn subscriptions_follow_local_subscribers(backend: Backend) {
     for k in 0..10 {
         assert_eq!(next_data(&mut on_b), Message::text(format!("q{k}")));
     }
+    // (B's plain subscriber had them at once; the broker has them once they are back.)
+    wait_cluster(&b, "b's own back", |s| s.received_own == 10);
     let mut on_a = connect(addr(&a), "/sub/quiet");
     wait_subscribed(&[&a], 1);
     let _ = b.publish("quiet", "q10");
@@ -204,6 +206,7 @@ fn subscriptions_follow_local_subscribers(backend: Backend) {
     for k in 11..20 {
         assert_eq!(next_data(&mut on_b), Message::text(format!("q{k}")));
     }
+    wait_cluster(&b, "b's own back", |s| s.received_own == 20);
     assert_eq!(cstats(&a).received_remote, 1);
 }
 

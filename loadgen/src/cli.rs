@@ -188,6 +188,10 @@ pub(crate) struct ResumeArgs {
     /// (a reconnect storm).
     #[arg(long, value_parser = parse_duration)]
     pub(crate) storm_at: Option<Duration>,
+    /// Reconnect to the next --url (round robin) instead of the same one: every resume
+    /// lands on another node of a cluster. Needs at least two --url.
+    #[arg(long)]
+    pub(crate) rejoin_elsewhere: bool,
     /// After publishing stops, wait for the last messages until this long passes with
     /// none arriving (at most 30 times as long in all).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]

@@ -29,6 +29,8 @@ pub(crate) struct Plan {
     pub(crate) fraction: f64,
     /// When every subscriber drops at once, ns after the start of publishing.
     pub(crate) storm_at_ns: Option<u64>,
+    /// Reconnect to the next server rather than the same one.
+    pub(crate) elsewhere: bool,
 }
 
 /// One reactor thread's drop schedule over its subscribers. Time is an argument, so the
@@ -250,6 +252,7 @@ mod tests {
             every_ns: 2 * S,
             fraction,
             storm_at_ns: storm,
+            elsewhere: false,
         }
     }
 

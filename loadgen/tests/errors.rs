@@ -81,6 +81,14 @@ fn bad_flags_name_the_flag() {
         "stderr: {}",
         out.stderr
     );
+    let out = loadgen(&["resume", "--rejoin-elsewhere"]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr
+            .contains("--rejoin-elsewhere needs at least two --url"),
+        "stderr: {}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -135,6 +135,10 @@ fn reopen(key: usize, conn: &mut Conn, ctx: &mut Ctx<'_>, now: u64) {
         v1.last_seq(0)
     });
     conn.path = r.path(since);
+    if s.rejoin.is_some_and(|p| p.elsewhere) && s.sub_targets.len() > 1 {
+        // Subscribers' nodes are 1..=N (see `Settings::target_of`).
+        conn.node = conn.node % s.sub_targets.len() + 1;
+    }
     let fail = |ctx: &mut Ctx<'_>, why: String| {
         ctx.tally.resume.reconnect_failed += 1;
         ctx.tally

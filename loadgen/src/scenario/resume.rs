@@ -45,6 +45,7 @@ pub(crate) fn resume(args: &ResumeArgs) -> Result<i32, Failure> {
         every_ns: args.reconnect_every.as_nanos() as u64,
         fraction: args.reconnect_fraction,
         storm_at_ns: args.storm_at.map(|d| d.as_nanos() as u64),
+        elsewhere: args.rejoin_elsewhere,
     });
     if p.spec.is_some() {
         return serve_as_worker(s, &layout, &p);
@@ -229,6 +230,11 @@ fn check(args: &ResumeArgs) -> Result<(), Failure> {
     }
     if args.duration.is_zero() {
         return Err("--duration must be more than 0".to_owned());
+    }
+    if args.rejoin_elsewhere && args.common.url.len() < 2 {
+        return Err(
+            "--rejoin-elsewhere needs at least two --url (the nodes to move between)".into(),
+        );
     }
     if args.reconnect_fraction > 0.0 && args.reconnect_every.is_zero() {
         return Err("--reconnect-every must be more than 0".to_owned());
