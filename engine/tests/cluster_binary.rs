@@ -1,6 +1,7 @@
 //! `ringcast serve --cluster` as an operator runs it: two processes through a real
 //! `nats-server -js`, a WebSocket publisher on one and a subscriber on the other, the
-//! cluster's figures in `/metrics`; a bad `--cluster` URL refused, naming the key.
+//! cluster's figures in `/metrics`, on each backend and with one node on each; a bad
+//! `--cluster` URL refused, naming the key.
 
 mod binary;
 mod cluster_util;
@@ -15,9 +16,10 @@ use cluster_util::{Nats, have};
 use fanout_util::{TIMEOUT, connect, next_data, send_text};
 use tungstenite::Message;
 
-fn serve(url: &str, id: Option<&str>) -> Running {
-    let mut args =
-        format!("serve --listen 127.0.0.1:0 --threads 1 --no-pin --backend epoll --cluster {url}");
+fn serve(url: &str, id: Option<&str>, backend: &str) -> Running {
+    let mut args = format!(
+        "serve --listen 127.0.0.1:0 --threads 1 --no-pin --backend {backend} --cluster {url}"
+    );
     if let Some(id) = id {
         args += &format!(" --node-id {id}");
     }
@@ -59,9 +61,21 @@ fn two_processes_through_nats() {
     if !have("nats-server", "two_processes_through_nats") {
         return;
     }
+    let uring = !ringcast::reactor::skip_without_uring("two_processes_through_nats (io_uring)");
+    let mut pairs = vec![("epoll", "epoll")];
+    if uring {
+        pairs.extend([("uring", "uring"), ("epoll", "uring")]);
+    }
+    for (a, b) in pairs {
+        two_processes(a, b);
+    }
+}
+
+/// Node A on backend `a` publishes, node B on backend `b` delivers.
+fn two_processes(a: &str, b: &str) {
     let nats = Nats::start();
-    let a = serve(&nats.url(), Some("bin-a"));
-    let b = serve(&nats.url(), None);
+    let a = serve(&nats.url(), Some("bin-a"), a);
+    let b = serve(&nats.url(), None, b);
     // A random node id, logged.
     assert!(
         b.log.iter().any(|l| l.contains("node id ")),
