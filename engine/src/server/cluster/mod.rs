@@ -311,6 +311,10 @@ pub(crate) struct Numbering {
     held: HashMap<TopicName, Held>,
     /// Topics being subscribed: their messages wait until the start is known.
     starting: std::collections::HashSet<TopicName>,
+    /// Topics subscribed for the first time whose broker state is known (its last
+    /// number): their messages still wait until the time given (see
+    /// [`Shared::started`]).
+    settling: HashMap<TopicName, (Instant, u64)>,
 }
 
 /// Messages of one topic that came before an earlier one, by broker number.
@@ -370,7 +374,14 @@ impl Shared {
             own,
         };
         if n.starting.contains(topic.as_str()) {
-            Self::hold(&mut n, topic, seq, msg(payload));
+            // Bounded: past REORDER_MAX the newest are not kept (the hole is announced
+            // once the topic has started).
+            if n.held
+                .get(topic.as_str())
+                .is_none_or(|h| h.msgs.len() < REORDER_MAX)
+            {
+                Self::hold(&mut n, topic, seq, msg(payload));
+            }
             return;
         }
         let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
@@ -422,37 +433,78 @@ impl Shared {
     }
 
     /// The topic's subscription is in place, and the broker's last number of it was
-    /// `last`. `first`: the first subscription on this node (it starts after `last`);
-    /// else a subscription again, after a reconnection (what was missed has been fetched
-    /// and is held; a broker that went back, having lost its numbers, is shifted past this
-    /// node's from its next message). What waited is delivered.
+    /// `last`. `first`: the first subscription on this node: it starts after `last`, or
+    /// before the first message the subscription received, whichever is lower — a
+    /// message stored before the state was answered may still be on its way to the
+    /// subscription (the broker answers and delivers on different paths), so the start is
+    /// settled [`REORDER_WAIT`] later ([`release_held`](Self::release_held)). Else a
+    /// subscription again, after a reconnection (what was missed has been fetched and is
+    /// held; a broker that went back, having lost its numbers, is shifted past this node's
+    /// from its next message): what waited is delivered now.
     pub(crate) fn started(&self, topic: &TopicName, last: u64, first: bool) {
         let Some(fanout) = self.fanout.get() else {
             return;
         };
         let mut n = self.numbering();
+        if first {
+            n.settling
+                .insert(topic.clone(), (Instant::now() + REORDER_WAIT, last));
+            return;
+        }
         n.starting.remove(topic.as_str());
         let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
-        if first {
-            fanout.advance(topic, last + offset);
-        } else if last + offset < fanout.last_seq(topic.as_str()) {
+        if last + offset < fanout.last_seq(topic.as_str()) {
             n.diverged.insert(topic.clone());
         }
         self.release(&mut n, fanout, topic);
     }
 
-    /// The connection was lost while subscribing: nothing waits any more.
-    pub(crate) fn abandon_starts(&self) {
-        self.numbering().starting.clear();
+    /// Starts topic `topic` subscribed for the first time, whose broker state said `last`
+    /// (see [`started`](Self::started)), and delivers what waited.
+    fn settle(&self, n: &mut Numbering, fanout: &Fanout, topic: &TopicName, last: u64) {
+        n.starting.remove(topic.as_str());
+        let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
+        let first_held = n
+            .held
+            .get(topic.as_str())
+            .and_then(|h| h.msgs.keys().next().copied());
+        let last = first_held.map_or(last, |h| last.min(h - 1));
+        fanout.advance(topic, last + offset);
+        self.release(n, fanout, topic);
     }
 
-    /// Delivers the messages held longer than [`REORDER_WAIT`]: the earlier ones are
-    /// given up on (announced as a gap, counted as missed).
+    /// The connection was lost while subscribing: nothing waits any more (topics whose
+    /// state is known start now).
+    pub(crate) fn abandon_starts(&self) {
+        let mut n = self.numbering();
+        if let Some(fanout) = self.fanout.get() {
+            let settling: Vec<_> = n.settling.drain().collect();
+            for (t, (_, last)) in settling {
+                self.settle(&mut n, fanout, &t, last);
+            }
+        }
+        n.settling.clear();
+        n.starting.clear();
+    }
+
+    /// Starts the topics whose start has settled; delivers the messages held longer than
+    /// [`REORDER_WAIT`]: the earlier ones are given up on (announced as a gap, counted
+    /// as missed).
     pub(crate) fn release_held(&self, now: Instant) {
         let Some(fanout) = self.fanout.get() else {
             return;
         };
         let mut n = self.numbering();
+        let settled: Vec<(TopicName, u64)> = n
+            .settling
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(t, (_, last))| (t.clone(), *last))
+            .collect();
+        for (t, last) in settled {
+            n.settling.remove(t.as_str());
+            self.settle(&mut n, fanout, &t, last);
+        }
         let due: Vec<TopicName> = n
             .held
             .iter()
@@ -472,7 +524,11 @@ impl Shared {
         if let Some(held) = n.held.remove(topic.as_str()) {
             for (seq, m) in held.msgs {
                 let offset = n.offsets.get(topic.as_str()).copied().unwrap_or(0);
-                if seq + offset > fanout.last_seq(topic.as_str()) {
+                // As in `deliver`: one this node has is dropped, unless the node numbered
+                // messages itself meanwhile (then the broker's are shifted past them).
+                if seq + offset > fanout.last_seq(topic.as_str())
+                    || n.diverged.remove(topic.as_str())
+                {
                     self.publish(n, fanout, topic, seq, &m);
                 }
             }
@@ -677,6 +733,57 @@ pub(crate) fn deliver_queued_locally(shared: &Shared, out_rx: &Receiver<Outbound
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node with one reactor inbox, in a cluster whose bridge is `shared`; what the
+    /// reactor would get, as (seq, plain frame?, envelope?) per publication.
+    fn node() -> (Arc<Shared>, crate::fanout::ring::InboxRx) {
+        #[derive(Debug)]
+        struct NoWake;
+        impl crate::fanout::Wake for NoWake {
+            fn wake(&self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (tx, rx) = crate::fanout::ring::inbox(64, Arc::new(NoWake));
+        let c = Cluster::start(ClusterConfig::new("nats://127.0.0.1:1").unwrap()).unwrap();
+        let shared = Arc::clone(&c.shared);
+        shared.stop.store(true, Ordering::Release);
+        drop(c); // the bridge thread stops; `Shared` stays usable
+        let _ = shared.fanout.set(Fanout::with_relay(vec![tx], None));
+        (shared, rx)
+    }
+
+    fn taken(rx: &crate::fanout::ring::InboxRx) -> Vec<(u64, bool, bool)> {
+        let mut got = Vec::new();
+        rx.drain(usize::MAX, |p| {
+            got.push((p.seq, !p.frame.is_empty(), !p.envelope.is_empty()));
+        });
+        got
+    }
+
+    #[test]
+    fn a_first_start_settles_before_it_delivers() {
+        let (shared, rx) = node();
+        let t = TopicName::new("t");
+        shared.begin(&t);
+        // Received through the new subscription before the state was answered, and the
+        // state (last 5) already counts it: it is still delivered, not taken as old.
+        shared.deliver(&t, OpCode::Text, b"five", 5, false);
+        shared.started(&t, 5, true);
+        shared.release_held(Instant::now());
+        assert_eq!(taken(&rx), [], "held while the start settles");
+        // One more on its way when the state was answered: it joins in order.
+        shared.deliver(&t, OpCode::Text, b"six", 6, false);
+        shared.release_held(Instant::now() + REORDER_WAIT);
+        // The mark (numbers up to 4 were given out before), then 5 and 6 in both forms.
+        assert_eq!(
+            taken(&rx),
+            [(4, false, false), (5, true, true), (6, true, true)]
+        );
+        // A node's own publication comes back for its envelope only.
+        shared.deliver(&t, OpCode::Text, b"own", 7, true);
+        assert_eq!(taken(&rx), [(7, false, true)]);
+    }
 
     #[test]
     fn urls() {
