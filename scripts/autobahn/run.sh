@@ -8,8 +8,9 @@
 #              RINGCAST_PROFILE (the cargo profile to build, default release),
 #              BACKENDS (default: "epoll uring"; where the kernel refuses io_uring the
 #              uring runs are skipped with the reason, except under CI=true),
-#              JOBS (runs at the same time, default 4: all of the defaults; each has its own server, port,
-#              agent name and report directory, and its output is printed whole).
+#              JOBS (runs at the same time, default 4: all four default runs; each has
+#              its own server, port, agent name and report directory, and its output
+#              is printed whole).
 # Exit status: 0 when every run ends "N passed, 0 failed" with no NON-STRICT result.
 set -euo pipefail
 
