@@ -40,9 +40,32 @@ summary() {
   printf '%s\n' "${TIMES[@]}"
   echo "$(printf '%5ds' "$SECONDS")  in all"
 }
-trap summary EXIT
 
 export RINGCAST_PROFILE="${RINGCAST_PROFILE:-ci}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+# The conformance run, when it runs: its suite (a Python venv, ../shared/autobahn/setup.sh;
+# about 25 s on a fresh machine, mostly downloads) is installed in the background from
+# the start, and the Autobahn part waits for it.
+run_autobahn=0 ab_setup_pid="" ab_setup_log=""
+if [[ "${SKIP_AUTOBAHN:-0}" == 1 && "${CI:-}" != true ]]; then
+  :
+elif [[ -d "$ROOT/../shared/autobahn" || -n "${AUTOBAHN_DIR:-}" ]]; then
+  run_autobahn=1
+  export AUTOBAHN_DIR="${AUTOBAHN_DIR:-$ROOT/../shared/autobahn}"
+  ab_setup_log=$(mktemp)
+  SKIP_NODE=1 "$AUTOBAHN_DIR/setup.sh" >"$ab_setup_log" 2>&1 &
+  ab_setup_pid=$!
+fi
+on_exit() {
+  if [[ -n "$ab_setup_pid" ]]; then
+    kill "$ab_setup_pid" 2>/dev/null || true
+    wait "$ab_setup_pid" 2>/dev/null || true
+  fi
+  [[ -z "$ab_setup_log" ]] || rm -f "$ab_setup_log"
+  summary
+}
+trap on_exit EXIT
 
 part "cargo fmt --check"
 cargo fmt --all -- --check
@@ -61,13 +84,25 @@ if [[ -n "$cli_deps" ]]; then
 fi
 
 part "cargo test (debug: unit, property, integration, doc)"
-cargo test --workspace --quiet
+# cargo-nextest (installed by .ci/run) runs the test binaries, and the tests in each, side
+# by side: most of them wait on sockets, timers and child processes, not on the CPU.
+# Without it, cargo test runs the same tests one binary after another.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --cargo-quiet --test-threads 8 --status-level fail \
+    --final-status-level slow --hide-progress-bar
+  cargo test --workspace --doc --quiet
+else
+  echo "cargo-nextest is not installed (cargo install cargo-nextest --locked): cargo test runs the tests one binary at a time"
+  cargo test --workspace --quiet
+fi
 
 if [[ "${SKIP_BROWSER:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "browser: skipped (SKIP_BROWSER=1)"
 else
   part "browser: ringcast.js and the demo page in headless Chromium"
-  scripts/browser-test.sh
+  # The debug binary the cargo tests built (with the workspace's features): building it
+  # again for the ringcast package alone would compile it again.
+  RINGCAST_BIN="$TARGET_DIR/debug/ringcast" scripts/browser-test.sh
 fi
 
 if [[ "${SKIP_MIRI:-0}" == 1 && "${CI:-}" != true ]]; then
@@ -84,18 +119,37 @@ else
   scripts/fuzz.sh "${FUZZ_SECONDS:-5}"
 fi
 
+run_soak=1
 if [[ "${SKIP_SOAK:-0}" == 1 && "${CI:-}" != true ]]; then
-  echo "soak: skipped (SKIP_SOAK=1)"
-else
-  part "soak: ${SOAK_SECONDS:-60}s of mixed load per backend"
+  run_soak=0
+fi
+if ((run_soak || run_autobahn)); then
+  # One build of the server and load generator for both: built apart, with each one's
+  # own features, the server would be compiled twice.
+  part "build: the soak's and Autobahn's binaries (cargo profile $RINGCAST_PROFILE)"
+  cargo build --profile "$RINGCAST_PROFILE" --quiet -p ringcast -p ringcast-loadgen
+fi
+
+if ((run_soak)); then
+  part "soak: ${SOAK_SECONDS:-60}s of mixed load per backend, both at once"
   scripts/soak.sh --seconds "${SOAK_SECONDS:-60}" --backend both
+else
+  echo "soak: skipped (SKIP_SOAK=1)"
 fi
 
 if [[ "${SKIP_AUTOBAHN:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "autobahn: skipped (SKIP_AUTOBAHN=1)"
-elif [[ -d "$ROOT/../shared/autobahn" || -n "${AUTOBAHN_DIR:-}" ]]; then
-  part "Autobahn|Testsuite (strict), epoll and io_uring, 1 and 2 reactors each"
-  scripts/autobahn/run.sh core 1 2
+elif ((run_autobahn)); then
+  part "Autobahn|Testsuite (strict), epoll and io_uring, 1 and 2 reactors each, all at once"
+  ab_ok=1
+  wait "$ab_setup_pid" || ab_ok=0
+  ab_setup_pid=""
+  cat "$ab_setup_log"
+  if ((!ab_ok)); then
+    echo "autobahn: the suite's setup failed (above)" >&2
+    exit 1
+  fi
+  RINGCAST_BIN="$TARGET_DIR/$RINGCAST_PROFILE/ringcast" scripts/autobahn/run.sh core 1 2
 else
   if [[ "${CI:-}" == true ]]; then
     echo "autobahn: ../shared/autobahn is missing; CI requires the conformance run" >&2
