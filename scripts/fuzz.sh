@@ -15,7 +15,10 @@
 # it (a machine that cannot download toolchains), the stable toolchain with
 # RUSTC_BOOTSTRAP=1, which lets it take the same -Z sanitizer flags; said in the output.
 # Environment: FUZZ_TIMEOUT (seconds one input may take, default 10),
-# FUZZ_RSS_LIMIT_MB (default 2048), FUZZ_JOBS (targets run at the same time, default 2).
+# FUZZ_RSS_LIMIT_MB (default 2048), FUZZ_JOBS (targets run at the same time, default 2),
+# FUZZ_OPT_LEVEL (the build's opt-level, default cargo fuzz's 3; scripts/test.sh's short
+# run uses 1: a quicker build, and in 5 s runs the execs/s of opt-level 3 give or take
+# a quarter, target by target).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT/engine"
@@ -41,6 +44,10 @@ else
 fi
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+if [[ -n "${FUZZ_OPT_LEVEL:-}" ]]; then
+  export CARGO_PROFILE_RELEASE_OPT_LEVEL="$FUZZ_OPT_LEVEL"
+  echo "fuzz: opt-level $FUZZ_OPT_LEVEL"
+fi
 WORK="$TARGET_DIR/fuzz"
 mkdir -p "$WORK/logs"
 
