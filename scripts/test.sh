@@ -6,6 +6,16 @@
 # backend (scripts/soak.sh), and the Autobahn|Testsuite conformance run (strict) against
 # the echo server.
 #
+# What waits rather than computes runs side by side: the test binaries (cargo-nextest,
+# which .ci/run installs; plain cargo test without it), two fuzz targets at a time, the
+# two backends' soaks, the four Autobahn runs, and the Autobahn suite's install (in the
+# background from the start). Time per part with CI=true from an empty target directory
+# on the 2-core VM (628 s in all; 956-1065 s before these ran side by side):
+#     1s fmt, 66s clippy, 10s the library without the command line,
+#   115s cargo test (28s of it running the tests), 28s browser, 127s Miri,
+#   106s fuzz (71s build at opt-level 1), 82s the soak's and Autobahn's binaries,
+#    65s soak (both backends at once), 28s Autobahn (four runs at once).
+#
 # Usage: scripts/test.sh            (the README's test command; CI runs it via .ci/run)
 # Environment: SKIP_BROWSER=1 skips the browser test (scripts/browser-test.sh; needs
 # Debian's chromium and Node.js 20+, which .ci/run installs) outside CI;
