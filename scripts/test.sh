@@ -10,11 +10,11 @@
 # which .ci/run installs; plain cargo test without it), two fuzz targets at a time, the
 # two backends' soaks, the four Autobahn runs, and the Autobahn suite's install (in the
 # background from the start). Time per part with CI=true from an empty target directory
-# on the 2-core VM (628 s in all; 956-1065 s before these ran side by side):
-#     1s fmt, 66s clippy, 10s the library without the command line,
-#   115s cargo test (28s of it running the tests), 28s browser, 127s Miri,
-#   106s fuzz (71s build at opt-level 1), 82s the soak's and Autobahn's binaries,
-#    65s soak (both backends at once), 28s Autobahn (four runs at once).
+# on the 2-core VM, two runs (578 and 628 s in all; 956-1065 s before these ran side by
+# side): 1-2s fmt, 57-66s clippy, 9-10s the library without the command line,
+# 109-115s cargo test (28s of it running the tests), 27-28s browser, 120-127s Miri,
+# 93-106s fuzz (60-71s build at opt-level 1), 69-82s the soak's and Autobahn's binaries,
+# 65s soak (both backends at once), 26-28s Autobahn (four runs at once).
 #
 # Usage: scripts/test.sh            (the README's test command; CI runs it via .ci/run)
 # Environment: SKIP_BROWSER=1 skips the browser test (scripts/browser-test.sh; needs
@@ -126,7 +126,8 @@ if [[ "${SKIP_FUZZ:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "fuzz: skipped (SKIP_FUZZ=1)"
 else
   part "cargo fuzz: every target for ${FUZZ_SECONDS:-5}s"
-  # opt-level 1: a build in about half the time, fast enough for a few seconds a target.
+  # opt-level 1: a quicker build (60-70 s from cold, about 95 s at opt-level 3), fast
+  # enough for a few seconds a target.
   FUZZ_OPT_LEVEL="${FUZZ_OPT_LEVEL:-1}" scripts/fuzz.sh "${FUZZ_SECONDS:-5}"
 fi
 
