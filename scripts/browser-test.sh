@@ -6,9 +6,10 @@
 # when Chromium or Node.js is missing (.ci/run installs both).
 #
 # Usage: scripts/browser-test.sh    (scripts/test.sh runs it)
-# Environment: CHROMIUM (default /usr/bin/chromium); SCREENSHOT, where the demo page's
-# picture goes (default $CARGO_TARGET_DIR/browser/demo.png; SCREENSHOT=docs/demo.png
-# refreshes the README's).
+# Environment: CHROMIUM (default /usr/bin/chromium); RINGCAST_BIN, a ringcast binary to
+# test instead of building the debug one (scripts/test.sh passes the one its cargo tests
+# built); SCREENSHOT, where the demo page's picture goes (default
+# $CARGO_TARGET_DIR/browser/demo.png; SCREENSHOT=docs/demo.png refreshes the README's).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -36,10 +37,14 @@ if ! cmp -s package-lock.json node_modules/.ringcast-lock 2>/dev/null; then
 fi
 cd "$ROOT"
 
-cargo build --quiet -p ringcast --bin ringcast
 target=$(cargo metadata --format-version 1 --no-deps | node -e \
   'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
-export RINGCAST_BIN="$target/debug/ringcast"
+if [[ -z "${RINGCAST_BIN:-}" ]]; then
+  cargo build --quiet -p ringcast --bin ringcast
+  RINGCAST_BIN="$target/debug/ringcast"
+fi
+[[ -x "$RINGCAST_BIN" ]] || { echo "browser test: no ringcast binary at $RINGCAST_BIN" >&2; exit 1; }
+export RINGCAST_BIN
 export CARGO_TARGET_DIR="$target"
 
 cd engine/tests/browser

@@ -2,7 +2,11 @@
 # Soak: one `ringcast serve` under a mixed load for a while, sampled every second.
 #
 #   scripts/soak.sh [--seconds N | --minutes N] [--backend epoll|uring|both] [--out DIR]
+#                   [--one-at-a-time]
 #
+# With --backend both (the default) the two backends soak at the same time, each with its
+# own server, port, load and files, and their reports are printed one after the other
+# when both have ended; --one-at-a-time runs epoll, then io_uring.
 # The load, all at once and all bounded by the duration:
 #   - healthy: `loadgen fanout` — 400 plain subscribers on topics h0..h3, 4 publishers at
 #     2 000 msg/s in total; --expect-all: any loss, reordering or duplicate fails the soak;
@@ -27,8 +31,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SECONDS_RUN=60
 BACKENDS=(epoll uring)
 OUT=target/soak
+TOGETHER=1
 usage() {
-  sed -n '2,5p' "$0" >&2
+  sed -n '2,6p' "$0" >&2
   exit 2
 }
 while (($#)); do
@@ -44,6 +49,7 @@ while (($#)); do
     shift
     ;;
   --out) [[ -n ${2:-} ]] || usage; OUT=$2; shift ;;
+  --one-at-a-time) TOGETHER=0 ;;
   -h | --help) usage ;;
   *) echo "soak: unknown argument '$1'" >&2; usage ;;
   esac
@@ -60,8 +66,11 @@ LG="${CARGO_TARGET_DIR:-target}/$PROFILE/loadgen"
 CLK_TCK=$(getconf CLK_TCK)
 
 declare -A LIVE # pids this script started and has not reaped
+SOAKERS=()      # the subshells of soaks run at the same time (they clean up after themselves)
 cleanup() {
   local p
+  for p in "${SOAKERS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${SOAKERS[@]}"; do wait "$p" 2>/dev/null || true; done
   for p in "${!LIVE[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   sleep 0.3
   for p in "${!LIVE[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
@@ -108,8 +117,7 @@ ready() {
 }
 
 soak() {
-  local backend=$1 port spid dir="$OUT" csv svg failed=0
-  port=$(free_port)
+  local backend=$1 port=$2 spid dir="$OUT" csv svg failed=0
   csv="$dir/soak-$backend.csv"
   svg="$dir/soak-$backend.svg"
   echo "== soak: $backend, ${SECONDS_RUN} s, port $port"
@@ -240,8 +248,36 @@ soak() {
   return "$failed"
 }
 
-status=0
+# One free port per backend, chosen before any server starts so that two never collide.
+declare -A PORT
 for b in "${BACKENDS[@]}"; do
-  soak "$b" || status=1
+  p=$(free_port) || { echo "soak: no free port" >&2; exit 1; }
+  while [[ " ${PORT[*]-} " == *" $p "* ]]; do p=$(free_port); done
+  PORT[$b]=$p
 done
+
+status=0
+if ((TOGETHER && ${#BACKENDS[@]} > 1)); then
+  # Each backend's soak in a subshell of its own (its own LIVE and cleanup); its report
+  # goes to a file, printed once every soak has ended.
+  for b in "${BACKENDS[@]}"; do
+    (
+      SOAKERS=()
+      trap cleanup EXIT
+      trap 'exit 130' INT TERM
+      soak "$b" "${PORT[$b]}"
+    ) >"$OUT/report-$b.txt" 2>&1 &
+    SOAKERS+=($!)
+  done
+  echo "== soak: ${BACKENDS[*]} at the same time, ${SECONDS_RUN} s each"
+  for i in "${!BACKENDS[@]}"; do
+    wait "${SOAKERS[$i]}" || status=1
+  done
+  SOAKERS=()
+  for b in "${BACKENDS[@]}"; do cat "$OUT/report-$b.txt"; done
+else
+  for b in "${BACKENDS[@]}"; do
+    soak "$b" "${PORT[$b]}" || status=1
+  done
+fi
 exit "$status"
