@@ -339,6 +339,34 @@ pub(crate) const REORDER_WAIT: Duration = Duration::from_millis(100);
 const REORDER_MAX: usize = 4096;
 
 impl Shared {
+    /// Takes one message off the broker: decodes it (a malformed one is counted and
+    /// dropped), counts it by origin (own, remote with its latency, foreign) and delivers
+    /// it numbered `seq`, or by the number in its header when `seq` is `None` (Redis; on
+    /// NATS the number comes with the message, outside it).
+    pub(crate) fn receive(&self, topic: &TopicName, body: &[u8], seq: Option<u64>) {
+        let c = &self.counters;
+        let m = match wire::decode(body) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!("cluster: dropped a message on {topic}: {e}");
+                bump(&c.malformed);
+                return;
+            }
+        };
+        let own = m.origin == Some(self.config.node_id.as_bytes());
+        match m.origin {
+            None => bump(&c.received_foreign),
+            Some(_) if own => bump(&c.received_own),
+            Some(_) => {
+                bump(&c.received_remote);
+                if m.sent_us > 0 {
+                    c.latency(now_us().saturating_sub(m.sent_us));
+                }
+            }
+        }
+        self.deliver(topic, m.opcode, m.payload, seq.unwrap_or(m.seq), own);
+    }
+
     /// Delivers on this node a message from the broker numbered `seq` (0: numbered here),
     /// in the broker's order: a message that comes before an earlier one waits for it (at
     /// most [`REORDER_WAIT`]), one this node already has is dropped, unless the node

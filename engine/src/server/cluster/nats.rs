@@ -456,7 +456,7 @@ fn recover(
         else {
             continue;
         };
-        deliver_one(shared, t, &bytes, seq);
+        shared.receive(t, &bytes, Some(seq));
     }
     Ok(())
 }
@@ -569,31 +569,6 @@ fn publish(shared: &Shared, conn: &mut Conn, o: &Outbound, pending: &Pending) ->
     Ok(())
 }
 
-/// Delivers one numbered message from the broker on this node.
-fn deliver_one(shared: &Shared, topic: &TopicName, body: &[u8], seq: u64) {
-    let c = &shared.counters;
-    let m = match wire::decode(body) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::debug!("cluster: dropped a message on {topic}: {e}");
-            bump(&c.malformed);
-            return;
-        }
-    };
-    let own = m.origin == Some(shared.config.node_id.as_bytes());
-    match m.origin {
-        None => bump(&c.received_foreign),
-        Some(_) if own => bump(&c.received_own),
-        Some(_) => {
-            bump(&c.received_remote);
-            if m.sent_us > 0 {
-                c.latency(now_us().saturating_sub(m.sent_us));
-            }
-        }
-    }
-    shared.deliver(topic, m.opcode, m.payload, seq, own);
-}
-
 /// Reads the connection until it ends: numbered messages are delivered, API answers
 /// routed to the writer, pings answered through it.
 fn read_loop(shared: &Shared, stream: TcpStream, pending: &Pending) -> io::Error {
@@ -656,7 +631,7 @@ fn read_loop(shared: &Shared, stream: TcpStream, pending: &Pending) -> io::Error
         let (headers, payload) = body[..total].split_at(hdr_len);
         if let Some(t) = subject.strip_prefix(seqs.as_str()) {
             let seq = header(headers, "Nats-Sequence").and_then(|v| v.parse().ok());
-            deliver_one(shared, &TopicName::new(t), payload, seq.unwrap_or(0));
+            shared.receive(&TopicName::new(t), payload, Some(seq.unwrap_or(0)));
         } else if let Some(rest) = subject.strip_prefix(inbox.as_str()) {
             if rest == "ack" {
                 let refused = payload.windows(7).any(|w| w == b"\"error\"");

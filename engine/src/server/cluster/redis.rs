@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use super::nats::{Follow, IO_TIMEOUT, note_interest};
 use super::stats::bump;
 use super::supervise::{Link, supervise};
-use super::{Broker, Control, Outbound, Shared, now_us, wire};
+use super::{Broker, Control, Outbound, Shared};
 use crate::fanout::TopicName;
 
 /// Increments the counter `KEYS[1]`, writes the number into the header of `ARGV[2]`
@@ -403,7 +403,7 @@ fn read_messages(shared: &Shared, mut r: BufReader<TcpStream>, confirms: &Confir
                 let Ok(topic) = std::str::from_utf8(topic) else {
                     continue;
                 };
-                deliver(shared, &TopicName::new(topic), body);
+                shared.receive(&TopicName::new(topic), body, None);
             }
             [Value::Bulk(Some(kind)), Value::Bulk(Some(ch)), _]
                 if kind == b"subscribe" || kind == b"unsubscribe" =>
@@ -415,31 +415,6 @@ fn read_messages(shared: &Shared, mut r: BufReader<TcpStream>, confirms: &Confir
             _ => {}
         }
     }
-}
-
-/// Delivers one message from the channel (the number is in its header; none: foreign).
-fn deliver(shared: &Shared, topic: &TopicName, body: &[u8]) {
-    let c = &shared.counters;
-    let m = match wire::decode(body) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::debug!("cluster: dropped a message on {topic}: {e}");
-            bump(&c.malformed);
-            return;
-        }
-    };
-    let own = m.origin == Some(shared.config.node_id.as_bytes());
-    match m.origin {
-        None => bump(&c.received_foreign),
-        Some(_) if own => bump(&c.received_own),
-        Some(_) => {
-            bump(&c.received_remote);
-            if m.sent_us > 0 {
-                c.latency(now_us().saturating_sub(m.sent_us));
-            }
-        }
-    }
-    shared.deliver(topic, m.opcode, m.payload, m.seq, own);
 }
 
 impl Link for Conn {
