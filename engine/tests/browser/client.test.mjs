@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { launch, newPage, fileUrl } from "./util/browser.mjs";
 import { startServer } from "./util/server.mjs";
 import { startProxy } from "./util/proxy.mjs";
-import { publisher } from "./util/publish.mjs";
+import { publisher, watcher } from "./util/publish.mjs";
 
 let browser;
 before(async () => {
@@ -144,7 +144,11 @@ test("run-time subscribe with snapshot, unsubscribe, binary and non-JSON payload
     assert.equal(await page.evaluate(() => window.conn.state), "open");
     const a = await publisher(server.port, "a");
     const b = await publisher(server.port, "b");
+    const bPublished = await watcher(server.port, "b");
     await b.send(['{"px":1}', '{"px":2}']);
+    // Both numbered before the snapshot is asked for (the send only reached a socket).
+    await bPublished.received(2);
+    bPublished.close();
     assert.equal(await page.evaluate(() => window.conn.subscribe(["b"], { snapshot: true })), true);
     await until(page, () => window.seen.messages.length === 1);
     await a.send([Buffer.from([0, 1, 255]), "halted"]);
