@@ -143,6 +143,51 @@ impl SendOp {
     }
 }
 
+/// Idle send records, reused. It grows to the most sends in flight at once (one per
+/// connection at most: a fan-out to every subscriber), so that a steady load allocates
+/// nothing; records no send needed for a whole trim period are freed, so that a burst's
+/// memory does not stay.
+#[derive(Debug, Default)]
+pub(crate) struct SendPool {
+    /// Boxed: an SQE points into a record, which must not move while it is in flight (it
+    /// lives in a slot then, and comes back here after).
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<SendOp>>,
+    /// The fewest idle records since the last trim: that many were not needed.
+    low: usize,
+}
+
+impl SendPool {
+    /// An idle record, or a new one.
+    pub(crate) fn take(&mut self) -> Box<SendOp> {
+        let op = self.idle.pop().unwrap_or_else(SendOp::new);
+        self.low = self.low.min(self.idle.len());
+        op
+    }
+
+    /// Puts a record back, its pins released.
+    pub(crate) fn put(&mut self, mut op: Box<SendOp>) {
+        op.clear();
+        self.idle.push(op);
+    }
+
+    /// Frees the records that stayed idle since the last trim.
+    pub(crate) fn trim(&mut self) {
+        let unused = self.low.min(self.idle.len());
+        self.idle.truncate(self.idle.len() - unused);
+        if self.idle.len() < self.idle.capacity() / 4 {
+            self.idle.shrink_to(self.idle.len() * 2);
+        }
+        self.low = self.idle.len();
+    }
+
+    /// Idle records held.
+    #[cfg(test)]
+    pub(crate) fn idle(&self) -> usize {
+        self.idle.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -201,5 +246,29 @@ mod tests {
         let iovs = unsafe { std::slice::from_raw_parts((*msg).msg_iov, (*msg).msg_iovlen) };
         assert_eq!((iovs.len(), iovs[0].iov_len), (1, 3));
         assert!(op.sent(3));
+    }
+
+    #[test]
+    fn the_pool_keeps_what_a_load_needs_and_frees_what_it_did_not() {
+        let mut pool = SendPool::default();
+        // A fan-out: 100 sends in flight at once, then back.
+        let ops: Vec<_> = (0..100).map(|_| pool.take()).collect();
+        ops.into_iter().for_each(|op| pool.put(op));
+        assert_eq!(pool.idle(), 100);
+        // The same load again reuses them: nothing new, nothing freed at the trim.
+        let ops: Vec<_> = (0..100).map(|_| pool.take()).collect();
+        let addrs: Vec<_> = ops.iter().map(|op| &raw const **op).collect();
+        ops.into_iter().for_each(|op| pool.put(op));
+        pool.trim();
+        assert_eq!(pool.idle(), 100);
+        // A lighter load: the 70 records it never needed go at the next trim.
+        let ops: Vec<_> = (0..30).map(|_| pool.take()).collect();
+        assert!(ops.iter().all(|op| addrs.contains(&&raw const **op)));
+        ops.into_iter().for_each(|op| pool.put(op));
+        pool.trim();
+        assert_eq!(pool.idle(), 30);
+        // Idle for a whole period: all go.
+        pool.trim();
+        assert_eq!(pool.idle(), 0);
     }
 }

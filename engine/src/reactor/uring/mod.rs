@@ -31,6 +31,8 @@
 //!   and the pins of the chunks it points into live in a pooled [`inflight::SendOp`] (no
 //!   allocation per send after warm-up); the cursors move when the send is submitted, and
 //!   a short completion (an error after progress) resubmits the rest of the same send.
+//!   A completed send's connection is written again at the end of the turn, with what the
+//!   turn's publications added (not at once with only what was pending before them).
 //! - **Close** ([`close`], [`slot`]): `shutdown(SHUT_WR)` and `close` of direct descriptors
 //!   are SQEs too. Removing a connection cancels its receive (and send); the slot record
 //!   (with any in-flight send buffers) lives until every operation that names it has
@@ -70,13 +72,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::accept::Acceptor;
-use self::inflight::SendOp;
+use self::inflight::SendPool;
 use self::ring::{RECV_BUF_SIZE, Ring, Role};
 use super::core::{Core, Driver};
 use super::waker::Waker;
 
 /// Largest registered file table per ring (the kernel's own limit is 1 << 20).
 const MAX_FILES: u32 = 1 << 20;
+/// How often the send records no send needed since the last time are freed.
+const POOL_TRIM: Duration = Duration::from_secs(2);
 
 /// The io_uring part of a connection, kept by the core.
 #[derive(Debug)]
@@ -132,10 +136,10 @@ pub(crate) struct Uring {
     deferred: Vec<usize>,
     /// Send SQEs made since the counters were last updated.
     writes: u64,
-    /// Idle send records, reused. Boxed: an SQE points into a record, which must not move
-    /// while it is in flight (it lives in a slot then, and comes back here after).
-    #[allow(clippy::vec_box)]
-    send_pool: Vec<Box<SendOp>>,
+    /// Idle send records, reused.
+    send_pool: SendPool,
+    /// When the send pool is next trimmed.
+    next_trim: Instant,
 }
 
 impl std::fmt::Debug for Uring {
@@ -190,7 +194,8 @@ impl Uring {
             pending: Vec::new(),
             deferred: Vec::new(),
             writes: 0,
-            send_pool: Vec::new(),
+            send_pool: SendPool::default(),
+            next_trim: Instant::now() + POOL_TRIM,
         };
         this.arm_accept();
         this.arm_wake();
@@ -261,6 +266,10 @@ impl Driver for Uring {
     fn maintain(&mut self, _core: &mut Core<Io>, now: Instant) {
         self.accept.backoff.expire(now);
         self.arm_accept();
+        if now >= self.next_trim {
+            self.send_pool.trim();
+            self.next_trim = now + POOL_TRIM;
+        }
     }
 
     fn flush(&mut self, core: &mut Core<Io>, key: usize, now: Instant) {

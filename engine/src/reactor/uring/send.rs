@@ -14,9 +14,6 @@ use crate::fanout::outbox::Written;
 use crate::reactor::core::{Core, IOV_MAX, WRITE_BUDGET};
 use crate::reactor::session::Step;
 
-/// Idle send records kept for reuse (a burst of sends beyond it allocates, then frees).
-const SEND_POOL: usize = 64;
-
 impl Uring {
     /// Starts writing what connection `key` has pending, unless a send is in flight; with
     /// nothing to send, acts on [`Core::after_write`] (a drained session half-closes).
@@ -45,14 +42,7 @@ impl Uring {
         self.want_recv(core, key);
     }
 
-    pub(super) fn on_send(
-        &mut self,
-        core: &mut Core<Io>,
-        ring: usize,
-        index: u32,
-        res: i32,
-        now: Instant,
-    ) {
+    pub(super) fn on_send(&mut self, core: &mut Core<Io>, ring: usize, index: u32, res: i32) {
         let s = self.rings[ring].slots.at(index);
         let Some(mut op) = s.send.take() else {
             return;
@@ -82,7 +72,10 @@ impl Uring {
         if failed {
             return core.remove(self, key);
         }
-        self.flush_conn(core, key, now);
+        // The next send leaves at the end of the turn, with this turn's publications too:
+        // sent at once, it would carry only what was pending before them, and a loaded
+        // reactor would settle into sends of a few frames each.
+        core.mark_dirty(key);
     }
 
     /// Starts a `sendmsg` of what connection `key` has pending (up to the lag limit), and
@@ -91,7 +84,7 @@ impl Uring {
         if core.conns[key].session.outbox.is_empty(&core.topics) {
             return;
         }
-        let mut op = self.send_pool.pop().unwrap_or_else(SendOp::new);
+        let mut op = self.send_pool.take();
         // What a send carries is committed: no more than the lag limit, so a slow
         // consumer's policy still has the rest to act on.
         let budget = WRITE_BUDGET.min(core.config.max_lag_bytes.max(64 << 10));
@@ -133,10 +126,7 @@ impl Uring {
     }
 
     /// Puts an idle send record back in the pool (its pins released).
-    fn recycle(&mut self, mut op: Box<SendOp>) {
-        op.clear();
-        if self.send_pool.len() < SEND_POOL {
-            self.send_pool.push(op);
-        }
+    fn recycle(&mut self, op: Box<SendOp>) {
+        self.send_pool.put(op);
     }
 }
