@@ -151,6 +151,11 @@ pub(crate) struct Core<T> {
     /// Connections with published bytes pending, to flush once each, in the order they
     /// became dirty (a few hundred per turn: [`deliver::FLUSH_BUDGET`]).
     dirty: VecDeque<usize>,
+    /// Connections of `dirty` left in the pass under way (those queued when its topics
+    /// were visited).
+    pass_left: usize,
+    /// Connections to flush in the next pass ([`Core::mark_dirty`]).
+    later: Vec<usize>,
     /// Reused lists of connection keys (closing, timed out, touched by a timer).
     scratch: Vec<usize>,
     scratch2: Vec<usize>,
@@ -198,6 +203,8 @@ impl<T> Core<T> {
             peers: HashMap::new(),
             batch: Vec::new(),
             dirty: VecDeque::new(),
+            pass_left: 0,
+            later: Vec::new(),
             next_heartbeat: None,
             sweeps: 0,
             timer_cursor: 0,
@@ -527,7 +534,11 @@ pub(crate) fn run<D: Driver>(mut core: Core<D::Io>, mut driver: D) -> io::Result
     let mut stopping: Option<(Instant, Option<Instant>)> = None;
     let result = loop {
         let now = Instant::now();
-        let timeout = if driver.has_pending() || core.inbox.len() > 0 || !core.dirty.is_empty() {
+        let timeout = if driver.has_pending()
+            || core.inbox.len() > 0
+            || !core.dirty.is_empty()
+            || !core.later.is_empty()
+        {
             Duration::ZERO
         } else if driver.has_deferred() || matches!(stopping, Some((_, None))) {
             DEFER_RETRY

@@ -42,7 +42,14 @@ impl Uring {
         self.want_recv(core, key);
     }
 
-    pub(super) fn on_send(&mut self, core: &mut Core<Io>, ring: usize, index: u32, res: i32) {
+    pub(super) fn on_send(
+        &mut self,
+        core: &mut Core<Io>,
+        ring: usize,
+        index: u32,
+        res: i32,
+        now: Instant,
+    ) {
         let s = self.rings[ring].slots.at(index);
         let Some(mut op) = s.send.take() else {
             return;
@@ -72,9 +79,13 @@ impl Uring {
         if failed {
             return core.remove(self, key);
         }
-        // The next send leaves at the end of the turn, with this turn's publications too:
-        // sent at once, it would carry only what was pending before them, and a loaded
-        // reactor would settle into sends of a few frames each.
+        if core.conns[key].session.outbox.is_empty(&core.topics) {
+            // Nothing more: what follows a drained write (a half-close), at once.
+            return self.flush_conn(core, key, now);
+        }
+        // The next send leaves in the next pass over the dirty connections, with what was
+        // published until then: sent at once, it would carry only the few frames that
+        // came during this one, and a loaded reactor would settle into small sends.
         core.mark_dirty(key);
     }
 

@@ -79,7 +79,7 @@ impl Uring {
         }
         match kind {
             op::RECV => self.on_recv(core, ring, index, cqe, now),
-            op::SEND => self.on_send(core, ring, index, cqe.result()),
+            op::SEND => self.on_send(core, ring, index, cqe.result(), now),
             op::SHUTDOWN | op::CANCEL => self.on_slot_op(ring, index),
             op::CLOSE => return self.on_close(ring, index),
             _ => tracing::error!("io_uring completion of unknown kind {kind}"),
