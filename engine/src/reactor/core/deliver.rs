@@ -173,6 +173,13 @@ impl<T> Core<T> {
         self.flush_dirty(driver, now);
     }
 
+    /// Whether delivery has work left for the next turn: a pass under way, writes that
+    /// completed with more to send, or topics published to during a pass that just ended
+    /// (their subscribers not visited yet).
+    pub(super) fn has_deliveries(&self) -> bool {
+        !self.dirty.is_empty() || !self.later.is_empty() || !self.topics.turn.is_empty()
+    }
+
     /// Begins a pass over the dirty connections: those just marked, and those whose write
     /// completed during the last pass with more to write.
     fn start_pass(&mut self) {

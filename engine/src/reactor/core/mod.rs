@@ -534,11 +534,7 @@ pub(crate) fn run<D: Driver>(mut core: Core<D::Io>, mut driver: D) -> io::Result
     let mut stopping: Option<(Instant, Option<Instant>)> = None;
     let result = loop {
         let now = Instant::now();
-        let timeout = if driver.has_pending()
-            || core.inbox.len() > 0
-            || !core.dirty.is_empty()
-            || !core.later.is_empty()
-        {
+        let timeout = if driver.has_pending() || core.inbox.len() > 0 || core.has_deliveries() {
             Duration::ZERO
         } else if driver.has_deferred() || matches!(stopping, Some((_, None))) {
             DEFER_RETRY
