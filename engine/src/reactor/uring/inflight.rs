@@ -7,7 +7,8 @@
 //! (appending to the logs, trimming them, moving a slow consumer's cursor, closing the
 //! connection) the memory the kernel reads stays alive and unchanged. The reactor keeps
 //! the box in the connection's slot until the CQE names it (STYLE habit 8), and then puts
-//! it back in its pool: after warm-up, a send allocates nothing.
+//! it back in its pool, which keeps up to [`POOL_MAX`] idle records: up to that many sends
+//! in flight at once allocate nothing after warm-up.
 
 use smallvec::SmallVec;
 
@@ -143,10 +144,14 @@ impl SendOp {
     }
 }
 
-/// Idle send records, reused. It grows to the most sends in flight at once (one per
-/// connection at most: a fan-out to every subscriber), so that a steady load allocates
-/// nothing; records no send needed for a whole trim period are freed, so that a burst's
-/// memory does not stay.
+/// Idle records a pool keeps at most. A pool holding one per connection would cost idle
+/// connections ~230 B each once a burst (handshake answers, one fan-out) had them all in
+/// flight; beyond this many sends at once a record is allocated (a `malloc` beside a
+/// ~5 µs send).
+pub(crate) const POOL_MAX: usize = 256;
+
+/// Idle send records, reused: up to [`POOL_MAX`]; records no send needed for a whole trim
+/// period are freed, so that a burst's memory does not stay.
 #[derive(Debug, Default)]
 pub(crate) struct SendPool {
     /// Boxed: an SQE points into a record, which must not move while it is in flight (it
@@ -167,8 +172,10 @@ impl SendPool {
 
     /// Puts a record back, its pins released.
     pub(crate) fn put(&mut self, mut op: Box<SendOp>) {
-        op.clear();
-        self.idle.push(op);
+        if self.idle.len() < POOL_MAX {
+            op.clear();
+            self.idle.push(op);
+        }
     }
 
     /// Frees the records that stayed idle since the last trim.
