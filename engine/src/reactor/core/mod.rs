@@ -18,7 +18,7 @@ pub(crate) mod shutdown;
 
 pub(crate) use deliver::absorb;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -148,8 +148,14 @@ pub(crate) struct Core<T> {
     peers: HashMap<usize, IpAddr>,
     /// This turn's publications.
     batch: Vec<Publication>,
-    /// Connections with published bytes pending since this turn, to flush once each.
-    dirty: Vec<usize>,
+    /// Connections with published bytes pending, to flush once each, in the order they
+    /// became dirty (a few hundred per turn: [`deliver::FLUSH_BUDGET`]).
+    dirty: VecDeque<usize>,
+    /// Connections of `dirty` left in the pass under way (those queued when its topics
+    /// were visited).
+    pass_left: usize,
+    /// Connections to flush in the next pass ([`Core::mark_dirty`]).
+    later: Vec<usize>,
     /// Reused lists of connection keys (closing, timed out, touched by a timer).
     scratch: Vec<usize>,
     scratch2: Vec<usize>,
@@ -196,7 +202,9 @@ impl<T> Core<T> {
             closing: 0,
             peers: HashMap::new(),
             batch: Vec::new(),
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
+            pass_left: 0,
+            later: Vec::new(),
             next_heartbeat: None,
             sweeps: 0,
             timer_cursor: 0,
@@ -526,7 +534,7 @@ pub(crate) fn run<D: Driver>(mut core: Core<D::Io>, mut driver: D) -> io::Result
     let mut stopping: Option<(Instant, Option<Instant>)> = None;
     let result = loop {
         let now = Instant::now();
-        let timeout = if driver.has_pending() || core.inbox.len() > 0 {
+        let timeout = if driver.has_pending() || core.inbox.len() > 0 || core.has_deliveries() {
             Duration::ZERO
         } else if driver.has_deferred() || matches!(stopping, Some((_, None))) {
             DEFER_RETRY

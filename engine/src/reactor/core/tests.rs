@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::deliver::FLUSH_BUDGET;
 use super::*;
 use crate::fanout::ring::{self, Wake};
 use crate::fanout::topic::{Form, History};
@@ -42,6 +43,8 @@ impl Handler for Subs {
 #[derive(Debug, Default)]
 struct Sock {
     out: Vec<u8>,
+    /// Writes that took bytes.
+    writes: usize,
     room: usize,
     blocked: bool,
     shut: bool,
@@ -84,6 +87,7 @@ impl Driver for Fake {
         });
         let n = c.io.out.len() - before;
         c.io.room -= n;
+        c.io.writes += usize::from(n > 0);
         let w = c.session.outbox.advance(topics, n);
         c.io.blocked = !c.session.outbox.is_empty(topics);
         core.note_written(w, n);
@@ -172,6 +176,7 @@ impl Rig {
             String::from_utf8_lossy(&io.out)
         );
         io.out.clear();
+        io.writes = 0;
         io.room = room;
         key
     }
@@ -223,6 +228,35 @@ impl Rig {
             .map(|f| f.1)
             .collect()
     }
+}
+
+#[test]
+fn a_long_fan_out_is_written_a_slice_per_turn_with_what_came_meanwhile() {
+    let mut r = Rig::new(SlowConsumer::Close, 1 << 20);
+    let n = FLUSH_BUDGET * 2 + 10;
+    let keys: Vec<usize> = (0..n).map(|_| r.subscriber("/t", usize::MAX)).collect();
+    r.publish("t", 1, 8);
+    r.deliver();
+    let (first, rest) = keys.split_at(FLUSH_BUDGET);
+    assert!(first.iter().all(|&k| r.seqs(k) == [1]));
+    assert!(rest.iter().all(|&k| r.seqs(k).is_empty()));
+    // Published before the next turn: the rest of the list gets it in the same write as
+    // the first message; the first slice, after them.
+    r.publish("t", 2, 8);
+    let mut turns = 1;
+    while keys.iter().any(|&k| r.seqs(k).len() < 2) {
+        // Work is left (a pass, or subscribers to visit once it ended): the reactor's
+        // loop must not sleep on it.
+        assert!(r.core.has_deliveries());
+        r.deliver();
+        turns += 1;
+        assert!(turns <= 4, "a slice of {FLUSH_BUDGET} per turn");
+    }
+    for &k in &keys {
+        assert_eq!(r.seqs(k), [1, 2]);
+    }
+    assert!(rest.iter().all(|&k| r.core.conns[k].io.writes == 1));
+    assert!(first.iter().all(|&k| r.core.conns[k].io.writes == 2));
 }
 
 #[test]

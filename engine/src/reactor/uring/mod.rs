@@ -31,8 +31,8 @@
 //!   and the pins of the chunks it points into live in a pooled [`inflight::SendOp`] (no
 //!   allocation per send after warm-up); the cursors move when the send is submitted, and
 //!   a short completion (an error after progress) resubmits the rest of the same send.
-//!   A send that completes with more to write is followed at the end of the turn, with
-//!   what the turn's publications added (not at once with only what came meanwhile).
+//!   A completed send's connection is written again at the end of the turn, with what the
+//!   turn's publications added (not at once with only what was pending before them).
 //! - **Close** ([`close`], [`slot`]): `shutdown(SHUT_WR)` and `close` of direct descriptors
 //!   are SQEs too. Removing a connection cancels its receive (and send); the slot record
 //!   (with any in-flight send buffers) lives until every operation that names it has

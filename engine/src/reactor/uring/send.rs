@@ -83,9 +83,9 @@ impl Uring {
             // Nothing more: what follows a drained write (a half-close), at once.
             return self.flush_conn(core, key, now);
         }
-        // The next send leaves at the end of this turn, with what the turn's publications
-        // add: sent at once, it would carry only the few frames that came during this
-        // one's flight, and a loaded reactor would settle into small sends.
+        // The next send leaves in the next pass over the dirty connections, with what was
+        // published until then: sent at once, it would carry only the few frames that
+        // came during this one, and a loaded reactor would settle into small sends.
         core.mark_dirty(key);
     }
 

@@ -50,9 +50,10 @@ pub(super) fn window_matrix(
         "Fan-out throughput (deliveries/s, medians; 64 B, `--rate max`) at 16, 64 and 256 \
          messages in flight (loadgen `--window`). **`raw-batch` is the ceiling**: the best a \
          coalescing server can do on loopback. It appends each publication once to one \
-         shared byte log, and after each poll turn gives every subscriber one contiguous \
-         `write` of everything it is owed: one syscall per subscriber per turn, no \
-         per-message work per subscriber. A ratio to it is the share of the ceiling reached \
+         shared byte log, and gives every subscriber one contiguous `write` of everything \
+         it is owed: one syscall per subscriber per pass, no per-message work per \
+         subscriber, 256 subscribers per poll turn (what was published meanwhile reaches \
+         the rest of the pass too, as in ringcast). A ratio to it is the share of the ceiling reached \
          (1 = at the ceiling). `raw-writev`, where present, is a secondary reference (one \
          slice per frame). § the server was not the bottleneck (small windows are bound by \
          the round trip; or loadgen, or a shared CPU 0): that server could have done more, so \
