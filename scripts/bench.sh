@@ -505,7 +505,7 @@ jq -n \
       "Under --rate max, latency is mostly the publisher window of loadgen (about window ÷ msg/s), not a server delay.",
       "Bytes/connection: VmRSS growth of the freshly started server ÷ connections, read 200 ms after the last handshake; kernel socket buffers are not in RSS.",
       "CPU: utime+stime deltas from /proc/PID/stat (sampled every 100 ms) over the measured window; loadgen worker processes (scale run) are not counted.",
-      "raw-batch is the ceiling: not a WebSocket server but the least a coalescing broadcast needs. Each publication is appended once to one shared byte log, and each subscriber gets one contiguous write of everything it has not yet received per poll turn (no per-message work per subscriber).",
+      "raw-batch is the ceiling: not a WebSocket server but the least a coalescing broadcast needs. Each publication is appended once to one shared byte log, and each subscriber gets one contiguous write of everything it has not yet received per pass over the subscribers, 256 of them per poll turn (no per-message work per subscriber; what was published meanwhile reaches the rest of the pass too, as in ringcast).",
       "raw-writev is a secondary reference: one writev per subscriber per turn of one slice per queued frame (a per-message cost per subscriber)."
     ]}' "${BUILD[@]}" >"$WORK/meta.json"
 
