@@ -277,5 +277,9 @@ mod tests {
         // Idle for a whole period: all go.
         pool.trim();
         assert_eq!(pool.idle(), 0);
+        // A burst past the cap (10 000 handshake answers at once) keeps only the cap.
+        let ops: Vec<_> = (0..POOL_MAX + 100).map(|_| pool.take()).collect();
+        ops.into_iter().for_each(|op| pool.put(op));
+        assert_eq!(pool.idle(), POOL_MAX);
     }
 }
