@@ -9,9 +9,11 @@
 # Every run starts a fresh server on a free 127.0.0.1 port, pinned to CPU 0, waits until
 # it listens, runs one loadgen scenario pinned to CPU 1 (--json), samples both processes'
 # CPU time (/proc/PID/stat) so the report shows who was saturated, and stops the server by
-# its pid. Scenarios: fan-out throughput (--rate max, 64 B), latency at a fixed rate
-# (100 msg/s and 2 msg/s, 128 B), idle connections (set-up rate, server bytes per
-# connection), and in full mode with io_uring a 40k-subscriber run past the fd cap.
+# its pid. The order of the implementations rotates each repetition (a run right after a
+# heavy one pays for the sockets that one left to the kernel). Scenarios: fan-out
+# throughput (--rate max, 64 B), latency at a fixed rate (100 msg/s and 2 msg/s, 128 B),
+# idle connections (set-up rate, server bytes per connection), and in full mode with
+# io_uring a 40k-subscriber run past the fd cap.
 # The window matrix measures fan-out throughput (--rate max, 64 B) at 16, 64 and 256
 # messages in flight (loadgen --window) with 1k and 10k subscribers, for ringcast-epoll,
 # ringcast-uring and raw-batch (and raw-writev in full mode); the report sets each
@@ -457,7 +459,10 @@ for ((rep = 1; rep <= REPS; rep++)); do
       run_one ringcast-uring "$sc" "$rep"
       continue
     fi
-    for imp in "${IMPLS[@]}"; do
+    # Rotated each repetition: a run right after a heavy one (10 000 sockets just
+    # closed) starts on a busier kernel, and no implementation should always be that one.
+    for ((k = 0; k < ${#IMPLS[@]}; k++)); do
+      imp=${IMPLS[$(((k + rep - 1) % ${#IMPLS[@]}))]}
       if runs_in "$id" "$imp"; then run_one "$imp" "$sc" "$rep"; fi
     done
   done
@@ -492,7 +497,7 @@ jq -n \
   --arg cpu "$cpu_model" --argjson cores "$(nproc)" --arg kernel "$(uname -r)" \
   --arg nofile "$(ulimit -n)" --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   --argjson dirty "$dirty" --arg backends "$BACKENDS" \
-  --arg placement "server on CPU $SERVER_CPU (taskset, 1 reactor / 1-thread runtime), loadgen on CPU $LOADGEN_CPU (--pin-cpus $LOADGEN_CPU --threads 1); a fresh server on a free 127.0.0.1 port per run" \
+  --arg placement "server on CPU $SERVER_CPU (taskset, 1 reactor / 1-thread runtime), loadgen on CPU $LOADGEN_CPU (--pin-cpus $LOADGEN_CPU --threads 1); a fresh server on a free 127.0.0.1 port per run; the implementations' order rotates each repetition" \
   --slurpfile impls "$WORK/impls.jsonl" --slurpfile scenarios "$WORK/scenarios.jsonl" \
   --argjson skipped "$skipped_json" --arg mode_note "$MODE_NOTE" \
   --args '{date: $date, stamp: $stamp, mode: $mode, reps: $reps, duration_s: $duration_s,

@@ -118,8 +118,8 @@ counters! {
     frames_out,
     /// Bytes written to sockets.
     bytes_out,
-    /// Writes made: `sendmsg` calls (epoll) or send SQEs (io_uring). `frames_out / writes`
-    /// is how many messages one write carries.
+    /// Writes made: `send`/`sendmsg` calls (epoll) or send SQEs (io_uring).
+    /// `frames_out / writes` is how many messages one write carries.
     writes,
     /// Largest backlog of any connection (own frames plus a topic's lag) seen when
     /// delivering, in bytes (high-water mark).

@@ -111,7 +111,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "ringcast_writes_total",
         "counter",
-        "Writes made: sendmsg calls (epoll) or send SQEs (io_uring)",
+        "Writes made: send/sendmsg calls (epoll) or send SQEs (io_uring)",
     ),
     (
         "ringcast_slow_consumer_actions_total",
