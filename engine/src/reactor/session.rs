@@ -457,6 +457,17 @@ impl Session {
         Step::Continue
     }
 
+    /// When [`handle_timeout`](Self::handle_timeout) next has something to do, as far as
+    /// the session knows now (input or a close can bring it forward).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Handshake { deadline, .. }
+            | Phase::Draining { deadline }
+            | Phase::Lingering { deadline } => Some(*deadline),
+            Phase::Open(conn) => conn.poll_timeout(),
+        }
+    }
+
     /// Runs timers; returns what to do next.
     pub(crate) fn handle_timeout(
         &mut self,

@@ -43,6 +43,7 @@ impl<T> Core<T> {
             scratch: closing,
             high_water,
             inbox,
+            timers_at,
             ..
         } = self;
         if n > 0 || topics.absorbed > 0 {
@@ -133,6 +134,10 @@ impl<T> Core<T> {
                 let was = c.session.is_closing();
                 c.session.close_slow(now, config, topics, key);
                 now_closing += usize::from(!was && c.session.is_closing());
+                // Its close deadline runs from now.
+                if let Some(t) = timers_at.get_mut(key) {
+                    *t = 0;
+                }
             }
         }
         if !closing.is_empty() {

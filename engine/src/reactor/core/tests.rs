@@ -457,3 +457,59 @@ fn a_topic_forgotten_between_absorb_and_delivery_is_skipped() {
     r.deliver();
     assert_eq!(r.frames(v1).len(), 1, "the v1 subscriber gets its envelope");
 }
+
+/// An idle connection's timers are not run every tick: at most every
+/// [`TIMER_RECHECK`] ticks, and at the tick its deadline falls in (the 30 s keep-alive
+/// ping leaves at the first tick at or past it); input brings them back to the next tick.
+#[test]
+fn idle_timers_run_at_their_deadline_not_every_tick() {
+    let mut r = Rig::new(SlowConsumer::Close, 1 << 20);
+    let a = r.subscriber("/t", usize::MAX);
+    let start = r.now;
+    let step = |r: &mut Rig| {
+        r.now += TICK;
+        r.core.tick(&mut r.fake, r.now);
+    };
+    step(&mut r);
+    let t = r.core.ticks;
+    assert_eq!(r.core.timers_at[a], t + TIMER_RECHECK, "run, then 1 s on");
+    for _ in 1..TIMER_RECHECK {
+        step(&mut r);
+        assert_eq!(r.core.timers_at[a], t + TIMER_RECHECK, "skipped");
+    }
+    step(&mut r);
+    assert_eq!(r.core.timers_at[a], t + 2 * TIMER_RECHECK, "run again");
+    // Input: the next tick runs them.
+    let mut pong = vec![0x8A, 0x80, 1, 2, 3, 4];
+    r.core.feed(a, &mut pong, r.now);
+    assert_eq!(r.core.timers_at[a], 0);
+    step(&mut r);
+    assert_eq!(r.core.timers_at[a], r.core.ticks + TIMER_RECHECK);
+    // The ping: 30 s after the last input, at the first tick at or past it.
+    let input = r.now - TICK;
+    let idle = Duration::from_secs(30);
+    let mut pinged = None;
+    while r.now < start + Duration::from_secs(40) && pinged.is_none() {
+        step(&mut r);
+        if r.frames(a).iter().any(|f| f.0 == OpCode::Ping) {
+            pinged = Some(r.now);
+        }
+    }
+    let at = pinged.expect("a keep-alive ping within 40 s") - input;
+    assert!(
+        at >= idle && at < idle + TICK,
+        "pinged {at:?} after the last input"
+    );
+    // A handshake that never completes is dropped at the first tick past its deadline.
+    let h = r.core.insert(Sock::default(), None, r.now).0;
+    let deadline = r.now + r.core.config.handshake_timeout;
+    while !r.fake.released.contains(&h) {
+        assert!(r.now < deadline + Duration::from_secs(1), "not dropped");
+        step(&mut r);
+    }
+    assert!(
+        r.now >= deadline && r.now < deadline + TICK,
+        "dropped at {:?}",
+        r.now - deadline
+    );
+}
