@@ -112,7 +112,12 @@ struct Rig {
 
 impl Rig {
     fn new(policy: SlowConsumer, max_lag: usize) -> Self {
-        let config = Config {
+        Self::with(policy, max_lag, |_| {})
+    }
+
+    /// A rig whose config `adjust` changes first.
+    fn with(policy: SlowConsumer, max_lag: usize, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
             handler: SharedHandler(Arc::new(Subs)),
             slow_consumer: policy,
             max_lag_bytes: max_lag,
@@ -123,6 +128,7 @@ impl Rig {
             },
             ..Config::default()
         };
+        adjust(&mut config);
         let (tx, rx) = ring::inbox(1 << 16, Arc::new(NoWake));
         let fanout = Fanout::new(vec![tx]);
         let core = Core::new(crate::reactor::Shared {
@@ -511,5 +517,41 @@ fn idle_timers_run_at_their_deadline_not_every_tick() {
         r.now >= deadline && r.now < deadline + TICK,
         "dropped at {:?}",
         r.now - deadline
+    );
+}
+
+/// A slow consumer's close brings its timers to the next tick: a stalled one is dropped
+/// at the first tick past its close deadline (300 ms here), not when its timers would next
+/// have run for its 30 s idle timer (1 s later).
+#[test]
+fn a_slow_consumer_close_runs_its_deadline_on_time() {
+    let close_timeout = Duration::from_millis(300);
+    let mut r = Rig::with(SlowConsumer::Close, 10_000, |c| {
+        c.limits.close_timeout = close_timeout;
+    });
+    let stalled = r.subscriber("/t", 0);
+    let step = |r: &mut Rig| {
+        r.now += TICK;
+        r.core.tick(&mut r.fake, r.now);
+    };
+    step(&mut r);
+    assert_eq!(r.core.timers_at[stalled], r.core.ticks + TIMER_RECHECK);
+    // Past the limit at the second batch (the first is its write still pending).
+    for round in 0..2 {
+        for i in 0..100 {
+            r.publish("t", round * 100 + i, 98);
+        }
+        r.deliver();
+    }
+    assert_eq!(r.core.stats.snapshot().slow_closed, 1);
+    let closed = r.now;
+    while !r.fake.released.contains(&stalled) {
+        assert!(r.now < closed + Duration::from_secs(2), "not dropped");
+        step(&mut r);
+    }
+    let at = r.now - closed;
+    assert!(
+        at >= close_timeout && at < close_timeout + TICK,
+        "dropped {at:?} after the close"
     );
 }
