@@ -305,3 +305,38 @@ fn resume_point_before_and_after_the_first_envelope() {
     assert_eq!(c.last_seq(0), Some(100));
     assert_eq!(t.envelopes, 1);
 }
+
+#[test]
+fn interleaved_topics_keep_their_own_sequences() {
+    // Runs of one topic, switches, a name that is a prefix of another: each envelope is
+    // checked against its own topic's sequence, whatever topic came before it.
+    let mut c = Checker::new([Arc::from("BTC"), Arc::from("BTC-USD"), Arc::from("ETH")]);
+    let mut t = V1Tally::default();
+    let script: &[(&[u8], u64)] = &[
+        (b"BTC", 1),
+        (b"BTC", 2),
+        (b"BTC-USD", 7),
+        (b"ETH", 3),
+        (b"BTC-USD", 8),
+        (b"BTC", 3),
+        (b"BTC", 3),
+        (b"ETH", 5),
+        (b"BTC-U", 1),
+    ];
+    for &(topic, seq) in script {
+        c.handle_data(topic, seq, &mut t);
+    }
+    assert_eq!(
+        (t.envelopes, t.duplicates, t.wrong_topic),
+        (9, 1, 1),
+        "{t:?}"
+    );
+    assert_eq!(
+        (c.last_seq(0), c.last_seq(1), c.last_seq(2)),
+        (Some(3), Some(8), Some(5))
+    );
+    let mut fin = V1Tally::default();
+    c.finish(0, &mut fin);
+    // ETH skipped 4 without a gap: the only hole.
+    assert_eq!(fin.seq_holes, 1);
+}
