@@ -555,3 +555,48 @@ fn a_slow_consumer_close_runs_its_deadline_on_time() {
         "dropped {at:?} after the close"
     );
 }
+
+/// A close whose answer is written late lingers for its own deadline from that write: a
+/// client that stalled with data pending and then sent a close is half-closed once the
+/// backlog and the answer are out, and dropped at the first tick past the linger deadline
+/// (300 ms after that write), neither at the deadline its draining had (300 ms after the
+/// close began) nor a timer recheck later.
+#[test]
+fn a_close_answered_late_lingers_until_its_own_deadline() {
+    let close_timeout = Duration::from_millis(300);
+    let mut r = Rig::with(SlowConsumer::Close, 1 << 20, |c| {
+        c.limits.close_timeout = close_timeout;
+    });
+    let a = r.subscriber("/t", 0);
+    let step = |r: &mut Rig| {
+        r.now += TICK;
+        r.core.tick(&mut r.fake, r.now);
+    };
+    for i in 0..10 {
+        r.publish("t", i, 100);
+    }
+    r.deliver();
+    step(&mut r);
+    // The client's close (masked, code 1000) while its socket takes nothing.
+    let mut close = vec![0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8];
+    r.core.feed(a, &mut close, r.now);
+    step(&mut r);
+    step(&mut r);
+    // The socket takes everything 200 ms into the draining.
+    r.now += Duration::from_millis(200) - 2 * TICK;
+    r.core.conns[a].io.room = usize::MAX;
+    r.fake.flush(&mut r.core, a, r.now);
+    assert!(r.core.conns[a].io.shut, "half-closed once drained");
+    assert_eq!(r.seqs(a), (0..10).collect::<Vec<_>>());
+    assert_eq!(r.frames(a).last().map(|f| f.0), Some(OpCode::Close));
+    let written = r.now;
+    while !r.fake.released.contains(&a) {
+        assert!(r.now < written + Duration::from_secs(2), "not dropped");
+        step(&mut r);
+    }
+    let at = r.now - written;
+    assert!(
+        at >= close_timeout && at < close_timeout + TICK,
+        "dropped {at:?} after the answer was written"
+    );
+}
