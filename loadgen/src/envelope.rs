@@ -230,20 +230,20 @@ pub(crate) struct V1Tally {
 impl V1Tally {
     /// Adds `other` into `self`.
     pub(crate) fn merge(&mut self, other: &Self) {
-        self.envelopes += other.envelopes;
-        self.gap_messages += other.gap_messages;
-        self.announced += other.announced;
-        self.unannounced += other.unannounced;
-        self.seq_holes += other.seq_holes;
-        self.duplicates += other.duplicates;
-        self.out_of_order += other.out_of_order;
-        self.wrong_topic += other.wrong_topic;
-        self.malformed += other.malformed;
-        self.bad_gaps += other.bad_gaps;
-        self.heartbeats += other.heartbeats;
-        self.subscribed += other.subscribed;
-        self.errors += other.errors;
-        self.other_ops += other.other_ops;
+        self.envelopes = self.envelopes.saturating_add(other.envelopes);
+        self.gap_messages = self.gap_messages.saturating_add(other.gap_messages);
+        self.announced = self.announced.saturating_add(other.announced);
+        self.unannounced = self.unannounced.saturating_add(other.unannounced);
+        self.seq_holes = self.seq_holes.saturating_add(other.seq_holes);
+        self.duplicates = self.duplicates.saturating_add(other.duplicates);
+        self.out_of_order = self.out_of_order.saturating_add(other.out_of_order);
+        self.wrong_topic = self.wrong_topic.saturating_add(other.wrong_topic);
+        self.malformed = self.malformed.saturating_add(other.malformed);
+        self.bad_gaps = self.bad_gaps.saturating_add(other.bad_gaps);
+        self.heartbeats = self.heartbeats.saturating_add(other.heartbeats);
+        self.subscribed = self.subscribed.saturating_add(other.subscribed);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.other_ops = self.other_ops.saturating_add(other.other_ops);
     }
 
     /// The breaches of the contract `--expect-all` fails a run on, worded for the user.
@@ -372,8 +372,8 @@ impl Checker {
         // Numbers before the gap that never came were not announced: lost.
         tracker.lose_to(from);
         let passed = tracker.skip_to(to + 1);
-        self.announced += passed;
-        t.announced += passed;
+        self.announced = self.announced.saturating_add(passed);
+        t.announced = t.announced.saturating_add(passed);
     }
 
     /// The last sequence number of topic `i` this subscriber has seen or had announced
@@ -398,9 +398,11 @@ impl Checker {
             .iter()
             .filter_map(|x| x.seq.as_ref())
             .map(Tracker::lost)
-            .sum();
-        t.seq_holes += holes;
-        t.unannounced += stamp_lost.saturating_sub(self.announced).max(holes);
+            .fold(0u64, u64::saturating_add);
+        t.seq_holes = t.seq_holes.saturating_add(holes);
+        t.unannounced = t
+            .unannounced
+            .saturating_add(stamp_lost.saturating_sub(self.announced).max(holes));
     }
 }
 

@@ -92,7 +92,7 @@ impl Tracker {
         };
         self.seen = if n >= 128 { 0 } else { self.seen << n };
         self.next = to;
-        self.lost += n;
+        self.lost = self.lost.saturating_add(n);
     }
 
     /// Records the arrival of `seq`, updating `counts`.
@@ -100,18 +100,18 @@ impl Tracker {
         // Nearly every arrival: a one-bit shift, not the general variable-width one.
         if seq == self.next {
             self.seen = self.seen << 1 | 1;
-            self.next = seq + 1;
+            self.next = seq.saturating_add(1);
             return Arrival::InOrder;
         }
         if seq > self.next {
             let skipped = seq - self.next;
-            self.seen = if skipped + 1 >= 128 {
+            self.seen = if skipped >= 127 {
                 0
             } else {
                 self.seen << (skipped + 1)
             } | 1;
-            self.next = seq + 1;
-            self.lost += skipped;
+            self.next = seq.saturating_add(1);
+            self.lost = self.lost.saturating_add(skipped);
             return Arrival::Gap(skipped);
         }
         let back = self.next - 1 - seq;
@@ -139,7 +139,10 @@ impl Tracker {
     /// Adds this stream's losses, including the missing tail up to `final_count`, to
     /// `counts`.
     pub(crate) fn finish(&self, final_count: u64, counts: &mut Counts) {
-        counts.lost += self.lost + final_count.saturating_sub(self.next);
+        counts.lost = counts
+            .lost
+            .saturating_add(self.lost)
+            .saturating_add(final_count.saturating_sub(self.next));
     }
 }
 
@@ -263,5 +266,16 @@ mod tests {
         t.record(0, &mut c);
         t.record(1, &mut c);
         assert!(t.complete(2));
+    }
+
+    #[test]
+    fn the_largest_sequence_number_does_not_overflow() {
+        // A server's envelope can carry any u64; the tracker must not panic on it.
+        let mut t = Tracker::starting_at(u64::MAX - 1);
+        let mut c = Counts::default();
+        assert_eq!(t.record(u64::MAX - 1, &mut c), Arrival::InOrder);
+        assert_eq!(t.record(u64::MAX, &mut c), Arrival::InOrder);
+        let mut t = Tracker::default();
+        assert_eq!(t.record(u64::MAX, &mut c), Arrival::Gap(u64::MAX));
     }
 }

@@ -340,3 +340,18 @@ fn interleaved_topics_keep_their_own_sequences() {
     // ETH skipped 4 without a gap: the only hole.
     assert_eq!(fin.seq_holes, 1);
 }
+
+#[test]
+fn the_largest_sequence_numbers_are_counted_not_panicked_on() {
+    // A hostile server's envelopes jump to u64::MAX on two topics: huge holes, no panic.
+    let mut c = Checker::new([Arc::from("a"), Arc::from("b")]);
+    let mut t = V1Tally::default();
+    for topic in [&b"a"[..], b"b"] {
+        c.handle_data(topic, 1, &mut t);
+        c.handle_data(topic, u64::MAX, &mut t);
+        c.handle_data(topic, u64::MAX, &mut t);
+    }
+    let mut fin = V1Tally::default();
+    c.finish(u64::MAX, &mut fin);
+    assert_eq!((fin.seq_holes, fin.unannounced), (u64::MAX, u64::MAX));
+}
