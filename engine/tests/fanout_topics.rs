@@ -181,6 +181,34 @@ fn control_errors_are_answered_and_the_connection_stays_open(backend: Backend) {
     assert_receives(&h, &mut ws, "X", "still open");
 }
 
+/// A subscribe request is taken whole or not at all: when one of its topics is refused,
+/// none of the others is subscribed (the error says so), and a topic named twice counts
+/// once against the limit.
+fn a_refused_subscribe_subscribes_none_of_its_topics(backend: Backend) {
+    let h = engine(backend);
+    let mut ws = connect(h.local_addr(), "/sub/X");
+    for (topics, why) in [
+        (json!(["Y", "Z"]), "more than 2 topics"),
+        (json!(["Y", "bad topic"]), "character outside"),
+        (json!(["Y", ""]), "empty"),
+    ] {
+        let e = control(&mut ws, &json!({"op": "subscribe", "topics": topics}));
+        assert_error(&e, why);
+        assert_error(&e, "(no topic subscribed)");
+        publish(&h, "Y", "y-not-subscribed");
+        assert_receives(&h, &mut ws, "X", &format!("after {topics}"));
+    }
+    wait_stats(&h, "only X subscribed", |t| t.subscriptions == 1);
+    let ack = control(
+        &mut ws,
+        &json!({"op": "subscribe", "topics": ["Y", "Y", "X"]}),
+    );
+    assert_eq!(ack, json!({"op": "subscribed", "topics": ["Y", "Y", "X"]}));
+    wait_stats(&h, "X and Y subscribed", |t| t.subscriptions == 2);
+    assert_receives(&h, &mut ws, "Y", "y1");
+    assert_receives(&h, &mut ws, "X", "x-once");
+}
+
 /// The `subscriptions` gauge counts connection × topic pairs as they come and go.
 fn subscriptions_gauge_follows_subscribers(backend: Backend) {
     let h = engine(backend);
@@ -203,4 +231,5 @@ util::for_each_backend!(
     subscribe_and_unsubscribe_take_effect_by_the_ack,
     control_errors_are_answered_and_the_connection_stays_open,
     subscriptions_gauge_follows_subscribers,
+    a_refused_subscribe_subscribes_none_of_its_topics,
 );

@@ -399,6 +399,41 @@ fn bad_since_and_snapshot_are_refused(backend: Backend) {
     assert_eq!(envelope(&mut ws), ("B".into(), 1, json!({"n":1})));
 }
 
+/// A resume request refused for one topic starts none: no replay and no gap of the
+/// others reach the client, and it stays subscribed to what it had.
+fn a_refused_resume_starts_none_of_its_topics(backend: Backend) {
+    let h = engine(backend, 16);
+    publish_n(&h, "A", 3);
+    let mut ws = v1(&h, "/sub/B");
+    let req = json!({"op": "subscribe", "topics": ["A", "Z"], "since": {"A": 1, "Z": 5}});
+    send_text(&mut ws, &req.to_string());
+    match next_not_beat(&mut ws) {
+        Got::Op(v) => {
+            assert_eq!(v["op"], "error", "{v}");
+            let e = v["error"].as_str().unwrap();
+            assert!(
+                e.contains("topic 'Z': since 5 is past") && e.contains("no topic subscribed"),
+                "{e}"
+            );
+        }
+        other => panic!("expected the error, got {other:?}"),
+    }
+    publish_n(&h, "A", 1);
+    publish_n(&h, "B", 1);
+    assert_eq!(envelope(&mut ws), ("B".into(), 1, json!({"n":1})));
+    // The same request within bounds: A's replay, then what follows.
+    let req = json!({"op": "subscribe", "topics": ["A", "Z"], "since": {"A": 1, "Z": 0}});
+    send_text(&mut ws, &req.to_string());
+    assert_eq!(
+        next_not_beat(&mut ws),
+        Got::Op(json!({"op":"subscribed","topics":["A","Z"]}))
+    );
+    assert_eq!(
+        (seq_of(&mut ws), seq_of(&mut ws), seq_of(&mut ws)),
+        (2, 3, 4)
+    );
+}
+
 fn heartbeat_names_the_latest_seq_sent(backend: Backend) {
     let h = start(
         builder(backend)
@@ -491,4 +526,5 @@ util::for_each_backend!(
     bad_since_and_snapshot_are_refused,
     heartbeat_names_the_latest_seq_sent,
     gaps_announced_for_slow_consumers,
+    a_refused_resume_starts_none_of_its_topics,
 );

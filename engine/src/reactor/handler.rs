@@ -277,6 +277,43 @@ impl Client<'_> {
         sub.subscribe(self.outbox, self.topics, &mut self.source, topic, start)
     }
 
+    /// Subscribes this client to every topic of `list` from its start, or to none: all
+    /// are checked before any is subscribed, so a refused request changes nothing (a
+    /// topic named twice counts once). Returns how many subscriptions are new.
+    ///
+    /// # Errors
+    /// The index in `list` of the first topic that cannot be subscribed, and why (as for
+    /// [`subscribe_from`](Self::subscribe_from)).
+    pub fn subscribe_all(&mut self, list: &[(&str, Start)]) -> Result<usize, (usize, TopicError)> {
+        let sub = Subscriber {
+            key: self.key,
+            form: self.form,
+            rules: self.rules,
+        };
+        let mut adding: Vec<&str> = Vec::new();
+        for (i, &(topic, start)) in list.iter().enumerate() {
+            if adding.contains(&topic) {
+                continue;
+            }
+            let fanout = self.source.fanout;
+            match sub.check(self.outbox, self.topics, fanout, topic, start, adding.len()) {
+                Ok(true) => adding.push(topic),
+                Ok(false) => {}
+                Err(e) => return Err((i, e)),
+            }
+        }
+        let mut new = 0;
+        for (i, &(topic, start)) in list.iter().enumerate() {
+            match sub.subscribe(self.outbox, self.topics, &mut self.source, topic, start) {
+                Ok(n) => new += usize::from(n),
+                // Checked above; nothing between can make it fail (sequence numbers
+                // only grow), but say so rather than assume.
+                Err(e) => return Err((i, e)),
+            }
+        }
+        Ok(new)
+    }
+
     /// Unsubscribes this client from `topic`; returns whether it was subscribed. A message
     /// of the topic already partly written is finished; the rest is not sent.
     pub fn unsubscribe(&mut self, topic: &str) -> bool {
@@ -310,15 +347,17 @@ pub(crate) struct Subscriber<'a> {
 }
 
 impl Subscriber<'_> {
-    /// Adds a subscription to `topic` starting at `start`, checking the rules; returns
-    /// whether it was new.
-    pub(crate) fn subscribe(
+    /// Whether [`subscribe`](Self::subscribe) would succeed, without changing anything:
+    /// `Ok(true)` for a new subscription, `Ok(false)` for one the connection has. `adding`
+    /// counts new subscriptions that go before this one (the rest of a request).
+    pub(crate) fn check(
         &self,
-        outbox: &mut Outbox,
-        topics: &mut Topics,
-        source: &mut Source<'_>,
+        outbox: &Outbox,
+        topics: &Topics,
+        fanout: &Fanout,
         topic: &str,
         start: Start,
+        adding: usize,
     ) -> Result<bool, TopicError> {
         self.rules.check(topic)?;
         if self.form == Form::Plain && start != Start::Live {
@@ -330,24 +369,43 @@ impl Subscriber<'_> {
         {
             return Ok(false);
         }
-        if outbox.subs().len() >= self.rules.max_per_connection {
+        if outbox.subs().len() + adding >= self.rules.max_per_connection {
             return Err(TopicError::TooMany(self.rules.max_per_connection));
+        }
+        if self.form == Form::V1
+            && let Start::Since(since) = start
+        {
+            // A cluster node that does not follow the topic learns its numbers as it
+            // begins to (what it cannot give is announced as a gap then).
+            let last = fanout.last_seq(topic);
+            if since > last && !fanout.may_lag(topic) {
+                return Err(TopicError::SinceAhead {
+                    since,
+                    latest: last,
+                });
+            }
+        }
+        Ok(true)
+    }
+
+    /// Adds a subscription to `topic` starting at `start`, checking the rules; returns
+    /// whether it was new.
+    pub(crate) fn subscribe(
+        &self,
+        outbox: &mut Outbox,
+        topics: &mut Topics,
+        source: &mut Source<'_>,
+        topic: &str,
+        start: Start,
+    ) -> Result<bool, TopicError> {
+        if !self.check(outbox, topics, source.fanout, topic, start, 0)? {
+            return Ok(false);
         }
         let mut last = 0;
         if self.form == Form::V1 {
             // Everything numbered up to `last` is in this reactor's inbox: taken into the
             // log, it is where the subscription can start from.
             last = source.fanout.last_seq(topic);
-            if let Start::Since(since) = start {
-                // A cluster node that does not follow the topic learns its numbers as it
-                // begins to (what it cannot give is announced as a gap then).
-                if since > last && !source.fanout.may_lag(topic) {
-                    return Err(TopicError::SinceAhead {
-                        since,
-                        latest: last,
-                    });
-                }
-            }
             absorb(source.inbox, topics, source.batch, usize::MAX);
         }
         let (id, pos) = topics.subscribe(&TopicName::new(topic), self.form, self.key, last);

@@ -236,16 +236,17 @@ impl Handler for Broadcast {
             Ok(s) => s,
             Err(e) => return error(client, &e),
         };
-        let mut done = Vec::with_capacity(ctl.topics.len());
-        for (t, &start) in ctl.topics.iter().zip(&starts) {
-            if subscribe {
-                if let Err(e) = client.subscribe_from(t, start) {
-                    return error(client, &format!("topic '{t}': {e}"));
-                }
-            } else {
+        let done: Vec<&str> = ctl.topics.iter().map(String::as_str).collect();
+        if subscribe {
+            let list: Vec<(&str, Start)> = done.iter().copied().zip(starts).collect();
+            if let Err((i, e)) = client.subscribe_all(&list) {
+                let t = done[i];
+                return error(client, &format!("topic '{t}': {e} (no topic subscribed)"));
+            }
+        } else {
+            for t in &done {
                 client.unsubscribe(t);
             }
-            done.push(t.as_str());
         }
         let op = if subscribe {
             "subscribed"
