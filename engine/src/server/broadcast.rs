@@ -151,7 +151,7 @@ impl Handler for Broadcast {
                 None => ("", ""),
             },
         };
-        let topics: Vec<String> = match rest {
+        let mut topics: Vec<String> = match rest {
             "" | "/" => vec![DEFAULT_TOPIC.to_owned()],
             r if r.starts_with('/') => r[1..].split(',').map(str::to_owned).collect(),
             _ => Vec::new(),
@@ -171,6 +171,9 @@ impl Handler for Broadcast {
             }
         }
         if kind == "sub" {
+            // A topic named twice is one subscription, and counts once against the limit.
+            let mut seen = std::collections::HashSet::with_capacity(topics.len());
+            topics.retain(|t| seen.insert(t.clone()));
             if topics.len() > self.rules.max_per_connection {
                 return reject(
                     400,
@@ -441,6 +444,19 @@ mod tests {
         assert_eq!(status(&upgrade(&b, "/sub/bad topic", None, None)), 400);
         assert_eq!(status(&upgrade(&b, "/sub/a,,b", None, None)), 400);
         assert_eq!(status(&upgrade(&b, "/pub/a,b", None, None)), 400);
+        // Named twice: one subscription, counted once against the limit.
+        let two = Broadcast {
+            rules: TopicRules {
+                max_per_connection: 2,
+                ..TopicRules::default()
+            },
+            ..Broadcast::default()
+        };
+        assert_eq!(
+            upgrade(&two, "/sub/A,B,A,B,A", None, None),
+            Upgrade::subscribe(vec!["A".into(), "B".into()])
+        );
+        assert_eq!(status(&upgrade(&two, "/sub/A,B,C,A", None, None)), 400);
     }
 
     #[test]
