@@ -135,6 +135,9 @@ pub enum HandshakeError {
     /// The request head is over the configured limit (431).
     #[error("request head over {0} bytes")]
     HeadTooLarge(usize),
+    /// The request has more header fields than the server parses (431).
+    #[error("more than {0} header fields")]
+    TooManyHeaders(usize),
     /// The application refused the upgrade with its own status and reason.
     #[error("refused: {status} {reason}")]
     Refused {
@@ -158,7 +161,7 @@ impl HandshakeError {
             Self::UnsupportedVersion => 426,
             Self::OriginRefused => 403,
             Self::NotFound => 404,
-            Self::HeadTooLarge(_) => 431,
+            Self::HeadTooLarge(_) | Self::TooManyHeaders(_) => 431,
             Self::Refused { status, .. } => *status,
             Self::Unavailable(_) => 503,
         }

@@ -201,7 +201,9 @@ fn try_parse(buf: &[u8], config: &HandshakeConfig) -> Result<Option<Head>, Hands
             return Err(HandshakeError::HeadTooLarge(limit));
         }
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::HeadTooLarge(limit)),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HandshakeError::TooManyHeaders(MAX_HEADERS));
+        }
         Err(err) => return Err(BadRequest(http_error_reason(err))),
     };
     if values(req.headers, "Upgrade").next().is_none() {

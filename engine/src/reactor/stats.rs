@@ -162,7 +162,7 @@ counters! {
     rejected_405,
     /// Upgrade requests refused with 426 (a WebSocket version other than 13).
     rejected_426,
-    /// Requests refused with 431 (the head over its limit).
+    /// Requests refused with 431 (the head over its limit, or too many header fields).
     rejected_431,
     /// Requests refused with another status (the handler's own).
     rejected_other,
