@@ -432,6 +432,15 @@ fn a_refused_resume_starts_none_of_its_topics(backend: Backend) {
         (seq_of(&mut ws), seq_of(&mut ws), seq_of(&mut ws)),
         (2, 3, 4)
     );
+    // Asking again for a topic it has changes nothing: acknowledged, nothing replayed.
+    let req = json!({"op": "subscribe", "topics": ["A"], "since": {"A": 1}});
+    send_text(&mut ws, &req.to_string());
+    assert_eq!(
+        next_not_beat(&mut ws),
+        Got::Op(json!({"op":"subscribed","topics":["A"]}))
+    );
+    publish_n(&h, "B", 1);
+    assert_eq!(envelope(&mut ws), ("B".into(), 2, json!({"n":2})));
 }
 
 fn heartbeat_names_the_latest_seq_sent(backend: Backend) {
