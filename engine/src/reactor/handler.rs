@@ -290,12 +290,12 @@ impl Client<'_> {
             form: self.form,
             rules: self.rules,
         };
+        let fanout = self.source.fanout;
         let mut adding: Vec<&str> = Vec::new();
         for (i, &(topic, start)) in list.iter().enumerate() {
             if adding.contains(&topic) {
                 continue;
             }
-            let fanout = self.source.fanout;
             match sub.check(self.outbox, self.topics, fanout, topic, start, adding.len()) {
                 Ok(true) => adding.push(topic),
                 Ok(false) => {}

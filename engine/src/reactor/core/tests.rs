@@ -196,6 +196,22 @@ impl Rig {
         assert!(r.is_complete());
     }
 
+    /// One timer tick later: the clock moves a [`TICK`] and the core runs its tick.
+    fn step(&mut self) {
+        self.now += TICK;
+        self.core.tick(&mut self.fake, self.now);
+    }
+
+    /// Ticks until connection `key` is released; returns how long after `since` that was
+    /// (at most 2 s of ticks).
+    fn step_until_released(&mut self, key: usize, since: Instant) -> Duration {
+        while !self.fake.released.contains(&key) {
+            assert!(self.now < since + Duration::from_secs(2), "not dropped");
+            self.step();
+        }
+        self.now - since
+    }
+
     fn deliver(&mut self) {
         self.core.deliver(&mut self.fake, self.now);
     }
@@ -472,31 +488,27 @@ fn idle_timers_run_at_their_deadline_not_every_tick() {
     let mut r = Rig::new(SlowConsumer::Close, 1 << 20);
     let a = r.subscriber("/t", usize::MAX);
     let start = r.now;
-    let step = |r: &mut Rig| {
-        r.now += TICK;
-        r.core.tick(&mut r.fake, r.now);
-    };
-    step(&mut r);
+    r.step();
     let t = r.core.ticks;
     assert_eq!(r.core.timers_at[a], t + TIMER_RECHECK, "run, then 1 s on");
     for _ in 1..TIMER_RECHECK {
-        step(&mut r);
+        r.step();
         assert_eq!(r.core.timers_at[a], t + TIMER_RECHECK, "skipped");
     }
-    step(&mut r);
+    r.step();
     assert_eq!(r.core.timers_at[a], t + 2 * TIMER_RECHECK, "run again");
     // Input: the next tick runs them.
     let mut pong = vec![0x8A, 0x80, 1, 2, 3, 4];
     r.core.feed(a, &mut pong, r.now);
     assert_eq!(r.core.timers_at[a], 0);
-    step(&mut r);
+    r.step();
     assert_eq!(r.core.timers_at[a], r.core.ticks + TIMER_RECHECK);
     // The ping: 30 s after the last input, at the first tick at or past it.
     let input = r.now - TICK;
     let idle = Duration::from_secs(30);
     let mut pinged = None;
     while r.now < start + Duration::from_secs(40) && pinged.is_none() {
-        step(&mut r);
+        r.step();
         if r.frames(a).iter().any(|f| f.0 == OpCode::Ping) {
             pinged = Some(r.now);
         }
@@ -511,7 +523,7 @@ fn idle_timers_run_at_their_deadline_not_every_tick() {
     let deadline = r.now + r.core.config.handshake_timeout;
     while !r.fake.released.contains(&h) {
         assert!(r.now < deadline + Duration::from_secs(1), "not dropped");
-        step(&mut r);
+        r.step();
     }
     assert!(
         r.now >= deadline && r.now < deadline + TICK,
@@ -530,11 +542,7 @@ fn a_slow_consumer_close_runs_its_deadline_on_time() {
         c.limits.close_timeout = close_timeout;
     });
     let stalled = r.subscriber("/t", 0);
-    let step = |r: &mut Rig| {
-        r.now += TICK;
-        r.core.tick(&mut r.fake, r.now);
-    };
-    step(&mut r);
+    r.step();
     assert_eq!(r.core.timers_at[stalled], r.core.ticks + TIMER_RECHECK);
     // Past the limit at the second batch (the first is its write still pending).
     for round in 0..2 {
@@ -545,11 +553,7 @@ fn a_slow_consumer_close_runs_its_deadline_on_time() {
     }
     assert_eq!(r.core.stats.snapshot().slow_closed, 1);
     let closed = r.now;
-    while !r.fake.released.contains(&stalled) {
-        assert!(r.now < closed + Duration::from_secs(2), "not dropped");
-        step(&mut r);
-    }
-    let at = r.now - closed;
+    let at = r.step_until_released(stalled, closed);
     assert!(
         at >= close_timeout && at < close_timeout + TICK,
         "dropped {at:?} after the close"
@@ -568,20 +572,16 @@ fn a_close_answered_late_lingers_until_its_own_deadline() {
         c.limits.close_timeout = close_timeout;
     });
     let a = r.subscriber("/t", 0);
-    let step = |r: &mut Rig| {
-        r.now += TICK;
-        r.core.tick(&mut r.fake, r.now);
-    };
     for i in 0..10 {
         r.publish("t", i, 100);
     }
     r.deliver();
-    step(&mut r);
+    r.step();
     // The client's close (masked, code 1000) while its socket takes nothing.
     let mut close = vec![0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8];
     r.core.feed(a, &mut close, r.now);
-    step(&mut r);
-    step(&mut r);
+    r.step();
+    r.step();
     // The socket takes everything 200 ms into the draining.
     r.now += Duration::from_millis(200) - 2 * TICK;
     r.core.conns[a].io.room = usize::MAX;
@@ -590,11 +590,7 @@ fn a_close_answered_late_lingers_until_its_own_deadline() {
     assert_eq!(r.seqs(a), (0..10).collect::<Vec<_>>());
     assert_eq!(r.frames(a).last().map(|f| f.0), Some(OpCode::Close));
     let written = r.now;
-    while !r.fake.released.contains(&a) {
-        assert!(r.now < written + Duration::from_secs(2), "not dropped");
-        step(&mut r);
-    }
-    let at = r.now - written;
+    let at = r.step_until_released(a, written);
     assert!(
         at >= close_timeout && at < close_timeout + TICK,
         "dropped {at:?} after the answer was written"
