@@ -190,6 +190,11 @@ done
 add v1-10k-w64 fanout "" "10k subscribers × 64 B, --rate max --window 64, ringcast.v1 envelopes" \
   "fanout --subscribers 10000 --size 64 --rate max --window 64 --protocol ringcast.v1 $COMMON"
 ONLY_FOR[v1-10k-w64]="ringcast-epoll ringcast-uring"
+# ... and plain frames of that envelope's size (64 B + 12 B of envelope for topic `t0`):
+# what the envelope costs beyond its bytes on the wire.
+add wire-10k-w64 fanout "" "10k subscribers × 76 B, --rate max --window 64, plain (the size of the v1 frames)" \
+  "fanout --subscribers 10000 --size 76 --rate max --window 64 $COMMON"
+ONLY_FOR[wire-10k-w64]="ringcast-epoll ringcast-uring"
 # ... and at a fixed rate the server keeps up with (4 M deliveries/s), where the window does
 # not bind: the server's CPU per delivery with and without envelopes, batch for batch.
 add fix-10k-r400 fanout 400 "10k subscribers × 64 B at 400 msg/s (4M deliveries/s), plain" \

@@ -46,6 +46,12 @@ const READ_BUF: usize = 64 << 10;
 const MAX_BATCH: u64 = 64;
 /// Out-buffer size past which a publisher stops adding messages in a turn.
 const MAX_OUT: usize = 64 << 10;
+/// Most readiness events taken per poll. Small, so a loop turn stays short (~64 reads)
+/// and a publisher on this thread sends in small steady steps against fresh delivery
+/// counts. With 4096, a turn behind a 10 000-subscriber fan-out lasted ~15 ms and runs
+/// against the same server settled at anywhere from 12 to 20 M deliveries/s (fewer
+/// messages per read); with 64 they land within a few per cent of each other.
+const EVENTS: usize = 64;
 /// Longest poll sleep, so phase changes are seen promptly.
 const MAX_SLEEP: Duration = Duration::from_millis(10);
 /// How long the closing handshake may take at the end.
@@ -212,7 +218,7 @@ struct Reactor<'s> {
 
 impl Reactor<'_> {
     fn run(&mut self) {
-        let mut events = Events::with_capacity(4096);
+        let mut events = Events::with_capacity(EVENTS);
         let mut started_run = false;
         loop {
             let shared = self.ctx.shared;
