@@ -282,6 +282,38 @@ fn a_long_fan_out_is_written_a_slice_per_turn_with_what_came_meanwhile() {
 }
 
 #[test]
+fn a_subscriber_with_nothing_pending_still_joins_the_next_pass() {
+    let mut r = Rig::new(SlowConsumer::Close, 1 << 20);
+    let n = FLUSH_BUDGET * 2 + 10;
+    let keys: Vec<usize> = (0..n).map(|_| r.subscriber("/t", usize::MAX)).collect();
+    let (first, rest) = keys.split_at(FLUSH_BUDGET);
+    r.publish("t", 1, 8);
+    r.deliver();
+    // Message 2 comes while the pass is under way: the rest of the list takes it with 1
+    // and has nothing pending when the next pass is drawn up; the first slice has 2.
+    r.publish("t", 2, 8);
+    while rest.iter().any(|&k| r.seqs(k).len() < 2) {
+        r.deliver();
+    }
+    r.deliver(); // the next pass: its first slice writes 2
+    assert!(first.iter().all(|&k| r.seqs(k) == [1, 2]));
+    // Published before that pass reaches the rest: it goes out in this pass, in the two
+    // slices left of it, not in a pass after it.
+    r.publish("t", 3, 8);
+    r.deliver();
+    r.deliver();
+    for &k in rest {
+        assert_eq!(r.seqs(k), [1, 2, 3]);
+        assert_eq!(r.core.conns[k].io.writes, 2);
+    }
+    assert!(first.iter().all(|&k| r.seqs(k) == [1, 2]));
+    while first.iter().any(|&k| r.seqs(k).len() < 3) {
+        assert!(r.core.has_deliveries());
+        r.deliver();
+    }
+}
+
+#[test]
 fn a_batch_reaches_every_subscriber_in_order() {
     let mut r = Rig::new(SlowConsumer::Close, 1 << 20);
     let a = r.subscriber("/t", usize::MAX);
