@@ -177,7 +177,9 @@ fn parse_op(msg: &[u8]) -> Frame<'_> {
                 from,
                 to,
             },
-            _ => return Frame::Malformed("gap without a topic and from ≤ to"),
+            _ => {
+                return Frame::Malformed("a gap needs a topic and from ≤ to < 18446744073709551615");
+            }
         },
         "heartbeat" => Op::Heartbeat,
         "subscribed" => Op::Subscribed,

@@ -107,6 +107,32 @@ fn binary_envelope() {
 }
 
 #[test]
+fn a_gap_out_of_range_is_named() {
+    let why = "a gap needs a topic and from ≤ to < 18446744073709551615";
+    for msg in [
+        &br#"{"op":"gap","topic":"t0","from":5,"to":4}"#[..],
+        br#"{"op":"gap","topic":"t0","from":1,"to":18446744073709551615}"#,
+        br#"{"op":"gap","from":1,"to":2}"#,
+    ] {
+        match parse(true, msg, true) {
+            Frame::Malformed(w) => assert_eq!(w, why, "{}", String::from_utf8_lossy(msg)),
+            other => panic!("{other:?}: {}", String::from_utf8_lossy(msg)),
+        }
+    }
+    assert!(matches!(
+        parse(
+            true,
+            br#"{"op":"gap","topic":"t0","from":1,"to":18446744073709551614}"#,
+            true
+        ),
+        Frame::Op(Op::Gap {
+            to: 18446744073709551614,
+            ..
+        })
+    ));
+}
+
+#[test]
 fn malformed_frames_are_named_not_panicked_on() {
     let bad_text: [&[u8]; 9] = [
         b"{\"topic\":\"t0",
