@@ -178,7 +178,9 @@ fn parse_op(msg: &[u8]) -> Frame<'_> {
                 to,
             },
             _ => {
-                return Frame::Malformed("a gap needs a topic and from ≤ to < 18446744073709551615");
+                return Frame::Malformed(
+                    "a gap needs a topic and from ≤ to < 18446744073709551615",
+                );
             }
         },
         "heartbeat" => Op::Heartbeat,
