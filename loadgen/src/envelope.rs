@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use crate::sequence::{Arrival, Counts, Tracker};
 
@@ -293,7 +294,9 @@ pub(crate) enum Verdict {
 /// One subscriber's topics and their sequence numbers, across reconnections.
 #[derive(Debug, Clone)]
 pub(crate) struct Checker {
-    topics: Vec<TopicSeq>,
+    /// Held inline for one topic (every loadgen subscriber has one): the check of an
+    /// envelope then touches no memory outside the connection's own.
+    topics: SmallVec<[TopicSeq; 1]>,
     /// The topic of the last envelope, compared first (a subscriber's envelopes mostly
     /// come in runs of one topic).
     last: usize,

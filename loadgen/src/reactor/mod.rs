@@ -25,6 +25,7 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
+use smallvec::SmallVec;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::clock;
@@ -79,9 +80,12 @@ enum State {
 enum Job {
     Subscriber {
         topic: u32,
-        streams: Vec<(u32, Tracker)>,
-        /// Envelope checks, under `ringcast.v1`.
-        v1: Option<Box<Checker>>,
+        /// Per publisher of the topic, inline for one: a delivery is checked without a
+        /// pointer chase out of the connection (a cache miss per read at 10 000
+        /// subscribers).
+        streams: SmallVec<[(u32, Tracker); 1]>,
+        /// Envelope checks, under `ringcast.v1` (inline for the same reason).
+        v1: Option<Checker>,
         /// Reconnection state, in the `resume` scenario.
         rejoin: Option<Box<Rejoin>>,
     },
@@ -732,10 +736,10 @@ fn job_for(role: Role, path: &Arc<str>, s: &Settings) -> Job {
     match role {
         Role::Subscriber { topic } => Job::Subscriber {
             topic,
-            streams: Vec::new(),
+            streams: SmallVec::new(),
             v1: s.protocol.offer().map(|_| {
                 let name = s.topic_names.get(topic as usize);
-                Box::new(Checker::new(name.cloned()))
+                Checker::new(name.cloned())
             }),
             rejoin: s.rejoin.map(|_| Box::new(Rejoin::new(Arc::clone(path)))),
         },
