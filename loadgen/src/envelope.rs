@@ -302,6 +302,37 @@ pub(crate) struct Checker {
     last: usize,
     /// Messages announced missing, for [`Checker::finish`].
     announced: u64,
+    /// The binary envelope head of a one-topic subscriber with a short topic name.
+    head: Option<BinaryHead>,
+}
+
+/// `0x01 | topic length | topic` of one topic, as the low bytes of a little-endian u64
+/// (topic names up to 6 bytes): a binary envelope of that topic is recognised with one
+/// load, a mask and a compare, not a parse and a name search.
+#[derive(Debug, Clone, Copy)]
+struct BinaryHead {
+    word: u64,
+    mask: u64,
+    /// Bytes of the head (2 + the name's length); the seq follows.
+    len: usize,
+}
+
+impl BinaryHead {
+    fn of(name: &str) -> Option<Self> {
+        let len = 2 + name.len();
+        if len > 8 {
+            return None;
+        }
+        let mut bytes = [0u8; 8];
+        bytes[0] = BINARY_TAG;
+        bytes[1] = name.len() as u8;
+        bytes[2..len].copy_from_slice(name.as_bytes());
+        Some(Self {
+            word: u64::from_le_bytes(bytes),
+            mask: u64::MAX >> (8 * (8 - len)),
+            len,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -314,14 +345,41 @@ struct TopicSeq {
 impl Checker {
     /// A subscriber of `topics`.
     pub(crate) fn new(topics: impl IntoIterator<Item = Arc<str>>) -> Self {
+        let topics: SmallVec<[TopicSeq; 1]> = topics
+            .into_iter()
+            .map(|name| TopicSeq { name, seq: None })
+            .collect();
+        let head = match topics.as_slice() {
+            [only] => BinaryHead::of(&only.name),
+            _ => None,
+        };
         Self {
-            topics: topics
-                .into_iter()
-                .map(|name| TopicSeq { name, seq: None })
-                .collect(),
+            topics,
             last: 0,
             announced: 0,
+            head,
         }
+    }
+
+    /// A binary frame that is an envelope of this subscriber's only topic, checked as
+    /// [`Checker::handle_data`] would after [`parse`]: its verdict, seq and payload. `None`
+    /// when the frame is anything else (or the topic has no [`BinaryHead`]): the caller
+    /// then parses it in full.
+    #[inline]
+    pub(crate) fn handle_binary<'m>(
+        &mut self,
+        msg: &'m [u8],
+        t: &mut V1Tally,
+    ) -> Option<(Verdict, u64, &'m [u8])> {
+        let head = self.head?;
+        let word = u64::from_le_bytes(msg.get(..8)?.try_into().ok()?);
+        if word & head.mask != head.word {
+            return None;
+        }
+        let seq = msg.get(head.len..head.len + 8)?;
+        let seq = u64::from_be_bytes(seq.try_into().ok()?);
+        t.envelopes += 1;
+        Some((self.record(0, seq, t), seq, &msg[head.len + 8..]))
     }
 
     /// Checks envelope `seq` of `topic`.
@@ -338,6 +396,12 @@ impl Checker {
             t.wrong_topic += 1;
             return Verdict::Foreign;
         };
+        self.record(i, seq, t)
+    }
+
+    /// Envelope `seq` of topic `i`.
+    #[inline]
+    fn record(&mut self, i: usize, seq: u64, t: &mut V1Tally) -> Verdict {
         self.last = i;
         let ts = &mut self.topics[i];
         let first = ts.seq.is_none();

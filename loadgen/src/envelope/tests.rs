@@ -381,3 +381,86 @@ fn the_largest_sequence_numbers_are_counted_not_panicked_on() {
     c.finish(u64::MAX, &mut fin);
     assert_eq!((fin.seq_holes, fin.unannounced), (u64::MAX, u64::MAX));
 }
+
+/// The general path: parse, then check.
+fn slow(c: &mut Checker, msg: &[u8], t: &mut V1Tally) -> Option<(Verdict, u64, Vec<u8>)> {
+    match parse(false, msg, true) {
+        Frame::Data { topic, seq, data } => {
+            Some((c.handle_data(topic, seq, t), seq, data.to_vec()))
+        }
+        Frame::Op(_) => None,
+        Frame::Malformed(_) => {
+            t.malformed += 1;
+            None
+        }
+    }
+}
+
+#[test]
+fn the_binary_fast_path_agrees_with_parse_and_check() {
+    // Frames a subscriber may see: its topic in and out of order, repeated, at the
+    // largest seq; another topic of the same and of other lengths; a prefix of its own
+    // name; a wrong tag; frames too short for a head or a seq; an empty payload.
+    let mut frames = vec![
+        binary("t0", 5, b"abc"),
+        binary("t0", 6, b""),
+        binary("t0", 6, b"dup"),
+        binary("t0", 9, b"jump"),
+        binary("t0", 7, b"late"),
+        binary("t1", 10, b"other"),
+        binary("t", 11, b"prefix"),
+        binary("t00", 12, b"longer"),
+        binary("t0", u64::MAX - 1, b"big"),
+        binary("t0", u64::MAX, b"max"),
+        vec![0x02, 2, b't', b'0', 0, 0, 0, 0, 0, 0, 0, 1],
+        vec![BINARY_TAG, 2, b't', b'0', 0, 0, 0],
+        vec![BINARY_TAG, 2, b't'],
+        vec![],
+    ];
+    frames.extend((20..40).map(|s| binary("t0", s, &s.to_le_bytes())));
+    for name in ["t0", "BTC-USD", "abcdef", ""] {
+        let mut fast = Checker::new([Arc::from(name)]);
+        let mut reference = Checker::new([Arc::from(name)]);
+        let (mut tf, mut tr) = (V1Tally::default(), V1Tally::default());
+        let renamed: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|f| {
+                // The same frames, re-addressed from t0 to this checker's topic.
+                match parse(false, f, true) {
+                    Frame::Data { topic, seq, data } if topic == b"t0" => binary(name, seq, data),
+                    _ => f.clone(),
+                }
+            })
+            .collect();
+        for f in &renamed {
+            let want = slow(&mut reference, f, &mut tr);
+            let got = match fast.handle_binary(f, &mut tf) {
+                Some((v, seq, data)) => Some((v, seq, data.to_vec())),
+                None => slow(&mut fast, f, &mut tf),
+            };
+            assert_eq!(got, want, "topic {name:?}, frame {f:?}");
+        }
+        assert_eq!(tf, tr, "topic {name:?}");
+        assert_eq!(fast.last_seq(0), reference.last_seq(0));
+        let (mut ff, mut fr) = (V1Tally::default(), V1Tally::default());
+        fast.finish(0, &mut ff);
+        reference.finish(0, &mut fr);
+        assert_eq!(ff, fr);
+    }
+    // Only a one-topic subscriber with a name of at most 6 bytes has a head.
+    let mut long = Checker::new([Arc::from("BTC-USDT")]);
+    let mut two = Checker::new([Arc::from("t0"), Arc::from("t1")]);
+    let mut t = V1Tally::default();
+    assert_eq!(
+        long.handle_binary(&binary("BTC-USDT", 1, b""), &mut t),
+        None
+    );
+    assert_eq!(two.handle_binary(&binary("t0", 1, b""), &mut t), None);
+    // And it takes envelopes of its topic.
+    let mut c = Checker::new([Arc::from("t0")]);
+    let msg = binary("t0", 3, b"x");
+    assert_eq!(
+        c.handle_binary(&msg, &mut t),
+        Some((Verdict::Subscribed { first: true }, 3, &b"x"[..]))
+    );
+}

@@ -1210,6 +1210,15 @@ fn open_envelope<'m>(
     head: &'m [u8],
     len: u64,
 ) -> Option<&'m [u8]> {
+    if !text && let Some((verdict, seq, data)) = v1.handle_binary(head, &mut ctx.tally.v1) {
+        // The common case: a binary envelope of the subscriber's topic.
+        if verdict == (Verdict::Subscribed { first: true })
+            && let Some(f) = ctx.shared.topic_first_seq.get(topic as usize)
+        {
+            f.fetch_min(seq, Ordering::Relaxed);
+        }
+        return Some(data);
+    }
     let problem = match envelope::parse(text, head, head.len() as u64 == len) {
         Frame::Data {
             topic: name,
