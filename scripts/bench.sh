@@ -531,17 +531,24 @@ jq -r '
           then .derived[$who] / .derived.deliveries_per_sec * 1e9 else null end) | med;
   def r($a; $b): if $a == null or $b == null or $b == 0 then "–" else (($a / $b * 100 | round) / 100 | tostring) end;
   def n0: if . == null then "–" else (floor | tostring) end;
+  def f2: (. * 100 | round) / 100 | tostring;
+  def paired($a; $b): [group_by(.rep)[] | [ran($a)[0], ran($b)[0]]
+    | select(.[0] != null and .[1] != null and .[1].derived.deliveries_per_sec > 0)
+    | .[0].derived.deliveries_per_sec / .[1].derived.deliveries_per_sec] | sort
+    | if length == 0 then "–" else "\(.[length / 2 | floor] | f2) (\(.[0] | f2)–\(.[-1] | f2))" end;
   [.runs | group_by(.impl)[] | select(.[0].impl | startswith("ringcast"))
    | . as $g
    | {impl: .[0].impl, plain: ($g | dps("win-10k-w64")), v1: ($g | dps("v1-10k-w64")),
       wire: ($g | dps("wire-10k-w64")),
       sp: ($g | ns("win-10k-w64"; "server_cpu")), sv: ($g | ns("v1-10k-w64"; "server_cpu")),
       lp: ($g | ns("win-10k-w64"; "loadgen_cpu")), lv: ($g | ns("v1-10k-w64"; "loadgen_cpu")),
-      fp: ($g | ns("fix-10k-r400"; "server_cpu")), fv: ($g | ns("v1-10k-r400"; "server_cpu"))}
+      pr: ($g | paired("v1-10k-w64"; "win-10k-w64")),
+      fp: ($g | ns("fix-10k-r400"; "server_cpu")), fv: ($g | ns("v1-10k-r400"; "server_cpu")),
+      flp: ($g | ns("fix-10k-r400"; "loadgen_cpu")), flv: ($g | ns("v1-10k-r400"; "loadgen_cpu"))}
    | select(.plain != null and .v1 != null)] as $rows
   | if ($rows | length) == 0 then empty else
-    "\n## Envelope cost: ringcast.v1 against plain subscribers\n\n10k subscribers × 64 B, medians of the repetitions. *Throughput*: 64 messages in flight (win-10k-w64 and v1-10k-w64); v1 ÷ plain is the share of plain throughput kept with envelopes. Both processes are near saturation there, so it is a property of the loop: a client that takes longer per delivery (the envelope is 12 B more to receive on topic `t0`, 78 B frames instead of 66 B, and is checked) publishes its next messages later, so the server finds fewer per subscriber per turn and spends more per delivery. *Same size*: plain frames the size of the v1 frames (wire-10k-w64, 76 B payloads): v1 ÷ that is what the envelope costs beyond its bytes. *CPU per delivery* (ns of CPU time ÷ deliveries): the server and loadgen in those runs, and the server at a fixed 400 msg/s (fix-10k-r400 and v1-10k-r400, 4 M deliveries/s, which both modes keep up with): what envelopes cost the server, batch for batch.\n\n| implementation | plain deliveries/s | ringcast.v1 deliveries/s | v1 ÷ plain | plain 76 B deliveries/s | v1 ÷ plain same size | server ns/delivery plain → v1 | loadgen ns/delivery plain → v1 | server ns/delivery at 400 msg/s plain → v1 | v1 ÷ plain at 400 msg/s |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-    ($rows[] | "| \(.impl) | \(.plain | n0) | \(.v1 | n0) | \(r(.v1; .plain)) | \(.wire | n0) | \(r(.v1; .wire)) | \(.sp | n0) → \(.sv | n0) | \(.lp | n0) → \(.lv | n0) | \(.fp | n0) → \(.fv | n0) | \(r(.fv; .fp)) |")
+    "\n## Envelope cost: ringcast.v1 against plain subscribers\n\n10k subscribers × 64 B, medians of the repetitions. *Throughput*: 64 messages in flight (win-10k-w64 and v1-10k-w64); v1 ÷ plain is the share of plain throughput kept with envelopes. Both processes are near saturation there, so it is a property of the loop: a client that takes longer per delivery (the envelope is 12 B more to receive on topic `t0`, 78 B frames instead of 66 B, and is checked) publishes its next messages later, so the server finds fewer per subscriber per turn and spends more per delivery. *Same size*: plain frames the size of the v1 frames (wire-10k-w64, 76 B payloads): v1 ÷ that is what the envelope costs beyond its bytes. *CPU per delivery* (ns of CPU time ÷ deliveries): the server and loadgen in those runs, and both at a fixed 400 msg/s (fix-10k-r400 and v1-10k-r400, 4 M deliveries/s, which both modes keep up with): what envelopes cost each side, batch for batch, without the scatter of the loop. *Per repetition*: v1 ÷ plain of the two runs of each repetition (they run back to back), median (lowest–highest): the scatter of the saturated loop from run to run.\n\n| implementation | plain deliveries/s | ringcast.v1 deliveries/s | v1 ÷ plain | v1 ÷ plain per repetition | plain 76 B deliveries/s | v1 ÷ plain same size | server ns/delivery plain → v1 | loadgen ns/delivery plain → v1 | at 400 msg/s: server ns/delivery plain → v1 | at 400 msg/s: loadgen ns/delivery plain → v1 |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ($rows[] | "| \(.impl) | \(.plain | n0) | \(.v1 | n0) | \(r(.v1; .plain)) | \(.pr) | \(.wire | n0) | \(r(.v1; .wire)) | \(.sp | n0) → \(.sv | n0) | \(.lp | n0) → \(.lv | n0) | \(.fp | n0) → \(.fv | n0) | \(.flp | n0) → \(.flv | n0) |")
     end' "$OUT/$STAMP.json" >>"$OUT/$STAMP.md"
 echo "== $OUT/$STAMP.md"
 cat "$OUT/$STAMP.md"
