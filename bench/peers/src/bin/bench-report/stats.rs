@@ -42,6 +42,9 @@ pub(crate) struct Cell {
     pub(crate) undrained: usize,
     /// Each metric's median over the measured runs.
     pub(crate) median: BTreeMap<String, f64>,
+    /// Deliveries/s of each measured repetition, by repetition number (to pair runs of
+    /// two implementations that ran side by side).
+    pub(crate) dps_by_rep: BTreeMap<u64, f64>,
     /// `rep N: status` of every run that was not ok.
     pub(crate) problems: Vec<String>,
 }
@@ -112,6 +115,10 @@ pub(crate) fn summarize(scenarios: &[Scenario], impls: &[String], runs: &[Run]) 
                     cell.median.insert((*k).to_owned(), v);
                 }
             }
+            cell.dps_by_rep = measured
+                .iter()
+                .filter_map(|r| Some((r.rep, *r.metrics.get("deliveries_per_sec")?)))
+                .collect();
             for r in mine.iter().filter(|r| r.status != "ok") {
                 cell.problems.push(format!("rep {}: {}", r.rep, r.status));
             }

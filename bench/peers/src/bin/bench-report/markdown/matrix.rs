@@ -1,6 +1,7 @@
 //! The window matrix section: ringcast against the `raw-batch` ceiling at each
 //! (subscribers, messages in flight) cell.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::row::{bottleneck, fanout_cells};
@@ -58,7 +59,9 @@ pub(super) fn window_matrix(
          slice per frame). § the server was not the bottleneck (small windows are bound by \
          the round trip; or loadgen, or a shared CPU 0): that server could have done more, so \
          the figure understates it. † a run failed or an \
-         expectation did not hold; ‡ the drain timed out. See the details below.\n"
+         expectation did not hold; ‡ the drain timed out. See the details below. A ratio \
+         is of the medians; in brackets, the lowest and highest ratio of two runs of the \
+         same repetition (run one after the other): the scatter from run to run.\n"
     );
     let mut head = "| subscribers | in flight |".to_owned();
     let mut rule = "|--:|--:|".to_owned();
@@ -102,10 +105,16 @@ pub(super) fn window_matrix(
             let _ = write!(line, " {cell} |");
         }
         for (a, b, _) in &ratio_cols {
-            let r = match (value(a), value(b)) {
+            let mut r = match (value(a), value(b)) {
                 (Some(x), Some(y)) if y > 0.0 => format!("{:.2}", x / y),
                 _ => "–".to_owned(),
             };
+            let cell = |i: &str| cells.get(&(s.id.clone(), i.to_owned()));
+            if let (Some(x), Some(y)) = (cell(a), cell(b))
+                && let Some((lo, hi)) = paired_range(&x.dps_by_rep, &y.dps_by_rep)
+            {
+                let _ = write!(r, " ({lo:.2}–{hi:.2})");
+            }
             let _ = write!(line, " {r} |");
         }
         let _ = writeln!(md, "{line}");
@@ -132,4 +141,19 @@ pub(super) fn window_matrix(
         }
     }
     md.push('\n');
+}
+
+/// The lowest and highest ratio `a[rep] / b[rep]` over the repetitions both have, when
+/// there are at least two.
+fn paired_range(a: &BTreeMap<u64, f64>, b: &BTreeMap<u64, f64>) -> Option<(f64, f64)> {
+    let ratios: Vec<f64> = a
+        .iter()
+        .filter_map(|(rep, x)| b.get(rep).filter(|y| **y > 0.0).map(|y| x / y))
+        .collect();
+    if ratios.len() < 2 {
+        return None;
+    }
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((lo, hi))
 }
