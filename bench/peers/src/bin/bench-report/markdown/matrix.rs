@@ -157,3 +157,20 @@ fn paired_range(a: &BTreeMap<u64, f64>, b: &BTreeMap<u64, f64>) -> Option<(f64, 
     let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     Some((lo, hi))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paired_range_pairs_by_repetition() {
+        let a = BTreeMap::from([(1, 10.0), (2, 12.0), (3, 9.0)]);
+        let b = BTreeMap::from([(1, 10.0), (2, 10.0), (4, 1.0)]);
+        // Repetitions 1 and 2 are in both: 1.0 and 1.2; 3 and 4 have no partner.
+        assert_eq!(paired_range(&a, &b), Some((1.0, 1.2)));
+        // One pair is no range; a zero divisor is skipped.
+        let c = BTreeMap::from([(1, 5.0), (2, 0.0)]);
+        assert_eq!(paired_range(&a, &c), None);
+        assert_eq!(paired_range(&a, &BTreeMap::new()), None);
+    }
+}
