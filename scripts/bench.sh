@@ -24,6 +24,7 @@
 #             three implementations), no scale run (~4 min with every implementation)
 #   --reps N  repetitions in full mode (default 3); the report gives medians
 #             (full mode: 10 s runs, 1k-10k subscribers, 40k scale run; ~40 min)
+#   --duration S  seconds of every measured run (default 10; quick mode 2)
 #   --scenarios  run only these scenarios (ids as in the report, e.g. win-10k-w64,v1-10k-w64)
 #   --only    run only these implementations (ringcast-epoll, ringcast-uring,
 #             raw-batch, raw-writev, peer-tungstenite, peer-fastws)
@@ -48,6 +49,7 @@ usage() {
 
 QUICK=0
 REPS=3
+DURATION=""
 ONLY=""
 SCENARIOS=""
 while (($#)); do
@@ -56,6 +58,14 @@ while (($#)); do
   --reps)
     [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage
     REPS=$2
+    shift
+    ;;
+  --duration)
+    [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || {
+      echo "bench: --duration takes whole seconds (1 or more), not '${2:-}'" >&2
+      usage
+    }
+    DURATION=$2
     shift
     ;;
   --only)
@@ -92,6 +102,10 @@ if ((QUICK)); then
 else
   MODE=full DUR=10 WARMUP=1 DRAIN=2 BIG=10000 LAT=10000 HOLD=3
 fi
+# Longer runs average out the drift of a saturated closed loop (at 64 in flight and
+# 10 000 subscribers both processes are near their limit, and 5 s windows of one run
+# scatter by ±30 % as the messages in flight move between the server and the sockets).
+if [[ -n $DURATION ]]; then DUR=$DURATION; fi
 CONNS=10000
 if ((QUICK)); then
   MODE_NOTE="Quick mode: one ${DUR} s run per cell after a ${WARMUP} s warm-up; loadgen stops waiting for stragglers after ${DRAIN} s without a delivery (30 times that at most), so a server with a deep backlog shows its late tail as lost (marked ‡). Use the full mode for numbers to quote."
