@@ -476,6 +476,61 @@ fn heartbeat_names_the_latest_seq_sent(backend: Backend) {
     assert_eq!(next_text(&mut plain), r#"{"n":3}"#);
 }
 
+/// Heartbeats go where a topic was quiet since the last tick: a connection sent something
+/// of every topic meanwhile gets none (it has just seen each topic's progress), one with a
+/// quiet topic keeps getting them, and a busy topic that falls quiet gets them again.
+fn heartbeat_only_where_a_topic_was_quiet(backend: Backend) {
+    let h = start(
+        builder(backend)
+            .handler(broadcast())
+            .heartbeat(Some(Duration::from_millis(400))),
+    );
+    let mut busy = v1(&h, "/sub/A");
+    let mut mixed = v1(&h, "/sub/A,B");
+    let (mut busy_beats, mut mixed_beats) = (0, 0);
+    // The next envelope of A on `ws`, counting the heartbeats before it.
+    let until_envelope = |ws: &mut Ws, beats: &mut u32| loop {
+        match next(ws) {
+            Got::Op(v) if v["op"] == "heartbeat" => *beats += 1,
+            Got::Text { topic, seq, .. } => return (topic, seq),
+            other => panic!("{other:?}"),
+        }
+    };
+    // A message every 20 ms for 2.4 s: six ticks.
+    let start = std::time::Instant::now();
+    let mut sent = 0;
+    while start.elapsed() < Duration::from_millis(2400) {
+        publish_n(&h, "A", 1);
+        sent += 1;
+        assert_eq!(
+            until_envelope(&mut busy, &mut busy_beats),
+            ("A".into(), sent)
+        );
+        assert_eq!(
+            until_envelope(&mut mixed, &mut mixed_beats),
+            ("A".into(), sent)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every tick would have been ~6; one is allowed for a test thread stalled past a tick.
+    assert!(
+        busy_beats <= 1,
+        "a busy connection got {busy_beats} heartbeats"
+    );
+    assert!(
+        mixed_beats >= 3,
+        "a connection with a quiet topic got {mixed_beats}"
+    );
+    // A quiet now: the busy connection hears a heartbeat again, with A's last seq.
+    match next(&mut busy) {
+        Got::Op(v) => {
+            assert_eq!(v["op"], "heartbeat", "{v}");
+            assert_eq!(v["seq"]["A"], sent, "{v}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A stalled v1 subscriber under drop-oldest / conflate: what it receives, together with
 /// the gaps it is told of, is exactly 1..=N in order, and some were skipped.
 fn gaps_announced_for_slow_consumers(backend: Backend) {
@@ -534,6 +589,7 @@ util::for_each_backend!(
     resume_across_chunks_and_after_recycling,
     bad_since_and_snapshot_are_refused,
     heartbeat_names_the_latest_seq_sent,
+    heartbeat_only_where_a_topic_was_quiet,
     gaps_announced_for_slow_consumers,
     a_refused_resume_starts_none_of_its_topics,
 );

@@ -41,6 +41,9 @@ pub(crate) struct Sub {
     pub(crate) pos: u32,
     /// Position in the topic's log of the next byte to send.
     pub(crate) cursor: u64,
+    /// `cursor` at the last heartbeat tick (or at subscription): where it has not moved,
+    /// the topic was quiet for this connection and a heartbeat is due.
+    beat: u64,
 }
 
 /// What a slow-consumer policy skipped of one subscription.
@@ -127,7 +130,23 @@ impl Outbox {
 
     /// Subscribes at `cursor` (the log's head: only messages published from now on).
     pub(crate) fn add_sub(&mut self, topic: u32, pos: u32, cursor: u64) {
-        self.subs.push(Sub { topic, pos, cursor });
+        self.subs.push(Sub {
+            topic,
+            pos,
+            cursor,
+            beat: cursor,
+        });
+    }
+
+    /// At a heartbeat tick: whether some subscription sent nothing since the last tick
+    /// (or since it began). Every subscription's mark moves to its cursor.
+    pub(crate) fn quiet_since_last_beat(&mut self) -> bool {
+        let mut quiet = false;
+        for s in &mut self.subs {
+            quiet |= s.cursor == s.beat;
+            s.beat = s.cursor;
+        }
+        quiet
     }
 
     /// Records that subscription `i` moved to position `pos` among its topic's

@@ -501,15 +501,20 @@ impl Session {
     }
 
     /// Queues a `ringcast.v1` heartbeat: the last sequence number sent of each topic
-    /// subscribed to; returns whether it did (an open v1 connection with subscriptions).
+    /// subscribed to; returns whether it did (an open v1 connection with subscriptions,
+    /// one of them quiet since the last tick). A connection that was sent something of
+    /// every topic since the last tick has just seen each topic's progress and is alive:
+    /// it is skipped, as a FIX session skips a heartbeat after other traffic. So a busy
+    /// connection costs no heartbeat frame or write, and every connection still hears
+    /// something at least every two intervals.
     pub(crate) fn heartbeat(&mut self, topics: &Topics) -> bool {
         if self.form != Form::V1 || !matches!(self.phase, Phase::Open(_)) {
             return false;
         }
-        let subs = self.outbox.subs();
-        if subs.is_empty() {
+        if self.outbox.subs().is_empty() || !self.outbox.quiet_since_last_beat() {
             return false;
         }
+        let subs = self.outbox.subs();
         let frame = envelope::heartbeat(subs.iter().map(|s| {
             let entry = topics.entry(s.topic);
             (entry.name.as_str(), entry.log.seq_before(s.cursor))
