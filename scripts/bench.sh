@@ -19,7 +19,7 @@
 # ringcast-uring and raw-batch (and raw-writev in full mode); the report sets each
 # ringcast backend against the raw-batch ceiling.
 #
-# Usage: scripts/bench.sh [--quick] [--reps N] [--only IMPL[,IMPL...]]
+# Usage: scripts/bench.sh [--quick] [--reps N] [--duration S] [--scenarios IDS] [--only IMPL[,IMPL...]]
 #   --quick   1 repetition, 2 s runs, 1k-5k subscribers (window matrix: 1k and 10k,
 #             three implementations), no scale run (~4 min with every implementation)
 #   --reps N  repetitions in full mode (default 3); the report gives medians
