@@ -443,12 +443,17 @@ fn a_refused_resume_starts_none_of_its_topics(backend: Backend) {
     assert_eq!(envelope(&mut ws), ("B".into(), 2, json!({"n":2})));
 }
 
-fn heartbeat_names_the_latest_seq_sent(backend: Backend) {
-    let h = start(
+/// An engine that broadcasts and sends heartbeats every `ms` milliseconds.
+fn beating(backend: Backend, ms: u64) -> EngineHandle {
+    start(
         builder(backend)
             .handler(broadcast())
-            .heartbeat(Some(Duration::from_millis(200))),
-    );
+            .heartbeat(Some(Duration::from_millis(ms))),
+    )
+}
+
+fn heartbeat_names_the_latest_seq_sent(backend: Backend) {
+    let h = beating(backend, 200);
     let mut ws = v1(&h, "/sub/A,B");
     publish_n(&h, "A", 2);
     let mut envelopes = 0;
@@ -480,11 +485,7 @@ fn heartbeat_names_the_latest_seq_sent(backend: Backend) {
 /// of every topic meanwhile gets none (it has just seen each topic's progress), one with a
 /// quiet topic keeps getting them, and a busy topic that falls quiet gets them again.
 fn heartbeat_only_where_a_topic_was_quiet(backend: Backend) {
-    let h = start(
-        builder(backend)
-            .handler(broadcast())
-            .heartbeat(Some(Duration::from_millis(400))),
-    );
+    let h = beating(backend, 400);
     let mut busy = v1(&h, "/sub/A");
     let mut mixed = v1(&h, "/sub/A,B");
     let (mut busy_beats, mut mixed_beats) = (0, 0);

@@ -1212,10 +1212,8 @@ fn open_envelope<'m>(
 ) -> Option<&'m [u8]> {
     if !text && let Some((verdict, seq, data)) = v1.handle_binary(head, &mut ctx.tally.v1) {
         // The common case: a binary envelope of the subscriber's topic.
-        if verdict == (Verdict::Subscribed { first: true })
-            && let Some(f) = ctx.shared.topic_first_seq.get(topic as usize)
-        {
-            f.fetch_min(seq, Ordering::Relaxed);
+        if verdict == (Verdict::Subscribed { first: true }) {
+            note_first_seq(ctx, topic, seq);
         }
         return Some(data);
     }
@@ -1226,8 +1224,8 @@ fn open_envelope<'m>(
             data,
         } => match v1.handle_data(name, seq, &mut ctx.tally.v1) {
             Verdict::Subscribed { first } => {
-                if first && let Some(f) = ctx.shared.topic_first_seq.get(topic as usize) {
-                    f.fetch_min(seq, Ordering::Relaxed);
+                if first {
+                    note_first_seq(ctx, topic, seq);
                 }
                 return Some(data);
             }
@@ -1244,6 +1242,14 @@ fn open_envelope<'m>(
     };
     ctx.tally.first_problem.get_or_insert(problem);
     None
+}
+
+/// A subscriber's first envelope of topic index `topic` had `seq`: the topic's first
+/// number in the run is the lowest any subscriber saw first.
+fn note_first_seq(ctx: &Ctx<'_>, topic: u32, seq: u64) {
+    if let Some(f) = ctx.shared.topic_first_seq.get(topic as usize) {
+        f.fetch_min(seq, Ordering::Relaxed);
+    }
 }
 
 /// Appends one stamped, masked data message to `out`.
