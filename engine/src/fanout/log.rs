@@ -388,11 +388,22 @@ impl TopicLog {
     /// Frames held that start before `pos`.
     pub(crate) fn frames_before(&self, pos: u64) -> usize {
         // The usual cursors (at the oldest frame, at the head) need no search.
-        match (self.frames.front(), self.frames.back()) {
-            (Some(first), _) if pos <= first.pos => 0,
-            (_, Some(last)) if pos > last.pos => self.frames.len(),
-            _ => self.frames.partition_point(|f| f.pos < pos),
+        let (first, last) = match (self.frames.front(), self.frames.back()) {
+            (Some(first), _) if pos <= first.pos => return 0,
+            (_, Some(last)) if pos > last.pos => return self.frames.len(),
+            (Some(first), Some(last)) => (first.pos, last.pos),
+            _ => return 0,
+        };
+        // A cursor a flush left between two frames, where frames of one size would put
+        // that boundary: found without a search when the topic's frames are all alike
+        // (ticks of one feed), which is what a binary search per write would cost most.
+        let n = self.frames.len();
+        let guess =
+            ((u128::from(pos - first) * (n - 1) as u128) / u128::from(last - first)) as usize;
+        if self.frames.get(guess).is_some_and(|f| f.pos == pos) {
+            return guess;
         }
+        self.frames.partition_point(|f| f.pos < pos)
     }
 
     /// Whether `pos` is between two frames (or at the head).

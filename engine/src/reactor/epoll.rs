@@ -7,23 +7,28 @@
 //! its own frames and each topic's run from the topic log, one slice per run (two at a
 //! chunk edge) — into one `sendmsg` from a reused iovec array, or one `send` when it is a
 //! single slice (the usual case: one topic; it skips the kernel's copy of the `msghdr`
-//! and iovec, ~5 % of a small write's kernel time). Sockets are registered for
+//! and iovec, ~5 % of a small write's kernel time). Both are direct system calls
+//! (rustix): libc's wrappers are cancellation points, which in a threaded process cost
+//! two extra calls around every write. Sockets are registered for
 //! readable and writable edges once, at accept: a writable edge comes only after a write
 //! found the socket full, so it costs nothing while writes go through, and no
 //! `epoll_ctl` is made per backpressure episode.
 
+use std::io::IoSlice;
 use std::io::{self, Read};
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use rustix::io::Errno;
+use rustix::net::{self, SendAncillaryBuffer, SendFlags};
 
 use super::core::accept::Backoff;
 use super::core::{Core, Driver, Gate, IOV_MAX, WRITE_BUDGET};
 use super::session::Step;
-use super::sys::{IoVecs, cvt};
+use super::sys::IoVecs;
 use super::waker::Waker;
 use crate::fanout::outbox::Written;
 
@@ -183,7 +188,6 @@ impl Epoll {
     fn write(&mut self, core: &mut Core<Io>, key: usize) -> bool {
         let Core { conns, topics, .. } = &mut *core;
         let c = &mut conns[key];
-        let fd = c.io.stream.as_raw_fd();
         let (mut frames, mut bytes, mut writes) = (0, 0, 0);
         let mut failed = false;
         loop {
@@ -195,27 +199,31 @@ impl Epoll {
             if total == 0 {
                 break;
             }
+            let sock = c.io.stream.as_fd();
             let r = if let [one] = iov.0.as_slice() {
                 // SAFETY: `one` points into the outbox's own frames or a topic log's
                 // chunk, borrowed from `c` and `topics`, alive and unmodified until
-                // `advance` below. `fd` is the connection's open socket.
-                cvt(unsafe { libc::send(fd, one.iov_base, one.iov_len, libc::MSG_NOSIGNAL) })
+                // `advance` below.
+                let buf = unsafe { std::slice::from_raw_parts(one.iov_base.cast(), one.iov_len) };
+                net::send(sock, buf, SendFlags::NOSIGNAL)
             } else {
-                // SAFETY: all-zero is a valid `msghdr` (no address, no control data).
-                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-                msg.msg_iov = iov.0.as_mut_ptr();
-                msg.msg_iovlen = iov.0.len() as _;
-                // SAFETY: `msg` names `iov.0`, whose entries point into the outbox's own
-                // frames and the topic logs' chunks: all borrowed from `c` and `topics`,
-                // alive and unmodified until `advance` below, after the call returned.
-                // `fd` is the connection's open socket.
-                cvt(unsafe { libc::sendmsg(fd, &raw const msg, libc::MSG_NOSIGNAL) })
+                // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix (std documents
+                // it), and the entries point into the outbox's own frames and the topic
+                // logs' chunks: all borrowed from `c` and `topics`, alive and unmodified
+                // until `advance` below, after the call returned.
+                let bufs: &[IoSlice<'_>] =
+                    unsafe { std::slice::from_raw_parts(iov.0.as_ptr().cast(), iov.0.len()) };
+                net::sendmsg(
+                    sock,
+                    bufs,
+                    &mut SendAncillaryBuffer::default(),
+                    SendFlags::NOSIGNAL,
+                )
             };
             iov.0.clear();
             writes += 1;
             match r {
                 Ok(n) if n > 0 => {
-                    let n = n as usize;
                     frames += c.session.outbox.advance(topics, n).frames;
                     bytes += n;
                     // A short write is retried: the next one takes more or says the
@@ -225,11 +233,11 @@ impl Epoll {
                     failed = true;
                     break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Err(Errno::AGAIN) => {
                     c.io.blocked = true;
                     break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(Errno::INTR) => {}
                 Err(_) => {
                     failed = true;
                     break;

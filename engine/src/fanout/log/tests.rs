@@ -315,3 +315,35 @@ fn seq_before_a_cursor() {
     assert_eq!(log.seq_before(15), 7, "inside frame 8");
     assert_eq!(log.seq_before(30), 9);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(if cfg!(miri) { 2 } else { 256 }))]
+
+    /// `frames_before` (its guess for frames of one size, then its search) counts what a
+    /// scan of the held frames counts, at every position, for frames of one size or of
+    /// many, with the log's front trimmed or not.
+    #[test]
+    fn frames_before_counts_what_a_scan_counts(
+        lens in proptest::collection::vec(1usize..3000, 1..80),
+        uniform in proptest::bool::ANY,
+        trim in 0usize..30,
+    ) {
+        let pool = ChunkPool::default();
+        let mut log = TopicLog::default();
+        for (i, &len) in lens.iter().enumerate() {
+            let len = if uniform { lens[0] } else { len };
+            log.append_next(&frame(len, i as u8), &pool);
+        }
+        let cut = log.frames().nth(trim.min(lens.len() - 1)).map(|f| f.pos);
+        if let Some(pos) = cut {
+            log.trim(pos);
+        }
+        let starts: Vec<u64> = log.frames().map(|f| f.pos).collect();
+        let head = log.head();
+        let near = starts.iter().chain([&head]).flat_map(|&p| [p.saturating_sub(1), p, p + 1]);
+        for pos in near.filter(|&p| p <= head) {
+            let want = starts.iter().filter(|&&p| p < pos).count();
+            proptest::prop_assert_eq!(log.frames_before(pos), want, "at {}", pos);
+        }
+    }
+}

@@ -39,6 +39,14 @@ use crate::fanout::topic::Topics;
 use crate::protocol::close::CloseCode;
 use crate::protocol::conn::Limits;
 
+/// Frames, bytes and writes counted during a loop turn.
+#[derive(Debug, Default)]
+struct OutTally {
+    frames: u64,
+    bytes: u64,
+    writes: u64,
+}
+
 /// How often timers are scanned.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// Most connection slots one tick runs the timers of. A reactor with more connections
@@ -166,6 +174,9 @@ pub(crate) struct Core<T> {
     moves: Vec<(u32, u32, u32)>,
     /// Largest backlog (own frames plus lag) seen, in bytes.
     high_water: u64,
+    /// What this turn's writes took, added to the shared counters once per turn
+    /// ([`Core::publish_out`]): a write then costs no atomic read-modify-write.
+    out: OutTally,
     /// When `ringcast.v1` connections are next sent their heartbeat.
     next_heartbeat: Option<Instant>,
     /// Ticks since idle topics were last swept.
@@ -224,6 +235,7 @@ impl<T> Core<T> {
             scratch2: Vec::new(),
             moves: Vec::new(),
             high_water: 0,
+            out: OutTally::default(),
         }
     }
 
@@ -374,21 +386,30 @@ impl<T> Core<T> {
     }
 
     /// Counts what a write took.
-    pub(crate) fn note_written(&self, w: Written, bytes: usize) {
-        if bytes > 0 {
-            self.stats
-                .frames_out
-                .fetch_add(w.frames as u64, Ordering::Relaxed);
-            self.stats
-                .bytes_out
-                .fetch_add(bytes as u64, Ordering::Relaxed);
-        }
+    pub(crate) fn note_written(&mut self, w: Written, bytes: usize) {
+        self.out.frames += w.frames as u64;
+        self.out.bytes += bytes as u64;
     }
 
     /// Counts writes made (syscalls or SQEs).
-    pub(crate) fn note_writes(&self, n: u64) {
-        if n > 0 {
-            self.stats.writes.fetch_add(n, Ordering::Relaxed);
+    pub(crate) fn note_writes(&mut self, n: u64) {
+        self.out.writes += n;
+    }
+
+    /// Adds what the writes since the last call took to the shared counters (once per
+    /// loop turn).
+    pub(crate) fn publish_out(&mut self) {
+        let OutTally {
+            frames,
+            bytes,
+            writes,
+        } = std::mem::take(&mut self.out);
+        if writes > 0 {
+            self.stats.writes.fetch_add(writes, Ordering::Relaxed);
+        }
+        if bytes > 0 {
+            self.stats.frames_out.fetch_add(frames, Ordering::Relaxed);
+            self.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
         }
     }
 
@@ -600,6 +621,7 @@ pub(crate) fn run<D: Driver>(mut core: Core<D::Io>, mut driver: D) -> io::Result
         driver.resume(&mut core, now);
         core.deliver(&mut driver, now);
         driver.maintain(&mut core, now);
+        core.publish_out();
         if stopping.is_none() && core.stop.load(Ordering::Acquire) {
             core.stop_taking();
             stopping = Some((now, None));
@@ -625,6 +647,7 @@ pub(crate) fn run<D: Driver>(mut core: Core<D::Io>, mut driver: D) -> io::Result
         }
     };
     driver.finish(&mut core);
+    core.publish_out();
     result
 }
 

@@ -200,6 +200,7 @@ impl Rig {
     fn step(&mut self) {
         self.now += TICK;
         self.core.tick(&mut self.fake, self.now);
+        self.core.publish_out();
     }
 
     /// Ticks until connection `key` is released; returns how long after `since` that was
@@ -214,6 +215,7 @@ impl Rig {
 
     fn deliver(&mut self) {
         self.core.deliver(&mut self.fake, self.now);
+        self.core.publish_out();
     }
 
     /// Lets `key`'s socket take `room` more bytes and flushes it.
