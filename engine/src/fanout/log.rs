@@ -398,8 +398,9 @@ impl TopicLog {
         // that boundary: found without a search when the topic's frames are all alike
         // (ticks of one feed), which is what a binary search per write would cost most.
         let n = self.frames.len();
-        let guess =
-            ((u128::from(pos - first) * (n - 1) as u128) / u128::from(last - first)) as usize;
+        let guess = (pos - first)
+            .checked_mul((n - 1) as u64)
+            .map_or(0, |x| (x / (last - first)) as usize);
         if self.frames.get(guess).is_some_and(|f| f.pos == pos) {
             return guess;
         }
