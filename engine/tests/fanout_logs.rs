@@ -9,12 +9,14 @@ mod fanout_util;
 mod util;
 
 use std::io::Read;
+use std::net::Shutdown;
 use std::time::Duration;
 
 use fanout_util::{
     builder, connect, connect_stalled, next_data, next_text, start, wait_for, wait_stats,
 };
 use ringcast::fanout::{History, SlowConsumer};
+use ringcast::protocol::conn::Limits;
 use ringcast::server::Backend;
 use tungstenite::Message;
 
@@ -167,7 +169,13 @@ fn a_pending_send_outlives_its_chunks(backend: Backend) {
             .history(no_history())
             .sndbuf(4096)
             .max_lag_bytes(256 << 10)
-            .slow_consumer(SlowConsumer::Close),
+            .slow_consumer(SlowConsumer::Close)
+            // The stalled one is closed early in the loop below and reads its close only
+            // after it: its closing handshake must outlast the loop on a slow machine.
+            .limits(Limits {
+                close_timeout: Duration::from_secs(120),
+                ..Limits::default()
+            }),
     );
     let addr = h.local_addr();
     let mut stalled = connect_stalled(addr, "/sub/T");
@@ -199,6 +207,8 @@ fn a_pending_send_outlives_its_chunks(backend: Backend) {
             Err(e) => panic!("after {i} messages: {e}"),
         }
     }
+    // The client ends its side: the server, whose close frame went out, lets it go.
+    stalled.get_mut().shutdown(Shutdown::Write).unwrap();
     wait_stats(&h, "the stalled connection to go", |s| s.connections == 1);
     wait_for("the pinned chunks to be released", || {
         h.stats().total().log_bytes <= 256 << 10
