@@ -14,8 +14,7 @@
 //! found the socket full, so it costs nothing while writes go through, and no
 //! `epoll_ctl` is made per backpressure episode.
 
-use std::io::IoSlice;
-use std::io::{self, Read};
+use std::io::{self, IoSlice, Read};
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
