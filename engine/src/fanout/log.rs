@@ -394,9 +394,9 @@ impl TopicLog {
             (Some(first), Some(last)) => (first.pos, last.pos),
             _ => return 0,
         };
-        // A cursor a flush left between two frames, where frames of one size would put
-        // that boundary: found without a search when the topic's frames are all alike
-        // (ticks of one feed), which is what a binary search per write would cost most.
+        // Every write counts its frames here. When the topic's frames are all one size
+        // (ticks of one feed), `pos` sits where that size puts it: check that guess
+        // first, and search only when it misses.
         let n = self.frames.len();
         let guess = (pos - first)
             .checked_mul((n - 1) as u64)
