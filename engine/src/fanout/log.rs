@@ -40,6 +40,13 @@ pub(crate) const LARGE_FRAME: usize = 16 << 10;
 /// A chunk that takes more trims than this to fill belongs to a quiet topic.
 const SLOW_FILL: u32 = 16;
 
+/// Readers from which a topic keeps large chunks however slowly they fill. A chunk edge
+/// costs every reader one more slice in one of its writes (a `sendmsg` of two slices
+/// instead of a `send` of one), while a large tail chunk costs its memory once per topic;
+/// and trims count delivery passes, which under load take longer the more readers a
+/// topic has, so a wide topic's chunks would look slow to fill exactly when it is busy.
+const WIDE_TOPIC: usize = 64;
+
 /// Bytes held outside a log (by a connection or an in-flight send): part of a chunk, or
 /// a `Bytes` (a control frame, a large frame).
 #[derive(Debug, Clone)]
@@ -211,6 +218,8 @@ pub(crate) struct TopicLog {
     class: usize,
     /// Trims (delivery turns that published here) since the tail chunk was taken.
     trims: u32,
+    /// Read by at least [`WIDE_TOPIC`] subscribers (as of the last trim).
+    wide: bool,
 }
 
 impl TopicLog {
@@ -299,9 +308,9 @@ impl TopicLog {
                     ..
                 }) = self.segs.back()
                 {
-                    // The tail chunk filled up: quickly, the next is twice as large;
-                    // slowly, half as large.
-                    self.class = if self.trims <= SLOW_FILL {
+                    // The tail chunk filled up: quickly (or read widely), the next is
+                    // twice as large; slowly, half as large.
+                    self.class = if self.trims <= SLOW_FILL || self.wide {
                         (c.class() + 1).min(CLASSES - 1)
                     } else {
                         c.class().saturating_sub(1)
@@ -499,8 +508,11 @@ impl TopicLog {
     /// Drops the segments that end at or before `keep_from` (every cursor is at or past
     /// it, and the history does not reach back further), and the records of frames that
     /// end there. A tail chunk with room left stays, to take the next frames.
-    pub(crate) fn trim(&mut self, keep_from: u64) {
+    /// `readers`: the topic's subscribers in this reactor, which decide how large the next
+    /// chunks are (see [`WIDE_TOPIC`]).
+    pub(crate) fn trim(&mut self, keep_from: u64, readers: usize) {
         self.trims = self.trims.saturating_add(1);
+        self.wide = readers >= WIDE_TOPIC;
         while let Some(front) = self.segs.front() {
             if front.end() > keep_from {
                 break;

@@ -550,7 +550,7 @@ impl Topics {
             Form::Plain => min_cursor,
             Form::V1 => min_cursor.min(entry.log.history_floor(h.messages, h.bytes as u64)),
         };
-        entry.log.trim(keep);
+        entry.log.trim(keep, entry.subscribers.len());
     }
 
     /// The chunk pool of this reactor's logs.

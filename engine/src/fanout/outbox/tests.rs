@@ -311,7 +311,7 @@ proptest! {
                 Op::Trim => {
                     for (i, &id) in w.ids.iter().enumerate() {
                         let cursor = w.ob.subs()[i].cursor;
-                        w.topics.entry_mut(id).log.trim(cursor);
+                        w.topics.entry_mut(id).log.trim(cursor, 1);
                     }
                 }
             }
