@@ -114,6 +114,9 @@ else
 fi
 SERVER_CPU=0 # the sampler reads the cpu0 and cpu1 lines of /proc/stat
 LOADGEN_CPU=1
+# CPU 0's softirq thread: the kernel hands it network work of the server's sends that it
+# defers (only the server sends on CPU 0), and the sampler counts it as the server's.
+KSOFTIRQD=$(pgrep -x "ksoftirqd/$SERVER_CPU" | head -n 1)
 
 for tool in cargo jq ss taskset git; do
   command -v "$tool" >/dev/null || die "'$tool' is needed (apt-get install -y jq iproute2 util-linux git)"
@@ -324,23 +327,26 @@ cpu_line() {
   read -ra f <<<"$1"
   CPUN="$((f[1] + f[2] + f[3] + f[6] + f[7])) ${f[8]:-0}"
 }
-# Samples every 100 ms into $3: time, CPU ticks of server $1 and loadgen $2, and busy
-# and steal ticks of CPUs 0 and 1 (to see other processes or the hypervisor taking the
-# server's CPU). Kills loadgen (TERM, then KILL 5 s later) once the epoch time $4
+# Samples every 100 ms into $3: time, CPU ticks of server $1 and loadgen $2, busy and
+# steal ticks of CPUs 0 and 1 (to see other processes or the hypervisor taking the
+# server's CPU), and ticks of CPU 0's softirq thread (-1 if there is none). Kills loadgen (TERM, then KILL 5 s later) once the epoch time $4
 # passes: the run's time bound.
 sampler() {
-  local srv=$1 lg=$2 file=$3 deadline=$4 now killed=0 a b c0 c1
+  local srv=$1 lg=$2 file=$3 deadline=$4 now killed=0 a b c0 c1 k
   while :; do
     now=$EPOCHREALTIME
     ticks "$srv"
     a=$TICKS
     ticks "$lg"
     b=$TICKS
+    TICKS=-1
+    if [[ -n $KSOFTIRQD ]]; then ticks "$KSOFTIRQD"; fi
+    k=$TICKS
     { read -r _ && read -r c0 && read -r c1; } </proc/stat
     cpu_line "$c0"
     c0=$CPUN
     cpu_line "$c1"
-    echo "$now $a $b $c0 $CPUN" >>"$file"
+    echo "$now $a $b $c0 $CPUN $k" >>"$file"
     if ((${now%.*} >= deadline)); then
       if ((killed == 0)); then
         echo "timeout" >"$file.timeout"

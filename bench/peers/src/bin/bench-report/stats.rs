@@ -19,6 +19,7 @@ pub(crate) const METRICS: &[(&str, bool)] = &[
     ("p999_us", false),
     ("max_us", false),
     ("server_cpu", false),
+    ("server_softirq", false),
     ("loadgen_cpu", false),
     ("cpu0_others", false),
     ("cpu1_others", false),

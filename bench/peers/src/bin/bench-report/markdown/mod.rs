@@ -79,7 +79,9 @@ fn header(md: &mut String, meta: &Value, stem: &str) {
     let _ = writeln!(
         md,
         "*Server CPU*: its utime+stime over the measured window ÷ wall time (one core = \
-         100 %); *CPU 0 others*: what other processes and hypervisor steal took of the \
+         100 %), plus the time of CPU 0's softirq thread (`ksoftirqd/0`: the network work \
+         of the server's own sends that the kernel deferred; nothing else sends on CPU 0); \
+         *CPU 0 others*: what other processes and hypervisor steal took of the \
          server's CPU meanwhile. *Bottleneck*: `server` when it is ≥ 90 % busy (what a \
          throughput run should show); `CPU 0 shared` when it is not but others filled the \
          CPU (a noisy run); `loadgen` when loadgen is ≥ 90 % busy instead. Latency is end to \
