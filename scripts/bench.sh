@@ -185,10 +185,15 @@ k() { if (($1 % 1000 == 0)); then echo "$(($1 / 1000))k"; else echo "$1"; fi; }
 SC=()
 add() { SC+=("$1|$2|$3|$4|$5"); }
 COMMON="--warmup ${WARMUP}s --duration ${DUR}s --drain ${DRAIN}s"
+# Saturated runs (--rate max) time every 16th message (at every subscriber; every delivery
+# is still counted and checked): the histogram was ~5 % of loadgen's CPU, and a client at
+# its limit trails the server and lowers what each write carries (see the README's
+# Performance: fan-out). Paced runs time every message.
+SAT="$COMMON --latency-every 16"
 add tput-1k fanout "" "$(k 1000) subscribers × 64 B, --rate max" \
-  "fanout --subscribers 1000 --size 64 --rate max $COMMON"
+  "fanout --subscribers 1000 --size 64 --rate max $SAT"
 add "tput-$(k $BIG)" fanout "" "$(k $BIG) subscribers × 64 B, --rate max" \
-  "fanout --subscribers $BIG --size 64 --rate max $COMMON"
+  "fanout --subscribers $BIG --size 64 --rate max $SAT"
 # Window matrix: messages in flight (loadgen --window) × subscribers, against raw-batch.
 MATRIX_IMPLS="ringcast-epoll ringcast-uring raw-batch"
 if ((!QUICK)); then MATRIX_IMPLS+=" raw-writev"; fi
@@ -197,7 +202,7 @@ for n in 1000 10000; do
   for w in 16 64 256; do
     id="win-$(k $n)-w$w"
     add "$id" fanout "" "$(k $n) subscribers × 64 B, --rate max --window $w" \
-      "fanout --subscribers $n --size 64 --rate max --window $w $COMMON"
+      "fanout --subscribers $n --size 64 --rate max --window $w $SAT"
     ONLY_FOR[$id]=$MATRIX_IMPLS
     MATRIX[$id]="$n $w"
   done
@@ -205,12 +210,12 @@ done
 # Envelope cost: the same cell as win-10k-w64 with ringcast.v1 subscribers (every delivery
 # an envelope with topic and sequence number, checked by loadgen), ringcast only.
 add v1-10k-w64 fanout "" "10k subscribers × 64 B, --rate max --window 64, ringcast.v1 envelopes" \
-  "fanout --subscribers 10000 --size 64 --rate max --window 64 --protocol ringcast.v1 $COMMON"
+  "fanout --subscribers 10000 --size 64 --rate max --window 64 --protocol ringcast.v1 $SAT"
 ONLY_FOR[v1-10k-w64]="ringcast-epoll ringcast-uring"
 # ... and plain frames of that envelope's size (64 B + 12 B of envelope for topic `t0`):
 # what the envelope costs beyond its bytes on the wire.
 add wire-10k-w64 fanout "" "10k subscribers × 76 B, --rate max --window 64, plain (the size of the v1 frames)" \
-  "fanout --subscribers 10000 --size 76 --rate max --window 64 $COMMON"
+  "fanout --subscribers 10000 --size 76 --rate max --window 64 $SAT"
 ONLY_FOR[wire-10k-w64]="ringcast-epoll ringcast-uring"
 # ... and at a fixed rate the server keeps up with (4 M deliveries/s), where the window does
 # not bind: the server's CPU per delivery with and without envelopes, batch for batch.

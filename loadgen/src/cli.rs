@@ -126,6 +126,12 @@ pub(crate) struct FanoutArgs {
     /// subscriber if less. Applies to paced runs too.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) window: Option<u64>,
+    /// Record the latency of every Nth message of each publisher (sequence numbers
+    /// divisible by N), at every subscriber: a saturated run spends less of the client's
+    /// CPU on its histogram. Loss, order and duplicate checks still see every message, and
+    /// the first publication's latency is always recorded.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) latency_every: u64,
     /// After publishing stops, wait for the last messages until this long passes with
     /// none arriving (at most 30 times as long in all); what is still missing is lost.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]

@@ -24,6 +24,9 @@
 //! failed.
 
 #![forbid(unsafe_code)]
+// The fan-out report is one `serde_json::json!` literal with more fields than the macro's
+// default recursion limit allows.
+#![recursion_limit = "256"]
 
 mod cli;
 mod clock;

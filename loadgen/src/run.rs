@@ -121,6 +121,9 @@ pub(crate) struct Settings {
     /// Subscribers also add each delivery's latency to [`Shared::lag_window`], which the
     /// controller takes every second (`fanout --lag-log`).
     pub(crate) live_latency: bool,
+    /// Subscribers record the latency of the messages whose sequence number is a multiple
+    /// of this (`fanout --latency-every`; 1: all).
+    pub(crate) latency_every: u64,
 }
 
 impl Settings {

@@ -241,3 +241,60 @@ fn the_lag_log_has_a_line_per_second_of_publishing() {
     );
     server.shutdown();
 }
+
+#[test]
+fn latency_every_times_every_nth_message_and_checks_them_all() {
+    let server = broadcast_server();
+    let url = url(server.local_addr());
+    let subs = 50;
+    let out = loadgen(&[
+        "fanout",
+        "--url",
+        &url,
+        "--subscribers",
+        &subs.to_string(),
+        "--rate",
+        "1000",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0.2s",
+        "--latency-every",
+        "8",
+        "--expect-all",
+        "--json",
+    ]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let r = out.json();
+    assert_eq!(u(&r, "latency_every"), 8);
+    // Every delivery is still counted and checked ...
+    let published = u(&r, "published");
+    assert_eq!(u(&r, "delivered"), published * subs);
+    assert_eq!(u(&r, "lost"), 0);
+    assert_eq!(u(&r, "duplicates"), 0);
+    // ... and the measured messages whose number is a multiple of 8 are timed, at every
+    // subscriber: of M consecutive messages, M/8 rounded either way.
+    let measured = u(&r, "measured_deliveries");
+    assert_eq!(measured % subs, 0, "whole messages are measured");
+    let m = measured / subs;
+    assert!(m > 500, "about 1000 messages measured, got {m}");
+    let timed = u(&r, "lat_samples");
+    assert!(
+        timed >= m / 8 * subs && timed <= m.div_ceil(8) * subs,
+        "{timed} latencies timed of {m} messages × {subs} subscribers"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn latency_every_must_be_at_least_one() {
+    let out = loadgen(&[
+        "fanout",
+        "--url",
+        "ws://127.0.0.1:9/",
+        "--latency-every",
+        "0",
+    ]);
+    assert_eq!(out.code, Some(2), "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("--latency-every"), "{}", out.stderr);
+}

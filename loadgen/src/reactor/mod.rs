@@ -1169,7 +1169,8 @@ fn on_message(
             }
             ctx.tally.delivered += 1;
             ctx.live_delivered += 1;
-            if ctx.shared.settings.live_latency {
+            let timed = stamp.seq % ctx.shared.settings.latency_every == 0;
+            if ctx.shared.settings.live_latency && timed {
                 ctx.window.record(now.saturating_sub(stamp.ts_ns));
             }
             if let Some(n) = ctx.delivered_by_pub.get_mut(usize::from(stamp.publisher)) {
@@ -1177,7 +1178,9 @@ fn on_message(
             }
             if stamp.ts_ns >= ctx.t1 && stamp.ts_ns < ctx.t2 {
                 ctx.tally.measured += 1;
-                ctx.tally.latency.record(now.saturating_sub(stamp.ts_ns));
+                if timed {
+                    ctx.tally.latency.record(now.saturating_sub(stamp.ts_ns));
+                }
             }
         }
         Job::Echo { inflight, .. } => {

@@ -195,6 +195,7 @@ fn settings(
         rejoin: None,
         total_connections: layout.total() as u64,
         live_latency: false,
+        latency_every: 1,
     }
 }
 
@@ -463,6 +464,7 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         None,
     );
     s.protocol = args.protocol;
+    s.latency_every = args.latency_every;
     if p.spec.is_some() {
         return serve_as_worker(s, &layout, &p);
     }
@@ -571,6 +573,7 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         "text": args.text,
         "rate": match args.rate { Rate::Max => json!("max"), Rate::PerSec(r) => json!(r) },
         "window": window,
+        "latency_every": args.latency_every,
         "warmup_s": args.warmup.as_secs_f64(),
         "duration_s": secs,
         "threads": p.threads,
