@@ -116,7 +116,8 @@ SERVER_CPU=0 # the sampler reads the cpu0 and cpu1 lines of /proc/stat
 LOADGEN_CPU=1
 # CPU 0's softirq thread: the kernel hands it network work of the server's sends that it
 # defers (only the server sends on CPU 0), and the sampler counts it as the server's.
-KSOFTIRQD=$(pgrep -x "ksoftirqd/$SERVER_CPU" | head -n 1)
+# Optional: without it (no such thread, no pgrep) the column reads -1 and is left out.
+KSOFTIRQD=$(pgrep -x "ksoftirqd/$SERVER_CPU" 2>/dev/null | head -n 1 || true)
 
 for tool in cargo jq ss taskset git; do
   command -v "$tool" >/dev/null || die "'$tool' is needed (apt-get install -y jq iproute2 util-linux git)"
