@@ -18,6 +18,18 @@ fn collect(log: &TopicLog, from: u64) -> (Vec<u8>, usize) {
     (out, slices)
 }
 
+/// Capacity of the last chunk the log holds (0 when it holds none).
+fn tail_chunk_capacity(log: &TopicLog) -> usize {
+    let mut cap = 0;
+    log.pieces(log.tail(), usize::MAX, |_, k| {
+        if let Backing::Chunk(ch) = k {
+            cap = ch.capacity();
+        }
+        true
+    });
+    cap
+}
+
 #[test]
 fn small_frames_are_one_contiguous_run() {
     let pool = ChunkPool::default();
@@ -79,23 +91,13 @@ fn a_quiet_topic_shrinks_back_to_small_chunks() {
         }
         log.trim(log.head(), 1);
     }
-    let cap = |log: &TopicLog| {
-        let mut c = 0;
-        log.pieces(log.tail(), usize::MAX, |_, k| {
-            if let Backing::Chunk(ch) = k {
-                c = ch.capacity();
-            }
-            true
-        });
-        c
-    };
-    assert_eq!(cap(&log), MAX_CHUNK);
+    assert_eq!(tail_chunk_capacity(&log), MAX_CHUNK);
     // Quiet: one message per trim; each chunk takes hundreds of trims to fill.
     for _ in 0..5000 {
         log.append_next(&frame(100, 2), &pool);
         log.trim(log.head(), 1);
     }
-    assert_eq!(cap(&log), MIN_CHUNK);
+    assert_eq!(tail_chunk_capacity(&log), MIN_CHUNK);
 }
 
 #[test]
@@ -353,16 +355,6 @@ proptest::proptest! {
 fn a_wide_topic_keeps_large_chunks_however_slowly_they_fill() {
     let pool = ChunkPool::default();
     let mut log = TopicLog::default();
-    let cap = |log: &TopicLog| {
-        let mut c = 0;
-        log.pieces(log.tail(), usize::MAX, |_, k| {
-            if let Backing::Chunk(ch) = k {
-                c = ch.capacity();
-            }
-            true
-        });
-        c
-    };
     // Two messages per trim, as a long pass over thousands of subscribers may see them: a
     // narrow topic's chunks take too many trims to fill and stay small ...
     for _ in 0..2000 {
@@ -371,7 +363,7 @@ fn a_wide_topic_keeps_large_chunks_however_slowly_they_fill() {
         }
         log.trim(log.head(), 1);
     }
-    assert_eq!(cap(&log), MIN_CHUNK);
+    assert_eq!(tail_chunk_capacity(&log), MIN_CHUNK);
     // ... while a wide one's grow to the largest and stay there.
     for _ in 0..2000 {
         for _ in 0..2 {
@@ -379,5 +371,5 @@ fn a_wide_topic_keeps_large_chunks_however_slowly_they_fill() {
         }
         log.trim(log.head(), 10_000);
     }
-    assert_eq!(cap(&log), MAX_CHUNK);
+    assert_eq!(tail_chunk_capacity(&log), MAX_CHUNK);
 }
