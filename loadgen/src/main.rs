@@ -43,6 +43,7 @@ mod report;
 mod resume;
 mod rng;
 mod run;
+mod sample;
 mod scenario;
 mod sequence;
 mod target;

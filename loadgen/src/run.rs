@@ -25,6 +25,7 @@ use crate::clock;
 use crate::reactor;
 use crate::report::{ConnectSummary, Latency, Tally};
 use crate::resume;
+use crate::sample::Sampler;
 use crate::target::Target;
 
 /// The longest drain, in multiples of its idle limit.
@@ -123,7 +124,7 @@ pub(crate) struct Settings {
     pub(crate) live_latency: bool,
     /// Subscribers record the latency of the messages whose sequence number is a multiple
     /// of this (`fanout --latency-every`; 1: all).
-    pub(crate) latency_every: u64,
+    pub(crate) latency_every: Sampler,
 }
 
 impl Settings {

@@ -1169,9 +1169,7 @@ fn on_message(
             }
             ctx.tally.delivered += 1;
             ctx.live_delivered += 1;
-            // A division per delivery only when sampling (`--latency-every` > 1).
-            let every = ctx.shared.settings.latency_every;
-            let timed = every <= 1 || stamp.seq % every == 0;
+            let timed = ctx.shared.settings.latency_every.hits(stamp.seq);
             if ctx.shared.settings.live_latency && timed {
                 ctx.window.record(now.saturating_sub(stamp.ts_ns));
             }

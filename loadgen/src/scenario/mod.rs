@@ -19,6 +19,7 @@ use crate::payload::MAX_PUBLISHERS;
 use crate::progress::Progress;
 use crate::report::{ConnectSummary, LatencySummary, Table, Tally, latency_line, thousands};
 use crate::run::{ConnPlan, Role, Run, Settings};
+use crate::sample::Sampler;
 use crate::target::Target;
 
 mod connect;
@@ -195,7 +196,7 @@ fn settings(
         rejoin: None,
         total_connections: layout.total() as u64,
         live_latency: false,
-        latency_every: 1,
+        latency_every: Sampler::every(1),
     }
 }
 
@@ -464,7 +465,7 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         None,
     );
     s.protocol = args.protocol;
-    s.latency_every = args.latency_every;
+    s.latency_every = Sampler::every(args.latency_every);
     if p.spec.is_some() {
         return serve_as_worker(s, &layout, &p);
     }
