@@ -23,6 +23,7 @@ pub(crate) const METRICS: &[(&str, bool)] = &[
     ("loadgen_cpu", false),
     ("cpu0_others", false),
     ("cpu1_others", false),
+    ("steal", false),
     ("conn_per_sec", true),
     ("bytes_per_conn", false),
     ("connected", true),
@@ -46,6 +47,9 @@ pub(crate) struct Cell {
     /// Deliveries/s of each measured repetition, by repetition number (to pair runs of
     /// two implementations that ran side by side).
     pub(crate) dps_by_rep: BTreeMap<u64, f64>,
+    /// The hypervisor's steal (share of the more robbed CPU) of each measured repetition
+    /// that sampled it.
+    pub(crate) steal_by_rep: BTreeMap<u64, f64>,
     /// `rep N: status` of every run that was not ok.
     pub(crate) problems: Vec<String>,
 }
@@ -74,7 +78,7 @@ pub(crate) fn cpu_share(pts: &[(f64, f64)], from: f64, to: f64) -> Option<f64> {
 }
 
 /// The median (the mean of the middle two for an even count); `None` when `v` is empty.
-fn median(mut v: Vec<f64>) -> Option<f64> {
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
@@ -119,6 +123,10 @@ pub(crate) fn summarize(scenarios: &[Scenario], impls: &[String], runs: &[Run]) 
             cell.dps_by_rep = measured
                 .iter()
                 .filter_map(|r| Some((r.rep, *r.metrics.get("deliveries_per_sec")?)))
+                .collect();
+            cell.steal_by_rep = measured
+                .iter()
+                .filter_map(|r| Some((r.rep, *r.metrics.get("steal")?)))
                 .collect();
             for r in mine.iter().filter(|r| r.status != "ok") {
                 cell.problems.push(format!("rep {}: {}", r.rep, r.status));

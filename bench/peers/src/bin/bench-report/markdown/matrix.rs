@@ -1,14 +1,20 @@
 //! The window matrix section: ringcast against the `raw-batch` ceiling at each
 //! (subscribers, messages in flight) cell.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::row::{bottleneck, fanout_cells};
 use crate::format::{opt, thousands};
 use crate::model::Scenario;
 use crate::ratio::CEILING;
-use crate::stats::Cells;
+use crate::stats::{Cell, Cells, median};
+
+/// A repetition is calm when the hypervisor took at most this share of either CPU during
+/// every run of it in a cell (as the *Problems* section lists).
+const CALM_STEAL: f64 = 0.05;
+/// Fewer calm repetitions than this make no median worth printing.
+const MIN_CALM: usize = 3;
 
 /// The window matrix: deliveries/s of each implementation per (subscribers, messages in
 /// flight), ringcast's backends as a share of the `raw-batch` ceiling, io_uring against
@@ -119,6 +125,7 @@ pub(super) fn window_matrix(
         }
         let _ = writeln!(md, "{line}");
     }
+    calm_ratios(md, &rows, cells, &ratio_cols);
     let _ = writeln!(md, "\nDetails:\n");
     let _ = writeln!(
         md,
@@ -143,6 +150,81 @@ pub(super) fn window_matrix(
     md.push('\n');
 }
 
+/// The ratios again over the calm repetitions of each cell only: those in which the
+/// hypervisor took at most [`CALM_STEAL`] of either CPU from every implementation's run.
+fn calm_ratios(
+    md: &mut String,
+    rows: &[(&Scenario, u64, u64)],
+    cells: &Cells,
+    ratio_cols: &[(&str, &str, &str)],
+) {
+    let sampled = rows.iter().any(|(s, _, _)| {
+        cells
+            .iter()
+            .any(|((id, _), c)| *id == s.id && !c.steal_by_rep.is_empty())
+    });
+    if ratio_cols.is_empty() || !sampled {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nThe same ratios over the *calm* repetitions only: those in which the hypervisor \
+         took at most {:.0} % of either CPU (steal) during every run of the row, medians of \
+         their deliveries/s (n: how many; – when fewer than {MIN_CALM}).\n",
+        CALM_STEAL * 100.0
+    );
+    let mut head = "| subscribers | in flight |".to_owned();
+    let mut rule = "|--:|--:|".to_owned();
+    for (_, _, name) in ratio_cols {
+        let _ = write!(head, " {name} |");
+        rule.push_str("--:|");
+    }
+    let _ = writeln!(md, "{head} n |\n{rule}--:|");
+    for (s, n, w) in rows {
+        let row: Vec<&Cell> = cells
+            .iter()
+            .filter(|((id, _), _)| *id == s.id)
+            .map(|(_, c)| c)
+            .collect();
+        let reps = calm_reps(&row);
+        let mut line = format!("| {} | {w} |", thousands(*n as f64));
+        for (a, b, _) in ratio_cols {
+            let over = |i: &str| {
+                let c = cells.get(&(s.id.clone(), i.to_owned()))?;
+                median(
+                    reps.iter()
+                        .filter_map(|r| c.dps_by_rep.get(r).copied())
+                        .collect(),
+                )
+            };
+            let r = match (over(a), over(b)) {
+                (Some(x), Some(y)) if y > 0.0 && reps.len() >= MIN_CALM => format!("{:.2}", x / y),
+                _ => "–".to_owned(),
+            };
+            let _ = write!(line, " {r} |");
+        }
+        let _ = writeln!(md, "{line} {} |", reps.len());
+    }
+}
+
+/// The repetitions every cell of a row measured with steal at most [`CALM_STEAL`] (a run
+/// without the steal sample is not calm: nothing says it was).
+fn calm_reps(row: &[&Cell]) -> BTreeSet<u64> {
+    let Some((first, rest)) = row.split_first() else {
+        return BTreeSet::new();
+    };
+    let calm = |c: &Cell| -> BTreeSet<u64> {
+        c.dps_by_rep
+            .keys()
+            .copied()
+            .filter(|r| c.steal_by_rep.get(r).is_some_and(|s| *s <= CALM_STEAL))
+            .collect()
+    };
+    rest.iter().fold(calm(first), |acc, c| {
+        acc.intersection(&calm(c)).copied().collect()
+    })
+}
+
 /// The lowest and highest ratio `a[rep] / b[rep]` over the repetitions both have, when
 /// there are at least two.
 fn paired_range(a: &BTreeMap<u64, f64>, b: &BTreeMap<u64, f64>) -> Option<(f64, f64)> {
@@ -161,6 +243,30 @@ fn paired_range(a: &BTreeMap<u64, f64>, b: &BTreeMap<u64, f64>) -> Option<(f64, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cell(dps: &[(u64, f64)], steal: &[(u64, f64)]) -> Cell {
+        Cell {
+            dps_by_rep: dps.iter().copied().collect(),
+            steal_by_rep: steal.iter().copied().collect(),
+            ..Cell::default()
+        }
+    }
+
+    #[test]
+    fn calm_repetitions_are_calm_in_every_run_of_the_row() {
+        let a = cell(
+            &[(1, 1.0), (2, 1.0), (3, 1.0), (4, 1.0)],
+            &[(1, 0.0), (2, 0.3), (3, 0.05), (4, 0.01)],
+        );
+        // Rep 4 is calm in `a` but robbed in `b`; rep 1 has no steal sample in `b`.
+        let b = cell(
+            &[(1, 1.0), (2, 1.0), (3, 1.0), (4, 1.0)],
+            &[(2, 0.0), (3, 0.0), (4, 0.2)],
+        );
+        assert_eq!(calm_reps(&[&a, &b]), BTreeSet::from([3]));
+        assert_eq!(calm_reps(&[&a]), BTreeSet::from([1, 3, 4]));
+        assert!(calm_reps(&[]).is_empty());
+    }
 
     #[test]
     fn paired_range_pairs_by_repetition() {

@@ -82,7 +82,8 @@ fn header(md: &mut String, meta: &Value, stem: &str) {
          100 %), plus the time of CPU 0's softirq thread (`ksoftirqd/0`: the network work \
          of the server's own sends that the kernel deferred; nothing else sends on CPU 0); \
          *CPU 0 others*: what other processes and hypervisor steal took of the \
-         server's CPU meanwhile. *Bottleneck*: `server` when it is ≥ 90 % busy (what a \
+         server's CPU meanwhile (runs the hypervisor took more than 5 % of either CPU \
+         from are listed under *Problems*). *Bottleneck*: `server` when it is ≥ 90 % busy (what a \
          throughput run should show); `CPU 0 shared` when it is not but others filled the \
          CPU (a noisy run); `loadgen` when loadgen is ≥ 90 % busy instead. Latency is end to \
          end (publisher send → subscriber receive), µs. *Runs ok* under n/n: a run failed \

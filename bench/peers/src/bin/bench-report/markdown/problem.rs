@@ -1,11 +1,16 @@
 //! The problems section: runs that failed or missed an expectation, then the footnotes on
-//! runs whose drain timed out and on peers that dropped messages for lagging subscribers.
+//! runs whose drain timed out, on runs the hypervisor took much CPU from, and on peers
+//! that dropped messages for lagging subscribers.
 
 use std::fmt::Write as _;
 
 use crate::model::{Run, Scenario};
 
-/// Every run that was not ok, the undrained runs and the lagged peers, in that order.
+/// Steal above this share of a CPU marks a run as measuring the VM more than the server.
+const STEAL_NOTE: f64 = 0.05;
+
+/// Every run that was not ok, the undrained runs, the robbed runs and the lagged peers, in
+/// that order.
 pub(super) fn problems(md: &mut String, scenarios: &[Scenario], runs: &[Run]) {
     let problems: Vec<&Run> = runs.iter().filter(|r| r.status != "ok").collect();
     let _ = writeln!(md, "## Problems\n");
@@ -40,6 +45,7 @@ pub(super) fn problems(md: &mut String, scenarios: &[Scenario], runs: &[Run]) {
         }
         md.push('\n');
     }
+    robbed(md, runs);
     let lagged: Vec<String> = runs
         .iter()
         .filter_map(|r| {
@@ -74,5 +80,72 @@ pub(super) fn problems(md: &mut String, scenarios: &[Scenario], runs: &[Run]) {
             let _ = writeln!(md, "{l}");
         }
         md.push('\n');
+    }
+}
+
+/// The runs during which the hypervisor took more than [`STEAL_NOTE`] of CPU 0 or 1.
+fn robbed(md: &mut String, runs: &[Run]) {
+    let robbed: Vec<(&Run, f64)> = runs
+        .iter()
+        .filter_map(|r| Some((r, *r.metrics.get("steal")?)))
+        .filter(|&(_, st)| st > STEAL_NOTE)
+        .collect();
+    if robbed.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "The hypervisor took more than {:.0} % of CPU 0 or CPU 1 (steal, `/proc/stat`) \
+         during these runs: they measured the VM as much as the server, and so do the \
+         ratios of their repetitions.\n",
+        STEAL_NOTE * 100.0
+    );
+    for (r, st) in robbed {
+        let _ = writeln!(
+            md,
+            "- {} · {} · rep {}: {:.0} %",
+            r.imp,
+            r.scenario,
+            r.rep,
+            st * 100.0
+        );
+    }
+    md.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn run(rep: u64, steal: Option<f64>) -> Run {
+        Run {
+            imp: "raw-batch".to_owned(),
+            scenario: "win-10k-w16".to_owned(),
+            rep,
+            status: "ok".to_owned(),
+            metrics: steal
+                .map(|s| ("steal".to_owned(), s))
+                .into_iter()
+                .collect::<BTreeMap<_, _>>(),
+            undrained: false,
+            raw: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn runs_with_steal_above_five_per_cent_are_listed() {
+        let runs = [run(1, Some(0.02)), run(2, Some(0.25)), run(3, None)];
+        let mut md = String::new();
+        problems(&mut md, &[], &runs);
+        assert!(
+            md.contains("- raw-batch · win-10k-w16 · rep 2: 25 %"),
+            "{md}"
+        );
+        assert!(!md.contains("rep 1:") && !md.contains("rep 3:"), "{md}");
+        let mut calm = String::new();
+        problems(&mut calm, &[], &runs[..1]);
+        assert!(!calm.contains("hypervisor"), "{calm}");
     }
 }
