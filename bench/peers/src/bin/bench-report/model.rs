@@ -275,9 +275,13 @@ mod tests {
 
     #[test]
     fn steal_is_the_share_of_the_more_robbed_cpu() {
-        let r = run(Some(150.0));
+        let mut r = run(Some(150.0));
         assert!((r.metrics["steal"] - 0.03).abs() < 0.001);
         // CPU 1's steal counts as what others took of loadgen's CPU too.
         assert!((r.metrics["cpu1_others"] - 0.03).abs() < 0.001);
+        // CPU 0 robbed of 80 ticks in 10 s: the larger of the two.
+        r.raw["samples"][1][4] = serde_json::json!(80.0);
+        let again = derive(r.raw);
+        assert!((again.metrics["steal"] - 0.08).abs() < 0.001);
     }
 }
