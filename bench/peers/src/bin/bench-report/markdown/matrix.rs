@@ -6,13 +6,10 @@ use std::fmt::Write as _;
 
 use super::row::{bottleneck, fanout_cells};
 use crate::format::{opt, thousands};
-use crate::model::Scenario;
+use crate::model::{STEAL_LIMIT, Scenario};
 use crate::ratio::CEILING;
 use crate::stats::{Cell, Cells, median};
 
-/// A repetition is calm when the hypervisor took at most this share of either CPU during
-/// every run of it in a cell (as the *Problems* section lists).
-const CALM_STEAL: f64 = 0.05;
 /// Fewer calm repetitions than this make no median worth printing.
 const MIN_CALM: usize = 3;
 
@@ -151,7 +148,7 @@ pub(super) fn window_matrix(
 }
 
 /// The ratios again over the calm repetitions of each cell only: those in which the
-/// hypervisor took at most [`CALM_STEAL`] of either CPU from every implementation's run.
+/// hypervisor took at most [`STEAL_LIMIT`] of either CPU from every implementation's run.
 fn calm_ratios(
     md: &mut String,
     rows: &[(&Scenario, u64, u64)],
@@ -171,7 +168,7 @@ fn calm_ratios(
         "\nThe same ratios over the *calm* repetitions only: those in which the hypervisor \
          took at most {:.0} % of either CPU (steal) during every run of the row, medians of \
          their deliveries/s (n: how many; – when fewer than {MIN_CALM}).\n",
-        CALM_STEAL * 100.0
+        STEAL_LIMIT * 100.0
     );
     let mut head = "| subscribers | in flight |".to_owned();
     let mut rule = "|--:|--:|".to_owned();
@@ -207,7 +204,7 @@ fn calm_ratios(
     }
 }
 
-/// The repetitions every cell of a row measured with steal at most [`CALM_STEAL`] (a run
+/// The repetitions every cell of a row measured with steal at most [`STEAL_LIMIT`] (a run
 /// without the steal sample is not calm: nothing says it was).
 fn calm_reps(row: &[&Cell]) -> BTreeSet<u64> {
     let Some((first, rest)) = row.split_first() else {
@@ -217,7 +214,7 @@ fn calm_reps(row: &[&Cell]) -> BTreeSet<u64> {
         c.dps_by_rep
             .keys()
             .copied()
-            .filter(|r| c.steal_by_rep.get(r).is_some_and(|s| *s <= CALM_STEAL))
+            .filter(|r| c.steal_by_rep.get(r).is_some_and(|s| *s <= STEAL_LIMIT))
             .collect()
     };
     rest.iter().fold(calm(first), |acc, c| {

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::model::{Run, Scenario};
+use crate::model::{Run, STEAL_LIMIT, Scenario};
 use crate::ratio::Ratio;
 use crate::stats::Cells;
 
@@ -82,13 +82,14 @@ fn header(md: &mut String, meta: &Value, stem: &str) {
          100 %), plus the time of CPU 0's softirq thread (`ksoftirqd/0`: the network work \
          of the server's own sends that the kernel deferred; nothing else sends on CPU 0); \
          *CPU 0 others*: what other processes and hypervisor steal took of the \
-         server's CPU meanwhile (runs the hypervisor took more than 5 % of either CPU \
+         server's CPU meanwhile (runs the hypervisor took more than {:.0} % of either CPU \
          from are listed under *Problems*). *Bottleneck*: `server` when it is ≥ 90 % busy (what a \
          throughput run should show); `CPU 0 shared` when it is not but others filled the \
          CPU (a noisy run); `loadgen` when loadgen is ≥ 90 % busy instead. Latency is end to \
          end (publisher send → subscriber receive), µs. *Runs ok* under n/n: a run failed \
          or an expectation (`--expect-all`: nothing lost, reordered, duplicated or closed) \
-         did not hold; see *Problems*.\n"
+         did not hold; see *Problems*.\n",
+        STEAL_LIMIT * 100.0
     );
 }
 

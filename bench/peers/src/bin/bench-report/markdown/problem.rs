@@ -4,10 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{Run, Scenario};
-
-/// Steal above this share of a CPU marks a run as measuring the VM more than the server.
-const STEAL_NOTE: f64 = 0.05;
+use crate::model::{Run, STEAL_LIMIT, Scenario};
 
 /// Every run that was not ok, the undrained runs, the robbed runs and the lagged peers, in
 /// that order.
@@ -83,12 +80,12 @@ pub(super) fn problems(md: &mut String, scenarios: &[Scenario], runs: &[Run]) {
     }
 }
 
-/// The runs during which the hypervisor took more than [`STEAL_NOTE`] of CPU 0 or 1.
+/// The runs during which the hypervisor took more than [`STEAL_LIMIT`] of CPU 0 or 1.
 fn robbed(md: &mut String, runs: &[Run]) {
     let robbed: Vec<(&Run, f64)> = runs
         .iter()
         .filter_map(|r| Some((r, *r.metrics.get("steal")?)))
-        .filter(|&(_, st)| st > STEAL_NOTE)
+        .filter(|&(_, st)| st > STEAL_LIMIT)
         .collect();
     if robbed.is_empty() {
         return;
@@ -98,7 +95,7 @@ fn robbed(md: &mut String, runs: &[Run]) {
         "The hypervisor took more than {:.0} % of CPU 0 or CPU 1 (steal, `/proc/stat`) \
          during these runs: they measured the VM as much as the server, and so do the \
          ratios of their repetitions.\n",
-        STEAL_NOTE * 100.0
+        STEAL_LIMIT * 100.0
     );
     for (r, st) in robbed {
         let _ = writeln!(
