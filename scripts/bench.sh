@@ -2,9 +2,10 @@
 # Side-by-side broadcast benchmark (STYLE habit 14): ringcast (epoll; io_uring too when
 # `ringcast serve --backend` exists) against raw-batch (the ceiling: one contiguous write
 # per subscriber per turn from a shared byte log, the best a coalescing server can do on
-# loopback), raw-writev (a secondary reference: one writev of per-frame slices per
-# subscriber per turn) and the tokio peers of bench/peers, all driven the same way by
-# loadgen.
+# loopback; with io_uring also raw-batch-uring, the same server making those writes as
+# io_uring sends: the io_uring ceiling), raw-writev (a secondary reference: one writev of
+# per-frame slices per subscriber per turn) and the tokio peers of bench/peers, all driven
+# the same way by loadgen.
 #
 # Every run starts a fresh server on a free 127.0.0.1 port, pinned to CPU 0, waits until
 # it listens, runs one loadgen scenario pinned to CPU 1 (--json), samples both processes'
@@ -16,8 +17,9 @@
 # io_uring a 40k-subscriber run past the fd cap.
 # The window matrix measures fan-out throughput (--rate max, 64 B) at 16, 64 and 256
 # messages in flight (loadgen --window) with 1k and 10k subscribers, for ringcast-epoll,
-# ringcast-uring and raw-batch (and raw-writev in full mode); the report sets each
-# ringcast backend against the raw-batch ceiling.
+# ringcast-uring, raw-batch and raw-batch-uring (and raw-writev in full mode); the report
+# sets each ringcast backend against the raw-batch ceiling, io_uring also against the
+# raw-batch-uring one, and the two ceilings against each other.
 #
 # Usage: scripts/bench.sh [--quick] [--reps N] [--duration S] [--scenarios IDS] [--only IMPL[,IMPL...]]
 #   --quick   1 repetition, 2 s runs, 1k-5k subscribers (window matrix: 1k and 10k,
@@ -27,7 +29,7 @@
 #   --duration S  seconds of every measured run (default 10; quick mode 2)
 #   --scenarios  run only these scenarios (ids as in the report, e.g. win-10k-w64,v1-10k-w64)
 #   --only    run only these implementations (ringcast-epoll, ringcast-uring,
-#             raw-batch, raw-writev, peer-tungstenite, peer-fastws)
+#             raw-batch, raw-batch-uring, raw-writev, peer-tungstenite, peer-fastws)
 # Writes bench/results/<UTC stamp>.json (meta, every run, medians), .md (tables, ratios),
 # -throughput.svg and -latency.svg (bench-report); logs and raw runs go to
 # bench/results/tmp/<stamp>/ (not committed).
@@ -89,7 +91,7 @@ done
 
 for i in ${ONLY//,/ }; do
   case "$i" in
-  ringcast-epoll | ringcast-uring | raw-batch | raw-writev | peer-tungstenite | peer-fastws) ;;
+  ringcast-epoll | ringcast-uring | raw-batch | raw-batch-uring | raw-writev | peer-tungstenite | peer-fastws) ;;
   *)
     echo "bench: --only: unknown implementation '$i'" >&2
     usage
@@ -160,10 +162,15 @@ else
   IMPLS+=(ringcast-epoll)
 fi
 CMD[raw-batch]="$PEERS/raw-batch --listen 127.0.0.1:PORT"
+IMPLS+=(raw-batch)
+if ((HAVE_URING)); then
+  CMD[raw-batch-uring]="$PEERS/raw-batch --sends uring --listen 127.0.0.1:PORT"
+  IMPLS+=(raw-batch-uring)
+fi
 CMD[raw-writev]="$PEERS/raw-writev --listen 127.0.0.1:PORT"
 CMD[peer-tungstenite]="$PEERS/peer-tungstenite --threads 1 --listen 127.0.0.1:PORT"
 CMD[peer-fastws]="$PEERS/peer-fastws --threads 1 --listen 127.0.0.1:PORT"
-IMPLS+=(raw-batch raw-writev peer-tungstenite peer-fastws)
+IMPLS+=(raw-writev peer-tungstenite peer-fastws)
 if [[ -n $ONLY ]]; then
   for i in ${ONLY//,/ }; do
     [[ -n ${CMD[$i]:-} ]] || die "--only: unknown or unavailable implementation '$i' (have: ${IMPLS[*]})"
@@ -196,7 +203,7 @@ add tput-1k fanout "" "$(k 1000) subscribers × 64 B, --rate max" \
 add "tput-$(k $BIG)" fanout "" "$(k $BIG) subscribers × 64 B, --rate max" \
   "fanout --subscribers $BIG --size 64 --rate max $SAT"
 # Window matrix: messages in flight (loadgen --window) × subscribers, against raw-batch.
-MATRIX_IMPLS="ringcast-epoll ringcast-uring raw-batch"
+MATRIX_IMPLS="ringcast-epoll ringcast-uring raw-batch raw-batch-uring"
 if ((!QUICK)); then MATRIX_IMPLS+=" raw-writev"; fi
 declare -A MATRIX # id -> "subscribers window"
 for n in 1000 10000; do
@@ -232,6 +239,9 @@ add lat-2 fanout 2 "$(k $LAT) subscribers × 2 msg/s (single publishes), 128 B" 
   "fanout --subscribers $LAT --size 128 --rate 2 $COMMON"
 add connect connect "" "$(k $CONNS) idle connections: set-up rate and server memory" \
   "connect --connections $CONNS --hold ${HOLD}s --server-pid SERVER_PID"
+# The io_uring ceiling differs from raw-batch only in its writes: it holds idle
+# connections the same way.
+ONLY_FOR[connect]="${IMPLS[*]/raw-batch-uring/}"
 SCALE_ID=scale-40k
 declare -A SKIPPED
 if ((QUICK)); then
@@ -542,6 +552,7 @@ jq -n \
       "Bytes/connection: VmRSS growth of the freshly started server ÷ connections, read 200 ms after the last handshake; kernel socket buffers are not in RSS.",
       "CPU: utime+stime deltas from /proc/PID/stat (sampled every 100 ms) over the measured window; loadgen worker processes (scale run) are not counted.",
       "raw-batch is the ceiling: not a WebSocket server but the least a coalescing broadcast needs. Each publication is appended once to one shared byte log, and each subscriber gets one contiguous write of everything it has not yet received per pass over the subscribers, 256 of them per poll turn (no per-message work per subscriber; what was published meanwhile reaches the rest of the pass too, as in ringcast).",
+      "raw-batch-uring is the io_uring ceiling: raw-batch --sends uring, the same server whose pass writes are io_uring sends on registered files (a poll turn'"'"'s sends submitted together), everything else on epoll; raw-batch-uring / raw-batch is what io_uring itself gains or loses in a cell.",
       "raw-writev is a secondary reference: one writev per subscriber per turn of one slice per queued frame (a per-message cost per subscriber)."
     ]}' "${BUILD[@]}" >"$WORK/meta.json"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, the library's build without the command line
-# (and that none of the binary's crates come with it), the benchmark report's unit tests
-# (bench/peers), unit/property/integration/doc tests, the browser test (ringcast.js and
+# (and that none of the binary's crates come with it), the bench peers' tests (the
+# benchmark report's unit tests, raw-batch in both write modes), unit/property/integration/doc tests, the browser test (ringcast.js and
 # the demo page in headless Chromium), the protocol and fanout unit tests under Miri, a
 # short run of every fuzz target, a 60 s soak per backend (scripts/soak.sh), and the
 # Autobahn|Testsuite conformance run (strict) against the echo server.
@@ -12,7 +12,7 @@
 # background from the start). Time per part with CI=true from an empty target directory
 # on the 2-core VM, two runs (578 and 628 s in all; 956-1065 s before these ran side by
 # side): 1-2s fmt, 57-66s clippy, 9-10s the library without the command line, ~30s the
-# benchmark report's tests (their own build: bench/peers is a workspace of its own),
+# bench peers' tests (their own build: bench/peers is a workspace of its own),
 # 109-115s cargo test (28s of it running the tests), 27-28s browser, 120-127s Miri,
 # 93-106s fuzz (60-71s build at opt-level 1), 69-82s the soak's and Autobahn's binaries,
 # 65s soak (both backends at once), 26-28s Autobahn (four runs at once).
@@ -94,10 +94,11 @@ if [[ -n "$cli_deps" ]]; then
   exit 1
 fi
 
-part "bench-report (unit tests of the benchmark's report)"
+part "bench peers (the benchmark's report; raw-batch in both write modes)"
 # bench/peers is a workspace of its own (the comparison servers); its report's arithmetic
-# (paired ratios, CPU attribution) is tested here.
-cargo test --quiet --manifest-path bench/peers/Cargo.toml --bin bench-report
+# (paired ratios, CPU attribution) and the raw-batch ceiling's delivery, with `write` and
+# with io_uring sends (its only unsafe code), are tested here.
+cargo test --quiet --manifest-path bench/peers/Cargo.toml --bin bench-report --test raw_batch
 
 part "cargo test (debug: unit, property, integration, doc)"
 # cargo-nextest (installed by .ci/run) runs the test binaries, and the tests in each, side

@@ -69,6 +69,7 @@ fn color(name: &str, idx: usize) -> RGBColor {
         "ringcast-epoll" => RGBColor(0x1f, 0x77, 0xb4),
         "ringcast-uring" => RGBColor(0x17, 0xbe, 0xcf),
         "raw-batch" => RGBColor(0x33, 0x33, 0x33),
+        "raw-batch-uring" => RGBColor(0x66, 0x66, 0x66),
         "raw-writev" => RGBColor(0xaa, 0xaa, 0xaa),
         "peer-tungstenite" => RGBColor(0xff, 0x7f, 0x0e),
         "peer-fastws" => RGBColor(0x2c, 0xa0, 0x2c),

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::row::{bottleneck, fanout_cells};
 use crate::format::{opt, thousands};
 use crate::model::{STEAL_LIMIT, Scenario};
-use crate::ratio::CEILING;
+use crate::ratio::{CEILING, URING_CEILING};
 use crate::stats::{Cell, Cells, median};
 
 /// Fewer calm repetitions than this make no median worth printing.
@@ -36,15 +36,7 @@ pub(super) fn window_matrix(
     if cols.is_empty() {
         return;
     }
-    let has = |i: &str| cols.iter().any(|c| *c == i);
-    let ratio_cols: Vec<(&str, &str, &str)> = [
-        ("ringcast-epoll", CEILING, "ringcast-epoll / raw-batch"),
-        ("ringcast-uring", CEILING, "ringcast-uring / raw-batch"),
-        ("ringcast-uring", "ringcast-epoll", "uring / epoll"),
-    ]
-    .into_iter()
-    .filter(|(a, b, _)| has(a) && has(b))
-    .collect();
+    let ratio_cols = ratio_columns(|i| cols.iter().any(|c| *c == i));
     let _ = writeln!(
         md,
         "## Window matrix: ringcast against the `raw-batch` ceiling\n"
@@ -58,7 +50,11 @@ pub(super) fn window_matrix(
          it is owed: one syscall per subscriber per pass, no per-message work per \
          subscriber, 256 subscribers per poll turn (what was published meanwhile reaches \
          the rest of the pass too, as in ringcast). A ratio to it is the share of the ceiling reached \
-         (1 = at the ceiling). `raw-writev`, where present, is a secondary reference (one \
+         (1 = at the ceiling). `raw-batch-uring`, where present, is the same server making \
+         those writes as io_uring sends (registered files, a poll turn's sends submitted \
+         together; the rest on epoll): the io_uring ceiling, and `raw-batch-uring / \
+         raw-batch` says how much io_uring itself gains or loses in that cell on this \
+         kernel. `raw-writev`, where present, is a secondary reference (one \
          slice per frame). § the server was not the bottleneck (small windows are bound by \
          the round trip; or loadgen, or a shared CPU 0): that server could have done more, so \
          the figure understates it. † a run failed or an \
@@ -71,6 +67,8 @@ pub(super) fn window_matrix(
     for i in &cols {
         if i.as_str() == CEILING {
             let _ = write!(head, " {i} (ceiling) |");
+        } else if i.as_str() == URING_CEILING {
+            let _ = write!(head, " {i} (io_uring ceiling) |");
         } else {
             let _ = write!(head, " {i} |");
         }
@@ -145,6 +143,26 @@ pub(super) fn window_matrix(
         }
     }
     md.push('\n');
+}
+
+/// The ratio columns of the matrix, `(subject, versus, heading)`, of the implementations
+/// `has` says were measured: each ringcast backend against its ceiling (and io_uring's
+/// against the epoll ceiling too), io_uring against epoll, and the two ceilings.
+fn ratio_columns(has: impl Fn(&str) -> bool) -> Vec<(&'static str, &'static str, &'static str)> {
+    [
+        ("ringcast-epoll", CEILING, "ringcast-epoll / raw-batch"),
+        ("ringcast-uring", CEILING, "ringcast-uring / raw-batch"),
+        (
+            "ringcast-uring",
+            URING_CEILING,
+            "ringcast-uring / raw-batch-uring",
+        ),
+        ("ringcast-uring", "ringcast-epoll", "uring / epoll"),
+        (URING_CEILING, CEILING, "raw-batch-uring / raw-batch"),
+    ]
+    .into_iter()
+    .filter(|(a, b, _)| has(a) && has(b))
+    .collect()
 }
 
 /// The ratios again over the calm repetitions of each cell only: those in which the
@@ -263,6 +281,41 @@ mod tests {
         assert_eq!(calm_reps(&[&a, &b]), BTreeSet::from([3]));
         assert_eq!(calm_reps(&[&a]), BTreeSet::from([1, 3, 4]));
         assert!(calm_reps(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_io_uring_ceiling_gets_its_columns_only_when_measured() {
+        let heads = |impls: &[&str]| -> Vec<&str> {
+            ratio_columns(|i| impls.contains(&i))
+                .into_iter()
+                .map(|(_, _, h)| h)
+                .collect()
+        };
+        let three = ["ringcast-epoll", "ringcast-uring", "raw-batch"];
+        assert_eq!(
+            heads(&three),
+            [
+                "ringcast-epoll / raw-batch",
+                "ringcast-uring / raw-batch",
+                "uring / epoll"
+            ]
+        );
+        let four = [three.as_slice(), &["raw-batch-uring"]].concat();
+        assert_eq!(
+            heads(&four),
+            [
+                "ringcast-epoll / raw-batch",
+                "ringcast-uring / raw-batch",
+                "ringcast-uring / raw-batch-uring",
+                "uring / epoll",
+                "raw-batch-uring / raw-batch"
+            ]
+        );
+        // Without ringcast-uring, the ceilings are still set against each other.
+        assert_eq!(
+            heads(&["ringcast-epoll", "raw-batch", "raw-batch-uring"]),
+            ["ringcast-epoll / raw-batch", "raw-batch-uring / raw-batch"]
+        );
     }
 
     #[test]

@@ -16,10 +16,14 @@
 //! at least as long as the rest). A subscriber more than `MAX_LAG` (64 MiB) behind the head
 //! is disconnected, which bounds the log. Replies a connection is owed (101/404, pong, close
 //! echo) go in a small private buffer, written at the next frame boundary of its cursor.
+//!
+//! `--sends uring` makes the writes of a pass io_uring sends instead ([`uring`]): the
+//! io_uring ceiling, everything else the same.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 
 use base64::Engine as _;
@@ -29,6 +33,8 @@ use mio::{Events, Interest, Poll, Token};
 use ringcast_bench_peers::{Args, Role};
 use sha1::{Digest, Sha1};
 use slab::Slab;
+
+mod uring;
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNAL: Token = Token(usize::MAX - 1);
@@ -75,6 +81,8 @@ struct Conn {
     blocked: bool,
     /// Close (or an HTTP refusal) queued: input ignored, dropped once `ctl` is written.
     closing: bool,
+    /// Registered with the io_uring (`--sends uring`): its pass writes are sends there.
+    fixed: bool,
 }
 
 impl Conn {
@@ -161,10 +169,38 @@ struct Server {
     scratch: Box<[u8]>,
     /// Subscribers disconnected for falling more than `MAX_LAG` behind.
     dropped: u64,
+    /// `--sends uring`: the ring the pass's writes go through.
+    uring: Option<uring::Sends>,
+    /// This slice's io_uring sends: (key, cursor).
+    batch: Vec<(usize, u64)>,
+    /// Connections whose send failed in this slice.
+    failed: Vec<usize>,
+}
+
+/// How the writes of a pass are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SendsVia {
+    /// One `write` system call per subscriber.
+    Epoll,
+    /// One io_uring send per subscriber, a slice's sends submitted together.
+    Uring,
+}
+
+/// The peers' common flags, and how to write.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    common: Args,
+    /// How a pass writes its subscribers: `epoll` (a `write` each) or `uring` (io_uring
+    /// sends on registered files, a slice's submitted together; accepts, reads and the
+    /// rest stay on epoll).
+    #[arg(long, value_enum, default_value = "epoll")]
+    sends: SendsVia,
 }
 
 fn main() -> io::Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    let args = cli.common;
     let poll = Poll::new()?;
     let mut listener = TcpListener::bind(args.listen)?;
     poll.registry()
@@ -193,6 +229,12 @@ fn main() -> io::Result<()> {
         again: Vec::new(),
         scratch: vec![0; READ_CHUNK].into_boxed_slice(),
         dropped: 0,
+        uring: match cli.sends {
+            SendsVia::Epoll => None,
+            SendsVia::Uring => Some(uring::Sends::new()?),
+        },
+        batch: Vec::with_capacity(SLICE),
+        failed: Vec::new(),
     };
     server.run()?;
     eprintln!(
@@ -274,6 +316,7 @@ impl Server {
                         again: false,
                         blocked: false,
                         closing: false,
+                        fixed: false,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -328,6 +371,9 @@ impl Server {
             };
             c.cursor = self.log.head();
             self.subs.push(key);
+            if let Some(u) = &self.uring {
+                c.fixed = u.register(key, c.sock.as_raw_fd());
+            }
         }
         if c.ctl_off < c.ctl.len() {
             mark_ready(&mut self.ready, c, key);
@@ -356,16 +402,24 @@ impl Server {
                 if !c.blocked {
                     c.queued = false;
                     written += 1;
-                    match flush(c, &self.log) {
-                        Ok(Flushed::Done | Flushed::Blocked) => {}
-                        Ok(Flushed::Close) | Err(_) => {
-                            self.remove(key);
-                            continue;
+                    if c.fixed && c.ctl_off == c.ctl.len() && !c.closing {
+                        // Sent below, with the rest of the slice.
+                        if c.cursor < head {
+                            self.batch.push((key, c.cursor));
+                        }
+                    } else {
+                        match flush(c, &self.log) {
+                            Ok(Flushed::Done | Flushed::Blocked) => {}
+                            Ok(Flushed::Close) | Err(_) => {
+                                self.remove(key);
+                                continue;
+                            }
                         }
                     }
                 }
                 i += 1;
             }
+            self.send_batch(head);
             if i < self.subs.len() {
                 self.pass = Some(i);
             } else {
@@ -406,10 +460,53 @@ impl Server {
         self.ready = ready; // keep the allocation
     }
 
+    /// Sends this slice's io_uring batch (`--sends uring`) and applies the results as
+    /// `flush` does a `write`'s: the cursor advances, a short send waits for WRITABLE.
+    fn send_batch(&mut self, head: u64) {
+        let Self {
+            uring: Some(u),
+            batch,
+            log,
+            conns,
+            failed,
+            ..
+        } = self
+        else {
+            return;
+        };
+        if batch.is_empty() {
+            return;
+        }
+        u.send_all(
+            batch,
+            |from| log.slice(from, head),
+            |key, res| {
+                let Some(c) = conns.get_mut(key) else {
+                    return;
+                };
+                if res > 0 {
+                    c.cursor += res as u64;
+                    c.blocked = c.cursor < head;
+                } else if res == -libc::EAGAIN {
+                    c.blocked = true;
+                } else if res != -libc::EINTR {
+                    failed.push(key);
+                }
+            },
+        );
+        batch.clear();
+        for key in std::mem::take(&mut self.failed) {
+            self.remove(key);
+        }
+    }
+
     fn remove(&mut self, key: usize) {
         let Some(c) = self.conns.try_remove(key) else {
             return;
         };
+        if let (true, Some(u)) = (c.fixed, &self.uring) {
+            u.unregister(key);
+        }
         if let State::Sub { idx } = c.state {
             if idx != usize::MAX {
                 self.subs.swap_remove(idx);
