@@ -69,8 +69,7 @@ impl Sends {
 
     /// For each `(key, from)` of `batch` (at most [`ENTRIES`]), sends `buf(from)` on the
     /// registered socket of connection `key`; then calls `done(key, result)` for each:
-    /// bytes sent, or `-errno`.
-    /// Returns once every send has completed.
+    /// bytes sent, or `-errno`. Returns once every send has completed.
     ///
     /// # Panics
     /// If `batch` holds more than [`ENTRIES`], or if `io_uring_enter` fails with anything
@@ -96,9 +95,11 @@ impl Sends {
             // SAFETY: `b` borrows memory that lives for `'b`, beyond this call, and this
             // call returns only after every SQE pushed here has completed (the loop below
             // reaps exactly `batch.len()` completions, and panics rather than return
-            // early): the kernel never reads `b` after its borrow ends. The queue has
-            // room: it holds ENTRIES, this call pushes at most that many, and it is empty
-            // on entry (every earlier call submitted all it pushed).
+            // early): the kernel never reads `b` after its borrow ends. A send only reads
+            // the memory it names, so even a panic that ends the process while sends are
+            // in flight cannot corrupt anything here. The queue has room: it holds
+            // ENTRIES, this call pushes at most that many, and it is empty on entry
+            // (every earlier call submitted all it pushed).
             let pushed = unsafe { self.ring.submission().push(&e) };
             assert!(pushed.is_ok(), "io_uring submission queue full");
         }
