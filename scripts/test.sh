@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, the library's build without the command line
 # (and that none of the binary's crates come with it), the bench peers' tests (the
-# benchmark report's unit tests, raw-batch in both write modes), unit/property/integration/doc tests, the browser test (ringcast.js and
-# the demo page in headless Chromium), the protocol and fanout unit tests under Miri, a
+# benchmark report's unit tests, raw-batch in both write modes), unit/property/
+# integration/doc tests, the browser test (ringcast.js and the demo page in headless
+# Chromium), the protocol and fanout unit tests under Miri, a
 # short run of every fuzz target, a 60 s soak per backend (scripts/soak.sh), and the
 # Autobahn|Testsuite conformance run (strict) against the echo server.
 #

@@ -38,8 +38,9 @@ fn start(mode: &str) -> Option<(Server, String)> {
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
     let Some(addr) = first.strip_prefix("listening on ws://") else {
         let _ = child.wait();
-        let why = std::iter::once(first).chain(lines.map_while(Result::ok));
-        let why: Vec<String> = why.collect();
+        let why: Vec<String> = std::iter::once(first)
+            .chain(lines.map_while(Result::ok))
+            .collect();
         assert!(
             mode == "uring" && std::env::var("CI").as_deref() != Ok("true"),
             "raw-batch --sends {mode} did not start: {why:?}"
@@ -80,8 +81,9 @@ fn expect_all(ws: &mut WebSocket<MaybeTlsStream<TcpStream>>) {
     while seq < MESSAGES {
         match ws.read().expect("read") {
             Message::Binary(b) => {
-                assert_eq!(b.len(), payload(seq).len(), "size of message {seq}");
-                assert!(*b == payload(seq), "bytes of message {seq}");
+                let want = payload(seq);
+                assert_eq!(b.len(), want.len(), "size of message {seq}");
+                assert!(*b == want, "bytes of message {seq}");
                 seq += 1;
             }
             Message::Ping(_) | Message::Pong(_) => {}

@@ -87,12 +87,12 @@ pub(crate) fn runs(text: &str) -> Res<Vec<Run>> {
     Ok(runs)
 }
 
-/// Status and metrics of one raw run.
 /// Hypervisor steal above this share of a CPU during a run marks it as measuring the VM as
 /// much as the server: such runs are listed under *Problems*, and the window matrix leaves
 /// their repetitions out of its calm ratios.
 pub(crate) const STEAL_LIMIT: f64 = 0.05;
 
+/// Status and metrics of one raw run.
 fn derive(raw: Value) -> Run {
     let imp = raw["impl"].as_str().unwrap_or("?").to_owned();
     let scenario = raw["scenario"].as_str().unwrap_or("?").to_owned();

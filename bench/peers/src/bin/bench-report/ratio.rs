@@ -46,9 +46,10 @@ fn higher_is_better(metric: &str) -> bool {
 /// io_uring ceiling against the ceiling.
 pub(crate) fn ratios(scenarios: &[Scenario], impls: &[String], cells: &Cells) -> Vec<Ratio> {
     let mut out = Vec::new();
+    let has = |name: &str| impls.iter().any(|i| i == name);
     let pairs: Vec<(String, String)> = {
         let mut p = Vec::new();
-        if impls.iter().any(|i| i == "ringcast-epoll") {
+        if has("ringcast-epoll") {
             for i in impls
                 .iter()
                 .filter(|i| !i.starts_with("ringcast-") && *i != URING_CEILING)
@@ -56,18 +57,14 @@ pub(crate) fn ratios(scenarios: &[Scenario], impls: &[String], cells: &Cells) ->
                 p.push(("ringcast-epoll".to_owned(), i.clone()));
             }
         }
-        if impls.iter().any(|i| i == "ringcast-uring") {
-            if impls.iter().any(|i| i == CEILING) {
-                p.push(("ringcast-uring".to_owned(), CEILING.to_owned()));
-            }
-            if impls.iter().any(|i| i == URING_CEILING) {
-                p.push(("ringcast-uring".to_owned(), URING_CEILING.to_owned()));
-            }
-            if impls.iter().any(|i| i == "ringcast-epoll") {
-                p.push(("ringcast-uring".to_owned(), "ringcast-epoll".to_owned()));
+        if has("ringcast-uring") {
+            for versus in [CEILING, URING_CEILING, "ringcast-epoll"] {
+                if has(versus) {
+                    p.push(("ringcast-uring".to_owned(), versus.to_owned()));
+                }
             }
         }
-        if impls.iter().any(|i| i == URING_CEILING) && impls.iter().any(|i| i == CEILING) {
+        if has(URING_CEILING) && has(CEILING) {
             p.push((URING_CEILING.to_owned(), CEILING.to_owned()));
         }
         p
