@@ -141,6 +141,13 @@ pub(crate) struct FanoutArgs {
     /// is checked, announced gaps are not losses). Publishers are plain either way.
     #[arg(long, value_enum, default_value_t = Protocol::Plain)]
     pub(crate) protocol: Protocol,
+    /// Under ringcast.v1, strip binary envelopes without checking their topics and
+    /// sequence numbers. Deliveries are still checked per publisher as in plain mode
+    /// (loss, order, duplicates, latency): only the client's own envelope bookkeeping is
+    /// left out. For measuring what envelopes cost the server when this client is what
+    /// limits the loop (see the README's "Market data").
+    #[arg(long)]
+    pub(crate) trust_envelopes: bool,
     /// Exit non-zero if anything was lost (under ringcast.v1: lost without a gap
     /// announcing it), reordered or duplicated, a connection failed or the server closed
     /// one.

@@ -88,6 +88,17 @@ pub(crate) enum Op {
     Other,
 }
 
+/// The payload of a binary envelope (`0x01`, topic length, topic, seq), its topic and
+/// sequence number unchecked (`--trust-envelopes`); `None` if `msg` is no binary
+/// envelope or too short to hold its head.
+#[inline]
+pub(crate) fn strip_binary(msg: &[u8]) -> Option<&[u8]> {
+    match msg {
+        [BINARY_TAG, n, ..] => msg.get(2 + usize::from(*n) + 8..),
+        _ => None,
+    }
+}
+
 /// Parses a complete message, or the head of a fragmented one (`whole` false: the closing
 /// brace of a text envelope is then not checked).
 pub(crate) fn parse(text: bool, msg: &[u8], whole: bool) -> Frame<'_> {

@@ -115,6 +115,8 @@ pub(crate) struct Settings {
     pub(crate) topic_names: Vec<Arc<str>>,
     /// What subscribers speak.
     pub(crate) protocol: Protocol,
+    /// Binary envelopes are stripped, not checked (`--trust-envelopes`).
+    pub(crate) trust_envelopes: bool,
     /// When subscribers drop and resume (`resume` scenario).
     pub(crate) rejoin: Option<resume::Plan>,
     /// Connections in the whole run (all processes), for staggering paced senders.

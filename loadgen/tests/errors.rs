@@ -81,6 +81,14 @@ fn bad_flags_name_the_flag() {
         "stderr: {}",
         out.stderr
     );
+    let out = loadgen(&["fanout", "--trust-envelopes"]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr
+            .contains("--trust-envelopes needs --protocol ringcast.v1"),
+        "stderr: {}",
+        out.stderr
+    );
     let out = loadgen(&["resume", "--rejoin-elsewhere"]);
     assert_eq!(out.code, Some(1));
     assert!(

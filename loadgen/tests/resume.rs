@@ -76,7 +76,7 @@ fn resets_and_a_storm_lose_nothing() {
 fn fanout_checks_every_envelope() {
     let server = broadcast_server();
     let url = url(server.local_addr());
-    for text in [false, true] {
+    for (text, trust) in [(false, false), (true, false), (false, true), (true, true)] {
         let mut args = vec![
             "fanout",
             "--url",
@@ -99,14 +99,21 @@ fn fanout_checks_every_envelope() {
         if text {
             args.push("--text");
         }
+        if trust {
+            args.push("--trust-envelopes");
+        }
         let out = loadgen(&args);
         assert_eq!(out.code, Some(0), "text {text}, stderr: {}", out.stderr);
         let r = out.json();
+        assert_eq!(r["trust_envelopes"], trust);
         let published = u(&r, "published");
         assert!(published > 100, "published {published}");
         assert_eq!(u(&r, "delivered"), published * 20);
+        assert_eq!(u(&r, "lost"), 0);
         assert_eq!(u(&r, "malformed"), 0);
         let v1 = &r["v1"];
+        // Trusted, binary envelopes are counted and stripped: the payloads inside still
+        // pass the publisher checks above. Text ones are checked either way.
         assert_eq!(u(v1, "envelopes"), published * 20);
         for key in [
             "unannounced",

@@ -1,7 +1,8 @@
 //! `loadgen fanout --protocol ringcast.v1` against a scripted relay that speaks the
 //! envelope format and makes the faults a real server must not make on its own: an
 //! announced gap (legitimate: the run passes), a duplicate and an unannounced skip (each
-//! fails `--expect-all`); and a server that does not select the subprotocol.
+//! fails `--expect-all`), also with `--trust-envelopes`; and a server that does not select
+//! the subprotocol.
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -205,6 +206,43 @@ fn server_without_the_subprotocol_is_a_clear_failure() {
     assert!(
         out.stderr
             .contains("did not select subprotocol ringcast.v1"),
+        "stderr: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn trusted_envelopes_still_catch_what_the_payload_streams_see() {
+    // Binary envelopes stripped unchecked: the announced gap (a text op, checked as
+    // always) still excuses what it announced...
+    let out = fanout(relay(Fault::Gap, true), &["--trust-envelopes"]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let r = out.json();
+    assert_eq!(r["trust_envelopes"], true);
+    let published = u(&r, "published");
+    assert_eq!(u(&r["v1"], "envelopes"), 4 * (published - 3));
+    assert_eq!(u(&r["v1"], "announced"), 4 * 3);
+    assert_eq!(u(&r["v1"], "unannounced"), 0);
+    assert_eq!(u(&r, "lost"), 4 * 3);
+    // ... a silent skip is lost on the payload streams, with no sequence hole seen ...
+    let out = fanout(relay(Fault::Skip, true), &["--trust-envelopes"]);
+    assert_eq!(out.code, Some(3), "stderr: {}", out.stderr);
+    let r = out.json();
+    assert_eq!(u(&r["v1"], "unannounced"), 4);
+    assert_eq!(u(&r["v1"], "seq_holes"), 0);
+    assert!(
+        out.stderr.contains("4 messages lost without a gap"),
+        "stderr: {}",
+        out.stderr
+    );
+    // ... and a duplicate is one on the payload streams.
+    let out = fanout(relay(Fault::Duplicate, true), &["--trust-envelopes"]);
+    assert_eq!(out.code, Some(3), "stderr: {}", out.stderr);
+    let r = out.json();
+    assert_eq!(u(&r["v1"], "duplicates"), 0);
+    assert_eq!(u(&r, "duplicates"), 4);
+    assert!(
+        out.stderr.contains("4 duplicates"),
         "stderr: {}",
         out.stderr
     );

@@ -107,6 +107,26 @@ fn binary_envelope() {
 }
 
 #[test]
+fn stripping_agrees_with_the_parse_and_refuses_what_is_no_envelope() {
+    for (topic, payload) in [("ETH-USD", &b"0123456789"[..]), ("", b""), ("t0", b"x")] {
+        let msg = binary(topic, 9, payload);
+        assert_eq!(
+            strip_binary(&msg),
+            Some(&data(parse(false, &msg, true)).2[..])
+        );
+    }
+    let msg = binary("t0", 9, b"abc");
+    // Every cut short of the seq's end, another tag, text: left to the full check.
+    for cut in 0..12 {
+        assert_eq!(strip_binary(&msg[..cut]), None, "cut {cut}");
+    }
+    assert_eq!(strip_binary(&msg[..12]), Some(&b""[..]));
+    let mut other = msg.clone();
+    other[0] = b'{';
+    assert_eq!(strip_binary(&other), None);
+}
+
+#[test]
 fn a_gap_out_of_range_is_named() {
     let why = "a gap needs a topic and from ≤ to < 18446744073709551615";
     for msg in [

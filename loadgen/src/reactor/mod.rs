@@ -1136,9 +1136,20 @@ fn on_message(
         } => {
             let head = match v1 {
                 None => head,
-                Some(v1) => match open_envelope(v1, *topic, ctx, text, head, len) {
-                    Some(data) => data,
-                    None => return,
+                // Trusted (`--trust-envelopes`): a binary envelope is only stripped;
+                // anything else is checked in full.
+                Some(v1) => match (!text && ctx.shared.settings.trust_envelopes)
+                    .then(|| envelope::strip_binary(head))
+                    .flatten()
+                {
+                    Some(data) => {
+                        ctx.tally.v1.envelopes += 1;
+                        data
+                    }
+                    None => match open_envelope(v1, *topic, ctx, text, head, len) {
+                        Some(data) => data,
+                        None => return,
+                    },
                 },
             };
             if let Some(r) = rejoin {

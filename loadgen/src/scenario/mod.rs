@@ -193,6 +193,7 @@ fn settings(
         topics: layout.topics,
         topic_names: layout.topic_names.clone(),
         protocol: Protocol::Plain,
+        trust_envelopes: false,
         rejoin: None,
         total_connections: layout.total() as u64,
         live_latency: false,
@@ -452,6 +453,13 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         Rate::Max => None,
         Rate::PerSec(r) => Some(((publishers as f64) * 1e9 / r).max(1.0) as u64),
     };
+    if args.trust_envelopes && args.protocol != Protocol::V1 {
+        return Err(
+            "--trust-envelopes needs --protocol ringcast.v1 (plain payloads have no \
+                    envelope to trust)"
+                .to_owned(),
+        );
+    }
     let window = args.window.unwrap_or_else(|| default_window(args.size));
     let mut s = settings(
         common,
@@ -465,6 +473,7 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         None,
     );
     s.protocol = args.protocol;
+    s.trust_envelopes = args.trust_envelopes;
     s.latency_every = Sampler::every(args.latency_every);
     if p.spec.is_some() {
         return serve_as_worker(s, &layout, &p);
@@ -566,6 +575,7 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
         "scenario": "fanout",
         "url": common.url,
         "protocol": args.protocol.name(),
+        "trust_envelopes": args.trust_envelopes,
         "subscribers": args.subscribers,
         "subscribers_connected": summary.subscribers,
         "publishers": publishers,
@@ -624,8 +634,12 @@ pub(crate) fn fanout(args: &FanoutArgs) -> Result<i32, Failure> {
                 publishers,
                 args.size,
                 if args.text { "text" } else { "binary" },
-                args.protocol.name()
-            ),
+                args.protocol.name(),
+            ) + if args.trust_envelopes {
+                " (binary envelopes stripped, not checked)"
+            } else {
+                ""
+            },
         )
         .row(
             "rate",
