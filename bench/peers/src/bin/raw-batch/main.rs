@@ -469,6 +469,7 @@ impl Server {
             log,
             conns,
             failed,
+            ready,
             ..
         } = self
         else {
@@ -489,7 +490,12 @@ impl Server {
                     c.blocked = c.cursor < head;
                 } else if res == -libc::EAGAIN {
                     c.blocked = true;
-                } else if res != -libc::EINTR {
+                } else if res == -libc::EINTR {
+                    // Retried with a `write` in this turn's ready list (as `write`
+                    // retries at once): else nothing would come back to it until the
+                    // next publication.
+                    mark_ready(ready, c, key);
+                } else {
                     failed.push(key);
                 }
             },
