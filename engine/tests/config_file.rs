@@ -1,5 +1,5 @@
 //! `ringcast serve --config FILE`: the file under the `RINGCAST_*` variables under the
-//! flags, errors that name the key and its line, and `ringcast config default`.
+//! flags, errors that name the key (and its line), and `ringcast config default`.
 
 mod binary;
 
@@ -110,6 +110,31 @@ fn a_value_of_the_wrong_type_is_an_error_naming_the_key_its_line_and_the_form() 
         &[],
         &["FILE:1: invalid TOML: string values must be quoted"],
     );
+}
+
+/// A topic name limit a `ringcast.v1` binary envelope cannot carry (its length is one
+/// byte), or 0, from the file or a flag.
+#[test]
+fn a_topic_name_limit_outside_1_to_255_is_an_error_naming_the_key() {
+    let why = "is not a length from 1 to 255 bytes (a ringcast.v1 binary envelope holds the \
+               topic's length in one byte)";
+    refused(
+        "max-topic-len = 256\n",
+        &[],
+        &["key `max-topic-len`: 256 ", why],
+    );
+    for flag in ["0", "300"] {
+        let out = ringcast("serve --listen 127.0.0.1:0 --max-topic-len")
+            .arg(flag)
+            .output()
+            .expect("run ringcast");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        assert!(
+            err.contains(&format!("key `max-topic-len`: {flag} {why}")),
+            "{flag}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -26,4 +26,6 @@ pub mod topic;
 pub use policy::SlowConsumer;
 pub use relay::Relay;
 pub use ring::{Fanout, Publication, Published, Wake};
-pub use topic::{DEFAULT_TOPIC, Form, History, Start, TopicError, TopicName, TopicRules};
+pub use topic::{
+    DEFAULT_TOPIC, Form, History, MAX_TOPIC_LEN, Start, TopicError, TopicName, TopicRules,
+};

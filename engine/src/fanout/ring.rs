@@ -41,7 +41,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::relay::{Interest, Relay};
 use super::sequence::Sequencer;
-use super::topic::TopicName;
+use super::topic::{MAX_TOPIC_LEN, TopicName};
 use crate::protocol::frame::OpCode;
 use crate::protocol::{encode, envelope};
 
@@ -84,16 +84,31 @@ pub struct Publication {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub struct Published {
-    /// The message's sequence number in its topic.
+    /// The message's sequence number in its topic (0 when refused).
     pub seq: u64,
     /// Reactors whose inbox was full: their subscribers will not see this message.
     pub dropped_reactors: usize,
+    /// Nothing was published: the topic name is over [`MAX_TOPIC_LEN`] bytes.
+    pub refused: bool,
 }
 
 impl Published {
     /// Whether every reactor took the message.
     pub fn is_complete(&self) -> bool {
-        self.dropped_reactors == 0
+        !self.refused && self.dropped_reactors == 0
+    }
+
+    /// A publication to a topic name no envelope can carry: nothing is numbered or sent.
+    fn refusal(topic: &TopicName) -> Self {
+        tracing::debug!(
+            "publication refused: topic name of {} bytes (at most {MAX_TOPIC_LEN})",
+            topic.as_str().len()
+        );
+        Self {
+            seq: 0,
+            dropped_reactors: 0,
+            refused: true,
+        }
     }
 }
 
@@ -205,7 +220,12 @@ impl Fanout {
     /// node: plain subscribers here get it at once, `ringcast.v1` subscribers when it
     /// comes back numbered, and the answer's `seq` is 0 (not known yet). When the broker
     /// cannot take it, it is numbered and delivered here at once in both forms.
+    ///
+    /// A topic name over [`MAX_TOPIC_LEN`] bytes is refused ([`Published::refused`]).
     pub fn publish(&self, topic: &TopicName, opcode: OpCode, payload: &[u8]) -> Published {
+        if topic.as_str().len() > MAX_TOPIC_LEN {
+            return Published::refusal(topic);
+        }
         if let Some(i) = &self.interest {
             if i.relay().publish(topic, opcode, payload) {
                 let p = Publication {
@@ -264,6 +284,9 @@ impl Fanout {
         seq: u64,
         plain: bool,
     ) -> Published {
+        if topic.as_str().len() > MAX_TOPIC_LEN {
+            return Published::refusal(topic);
+        }
         let frame = if plain {
             encode::frame(opcode, payload)
         } else {
@@ -342,6 +365,7 @@ impl Fanout {
         Published {
             seq: p.seq,
             dropped_reactors,
+            refused: false,
         }
     }
 }

@@ -55,10 +55,15 @@ impl fmt::Display for TopicName {
     }
 }
 
+/// Longest topic name the engine carries, in bytes: a `ringcast.v1` binary envelope holds
+/// the name's length in one byte. [`TopicRules::max_name_len`] may not exceed it, and a
+/// publication to a longer name is refused ([`Published::refused`](super::Published)).
+pub const MAX_TOPIC_LEN: usize = 255;
+
 /// Limits on the topics clients name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicRules {
-    /// Longest topic name, in bytes.
+    /// Longest topic name, in bytes (at most [`MAX_TOPIC_LEN`]).
     pub max_name_len: usize,
     /// Most topics one connection may subscribe to.
     pub max_per_connection: usize,

@@ -37,7 +37,8 @@ pub fn is_json(payload: &[u8]) -> bool {
 /// whether the payload is JSON, see [`is_json`]) or binary.
 ///
 /// # Panics
-/// If a binary envelope's topic is over 255 bytes (topic rules cap names well below).
+/// If a binary envelope's topic is over 255 bytes (the fan-out refuses such names before
+/// they get here).
 pub fn frame(topic: &str, seq: u64, opcode: OpCode, payload: &[u8], json: bool) -> Bytes {
     let mut body = BytesMut::with_capacity(payload.len() + topic.len() + 48);
     if opcode == OpCode::Binary {

@@ -13,6 +13,7 @@ pub mod config;
 pub(crate) mod core;
 #[allow(unsafe_code)] // libc calls (sendmsg) and the `msghdr` it is given
 pub(crate) mod epoll;
+mod failure;
 pub mod handler;
 pub(crate) mod listener;
 pub(crate) mod pin;
@@ -182,6 +183,7 @@ pub(crate) fn start(
             }
         };
         let ready = ready_tx.clone();
+        let guard = failure::StopAllOnFailure::new(i, Arc::clone(&stop), wakers.clone());
         let params = uring::Params {
             backlog: config.backlog,
             recv_bufs: config.uring_recv_buffers,
@@ -198,7 +200,7 @@ pub(crate) fn start(
                 if let Some(core_id) = core_id {
                     pin::pin_current(core_id, i);
                 }
-                match driver {
+                let result = match driver {
                     Start::Epoll(d) => core::run(core::Core::new(shared), d),
                     Start::Uring(listener, waker) => {
                         match uring::Uring::new(listener, waker, params, i) {
@@ -209,11 +211,15 @@ pub(crate) fn start(
                             Err(e) => {
                                 let msg = format!("io_uring reactor {i}: {e}");
                                 let _ = ready.send(Err(io::Error::new(e.kind(), msg)));
-                                Err(e)
+                                // `start` returns it and stops the others.
+                                guard.disarm();
+                                return Err(e);
                             }
                         }
                     }
-                }
+                };
+                guard.returned(&result);
+                result
             })?;
         threads.push(t);
     }

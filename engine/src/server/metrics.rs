@@ -175,6 +175,12 @@ pub const METRICS: &[(&str, &str, &str)] = &[
          announced to ringcast.v1 subscribers as a gap)",
     ),
     (
+        "ringcast_cluster_malformed_total",
+        "counter",
+        "In a cluster: messages from the broker dropped unread (a ringcast header that does \
+         not decode, or a topic name over 255 bytes)",
+    ),
+    (
         "ringcast_cluster_subscriptions",
         "gauge",
         "In a cluster: topics subscribed on the broker",
@@ -233,6 +239,7 @@ pub(crate) fn stats_json(stats: &Stats, backend: Backend) -> String {
             "received_foreign": c.received_foreign,
             "dropped_to_broker": c.dropped_to_broker,
             "missed": c.missed,
+            "malformed": c.malformed,
             "subscriptions": c.subscriptions,
             "latency_p50_us": c.latency_quantile_us(0.5),
             "latency_p99_us": c.latency_quantile_us(0.99),
@@ -430,11 +437,12 @@ fn encode_cluster(e: &mut DescriptorEncoder<'_>, c: &ClusterStats) -> fmt::Resul
     }
     one(e, 25, c.dropped_to_broker)?;
     one(e, 26, c.missed)?;
-    let mut m = e.encode_descriptor(name(27), help(27), None, gauge())?;
+    one(e, 27, c.malformed)?;
+    let mut m = e.encode_descriptor(name(28), help(28), None, gauge())?;
     m.encode_gauge(&c.subscriptions)?;
     let secs = Unit::Seconds;
     let hist = MetricType::Histogram;
-    let mut m = e.encode_descriptor("ringcast_cluster_latency", help(28), Some(&secs), hist)?;
+    let mut m = e.encode_descriptor("ringcast_cluster_latency", help(29), Some(&secs), hist)?;
     let bounds = LATENCY_BUCKETS_US
         .iter()
         .map(|&b| b as f64 / 1e6)

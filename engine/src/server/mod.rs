@@ -38,7 +38,7 @@ pub use settings::{LogFormat, Settings, SettingsError};
 pub use stats::{ReactorStats, Stats};
 
 use crate::fanout::topic::{History, TopicName, TopicRules};
-use crate::fanout::{Fanout, Published, SlowConsumer};
+use crate::fanout::{Fanout, MAX_TOPIC_LEN, Published, SlowConsumer};
 use crate::protocol::conn::Limits;
 use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::HandshakeConfig;
@@ -99,7 +99,8 @@ impl EngineBuilder {
         self
     }
 
-    /// Topic name rules and topics per connection.
+    /// Topic name rules and topics per connection. [`start`](Self::start) refuses a
+    /// `max_name_len` of 0 or over [`MAX_TOPIC_LEN`].
     pub fn topics(mut self, rules: TopicRules) -> Self {
         self.config.topics = rules;
         self
@@ -230,8 +231,19 @@ impl EngineBuilder {
     /// answers 200) once this returns.
     ///
     /// # Errors
-    /// When an address cannot be bound or a thread or poller cannot be created.
+    /// When an address cannot be bound or a thread or poller cannot be created;
+    /// `InvalidInput` for topic rules no envelope can carry (see [`topics`](Self::topics)).
     pub fn start(self) -> io::Result<EngineHandle> {
+        let max = self.config.topics.max_name_len;
+        if !(1..=MAX_TOPIC_LEN).contains(&max) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "topic rules: max_name_len {max} is not a length from 1 to {MAX_TOPIC_LEN} \
+                     bytes (a ringcast.v1 binary envelope holds the topic's length in one byte)"
+                ),
+            ));
+        }
         let state = Arc::new(State::default());
         let mut config = self.config;
         let endpoints = http::Endpoints::new(config.handler, self.http, Arc::clone(&state));
@@ -302,7 +314,9 @@ impl EngineHandle {
     /// and its `ringcast.v1` envelope are encoded once; never blocks. Callable from any
     /// thread through [`fanout`](Self::fanout). In a [cluster](EngineBuilder::cluster) the
     /// message goes to the broker, which numbers it for every node, and `seq` is 0 (see
-    /// [`Fanout::publish`]).
+    /// [`Fanout::publish`]). A topic name over
+    /// [`MAX_TOPIC_LEN`] bytes is refused
+    /// ([`Published::refused`]).
     ///
     /// ```
     /// let handle = ringcast::Engine::builder()
@@ -471,13 +485,22 @@ fn signal_stop(stop: &AtomicBool, wakers: &[Arc<Waker>]) {
     }
 }
 
+/// Joins every reactor thread; returns the first error (a panic with its message).
 fn join(r: Reactors) -> io::Result<()> {
     let mut result = Ok(());
-    for t in r.threads {
+    for (i, t) in r.threads.into_iter().enumerate() {
         match t.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => result = result.and(Err(e)),
-            Err(_) => result = result.and(Err(io::Error::other("reactor thread panicked"))),
+            Err(payload) => {
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("(no message)");
+                let e = io::Error::other(format!("reactor {i} panicked: {why}"));
+                result = result.and(Err(e));
+            }
         }
     }
     result

@@ -49,7 +49,7 @@ pub use value::{parse_duration, parse_rate, parse_size};
 use super::cluster::{ClusterConfig, ClusterError};
 use super::demo::{DEFAULT_SYMBOLS, DemoFeed};
 use super::{Backend, Broadcast, Engine, EngineBuilder, EngineHandle, HttpEndpoints};
-use crate::fanout::{History, SlowConsumer, TopicRules};
+use crate::fanout::{History, MAX_TOPIC_LEN, SlowConsumer, TopicRules};
 use crate::protocol::conn::Limits;
 use crate::protocol::envelope;
 use crate::protocol::handshake::{DEFAULT_MAX_HEAD_LEN, HandshakeConfig};
@@ -301,8 +301,9 @@ impl Settings {
         layer::env_key(var)
     }
 
-    /// Checks what each value's form cannot: the demo rate's range, and, with the demo on,
-    /// that its symbols are valid topic names under `max-topic-len`.
+    /// Checks what each value's form cannot: the demo rate's range, `max-topic-len` within
+    /// 1..=[`MAX_TOPIC_LEN`], and, with the demo on, that its symbols are valid topic names
+    /// under it.
     ///
     /// # Errors
     /// The key whose value does not fit, and why.
@@ -312,6 +313,16 @@ impl Settings {
             message,
         };
         value::check_rate(self.demo_rate).map_err(|m| invalid("demo-rate", m))?;
+        if !(1..=MAX_TOPIC_LEN).contains(&self.max_topic_len) {
+            return Err(invalid(
+                "max-topic-len",
+                format!(
+                    "{} is not a length from 1 to {MAX_TOPIC_LEN} bytes (a ringcast.v1 binary \
+                     envelope holds the topic's length in one byte)",
+                    self.max_topic_len
+                ),
+            ));
+        }
         self.cluster_config().map_err(|e| {
             let key = match e {
                 ClusterError::NodeId(_) => "node-id",

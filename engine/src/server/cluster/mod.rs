@@ -43,7 +43,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 pub use stats::ClusterStats;
 use stats::{Counters, bump};
 
-use crate::fanout::{Fanout, Relay, TopicName};
+use crate::fanout::{Fanout, MAX_TOPIC_LEN, Relay, TopicName};
 use crate::protocol::frame::OpCode;
 
 /// The default broker subject (channel) prefix: topic `T` is `ringcast.T`.
@@ -339,12 +339,20 @@ pub(crate) const REORDER_WAIT: Duration = Duration::from_millis(100);
 const REORDER_MAX: usize = 4096;
 
 impl Shared {
-    /// Takes one message off the broker: decodes it (a malformed one is counted and
-    /// dropped), counts it by origin (own, remote with its latency, foreign) and delivers
+    /// Takes one message off the broker: decodes it (a malformed one, or one on a topic
+    /// name over [`MAX_TOPIC_LEN`] bytes, is counted and dropped), counts it by origin (own, remote with its latency, foreign) and delivers
     /// it numbered `seq`, or by the number in its header when `seq` is `None` (Redis; on
     /// NATS the number comes with the message, outside it).
     pub(crate) fn receive(&self, topic: &TopicName, body: &[u8], seq: Option<u64>) {
         let c = &self.counters;
+        if topic.as_str().len() > MAX_TOPIC_LEN {
+            tracing::debug!(
+                "cluster: dropped a message on a topic name of {} bytes (at most {MAX_TOPIC_LEN})",
+                topic.as_str().len()
+            );
+            bump(&c.malformed);
+            return;
+        }
         let m = match wire::decode(body) {
             Ok(m) => m,
             Err(e) => {
@@ -811,6 +819,29 @@ mod tests {
         // A node's own publication comes back for its envelope only.
         shared.deliver(&t, OpCode::Text, b"own", 7, true);
         assert_eq!(taken(&rx), [(7, false, true)]);
+    }
+
+    #[test]
+    fn a_topic_name_no_envelope_can_carry_is_dropped_and_counted() {
+        let (shared, rx) = node();
+        for len in [MAX_TOPIC_LEN + 1, 4096] {
+            let t = TopicName::new(&"x".repeat(len));
+            shared.begin(&t);
+            shared.started(&t, 0, true);
+            // A foreign message (no ringcast header) would be delivered as text.
+            shared.receive(&t, b"{\"bid\":1}", Some(1));
+            shared.release_held(Instant::now() + REORDER_WAIT);
+        }
+        assert_eq!(taken(&rx), []);
+        assert_eq!(shared.counters.malformed.load(Ordering::Relaxed), 2);
+        // The longest name an envelope carries is delivered in both forms.
+        let t = TopicName::new(&"x".repeat(MAX_TOPIC_LEN));
+        shared.begin(&t);
+        shared.started(&t, 0, true);
+        shared.receive(&t, b"{\"bid\":1}", Some(1));
+        shared.release_held(Instant::now() + REORDER_WAIT);
+        assert_eq!(taken(&rx), [(1, true, true)]);
+        assert_eq!(shared.counters.malformed.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub struct ClusterStats {
     pub received_own: u64,
     /// Publications received from other programs (no ringcast header).
     pub received_foreign: u64,
-    /// Messages with the ringcast magic that could not be read (dropped).
+    /// Messages dropped unread: with the ringcast magic but no valid header, or on a topic
+    /// name over [`MAX_TOPIC_LEN`](crate::fanout::MAX_TOPIC_LEN) bytes.
     pub malformed: u64,
     /// Sequence numbers skipped on receipt (publications lost, e.g. while disconnected);
     /// `ringcast.v1` subscribers are told with a `gap`.

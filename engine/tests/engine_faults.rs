@@ -1,0 +1,142 @@
+//! Faults on the embedding side, on real sockets and both backends: a handler that panics
+//! takes the whole engine down (`wait` returns the panic's message, and every connection,
+//! on every reactor, is closed, none left hanging on a dead reactor), and topic names
+//! longer than a `ringcast.v1` binary envelope can carry (255 bytes) are refused where
+//! they come in (topic rules at start, a publication) while a 255-byte name works end to
+//! end.
+
+mod fanout_util;
+mod util;
+
+use std::io;
+use std::sync::mpsc;
+
+use fanout_util::{TIMEOUT, Ws, builder, connect, next_data, start, try_connect_with};
+use ringcast::fanout::{MAX_TOPIC_LEN, TopicRules};
+use ringcast::server::{
+    Backend, Broadcast, Client, Handler, Message as Incoming, Upgrade, UpgradeRequest,
+};
+use tungstenite::Message;
+
+util::for_each_backend!(
+    a_panicking_handler_stops_the_engine,
+    topic_names_past_what_an_envelope_carries,
+);
+
+/// Accepts everyone and panics on the text `boom`: a handler with a bug.
+struct Boom;
+
+impl Handler for Boom {
+    fn on_upgrade(&self, _: &UpgradeRequest<'_>) -> Upgrade {
+        Upgrade::accept()
+    }
+
+    fn on_message(&self, _: &mut Client<'_>, msg: Incoming<'_>) {
+        if let Incoming::Text("boom") = msg {
+            panic!("handler bug: boom");
+        }
+    }
+}
+
+/// Reads until the server ends the connection (a close frame or the socket closed);
+/// panics if it is still open after [`TIMEOUT`].
+fn ended(ws: &mut Ws) {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(_)) => return,
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the connection is still open after {TIMEOUT:?}")
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+fn a_panicking_handler_stops_the_engine(backend: Backend) {
+    let handle = start(builder(backend).handler(Boom));
+    let addr = handle.local_addr();
+    // Two reactors; clients from as many ports land on both (`SO_REUSEPORT` hashes them).
+    let mut clients: Vec<Ws> = (0..8).map(|_| connect(addr, "/")).collect();
+    // The reactor of client 0 handles its message and panics.
+    clients[0].send(Message::text("boom")).expect("send");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(handle.wait());
+    });
+    let result = rx
+        .recv_timeout(TIMEOUT)
+        .expect("the engine stops once a reactor panicked");
+    let err = result.expect_err("a panicked reactor is an error");
+    assert!(
+        err.to_string().contains("panicked: handler bug: boom"),
+        "{err}"
+    );
+    for ws in &mut clients {
+        ended(ws);
+    }
+}
+
+fn topic_names_past_what_an_envelope_carries(backend: Backend) {
+    // Topic rules that allow a longer name are refused at start, naming the field.
+    let rules = |max_name_len| TopicRules {
+        max_name_len,
+        max_per_connection: 8,
+    };
+    let err = builder(backend)
+        .topics(rules(MAX_TOPIC_LEN + 1))
+        .start()
+        .expect_err("a name limit over 255 bytes is refused");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    assert!(
+        err.to_string()
+            .contains("max_name_len 256 is not a length from 1 to 255"),
+        "{err}"
+    );
+
+    // The longest name works end to end: plainly, and in a binary envelope whose length
+    // byte is 255.
+    let handle = start(
+        builder(backend)
+            .topics(rules(MAX_TOPIC_LEN))
+            .handler(Broadcast {
+                publish_token: None,
+                rules: rules(MAX_TOPIC_LEN),
+            }),
+    );
+    let addr = handle.local_addr();
+    let longest = "x".repeat(MAX_TOPIC_LEN);
+    let path = format!("/sub/{longest}");
+    let mut plain = connect(addr, &path);
+    let mut v1 = try_connect_with(addr, &path, &[("Sec-WebSocket-Protocol", "ringcast.v1")])
+        .unwrap_or_else(|(status, body)| panic!("{status}: {body}"));
+    let envelope = |seq: u64, payload: &[u8]| {
+        let mut f = vec![0x01, 255];
+        f.extend_from_slice(longest.as_bytes());
+        f.extend_from_slice(&seq.to_be_bytes());
+        f.extend_from_slice(payload);
+        Message::binary(f)
+    };
+    let r = handle.publish_binary(&longest, b"tick");
+    assert!(r.is_complete() && !r.refused && r.seq == 1, "{r:?}");
+    assert_eq!(next_data(&mut plain), Message::binary(&b"tick"[..]));
+    assert_eq!(next_data(&mut v1), envelope(1, b"tick"));
+
+    // One byte longer: refused, nothing numbered or sent, and the engine goes on.
+    let too_long = "x".repeat(MAX_TOPIC_LEN + 1);
+    for r in [
+        handle.publish_binary(&too_long, b"lost"),
+        handle.publish(&too_long, "lost"),
+    ] {
+        assert!(r.refused && !r.is_complete() && r.seq == 0, "{r:?}");
+    }
+    let r = handle.publish_binary(&longest, b"tock");
+    assert_eq!(r.seq, 2, "{r:?}");
+    assert_eq!(next_data(&mut plain), Message::binary(&b"tock"[..]));
+    assert_eq!(next_data(&mut v1), envelope(2, b"tock"));
+}
