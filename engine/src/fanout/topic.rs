@@ -210,6 +210,9 @@ pub(crate) struct TopicEntry {
     pub(crate) turn_start: u64,
     /// In the reactor's list of topics published to since the last tick.
     pub(crate) touched: bool,
+    /// Published to since the last tick: the delivery visits that follow trim its log,
+    /// the tick does not need to.
+    pub(crate) fresh: bool,
     /// Sweeps of idle topics this one was found without subscribers or publications.
     idle_sweeps: u32,
 }
@@ -359,6 +362,7 @@ impl Topics {
             entry.turn_start = entry.log.head();
             self.turn.push(id);
         }
+        entry.fresh = true;
         if !entry.touched {
             entry.touched = true;
             self.touched.push(id);
@@ -375,6 +379,7 @@ impl Topics {
             in_turn: false,
             turn_start: 0,
             touched: false,
+            fresh: false,
             idle_sweeps: 0,
         }) as u32;
         self.ids.entry(topic.clone()).or_default().0[form as usize] = id;
