@@ -137,6 +137,48 @@ fn a_topic_name_limit_outside_1_to_255_is_an_error_naming_the_key() {
     }
 }
 
+/// An inbox of 0 or too large to allocate, a duration over a year (a deadline that far
+/// ahead would overflow the clock), from the file or a flag.
+#[test]
+fn an_inbox_or_a_duration_out_of_range_is_an_error_naming_the_key() {
+    refused(
+        "inbox = 0\n",
+        &[],
+        &["key `inbox`: 0 is not a number of publications from 1 to 16777216"],
+    );
+    refused(
+        "idle-timeout = 31536001\n",
+        &[],
+        &["FILE:1: key `idle-timeout`: '31536001' is over 365 days, the longest duration taken"],
+    );
+    for (flag, value, expected) in [
+        (
+            "--inbox",
+            "18446744073709551615",
+            "key `inbox`: 18446744073709551615 is not a number of publications from 1 to \
+             16777216",
+        ),
+        (
+            "--idle-timeout",
+            "18446744073709551615s",
+            "'--idle-timeout <IDLE_TIMEOUT>': '18446744073709551615s' is over 365 days",
+        ),
+        (
+            "--history-ttl",
+            "525601m",
+            "'--history-ttl <HISTORY_TTL>': '525601m' is over 365 days",
+        ),
+    ] {
+        let out = ringcast("serve --listen 127.0.0.1:0")
+            .args([flag, value])
+            .output()
+            .expect("run ringcast");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        assert!(err.contains(expected), "{flag}: {err}");
+    }
+}
+
 #[test]
 fn a_bad_variable_or_a_missing_file_is_an_error_naming_it() {
     refused(

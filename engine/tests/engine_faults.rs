@@ -1,4 +1,5 @@
-//! Faults on the embedding side, on real sockets and both backends: a handler that panics
+//! Faults on the embedding side, on real sockets and both backends: a configuration the
+//! engine cannot run with refused at start, naming the field; a handler that panics
 //! takes the whole engine down (`wait` returns the panic's message, and every connection,
 //! on every reactor, is closed, none left hanging on a dead reactor), and topic names
 //! longer than a `ringcast.v1` binary envelope can carry (255 bytes) are refused where
@@ -10,9 +11,12 @@ mod util;
 
 use std::io;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use fanout_util::{TIMEOUT, Ws, builder, connect, next_data, start, try_connect_with};
+use ringcast::EngineBuilder;
 use ringcast::fanout::{MAX_TOPIC_LEN, TopicRules};
+use ringcast::server::config::MAX_DURATION;
 use ringcast::server::{
     Backend, Broadcast, Client, Handler, Message as Incoming, Upgrade, UpgradeRequest,
 };
@@ -22,6 +26,56 @@ util::for_each_backend!(
     a_panicking_handler_stops_the_engine,
     topic_names_past_what_an_envelope_carries,
 );
+
+/// What the types let through but the engine cannot run with is refused by `start`, with
+/// `InvalidInput` naming the field, before any thread or socket exists.
+#[test]
+fn a_configuration_the_engine_cannot_run_with_is_refused_at_start() {
+    let cases: [(EngineBuilder, &str); 6] = [
+        (
+            builder(Backend::Epoll).topics(TopicRules {
+                max_name_len: MAX_TOPIC_LEN + 1,
+                max_per_connection: 8,
+            }),
+            "topic rules: max_name_len 256 is not a length from 1 to 255 bytes",
+        ),
+        (
+            builder(Backend::Epoll).topics(TopicRules {
+                max_name_len: 0,
+                max_per_connection: 8,
+            }),
+            "topic rules: max_name_len 0 is not a length from 1 to 255 bytes",
+        ),
+        (
+            builder(Backend::Epoll).inbox_capacity(0),
+            "inbox_capacity 0 is not a number of publications from 1 to 16777216",
+        ),
+        (
+            builder(Backend::Epoll).inbox_capacity(usize::MAX),
+            "inbox_capacity 18446744073709551615 is not a number of publications",
+        ),
+        (
+            builder(Backend::Epoll).handshake_timeout(Duration::MAX),
+            "handshake_timeout 18446744073709551615.999999999s is over 365 days",
+        ),
+        (
+            builder(Backend::Epoll).heartbeat(Some(MAX_DURATION + Duration::from_secs(1))),
+            "heartbeat 31536001s is over 365 days",
+        ),
+    ];
+    for (b, expected) in cases {
+        let err = b.start().expect_err(expected);
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+    // The limits themselves are taken.
+    let h = builder(Backend::Epoll)
+        .inbox_capacity(1)
+        .handshake_timeout(MAX_DURATION)
+        .start()
+        .expect("the limits are valid");
+    h.shutdown();
+}
 
 /// Accepts everyone and panics on the text `boom`: a handler with a bug.
 struct Boom;
@@ -83,21 +137,10 @@ fn a_panicking_handler_stops_the_engine(backend: Backend) {
 }
 
 fn topic_names_past_what_an_envelope_carries(backend: Backend) {
-    // Topic rules that allow a longer name are refused at start, naming the field.
     let rules = |max_name_len| TopicRules {
         max_name_len,
         max_per_connection: 8,
     };
-    let err = builder(backend)
-        .topics(rules(MAX_TOPIC_LEN + 1))
-        .start()
-        .expect_err("a name limit over 255 bytes is refused");
-    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
-    assert!(
-        err.to_string()
-            .contains("max_name_len 256 is not a length from 1 to 255"),
-        "{err}"
-    );
 
     // The longest name works end to end: plainly, and in a binary envelope whose length
     // byte is 255.

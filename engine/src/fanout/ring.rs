@@ -54,6 +54,9 @@ thread_local! {
 
 /// Default capacity of each reactor's inbox, in publications.
 pub const DEFAULT_INBOX_CAPACITY: usize = 64 * 1024;
+/// Largest inbox a reactor may be given, in publications (its slots are allocated up
+/// front: ~100 bytes each, so 1.6 GiB per reactor at this size).
+pub const MAX_INBOX_CAPACITY: usize = 1 << 24;
 
 /// How a publisher interrupts a reactor that waits for I/O. The reactor implements it
 /// (an eventfd write); the fan-out only knows that waking is cheap and never blocks.

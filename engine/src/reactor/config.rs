@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::handler::{Echo, Handler};
 use crate::fanout::policy::SlowConsumer;
-use crate::fanout::ring::DEFAULT_INBOX_CAPACITY;
-use crate::fanout::topic::{History, TopicRules};
+use crate::fanout::ring::{DEFAULT_INBOX_CAPACITY, MAX_INBOX_CAPACITY};
+use crate::fanout::topic::{History, MAX_TOPIC_LEN, TopicRules};
 use crate::protocol::conn::Limits;
 use crate::protocol::envelope;
 use crate::protocol::handshake::HandshakeConfig;
@@ -172,7 +172,50 @@ impl Default for Config {
     }
 }
 
+/// Longest timeout or interval the engine takes: deadlines are instants this far ahead,
+/// and a value past any real need is a mistake to report, not a clock to overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl Config {
+    /// Checks what the types let through but the engine cannot run with: a topic name
+    /// limit outside 1..=[`MAX_TOPIC_LEN`], an inbox outside 1..=[`MAX_INBOX_CAPACITY`],
+    /// and a timeout or interval over [`MAX_DURATION`].
+    ///
+    /// # Errors
+    /// The first field that does not fit, and why.
+    pub fn check(&self) -> Result<(), String> {
+        let max = self.topics.max_name_len;
+        if !(1..=MAX_TOPIC_LEN).contains(&max) {
+            return Err(format!(
+                "topic rules: max_name_len {max} is not a length from 1 to {MAX_TOPIC_LEN} \
+                 bytes (a ringcast.v1 binary envelope holds the topic's length in one byte)"
+            ));
+        }
+        let inbox = self.inbox_capacity;
+        if !(1..=MAX_INBOX_CAPACITY).contains(&inbox) {
+            return Err(format!(
+                "inbox_capacity {inbox} is not a number of publications from 1 to \
+                 {MAX_INBOX_CAPACITY}"
+            ));
+        }
+        let durations = [
+            ("handshake_timeout", Some(self.handshake_timeout)),
+            ("limits.close_timeout", Some(self.limits.close_timeout)),
+            ("limits.idle_timeout", self.limits.idle_timeout),
+            ("heartbeat", self.heartbeat),
+            ("history.idle_ttl", Some(self.history.idle_ttl)),
+        ];
+        for (field, d) in durations {
+            if let Some(d) = d.filter(|&d| d > MAX_DURATION) {
+                return Err(format!(
+                    "{field} {d:?} is over {} days",
+                    MAX_DURATION.as_secs() / 86_400
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The reactor count after resolving 0 to the number of cores.
     pub fn reactor_count(&self) -> usize {
         if self.threads > 0 {

@@ -38,7 +38,7 @@ pub use settings::{LogFormat, Settings, SettingsError};
 pub use stats::{ReactorStats, Stats};
 
 use crate::fanout::topic::{History, TopicName, TopicRules};
-use crate::fanout::{Fanout, MAX_TOPIC_LEN, Published, SlowConsumer};
+use crate::fanout::{Fanout, Published, SlowConsumer};
 use crate::protocol::conn::Limits;
 use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::HandshakeConfig;
@@ -100,7 +100,7 @@ impl EngineBuilder {
     }
 
     /// Topic name rules and topics per connection. [`start`](Self::start) refuses a
-    /// `max_name_len` of 0 or over [`MAX_TOPIC_LEN`].
+    /// `max_name_len` of 0 or over [`MAX_TOPIC_LEN`](crate::fanout::MAX_TOPIC_LEN).
     pub fn topics(mut self, rules: TopicRules) -> Self {
         self.config.topics = rules;
         self
@@ -232,18 +232,13 @@ impl EngineBuilder {
     ///
     /// # Errors
     /// When an address cannot be bound or a thread or poller cannot be created;
-    /// `InvalidInput` for topic rules no envelope can carry (see [`topics`](Self::topics)).
+    /// `InvalidInput` naming the field for a configuration the engine cannot run with
+    /// ([`Config::check`]: topic rules no envelope can carry, an inbox of 0 or too large
+    /// to allocate, a timeout over a year).
     pub fn start(self) -> io::Result<EngineHandle> {
-        let max = self.config.topics.max_name_len;
-        if !(1..=MAX_TOPIC_LEN).contains(&max) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "topic rules: max_name_len {max} is not a length from 1 to {MAX_TOPIC_LEN} \
-                     bytes (a ringcast.v1 binary envelope holds the topic's length in one byte)"
-                ),
-            ));
-        }
+        self.config
+            .check()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let state = Arc::new(State::default());
         let mut config = self.config;
         let endpoints = http::Endpoints::new(config.handler, self.http, Arc::clone(&state));
@@ -315,7 +310,7 @@ impl EngineHandle {
     /// thread through [`fanout`](Self::fanout). In a [cluster](EngineBuilder::cluster) the
     /// message goes to the broker, which numbers it for every node, and `seq` is 0 (see
     /// [`Fanout::publish`]). A topic name over
-    /// [`MAX_TOPIC_LEN`] bytes is refused
+    /// [`MAX_TOPIC_LEN`](crate::fanout::MAX_TOPIC_LEN) bytes is refused
     /// ([`Published::refused`]).
     ///
     /// ```

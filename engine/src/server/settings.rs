@@ -49,6 +49,7 @@ pub use value::{parse_duration, parse_rate, parse_size};
 use super::cluster::{ClusterConfig, ClusterError};
 use super::demo::{DEFAULT_SYMBOLS, DemoFeed};
 use super::{Backend, Broadcast, Engine, EngineBuilder, EngineHandle, HttpEndpoints};
+use crate::fanout::ring::MAX_INBOX_CAPACITY;
 use crate::fanout::{History, MAX_TOPIC_LEN, SlowConsumer, TopicRules};
 use crate::protocol::conn::Limits;
 use crate::protocol::envelope;
@@ -301,8 +302,8 @@ impl Settings {
         layer::env_key(var)
     }
 
-    /// Checks what each value's form cannot: the demo rate's range, `max-topic-len` within
-    /// 1..=[`MAX_TOPIC_LEN`], and, with the demo on, that its symbols are valid topic names
+    /// Checks what each value's form cannot: the demo rate's range, `inbox` within
+    /// 1..=[`MAX_INBOX_CAPACITY`], `max-topic-len` within 1..=[`MAX_TOPIC_LEN`], and, with the demo on, that its symbols are valid topic names
     /// under it.
     ///
     /// # Errors
@@ -313,6 +314,15 @@ impl Settings {
             message,
         };
         value::check_rate(self.demo_rate).map_err(|m| invalid("demo-rate", m))?;
+        if !(1..=MAX_INBOX_CAPACITY).contains(&self.inbox) {
+            return Err(invalid(
+                "inbox",
+                format!(
+                    "{} is not a number of publications from 1 to {MAX_INBOX_CAPACITY}",
+                    self.inbox
+                ),
+            ));
+        }
         if !(1..=MAX_TOPIC_LEN).contains(&self.max_topic_len) {
             return Err(invalid(
                 "max-topic-len",

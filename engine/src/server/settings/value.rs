@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, SeqAccess, Unexpected, Visitor};
 
+use crate::reactor::config::MAX_DURATION;
+
 /// Parses a byte size: a number with an optional unit (B, K/KB/KiB, M/MB/MiB, G/GB/GiB;
 /// all powers of 1024), e.g. `16MiB`, `64k`, `1000`.
 ///
@@ -37,17 +39,30 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 }
 
 /// Parses a duration: a number with a unit (ms, s, m), or plain seconds, e.g. `500ms`,
-/// `10s`, `2m`, `30`.
+/// `10s`, `2m`, `30`; at most [`MAX_DURATION`] (a year).
 ///
 /// # Errors
-/// A message naming the text and the expected form.
+/// A message naming the text and the expected form, or the limit.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (n, unit) = number_and_unit(s, "a duration (examples: 10s, 500ms, 2m)")?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        other => Err(format!("unknown duration unit '{other}' (use ms, s or m)")),
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        other => return Err(format!("unknown duration unit '{other}' (use ms, s or m)")),
+    };
+    at_most_a_year(d, s)
+}
+
+/// `d` (written `shown`) if it is at most [`MAX_DURATION`].
+fn at_most_a_year(d: Duration, shown: impl fmt::Display) -> Result<Duration, String> {
+    if d <= MAX_DURATION {
+        Ok(d)
+    } else {
+        Err(format!(
+            "'{shown}' is over {} days, the longest duration taken",
+            MAX_DURATION.as_secs() / 86_400
+        ))
     }
 }
 
@@ -146,13 +161,12 @@ pub(super) mod duration {
         }
 
         fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
-            Ok(Duration::from_secs(n))
+            at_most_a_year(Duration::from_secs(n), n).map_err(E::custom)
         }
 
         fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
-            u64::try_from(n)
-                .map(Duration::from_secs)
-                .map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))
+            let n = u64::try_from(n).map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))?;
+            self.visit_u64(n)
         }
 
         fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
@@ -298,6 +312,19 @@ mod tests {
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("10h").is_err());
+        assert_eq!(parse_duration("525600m"), Ok(MAX_DURATION));
+        for over in [
+            "525601m",
+            "31536001",
+            "18446744073709551615s",
+            "18446744073709551615m",
+        ] {
+            let e = parse_duration(over).expect_err(over);
+            assert_eq!(
+                e,
+                format!("'{over}' is over 365 days, the longest duration taken")
+            );
+        }
         assert_eq!(parse_rate("2.5"), Ok(2.5));
         assert!(parse_rate("0").is_err());
         assert!(parse_rate("fast").is_err());
