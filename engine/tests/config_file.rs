@@ -137,6 +137,27 @@ fn a_topic_name_limit_outside_1_to_255_is_an_error_naming_the_key() {
     }
 }
 
+/// A token that is empty (say, from an unset variable in a script) would let no one in.
+#[test]
+fn an_empty_token_is_an_error_naming_the_key() {
+    refused(
+        "metrics-token = \"\"\n",
+        &[],
+        &[
+            "key `metrics-token`: an empty token would let no one in (leave the key out to need none)",
+        ],
+    );
+    let out = ringcast("serve --listen 127.0.0.1:0 --publish-token=")
+        .output()
+        .expect("run ringcast");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("key `publish-token`: an empty token would let no one in"),
+        "{err}"
+    );
+}
+
 /// An inbox of 0 or too large to allocate, a duration over a year (a deadline that far
 /// ahead would overflow the clock), from the file or a flag.
 #[test]

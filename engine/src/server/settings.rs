@@ -302,7 +302,8 @@ impl Settings {
         layer::env_key(var)
     }
 
-    /// Checks what each value's form cannot: the demo rate's range, `inbox` within
+    /// Checks what each value's form cannot: the demo rate's range, tokens that are not
+    /// empty, `inbox` within
     /// 1..=[`MAX_INBOX_CAPACITY`], `max-topic-len` within 1..=[`MAX_TOPIC_LEN`], and, with the demo on, that its symbols are valid topic names
     /// under it.
     ///
@@ -314,6 +315,18 @@ impl Settings {
             message,
         };
         value::check_rate(self.demo_rate).map_err(|m| invalid("demo-rate", m))?;
+        for (key, token) in [
+            ("publish-token", &self.publish_token),
+            ("metrics-token", &self.metrics_token),
+        ] {
+            if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(invalid(
+                    key,
+                    "an empty token would let no one in (leave the key out to need none)"
+                        .to_owned(),
+                ));
+            }
+        }
         if !(1..=MAX_INBOX_CAPACITY).contains(&self.inbox) {
             return Err(invalid(
                 "inbox",
