@@ -569,6 +569,13 @@ fn publish(shared: &Shared, conn: &mut Conn, o: &Outbound, pending: &Pending) ->
     Ok(())
 }
 
+/// Largest message a NATS server sends (its `max_payload` cannot be set higher): a
+/// size above it in a `MSG` line is a broken stream, not a buffer to allocate.
+const MAX_MESSAGE: usize = 64 << 20;
+/// Longest protocol line taken (`MSG` lines hold a subject and sizes; `INFO` a few KiB of
+/// JSON): a longer one is a broken stream, not a buffer to grow without end.
+const MAX_LINE: u64 = 64 << 10;
+
 /// Reads the connection until it ends: numbered messages are delivered, API answers
 /// routed to the writer, pings answered through it.
 fn read_loop(shared: &Shared, stream: TcpStream, pending: &Pending) -> io::Error {
@@ -579,8 +586,15 @@ fn read_loop(shared: &Shared, stream: TcpStream, pending: &Pending) -> io::Error
     let mut body = Vec::new();
     loop {
         line.clear();
-        match r.read_until(b'\n', &mut line) {
+        match Read::take(&mut r, MAX_LINE).read_until(b'\n', &mut line) {
             Ok(0) => return io::ErrorKind::UnexpectedEof.into(),
+            Ok(n) if line.last() != Some(&b'\n') => {
+                return if n as u64 >= MAX_LINE {
+                    io::Error::other(format!("protocol line over {MAX_LINE} bytes"))
+                } else {
+                    io::ErrorKind::UnexpectedEof.into()
+                };
+            }
             Ok(_) => {}
             Err(e) => return e,
         }
@@ -623,6 +637,12 @@ fn read_loop(shared: &Shared, stream: TcpStream, pending: &Pending) -> io::Error
         let total: usize = total;
         if hdr_len > total {
             return io::Error::other(format!("bad {op} line"));
+        }
+        if total > MAX_MESSAGE {
+            return io::Error::other(format!(
+                "{op} of {total} bytes, over the {} MiB a NATS server can send",
+                MAX_MESSAGE >> 20
+            ));
         }
         body.resize(total + 2, 0);
         if let Err(e) = r.read_exact(&mut body) {

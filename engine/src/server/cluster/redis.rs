@@ -15,7 +15,7 @@
 //! announces what it missed as a gap (counted as missed), it cannot recover it.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -49,13 +49,34 @@ enum Value {
     Array(Vec<Self>),
 }
 
+/// Longest RESP line (a type byte with a length, or a status) a server sends; a longer
+/// one is a broken stream, not a buffer to grow without end.
+const MAX_LINE: u64 = 64 << 10;
+/// Deepest nesting of arrays taken (replies and pub/sub messages nest at most two deep):
+/// a deeper one is a broken stream, not a recursion to overflow the stack with.
+const MAX_DEPTH: usize = 8;
+
 /// Reads one RESP value.
 fn read_value(r: &mut impl BufRead) -> io::Result<Value> {
+    read_nested(r, 0)
+}
+
+fn read_nested(r: &mut impl BufRead, depth: usize) -> io::Result<Value> {
+    let bad = || io::Error::other("bad RESP");
+    if depth > MAX_DEPTH {
+        return Err(bad());
+    }
     let mut line = Vec::new();
-    if r.read_until(b'\n', &mut line)? == 0 {
+    if Read::take(&mut *r, MAX_LINE).read_until(b'\n', &mut line)? == 0 {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
-    let bad = || io::Error::other("bad RESP");
+    if line.last() != Some(&b'\n') {
+        return Err(if line.len() as u64 >= MAX_LINE {
+            bad()
+        } else {
+            io::ErrorKind::UnexpectedEof.into()
+        });
+    }
     let text = std::str::from_utf8(line.get(1..line.len().saturating_sub(2)).ok_or_else(bad)?)
         .map_err(|_| bad())?;
     let n = || text.parse::<i64>().map_err(|_| bad());
@@ -78,7 +99,7 @@ fn read_value(r: &mut impl BufRead) -> io::Result<Value> {
             len if (0..=1 << 20).contains(&len) => {
                 let mut v = Vec::with_capacity(len as usize);
                 for _ in 0..len {
-                    v.push(read_value(r)?);
+                    v.push(read_nested(r, depth + 1)?);
                 }
                 Value::Array(v)
             }
@@ -462,5 +483,27 @@ mod tests {
         assert_eq!(out, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
         let mut bad = &b"?\r\n"[..];
         assert!(read_value(&mut bad).is_err());
+    }
+
+    #[test]
+    fn a_broken_stream_is_an_error_not_a_crash() {
+        // Arrays nested as deep as taken, and one deeper: refused, not recursed into
+        // until the stack overflows (a million levels would).
+        let nested = |levels: usize| {
+            let mut s = "*1\r\n".repeat(levels).into_bytes();
+            s.extend_from_slice(b":1\r\n");
+            s
+        };
+        assert!(read_value(&mut &nested(MAX_DEPTH)[..]).is_ok());
+        assert!(read_value(&mut &nested(MAX_DEPTH + 1)[..]).is_err());
+        assert!(read_value(&mut &nested(1_000_000)[..]).is_err());
+        // A line without end: refused at the limit, not buffered whole.
+        let mut endless = Read::take(io::repeat(b'+'), 1 << 30);
+        let mut r = BufReader::new(&mut endless);
+        assert!(read_value(&mut r).is_err());
+        // Lengths over what Redis sends.
+        for s in [&b"$536870913\r\n"[..], b"*1048577\r\n", b"$-2\r\n"] {
+            assert!(read_value(&mut &s[..]).is_err());
+        }
     }
 }
