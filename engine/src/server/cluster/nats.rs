@@ -174,9 +174,10 @@ fn connect(host: &str, port: u16, node: &str) -> io::Result<TcpStream> {
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut r = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
-    r.read_line(&mut line)?;
+    Read::take(&mut r, MAX_LINE).read_line(&mut line)?;
     if !line.starts_with("INFO ") {
-        return Err(io::Error::other(format!("not a NATS server: {line:?}")));
+        let head: String = line.chars().take(80).collect();
+        return Err(io::Error::other(format!("not a NATS server: {head:?}")));
     }
     let info: serde_json::Value = serde_json::from_str(&line[5..]).unwrap_or_default();
     if info.get("jetstream").and_then(serde_json::Value::as_bool) != Some(true) {
@@ -193,7 +194,7 @@ fn connect(host: &str, port: u16, node: &str) -> io::Result<TcpStream> {
     w.write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())?;
     loop {
         line.clear();
-        if r.read_line(&mut line)? == 0 {
+        if Read::take(&mut r, MAX_LINE).read_line(&mut line)? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         match line.trim_end() {
