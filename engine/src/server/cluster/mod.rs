@@ -822,6 +822,37 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_reports_its_connection_lost_even_when_it_panics() {
+        let (out_tx, _out_rx) = crossbeam_channel::bounded(1);
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            config: ClusterConfig::new("nats://127.0.0.1:1").unwrap(),
+            counters: Counters::default(),
+            fanout: OnceLock::new(),
+            out_tx,
+            control_tx,
+            stop: AtomicBool::new(false),
+            numbering: Mutex::default(),
+        });
+        let lost = || match control_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Control::Lost(n, why)) => (n, why),
+            other => panic!("no loss reported: {other:?}"),
+        };
+        let t = supervise::spawn_reader("test-rx", Arc::clone(&shared), 7, |_| {
+            panic!("a reader bug")
+        })
+        .unwrap();
+        assert!(t.join().is_err());
+        assert_eq!(lost(), (7, "its reader panicked".to_owned()));
+        let t = supervise::spawn_reader("test-rx", Arc::clone(&shared), 8, |_| {
+            std::io::Error::other("end of stream")
+        })
+        .unwrap();
+        t.join().unwrap();
+        assert_eq!(lost(), (8, "end of stream".to_owned()));
+    }
+
+    #[test]
     fn a_topic_name_no_envelope_can_carry_is_dropped_and_counted() {
         let (shared, rx) = node();
         for len in [MAX_TOPIC_LEN + 1, 4096] {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 
 use super::stats::bump;
-use super::supervise::{Link, supervise};
+use super::supervise::{Link, spawn_reader, supervise};
 use super::{Broker, Control, Outbound, Shared, deliver_queued_locally, now_us, wire};
 use crate::fanout::TopicName;
 
@@ -217,13 +217,13 @@ fn start_reader(
     p: &Pending,
 ) -> io::Result<Conn> {
     let rs = stream.try_clone()?;
-    let (s, pending) = (Arc::clone(shared), Arc::clone(p));
-    let reader = std::thread::Builder::new()
-        .name("ringcast-cluster-rx".into())
-        .spawn(move || {
-            let why = read_loop(&s, rs, &pending);
-            let _ = s.control_tx.send(Control::Lost(number, why.to_string()));
-        })?;
+    let pending = Arc::clone(p);
+    let reader = spawn_reader(
+        "ringcast-cluster-rx",
+        Arc::clone(shared),
+        number,
+        move |s| read_loop(s, rs, &pending),
+    )?;
     let mut out = BufWriter::with_capacity(64 * 1024, stream);
     let root = inbox_root(&shared.config.node_id);
     write!(out, "SUB {root}* 1\r\n")?;

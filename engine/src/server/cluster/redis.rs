@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 
 use super::nats::{Follow, IO_TIMEOUT, note_interest};
 use super::stats::bump;
-use super::supervise::{Link, supervise};
+use super::supervise::{Link, spawn_reader, supervise};
 use super::{Broker, Control, Outbound, Shared};
 use crate::fanout::TopicName;
 
@@ -229,25 +229,21 @@ fn connect(shared: &Arc<Shared>, host: &str, port: u16, db: u32, number: u64) ->
     let expected: Expected = Arc::default();
     let confirms: Confirms = Arc::default();
     let mut readers = Vec::new();
-    let (s, e) = (Arc::clone(shared), Arc::clone(&expected));
-    readers.push(
-        std::thread::Builder::new()
-            .name("ringcast-cluster-cmd".into())
-            .spawn(move || {
-                let why = read_replies(&s, r, &e);
-                let _ = s.control_tx.send(Control::Lost(number, why.to_string()));
-            })?,
-    );
-    let (s, c) = (Arc::clone(shared), Arc::clone(&confirms));
+    let e = Arc::clone(&expected);
+    readers.push(spawn_reader(
+        "ringcast-cluster-cmd",
+        Arc::clone(shared),
+        number,
+        move |s| read_replies(s, r, &e),
+    )?);
+    let c = Arc::clone(&confirms);
     let sr = BufReader::with_capacity(256 * 1024, sub.try_clone()?);
-    readers.push(
-        std::thread::Builder::new()
-            .name("ringcast-cluster-rx".into())
-            .spawn(move || {
-                let why = read_messages(&s, sr, &c);
-                let _ = s.control_tx.send(Control::Lost(number, why.to_string()));
-            })?,
-    );
+    readers.push(spawn_reader(
+        "ringcast-cluster-rx",
+        Arc::clone(shared),
+        number,
+        move |s| read_messages(s, sr, &c),
+    )?);
     Ok(Conn {
         cmd: BufWriter::with_capacity(64 * 1024, cmd),
         sub: BufWriter::new(sub),

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
@@ -14,6 +15,46 @@ use super::nats::{Follow, backoff, idle};
 use super::stats::bump;
 use super::{Control, Outbound, REORDER_WAIT, Shared, deliver_queued_locally};
 use crate::fanout::TopicName;
+
+/// Starts a reader thread of connection `number`: `read` reads until the connection ends
+/// and says why, which goes to the bridge as [`Control::Lost`]. A reader that panics is
+/// reported the same way, so that a bug in reading costs a reconnection, not a node that
+/// believes itself connected and receives nothing.
+pub(super) fn spawn_reader(
+    name: &str,
+    shared: Arc<Shared>,
+    number: u64,
+    read: impl FnOnce(&Shared) -> io::Error + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let mut report = ReportLoss {
+                shared,
+                number,
+                why: None,
+            };
+            report.why = Some(read(&report.shared).to_string());
+        })
+}
+
+/// Tells the bridge that connection `number` is lost when dropped: with the reader's
+/// reason, or while unwinding from its panic.
+struct ReportLoss {
+    shared: Arc<Shared>,
+    number: u64,
+    why: Option<String>,
+}
+
+impl Drop for ReportLoss {
+    fn drop(&mut self) {
+        let why = self
+            .why
+            .take()
+            .unwrap_or_else(|| "its reader panicked".to_owned());
+        let _ = self.shared.control_tx.send(Control::Lost(self.number, why));
+    }
+}
 
 /// One connection to the broker, as the loop sees it.
 pub(super) trait Link {
