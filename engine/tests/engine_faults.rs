@@ -18,7 +18,8 @@ use ringcast::EngineBuilder;
 use ringcast::fanout::{MAX_TOPIC_LEN, TopicRules};
 use ringcast::server::config::MAX_DURATION;
 use ringcast::server::{
-    Backend, Broadcast, Client, Handler, Message as Incoming, Upgrade, UpgradeRequest,
+    Backend, Broadcast, Client, Handler, HttpEndpoints, Message as Incoming, Upgrade,
+    UpgradeRequest,
 };
 use tungstenite::Message;
 
@@ -31,7 +32,9 @@ util::for_each_backend!(
 /// `InvalidInput` naming the field, before any thread or socket exists.
 #[test]
 fn a_configuration_the_engine_cannot_run_with_is_refused_at_start() {
-    let cases: [(EngineBuilder, &str); 6] = [
+    let mut empty_token = HttpEndpoints::default();
+    empty_token.metrics_token = Some(String::new());
+    let cases: [(EngineBuilder, &str); 7] = [
         (
             builder(Backend::Epoll).topics(TopicRules {
                 max_name_len: MAX_TOPIC_LEN + 1,
@@ -61,6 +64,10 @@ fn a_configuration_the_engine_cannot_run_with_is_refused_at_start() {
         (
             builder(Backend::Epoll).heartbeat(Some(MAX_DURATION + Duration::from_secs(1))),
             "heartbeat 31536001s is over 365 days",
+        ),
+        (
+            builder(Backend::Epoll).http(empty_token),
+            "http: an empty metrics_token would let no one in",
         ),
     ];
     for (b, expected) in cases {

@@ -234,11 +234,20 @@ impl EngineBuilder {
     /// When an address cannot be bound or a thread or poller cannot be created;
     /// `InvalidInput` naming the field for a configuration the engine cannot run with
     /// ([`Config::check`]: topic rules no envelope can carry, an inbox of 0 or too large
-    /// to allocate, a timeout over a year).
+    /// to allocate, a timeout over a year; and an empty metrics token).
     pub fn start(self) -> io::Result<EngineHandle> {
-        self.config
-            .check()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+        self.config.check().map_err(invalid)?;
+        if self
+            .http
+            .metrics_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(invalid(
+                "http: an empty metrics_token would let no one in (None needs none)".to_owned(),
+            ));
+        }
         let state = Arc::new(State::default());
         let mut config = self.config;
         let endpoints = http::Endpoints::new(config.handler, self.http, Arc::clone(&state));
