@@ -66,50 +66,53 @@ util::for_each_backend!(
     an_endless_protocol_line_drops_the_connection_not_the_memory,
 );
 
-fn an_oversized_message_line_drops_the_connection_not_the_process(backend: Backend) {
+/// A node on a fake broker: once the node is past its greeting, `break_it` sends it
+/// something no NATS server sends; the node must hang up and come back.
+fn reconnects_after(
+    backend: Backend,
+    id: &str,
+    break_it: impl FnOnce(&mut TcpStream, &mut BufReader<TcpStream>),
+) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let url = format!("nats://{}", listener.local_addr().unwrap());
-    let n = node(backend, &url, "big");
+    let n = node(backend, &url, id);
     let mut first = accept(&listener);
     let mut r = greet(&mut first);
-    // 100 GB claimed, nothing sent.
-    first
-        .write_all(b"MSG ringcast.t 1 100000000000\r\n")
-        .unwrap();
-    // The node hangs up on it (what it sent before is read and ignored) ...
-    let mut sink = Vec::new();
-    loop {
-        sink.clear();
-        match r.read_until(b'\n', &mut sink) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("the node kept the connection: {e}"),
-        }
-    }
-    // ... and comes back.
+    break_it(&mut first, &mut r);
     let mut second = accept(&listener);
     let _r = greet(&mut second);
     wait_cluster(&n, "the reconnection", |s| s.reconnects >= 1 && s.connected);
 }
 
-fn an_endless_protocol_line_drops_the_connection_not_the_memory(backend: Backend) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("nats://{}", listener.local_addr().unwrap());
-    let n = node(backend, &url, "long");
-    let mut first = accept(&listener);
-    let r = greet(&mut first);
-    // A line that never ends: 1 MiB of it, then the node must have hung up long before.
-    let chunk = vec![b'x'; 64 << 10];
-    for _ in 0..16 {
-        if first.write_all(&chunk).is_err() {
-            break;
+fn an_oversized_message_line_drops_the_connection_not_the_process(backend: Backend) {
+    reconnects_after(backend, "big", |first, r| {
+        // 100 GB claimed, nothing sent.
+        first
+            .write_all(b"MSG ringcast.t 1 100000000000\r\n")
+            .unwrap();
+        // The node hangs up on it (what it sent before is read and ignored).
+        let mut sink = Vec::new();
+        loop {
+            sink.clear();
+            match r.read_until(b'\n', &mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("the node kept the connection: {e}"),
+            }
         }
-    }
-    drop(r);
-    let mut second = accept(&listener);
-    let _r = greet(&mut second);
-    wait_cluster(&n, "the reconnection", |s| s.reconnects >= 1 && s.connected);
+    });
+}
+
+fn an_endless_protocol_line_drops_the_connection_not_the_memory(backend: Backend) {
+    reconnects_after(backend, "long", |first, _| {
+        // A line that never ends: 1 MiB of it; the node hangs up long before.
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..16 {
+            if first.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
 }

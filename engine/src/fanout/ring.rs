@@ -226,7 +226,7 @@ impl Fanout {
     ///
     /// A topic name over [`MAX_TOPIC_LEN`] bytes is refused ([`Published::refused`]).
     pub fn publish(&self, topic: &TopicName, opcode: OpCode, payload: &[u8]) -> Published {
-        if topic.as_str().len() > MAX_TOPIC_LEN {
+        if !topic.fits_envelope() {
             return Published::refusal(topic);
         }
         if let Some(i) = &self.interest {
@@ -287,7 +287,7 @@ impl Fanout {
         seq: u64,
         plain: bool,
     ) -> Published {
-        if topic.as_str().len() > MAX_TOPIC_LEN {
+        if !topic.fits_envelope() {
             return Published::refusal(topic);
         }
         let frame = if plain {

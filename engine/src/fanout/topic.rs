@@ -35,6 +35,12 @@ impl TopicName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether a `ringcast.v1` binary envelope can carry it: at most [`MAX_TOPIC_LEN`]
+    /// bytes.
+    pub fn fits_envelope(&self) -> bool {
+        self.0.len() <= MAX_TOPIC_LEN
+    }
 }
 
 impl Borrow<str> for TopicName {

@@ -172,6 +172,27 @@ impl Default for Config {
     }
 }
 
+/// `max` if it is a topic name limit an envelope can carry; else why not, after the value.
+pub(crate) fn check_topic_len(max: usize) -> Result<(), String> {
+    if (1..=MAX_TOPIC_LEN).contains(&max) {
+        return Ok(());
+    }
+    Err(format!(
+        "{max} is not a length from 1 to {MAX_TOPIC_LEN} bytes (a ringcast.v1 binary envelope \
+         holds the topic's length in one byte)"
+    ))
+}
+
+/// `inbox` if it is an inbox capacity the engine takes; else why not, after the value.
+pub(crate) fn check_inbox(inbox: usize) -> Result<(), String> {
+    if (1..=MAX_INBOX_CAPACITY).contains(&inbox) {
+        return Ok(());
+    }
+    Err(format!(
+        "{inbox} is not a number of publications from 1 to {MAX_INBOX_CAPACITY}"
+    ))
+}
+
 /// Longest timeout or interval the engine takes: deadlines are instants this far ahead,
 /// and a value past any real need is a mistake to report, not a clock to overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -184,20 +205,9 @@ impl Config {
     /// # Errors
     /// The first field that does not fit, and why.
     pub fn check(&self) -> Result<(), String> {
-        let max = self.topics.max_name_len;
-        if !(1..=MAX_TOPIC_LEN).contains(&max) {
-            return Err(format!(
-                "topic rules: max_name_len {max} is not a length from 1 to {MAX_TOPIC_LEN} \
-                 bytes (a ringcast.v1 binary envelope holds the topic's length in one byte)"
-            ));
-        }
-        let inbox = self.inbox_capacity;
-        if !(1..=MAX_INBOX_CAPACITY).contains(&inbox) {
-            return Err(format!(
-                "inbox_capacity {inbox} is not a number of publications from 1 to \
-                 {MAX_INBOX_CAPACITY}"
-            ));
-        }
+        check_topic_len(self.topics.max_name_len)
+            .map_err(|e| format!("topic rules: max_name_len {e}"))?;
+        check_inbox(self.inbox_capacity).map_err(|e| format!("inbox_capacity {e}"))?;
         let durations = [
             ("handshake_timeout", Some(self.handshake_timeout)),
             ("limits.close_timeout", Some(self.limits.close_timeout)),

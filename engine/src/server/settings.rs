@@ -49,11 +49,11 @@ pub use value::{parse_duration, parse_rate, parse_size};
 use super::cluster::{ClusterConfig, ClusterError};
 use super::demo::{DEFAULT_SYMBOLS, DemoFeed};
 use super::{Backend, Broadcast, Engine, EngineBuilder, EngineHandle, HttpEndpoints};
-use crate::fanout::ring::MAX_INBOX_CAPACITY;
-use crate::fanout::{History, MAX_TOPIC_LEN, SlowConsumer, TopicRules};
+use crate::fanout::{History, SlowConsumer, TopicRules};
 use crate::protocol::conn::Limits;
 use crate::protocol::envelope;
 use crate::protocol::handshake::{DEFAULT_MAX_HEAD_LEN, HandshakeConfig};
+use crate::reactor::config::{check_inbox, check_topic_len};
 
 /// Everything `ringcast serve` can be told, with the defaults of
 /// [`DEFAULT_TOML`](Self::DEFAULT_TOML). See the [module docs](self).
@@ -303,9 +303,9 @@ impl Settings {
     }
 
     /// Checks what each value's form cannot: the demo rate's range, tokens that are not
-    /// empty, `inbox` within
-    /// 1..=[`MAX_INBOX_CAPACITY`], `max-topic-len` within 1..=[`MAX_TOPIC_LEN`], and, with the demo on, that its symbols are valid topic names
-    /// under it.
+    /// empty, `inbox` within 1..=[`MAX_INBOX_CAPACITY`](crate::fanout::ring::MAX_INBOX_CAPACITY),
+    /// `max-topic-len` within 1..=[`MAX_TOPIC_LEN`](crate::fanout::MAX_TOPIC_LEN), and, with the demo on, that its symbols are valid topic
+    /// names under it.
     ///
     /// # Errors
     /// The key whose value does not fit, and why.
@@ -327,25 +327,8 @@ impl Settings {
                 ));
             }
         }
-        if !(1..=MAX_INBOX_CAPACITY).contains(&self.inbox) {
-            return Err(invalid(
-                "inbox",
-                format!(
-                    "{} is not a number of publications from 1 to {MAX_INBOX_CAPACITY}",
-                    self.inbox
-                ),
-            ));
-        }
-        if !(1..=MAX_TOPIC_LEN).contains(&self.max_topic_len) {
-            return Err(invalid(
-                "max-topic-len",
-                format!(
-                    "{} is not a length from 1 to {MAX_TOPIC_LEN} bytes (a ringcast.v1 binary \
-                     envelope holds the topic's length in one byte)",
-                    self.max_topic_len
-                ),
-            ));
-        }
+        check_inbox(self.inbox).map_err(|e| invalid("inbox", e))?;
+        check_topic_len(self.max_topic_len).map_err(|e| invalid("max-topic-len", e))?;
         self.cluster_config().map_err(|e| {
             let key = match e {
                 ClusterError::NodeId(_) => "node-id",

@@ -339,13 +339,28 @@ pub(crate) const REORDER_WAIT: Duration = Duration::from_millis(100);
 const REORDER_MAX: usize = 4096;
 
 impl Shared {
+    /// The state of a bridge that takes publications from `out_tx`'s channel and is told
+    /// the rest through `control_tx`'s.
+    fn new(config: ClusterConfig, out_tx: Sender<Outbound>, control_tx: Sender<Control>) -> Self {
+        Self {
+            config,
+            counters: Counters::default(),
+            fanout: OnceLock::new(),
+            out_tx,
+            control_tx,
+            stop: AtomicBool::new(false),
+            numbering: Mutex::default(),
+        }
+    }
+
     /// Takes one message off the broker: decodes it (a malformed one, or one on a topic
-    /// name over [`MAX_TOPIC_LEN`] bytes, is counted and dropped), counts it by origin (own, remote with its latency, foreign) and delivers
-    /// it numbered `seq`, or by the number in its header when `seq` is `None` (Redis; on
-    /// NATS the number comes with the message, outside it).
+    /// name over [`MAX_TOPIC_LEN`] bytes, is counted and dropped), counts it by origin
+    /// (own, remote with its latency, foreign) and delivers it numbered `seq`, or by the
+    /// number in its header when `seq` is `None` (Redis; on NATS the number comes with the
+    /// message, outside it).
     pub(crate) fn receive(&self, topic: &TopicName, body: &[u8], seq: Option<u64>) {
         let c = &self.counters;
-        if topic.as_str().len() > MAX_TOPIC_LEN {
+        if !topic.fits_envelope() {
             tracing::debug!(
                 "cluster: dropped a message on a topic name of {} bytes (at most {MAX_TOPIC_LEN})",
                 topic.as_str().len()
@@ -685,15 +700,7 @@ impl Cluster {
         let (out_tx, out_rx) = crossbeam_channel::bounded(config.queue);
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         tracing::info!(url = %config.url, node_id = %config.node_id, "cluster: node id {}", config.node_id);
-        let shared = Arc::new(Shared {
-            config,
-            counters: Counters::default(),
-            fanout: OnceLock::new(),
-            out_tx,
-            control_tx,
-            stop: AtomicBool::new(false),
-            numbering: Mutex::default(),
-        });
+        let shared = Arc::new(Shared::new(config, out_tx, control_tx));
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("ringcast-cluster".into())
@@ -825,15 +832,8 @@ mod tests {
     fn a_reader_reports_its_connection_lost_even_when_it_panics() {
         let (out_tx, _out_rx) = crossbeam_channel::bounded(1);
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Shared {
-            config: ClusterConfig::new("nats://127.0.0.1:1").unwrap(),
-            counters: Counters::default(),
-            fanout: OnceLock::new(),
-            out_tx,
-            control_tx,
-            stop: AtomicBool::new(false),
-            numbering: Mutex::default(),
-        });
+        let config = ClusterConfig::new("nats://127.0.0.1:1").unwrap();
+        let shared = Arc::new(Shared::new(config, out_tx, control_tx));
         let lost = || match control_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Control::Lost(n, why)) => (n, why),
             other => panic!("no loss reported: {other:?}"),
