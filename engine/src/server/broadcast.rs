@@ -24,7 +24,9 @@ use crate::reactor::handler::{Client, Handler, Message, Upgrade, UpgradeRequest}
 /// Subscribers on `/sub…`, publishers on `/pub…`.
 #[derive(Debug, Clone, Default)]
 pub struct Broadcast {
-    /// Token publishers must present; `None` lets anyone publish.
+    /// Token publishers must present; `None` lets anyone publish. An empty (or blank)
+    /// token is a mistake, not a token: every publisher is then refused (`500`, saying
+    /// so) rather than let in with an empty `?token=`.
     pub publish_token: Option<String>,
     /// Topic name rules (checked here for path topics, and again on subscribe).
     pub rules: TopicRules,
@@ -114,6 +116,12 @@ impl Broadcast {
         let Some(want) = &self.publish_token else {
             return Ok(());
         };
+        if want.trim().is_empty() {
+            return Err(reject(
+                500,
+                "publishing is refused: the server's publish token is empty (misconfigured)",
+            ));
+        }
         let bearer = req
             .header("authorization")
             .and_then(|v| v.trim().strip_prefix("Bearer "))
@@ -484,5 +492,28 @@ mod tests {
         );
         // Subscribing needs no token.
         assert_eq!(status(&upgrade(&b, "/sub/x", None, None)), 101);
+    }
+
+    #[test]
+    fn an_empty_publish_token_refuses_every_publisher() {
+        for token in ["", " "] {
+            let b = Broadcast {
+                publish_token: Some(token.into()),
+                ..Broadcast::default()
+            };
+            for (query, auth) in [
+                (None, None),
+                (Some("token="), None),
+                (Some("token=%20"), None),
+                (None, Some("Bearer ")),
+            ] {
+                assert_eq!(
+                    status(&upgrade(&b, "/pub/x", query, auth)),
+                    500,
+                    "{query:?}"
+                );
+            }
+            assert_eq!(status(&upgrade(&b, "/sub/x", None, None)), 101);
+        }
     }
 }

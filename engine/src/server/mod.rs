@@ -256,6 +256,15 @@ impl EngineBuilder {
         let reactors = reactor::start(config, cluster.as_ref().map(Cluster::relay))?;
         if let Some(c) = &cluster {
             c.attach(reactors.fanout.clone());
+            let (stop, wakers, ready) = (
+                Arc::clone(&reactors.stop),
+                reactors.wakers.clone(),
+                Arc::clone(&state),
+            );
+            c.on_failure(move || {
+                ready.set_ready(false);
+                signal_stop(&stop, &wakers);
+            });
             state.clustered(c.probe());
         }
         state.started(reactors.stats.clone(), reactors.backend);
@@ -419,12 +428,17 @@ impl EngineHandle {
     /// handle clone or a fatal error); returns the first reactor error.
     ///
     /// # Errors
-    /// The I/O error that ended a reactor.
+    /// The I/O error that ended a reactor, a reactor's panic with its message, or the
+    /// panic of the cluster bridge (which stops the engine too).
     pub fn wait(mut self) -> io::Result<()> {
         let Some(r) = self.reactors.take() else {
             return Ok(());
         };
-        join(r)
+        let joined = join(r);
+        match self.cluster.as_ref().and_then(Cluster::failure) {
+            Some(why) => joined.and(Err(io::Error::other(why))),
+            None => joined,
+        }
     }
 
     /// A cloneable trigger that shuts this engine down from another thread (e.g. a
@@ -489,6 +503,15 @@ fn signal_stop(stop: &AtomicBool, wakers: &[Arc<Waker>]) {
     }
 }
 
+/// The message a panic was raised with.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 /// Joins every reactor thread; returns the first error (a panic with its message).
 fn join(r: Reactors) -> io::Result<()> {
     let mut result = Ok(());
@@ -497,11 +520,7 @@ fn join(r: Reactors) -> io::Result<()> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => result = result.and(Err(e)),
             Err(payload) => {
-                let why = payload
-                    .downcast_ref::<&str>()
-                    .copied()
-                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-                    .unwrap_or("(no message)");
+                let why = panic_message(payload.as_ref());
                 let e = io::Error::other(format!("reactor {i} panicked: {why}"));
                 result = result.and(Err(e));
             }

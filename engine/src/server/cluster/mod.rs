@@ -298,6 +298,8 @@ pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
     /// How this node's numbers relate to the broker's, per topic.
     pub(crate) numbering: Mutex<Numbering>,
+    /// Why the bridge thread died, and what stops the engine then.
+    pub(crate) failure: Mutex<supervise::Failure>,
 }
 
 /// Per topic: what to add to the broker's number so that this node's numbers keep rising
@@ -350,6 +352,7 @@ impl Shared {
             control_tx,
             stop: AtomicBool::new(false),
             numbering: Mutex::default(),
+            failure: Mutex::default(),
         }
     }
 
@@ -704,14 +707,27 @@ impl Cluster {
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("ringcast-cluster".into())
-            .spawn(move || match s.config.broker {
-                Broker::Nats { .. } => nats::run(&s, &out_rx, &control_rx),
-                Broker::Redis { .. } => redis::run(&s, &out_rx, &control_rx),
+            .spawn(move || {
+                supervise::guarded(&s, || match s.config.broker {
+                    Broker::Nats { .. } => nats::run(&s, &out_rx, &control_rx),
+                    Broker::Redis { .. } => redis::run(&s, &out_rx, &control_rx),
+                });
             })?;
         Ok(Self {
             shared,
             thread: Some(thread),
         })
+    }
+
+    /// Has `stop` called (once) if the bridge thread dies, at once if it has already:
+    /// the node then can neither reach the broker nor deliver its own publications.
+    pub(crate) fn on_failure(&self, stop: impl Fn() + Send + 'static) {
+        supervise::on_failure(&self.shared, Box::new(stop));
+    }
+
+    /// Why the bridge thread died (a panic, with its message), if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        supervise::failure(&self.shared)
     }
 
     /// The relay the fan-out is built with.
@@ -850,6 +866,44 @@ mod tests {
         .unwrap();
         t.join().unwrap();
         assert_eq!(lost(), (8, "end of stream".to_owned()));
+    }
+
+    #[test]
+    fn a_bridge_that_panics_stops_the_engine_and_says_why() {
+        use std::sync::atomic::AtomicUsize;
+        let (shared, _rx) = node();
+        let stopped = Arc::new(AtomicUsize::new(0));
+        let s = Arc::clone(&stopped);
+        supervise::on_failure(
+            &shared,
+            Box::new(move || {
+                s.fetch_add(1, Ordering::Relaxed);
+            }),
+        );
+        shared.counters.connected.store(true, Ordering::Release);
+        supervise::guarded(&shared, || {});
+        assert_eq!(
+            stopped.load(Ordering::Relaxed),
+            0,
+            "a clean return stops nothing"
+        );
+        assert_eq!(supervise::failure(&shared), None);
+        supervise::guarded(&shared, || panic!("a bridge bug"));
+        assert_eq!(stopped.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            supervise::failure(&shared).as_deref(),
+            Some("cluster bridge panicked: a bridge bug")
+        );
+        assert!(!shared.counters.connected.load(Ordering::Acquire));
+        // An engine attached after the bridge died is stopped at once.
+        let s = Arc::clone(&stopped);
+        supervise::on_failure(
+            &shared,
+            Box::new(move || {
+                s.fetch_add(1, Ordering::Relaxed);
+            }),
+        );
+        assert_eq!(stopped.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! The bridge's connection loop, the same for every broker: connect (retrying with
 //! back-off and jitter, logging the outage once), serve until the connection is lost or
 //! the bridge stops, then fall back to local delivery and reconnect.
+//!
+//! Its threads are watched: a reader that ends, even by a panic, reports its connection
+//! lost ([`spawn_reader`]); the bridge thread itself that panics ([`guarded`]) stops the
+//! engine, as a reactor that panics does — a node whose bridge is gone would look healthy
+//! while its publications reach no one, not even its own subscribers.
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -15,6 +21,61 @@ use super::nats::{Follow, backoff, idle};
 use super::stats::bump;
 use super::{Control, Outbound, REORDER_WAIT, Shared, deliver_queued_locally};
 use crate::fanout::TopicName;
+
+/// Why the bridge thread died, and what stops the engine when it does.
+#[derive(Default)]
+pub(crate) struct Failure {
+    why: Option<String>,
+    stop: Option<Box<dyn Fn() + Send>>,
+}
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Failure").field("why", &self.why).finish()
+    }
+}
+
+fn failure_of(shared: &Shared) -> MutexGuard<'_, Failure> {
+    shared
+        .failure
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs the bridge thread's `run`; if it panics, the node is marked disconnected (its
+/// publishers stop queueing for a broker no one writes to), the panic is kept for
+/// [`failure`], and the engine is stopped ([`on_failure`]).
+pub(super) fn guarded(shared: &Shared, run: impl FnOnce()) {
+    let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(run)) else {
+        return;
+    };
+    shared.counters.connected.store(false, Ordering::Release);
+    let why = format!(
+        "cluster bridge panicked: {}",
+        crate::server::panic_message(payload.as_ref())
+    );
+    tracing::error!("{why}: stopping the engine (its publications would reach no one)");
+    let mut f = failure_of(shared);
+    f.why = Some(why);
+    if let Some(stop) = f.stop.take() {
+        stop();
+    }
+}
+
+/// Has `stop` called when the bridge thread dies, or at once if it has.
+pub(super) fn on_failure(shared: &Shared, stop: Box<dyn Fn() + Send>) {
+    let mut f = failure_of(shared);
+    if f.why.is_some() {
+        stop();
+    } else {
+        f.stop = Some(stop);
+    }
+}
+
+/// Why the bridge thread died, if it did.
+pub(super) fn failure(shared: &Shared) -> Option<String> {
+    failure_of(shared).why.clone()
+}
 
 /// Starts a reader thread of connection `number`: `read` reads until the connection ends
 /// and says why, which goes to the bridge as [`Control::Lost`]. A reader that panics is
