@@ -170,9 +170,11 @@ pub struct History {
     /// is forgotten there, history included.
     pub idle_ttl: std::time::Duration,
     /// Most topics a reactor keeps a history of (topics with subscribers aside): past it,
-    /// publications to a topic nobody here subscribes to are not kept, so publishing to
-    /// ever new topic names cannot grow memory without bound. Worst case per reactor:
-    /// `topics × bytes`.
+    /// publications to a topic nobody here subscribes to are not kept, and a topic whose
+    /// last subscriber here leaves is forgotten, so publishing to (or subscribing to and
+    /// leaving) ever new topic names cannot grow memory without bound. Worst case per
+    /// reactor: `topics × bytes`. A topic left that holds no message is forgotten
+    /// whatever the room: it has nothing to replay.
     pub topics: usize,
 }
 
@@ -221,6 +223,8 @@ pub(crate) struct TopicEntry {
     pub(crate) fresh: bool,
     /// Sweeps of idle topics this one was found without subscribers or publications.
     idle_sweeps: u32,
+    /// Held without subscribers for its history (counted in `Topics::idle_histories`).
+    kept: bool,
 }
 
 /// No entry (in [`Ids`]).
@@ -264,8 +268,9 @@ pub(crate) struct Topics {
     pub(crate) touched: Vec<u32>,
     /// Publications absorbed since the reactor last counted them.
     pub(crate) absorbed: u64,
-    /// `ringcast.v1` entries (each may hold a history).
-    histories: usize,
+    /// `ringcast.v1` entries without subscribers here, kept for their history (at most
+    /// `history.topics`).
+    idle_histories: usize,
     /// The node's subscriber counts (in a cluster), told of every subscribe here.
     interest: Option<Arc<Interest>>,
 }
@@ -337,8 +342,10 @@ impl Topics {
         }
         let v1 = match ids.get(Form::V1) {
             Some(id) => id,
-            None if self.history.enabled() && self.histories < self.history.topics => {
-                self.insert(&p.topic, Form::V1, p.seq - 1)
+            None if self.history.enabled() && self.idle_histories < self.history.topics => {
+                let id = self.insert(&p.topic, Form::V1, p.seq - 1);
+                self.keep(id);
+                id
             }
             None => return,
         };
@@ -387,9 +394,9 @@ impl Topics {
             touched: false,
             fresh: false,
             idle_sweeps: 0,
+            kept: false,
         }) as u32;
         self.ids.entry(topic.clone()).or_default().0[form as usize] = id;
-        self.histories += usize::from(form == Form::V1);
         id
     }
 
@@ -408,6 +415,9 @@ impl Topics {
             None => self.insert(topic, form, last_seq),
         };
         let entry = &mut self.entries[id as usize];
+        if std::mem::take(&mut entry.kept) {
+            self.idle_histories -= 1;
+        }
         let pos = entry.subscribers.len() as u32;
         entry.subscribers.push(conn as u32);
         entry.idle_sweeps = 0;
@@ -477,17 +487,32 @@ impl Topics {
         if let Some(i) = &self.interest {
             i.remove(&entry.name);
         }
-        let keep = entry.form == Form::V1 && self.history.enabled();
-        if entry.subscribers.is_empty() && !keep {
-            self.forget(id);
+        if entry.subscribers.is_empty() {
+            // Kept for a later snapshot or resume only if it has something to give and
+            // there is room: leaving ever new topics must not grow memory.
+            let keep = entry.form == Form::V1
+                && self.history.enabled()
+                && entry.log.latest_frame().is_some()
+                && self.idle_histories < self.history.topics;
+            if keep {
+                self.keep(id);
+            } else {
+                self.forget(id);
+            }
         }
         true
+    }
+
+    /// Counts entry `id`, without subscribers, as kept for its history.
+    fn keep(&mut self, id: u32) {
+        self.entries[id as usize].kept = true;
+        self.idle_histories += 1;
     }
 
     /// Removes entry `id`.
     fn forget(&mut self, id: u32) {
         let entry = self.entries.remove(id as usize);
-        self.histories -= usize::from(entry.form == Form::V1);
+        self.idle_histories -= usize::from(entry.kept);
         if let Some(ids) = self.ids.get_mut(entry.name.as_str()) {
             ids.0[entry.form as usize] = NONE;
             if ids.get(Form::Plain).is_none() && ids.get(Form::V1).is_none() {
@@ -798,5 +823,54 @@ mod tests {
         let (id, _) = t.subscribe(&TopicName::new("c"), Form::V1, 1, 1);
         t.absorb(&publication("c", 2));
         assert_eq!(t.log(id).last_seq(), 2);
+    }
+
+    #[test]
+    fn leaving_ever_new_topics_keeps_only_histories_with_room() {
+        let mut t = Topics::new(
+            History {
+                topics: 2,
+                ..History::default()
+            },
+            1 << 20,
+        );
+        // Subscribed and left without a message: nothing to replay, forgotten at once
+        // (a client churning through names would otherwise grow the registry for the
+        // whole idle time).
+        for n in 0..100 {
+            let (id, pos) = t.subscribe(&TopicName::new(&format!("t{n}")), Form::V1, 1, 0);
+            assert!(t.unsubscribe(id, 1, pos));
+        }
+        assert_eq!(t.len(), 0);
+        // Left with a message: kept for a resume, as long as there is room.
+        let mut ids = Vec::new();
+        for name in ["a", "b", "c"] {
+            let (id, pos) = t.subscribe(&TopicName::new(name), Form::V1, 1, 0);
+            t.absorb(&publication(name, 1));
+            assert!(t.unsubscribe(id, 1, pos));
+            ids.push(t.id(name, Form::V1));
+        }
+        assert!(ids[0].is_some() && ids[1].is_some());
+        assert_eq!(ids[2], None, "no room for a third history");
+        assert_eq!(t.len(), 2);
+        // A history subscribed again no longer counts against the room: a publication
+        // to a new topic may keep one.
+        let (id, pos) = t.subscribe(&TopicName::new("a"), Form::V1, 2, 1);
+        assert_eq!(Some(id), ids[0], "the same log, history and all");
+        t.absorb(&publication("d", 1));
+        assert!(t.id("d", Form::V1).is_some());
+        // Now full: `a` left again is forgotten; the swept ones free their room.
+        assert!(t.unsubscribe(id, 2, pos));
+        assert_eq!(t.id("a", Form::V1), None);
+        // (As the reactor's delivery and tick leave them; ids of forgotten ones too.)
+        for id in t.turn.drain(..).chain(t.touched.drain(..)).collect::<Vec<_>>() {
+            if let Some(e) = t.get_mut(id) {
+                (e.in_turn, e.touched) = (false, false);
+            }
+        }
+        t.sweep_idle(1);
+        assert_eq!(t.len(), 0);
+        t.absorb(&publication("e", 1));
+        assert!(t.id("e", Form::V1).is_some(), "room again after the sweep");
     }
 }
