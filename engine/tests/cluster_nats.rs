@@ -33,6 +33,7 @@ util::for_each_backend!(
     broker_absent_at_start,
     plain_subscribers_get_local_publications_at_once,
     a_node_cut_off_recovers_from_the_stream,
+    a_refused_stream_costs_the_topic_not_the_connection,
 );
 
 /// Three nodes; publishers on two of them at once; a v1 subscriber on each node gets every
@@ -489,5 +490,64 @@ fn plain_subscribers_get_local_publications_at_once(backend: Backend) {
         &broker.url(),
         || broker.pause(),
         || broker.resume(),
+    );
+}
+
+/// A broker whose account holds at most two streams (an operator's limit, or one reached
+/// by clients subscribing to ever new names): the topics past it are served on their node
+/// only — local numbers, counted as refused and dropped to the broker — while the
+/// connection stays up and the topics that have streams go on through the broker.
+fn a_refused_stream_costs_the_topic_not_the_connection(backend: Backend) {
+    if !have(
+        "nats-server",
+        "a_refused_stream_costs_the_topic_not_the_connection",
+    ) {
+        return;
+    }
+    let nats = Nats::start_with_max_streams(2);
+    let n = node(backend, &nats.url(), "lim");
+    let mut subs: Vec<Ws> = (0..4).map(|i| v1(&n, &format!("/sub/t{i}"))).collect();
+    // Two topics get their streams; the other two are refused (in whichever order the
+    // node asks), and not asked again for a while.
+    let s = wait_cluster(&n, "two streams refused", |s| s.streams_refused >= 2);
+    assert!(s.connected, "{s:#?}");
+    for i in 0..4 {
+        nats.publish(&format!("ringcast.t{i}"), b"{\"via\":\"nats\"}");
+    }
+    // Local publications reach every topic's subscriber: through the broker where the
+    // topic has a stream (after the foreign message), at once on this node where not.
+    for i in 0..4 {
+        let mut p = connect(addr(&n), &format!("/pub/t{i}"));
+        p.send(Message::text(format!("local {i}"))).unwrap();
+    }
+    let mut through_broker = 0;
+    for (i, ws) in subs.iter_mut().enumerate() {
+        let (topic, seq, data) = msg(ws);
+        assert_eq!(topic, format!("t{i}"));
+        if data == b"{\"via\":\"nats\"}" {
+            // A topic with a stream: the foreign message first, numbered 1 by JetStream.
+            through_broker += 1;
+            assert_eq!(seq, 1);
+            assert_eq!(
+                msg(ws),
+                (format!("t{i}"), 2, format!("local {i}").into_bytes())
+            );
+        } else {
+            // A refused topic: the foreign message was not stored by anyone, the local
+            // one is numbered here.
+            assert_eq!((seq, data), (1, format!("local {i}").into_bytes()));
+        }
+    }
+    assert_eq!(through_broker, 2);
+    let s = cstats(&n);
+    assert_eq!(
+        (
+            s.connected,
+            s.reconnects,
+            s.streams_refused,
+            s.dropped_to_broker
+        ),
+        (true, 0, 2, 2),
+        "one refusal per topic (not asked again at its publication), no reconnection: {s:#?}"
     );
 }

@@ -863,7 +863,12 @@ mod tests {
         assert!(t.unsubscribe(id, 2, pos));
         assert_eq!(t.id("a", Form::V1), None);
         // (As the reactor's delivery and tick leave them; ids of forgotten ones too.)
-        for id in t.turn.drain(..).chain(t.touched.drain(..)).collect::<Vec<_>>() {
+        for id in t
+            .turn
+            .drain(..)
+            .chain(t.touched.drain(..))
+            .collect::<Vec<_>>()
+        {
             if let Some(e) = t.get_mut(id) {
                 (e.in_turn, e.touched) = (false, false);
             }

@@ -190,6 +190,13 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "histogram",
         "In a cluster: publishing node's send to delivery here, for other nodes' messages",
     ),
+    (
+        "ringcast_cluster_streams_refused_total",
+        "counter",
+        "In a cluster: times the broker would not number a topic (JetStream refused or did \
+         not answer the creation of its stream); the topic is served on this node only \
+         meanwhile",
+    ),
 ];
 
 /// The Prometheus text of a scrape: `stats` (the cluster families from
@@ -240,6 +247,7 @@ pub(crate) fn stats_json(stats: &Stats, backend: Backend) -> String {
             "dropped_to_broker": c.dropped_to_broker,
             "missed": c.missed,
             "malformed": c.malformed,
+            "streams_refused": c.streams_refused,
             "subscriptions": c.subscriptions,
             "latency_p50_us": c.latency_quantile_us(0.5),
             "latency_p99_us": c.latency_quantile_us(0.99),
@@ -457,7 +465,8 @@ fn encode_cluster(e: &mut DescriptorEncoder<'_>, c: &ClusterStats) -> fmt::Resul
         }
     }
     let count = c.latency_us.iter().sum();
-    m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+    one(e, 30, c.streams_refused)
 }
 
 fn gauge() -> MetricType {

@@ -200,16 +200,32 @@ pub(crate) struct Nats {
     pub(crate) port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// A configuration file to start with (account limits), instead of flags alone.
+    config: Option<PathBuf>,
 }
 
 impl Nats {
     /// Starts a server on a free port; waits until it answers.
     pub(crate) fn start() -> Self {
-        let mut n = Self {
-            port: free_port(),
-            dir: TempDir::new("nats"),
-            child: None,
-        };
+        let mut n = Self::stopped();
+        n.restart();
+        n
+    }
+
+    /// Starts a server whose (only) account may hold at most `max_streams` JetStream
+    /// streams, as an operator limits a shared broker; waits until it answers.
+    pub(crate) fn start_with_max_streams(max_streams: u32) -> Self {
+        let mut n = Self::stopped();
+        let file = n.dir.0.join("nats.conf");
+        let store = n.dir.0.join("js");
+        let text = format!(
+            "jetstream {{ store_dir: {store:?} }}\n\
+             accounts {{ A: {{ jetstream: {{ max_streams: {max_streams} }}, \
+             users: [ {{ user: a, password: a }} ] }} }}\n\
+             no_auth_user: a\n"
+        );
+        std::fs::write(&file, text).expect("nats config");
+        n.config = Some(file);
         n.restart();
         n
     }
@@ -220,6 +236,7 @@ impl Nats {
             port: free_port(),
             dir: TempDir::new("nats"),
             child: None,
+            config: None,
         }
     }
 
@@ -230,16 +247,13 @@ impl Nats {
     /// Starts (again) on the same port and JetStream store; waits until it answers.
     pub(crate) fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(&self.dir.0)
+        let mut cmd = Command::new("nats-server");
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        match &self.config {
+            Some(file) => cmd.arg("-c").arg(file),
+            None => cmd.arg("-sd").arg(&self.dir.0),
+        };
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -527,6 +527,17 @@ impl Shared {
         self.release(n, fanout, topic);
     }
 
+    /// Following `topic` on the broker was given up (the broker would not number it):
+    /// its messages no longer wait for a start.
+    pub(crate) fn abandon_start(&self, topic: &TopicName) {
+        let mut n = self.numbering();
+        n.starting.remove(topic.as_str());
+        n.settling.remove(topic.as_str());
+        if let Some(fanout) = self.fanout.get() {
+            self.release(&mut n, fanout, topic);
+        }
+    }
+
     /// The connection was lost while subscribing: nothing waits any more (topics whose
     /// state is known start now).
     pub(crate) fn abandon_starts(&self) {

@@ -16,6 +16,12 @@
 //! per topic and connection). Its own messages come back republished like everyone's,
 //! and that is their one delivery on this node (origin = this node: counted as own).
 //!
+//! **Refusals.** JetStream may refuse a topic's stream (an account's `max_streams` or
+//! storage limit) or not answer in time. That costs the topic, not the connection: the
+//! topic is served on this node only (local numbers, as with the broker unreachable),
+//! counted in `streams_refused`, and tried again [`STREAM_RETRY`] later; the warning is
+//! logged at most every [`STREAM_RETRY`] too, however many topics are refused.
+//!
 //! **Interest.** `SUB _rcseq.{prefix}T` while the node has subscribers to `T`; `UNSUB`
 //! after the linger. At the first subscription the node learns the stream's last number
 //! and moves its counter there ([`Fanout::advance`](crate::fanout::Fanout::advance)), so
@@ -37,6 +43,9 @@ use crate::fanout::TopicName;
 
 /// Longest wait for the broker: connecting, its greeting, a JetStream API answer.
 pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a topic whose stream was refused is served on this node only before the
+/// broker is asked again (and the least time between two warnings about refusals).
+pub(super) const STREAM_RETRY: Duration = Duration::from_secs(10);
 /// Reconnection back-off: first and longest wait (each with up to 50 % jitter).
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -94,6 +103,11 @@ struct Conn {
     next_request: u64,
     /// Topics whose stream is known to exist on this connection.
     streams: HashSet<TopicName>,
+    /// Topics whose stream was refused, until when they are not asked for again.
+    refused: HashMap<TopicName, Instant>,
+    /// When refusals were last logged, and how many came since.
+    refusals_logged: Option<Instant>,
+    refusals_unlogged: u64,
     reader: Option<std::thread::JoinHandle<()>>,
     /// Where the reader routes JetStream answers (shared across connections).
     pending: Pending,
@@ -235,6 +249,9 @@ fn start_reader(
         next_sid: 2,
         next_request: 0,
         streams: HashSet::new(),
+        refused: HashMap::new(),
+        refusals_logged: None,
+        refusals_unlogged: 0,
         reader: Some(reader),
         pending: Arc::clone(p),
     })
@@ -287,11 +304,12 @@ fn serve(
         }
         let now = Instant::now();
         shared.release_held(now);
-        let expired: Vec<TopicName> = follows
+        let mut expired: Vec<TopicName> = follows
             .iter()
             .filter(|(_, f)| !f.wanted && f.linger_until.is_some_and(|u| u <= now))
             .map(|(t, _)| t.clone())
             .collect();
+        expired.extend(refusals_due(conn, follows));
         if sync_follows(shared, conn, control, follows, expired, pending)? {
             return Ok(());
         }
@@ -338,7 +356,19 @@ fn sync_follows(
             return Ok(stop);
         };
         let t = &t;
-        let last = ensure_stream(shared, conn, t, pending)?;
+        let last = match ensure_stream(shared, conn, t, pending)? {
+            Ok(last) => last,
+            Err(why) => {
+                // Served here only for a while: unsubscribed, and what waited goes out.
+                write!(conn.out, "UNSUB {sid}\r\n")?;
+                if let Some(f) = follows.get_mut(t) {
+                    f.sid = None;
+                }
+                refuse(shared, conn, t, &why);
+                shared.abandon_start(t);
+                continue;
+            }
+        };
         if followed {
             // Followed before (a reconnection): what the stream holds past this node's
             // last is fetched, and delivered before what is live.
@@ -390,7 +420,8 @@ fn subscribe(
     };
     let lingering = f.linger_until.is_some_and(|u| u > Instant::now());
     if f.wanted || lingering {
-        if f.sid.is_some() {
+        if f.sid.is_some() || conn.refused.contains_key(t.as_str()) {
+            // Subscribed, or refused a while ago (asked again at the retry).
             return Ok(None);
         }
         // Subscribed first: the stream's state answered after it covers everything the
@@ -493,13 +524,52 @@ fn request(
     Ok(answer)
 }
 
-/// Makes sure the topic's stream exists (once per connection); returns its last number.
+/// Notes that the broker would not number topic `t`: counted, logged (at most every
+/// [`STREAM_RETRY`]), and not asked for again before then.
+fn refuse(shared: &Shared, conn: &mut Conn, t: &TopicName, why: &str) {
+    let now = Instant::now();
+    bump(&shared.counters.streams_refused);
+    conn.refused.insert(t.clone(), now + STREAM_RETRY);
+    conn.refusals_unlogged += 1;
+    if conn
+        .refusals_logged
+        .is_none_or(|at| now.duration_since(at) >= STREAM_RETRY)
+    {
+        tracing::warn!(
+            "cluster: {why}; the topic is served on this node only, asked again in {}s \
+             ({} refusal(s) since the last warning)",
+            STREAM_RETRY.as_secs(),
+            conn.refusals_unlogged
+        );
+        conn.refusals_logged = Some(now);
+        conn.refusals_unlogged = 0;
+    }
+}
+
+/// The topics whose refusal has passed: forgotten, and those still followed returned (to
+/// be subscribed again).
+fn refusals_due(conn: &mut Conn, follows: &HashMap<TopicName, Follow>) -> Vec<TopicName> {
+    let now = Instant::now();
+    let mut due = Vec::new();
+    conn.refused.retain(|t, until| {
+        let keep = *until > now;
+        if !keep && follows.get(t.as_str()).is_some_and(|f| f.wanted) {
+            due.push(t.clone());
+        }
+        keep
+    });
+    due
+}
+
+/// Makes sure the topic's stream exists (once per connection); returns its last number,
+/// or (inside) why the broker will not number the topic: JetStream refused the stream or
+/// did not answer. The outer error is the connection's.
 fn ensure_stream(
     shared: &Shared,
     conn: &mut Conn,
     t: &TopicName,
     pending: &Pending,
-) -> io::Result<u64> {
+) -> io::Result<Result<u64, String>> {
     let prefix = &shared.config.prefix;
     let subject = subject(prefix, t.as_str());
     let name = stream_name(&subject);
@@ -531,25 +601,35 @@ fn ensure_stream(
         .as_ref()
         .and_then(|v| v.pointer("/state/last_seq"))
         .and_then(serde_json::Value::as_u64);
-    match last {
+    Ok(match last {
         Some(last) => {
             conn.streams.insert(t.clone());
             Ok(last)
         }
-        None => Err(io::Error::other(format!(
+        None => Err(format!(
             "JetStream did not create stream {name} for topic {t}: {}",
             answer.map_or("no answer".into(), |a| String::from_utf8_lossy(&a)
                 .into_owned())
-        ))),
-    }
+        )),
+    })
 }
 
 /// Sends a local publication to its topic's subject (its stream made first if need be).
 fn publish(shared: &Shared, conn: &mut Conn, o: &Outbound, pending: &Pending) -> io::Result<()> {
     if !conn.streams.contains(o.topic.as_str()) {
-        if let Err(e) = ensure_stream(shared, conn, &o.topic, pending) {
-            // The broker is there but will not number this topic: deliver it here.
-            tracing::warn!("cluster: {e}");
+        // The broker is there but will not number this topic (now, or a while ago and
+        // not asked again yet): it is delivered here only.
+        let refused = match conn.refused.get(o.topic.as_str()) {
+            Some(_) => true,
+            None => match ensure_stream(shared, conn, &o.topic, pending)? {
+                Ok(_) => false,
+                Err(why) => {
+                    refuse(shared, conn, &o.topic, &why);
+                    true
+                }
+            },
+        };
+        if refused {
             bump(&shared.counters.dropped_to_broker);
             if let Ok(m) = wire::decode(&o.body) {
                 shared.deliver(&o.topic, m.opcode, m.payload, 0, true);

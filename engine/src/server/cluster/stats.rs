@@ -45,6 +45,10 @@ pub struct ClusterStats {
     pub missed: u64,
     /// Topics subscribed on the broker now.
     pub subscriptions: u64,
+    /// Times the broker would not number a topic (NATS: JetStream refused to create its
+    /// stream, e.g. at an account's `max_streams`, or did not answer): the topic is served
+    /// on this node only, and tried again after a while; the connection stays up.
+    pub streams_refused: u64,
     /// Remote-to-local latency (publishing node's send to delivery here), counts per
     /// bucket of [`LATENCY_BUCKETS_US`] (one more for the overflow).
     pub latency_us: Vec<u64>,
@@ -85,6 +89,7 @@ pub(crate) struct Counters {
     pub(crate) malformed: AtomicU64,
     pub(crate) missed: AtomicU64,
     pub(crate) subscriptions: AtomicU64,
+    pub(crate) streams_refused: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
 }
 
@@ -117,6 +122,7 @@ impl Counters {
             malformed: l(&self.malformed),
             missed: l(&self.missed),
             subscriptions: l(&self.subscriptions),
+            streams_refused: l(&self.streams_refused),
             latency_us: self.latency.iter().map(l).collect(),
         }
     }

@@ -162,7 +162,6 @@ pub(super) fn supervise<L: Link>(
                 continue;
             }
         };
-        attempt = 0;
         logged_down = false;
         if connected_before {
             bump(&shared.counters.reconnects);
@@ -174,6 +173,7 @@ pub(super) fn supervise<L: Link>(
             shared.config.url,
             shared.config.node_id
         );
+        let up = Instant::now();
         let why = link.serve(shared, out_rx, control, &mut follows);
         shared.counters.connected.store(false, Ordering::Release);
         shared.counters.subscriptions.store(0, Ordering::Relaxed);
@@ -191,5 +191,21 @@ pub(super) fn supervise<L: Link>(
                 shared.config.url
             ),
         }
+        // A connection that served a while starts the back-off afresh; one lost at once
+        // (a broker that takes connections and then fails them) waits as if refused,
+        // rather than reconnecting in a tight loop.
+        if up.elapsed() >= STABLE {
+            attempt = 0;
+        } else {
+            let wait = backoff(attempt);
+            attempt = attempt.saturating_add(1);
+            if !idle(shared, out_rx, control, &mut follows, wait) {
+                return;
+            }
+        }
     }
 }
+
+/// How long a connection must have served for a loss to count as a new outage (the
+/// back-off starts again from its shortest wait).
+const STABLE: std::time::Duration = std::time::Duration::from_secs(10);
