@@ -32,6 +32,7 @@ util::for_each_backend!(
     broker_absent_at_start,
     plain_subscribers_get_local_publications_at_once,
     a_node_cut_off_announces_what_it_missed,
+    a_publication_redis_refuses_is_delivered_on_its_node,
 );
 
 /// Three nodes, a publisher on each of them at once: a v1 subscriber on each node gets
@@ -467,4 +468,49 @@ fn plain_subscribers_get_local_publications_at_once(backend: Backend) {
         || broker.pause(),
         || broker.resume(),
     );
+}
+
+/// A publication Redis refuses (here: every write, past a `maxmemory` of one byte) is
+/// delivered on its own node, numbered there and counted, rather than lost for everyone;
+/// once Redis takes writes again, publications go through it, numbered past the node's.
+fn a_publication_redis_refuses_is_delivered_on_its_node(backend: Backend) {
+    if !have(
+        "redis-server",
+        "a_publication_redis_refuses_is_delivered_on_its_node",
+    ) {
+        return;
+    }
+    let redis = Redis::start();
+    let a = node(backend, &redis.url(), "ra");
+    let mut sub = v1(&a, "/sub/t");
+    let mut plain = connect(addr(&a), "/sub/t");
+    wait_subscribed(&[&a], 1);
+    let mut publisher = connect(addr(&a), "/pub/t");
+    let mut send = |text: &str| publisher.send(Message::text(text)).unwrap();
+    send("one");
+    assert_eq!(msg(&mut sub), ("t".into(), 1, b"one".to_vec()));
+    assert!(
+        redis
+            .command(&["CONFIG", "SET", "maxmemory", "1"])
+            .starts_with("+OK")
+    );
+    send("two");
+    assert_eq!(msg(&mut sub), ("t".into(), 2, b"two".to_vec()));
+    let s = wait_cluster(&a, "the refusal counted", |s| s.refused == 1);
+    assert_eq!(
+        (s.dropped_to_broker, s.connected, s.reconnects),
+        (1, true, 0),
+        "{s:#?}"
+    );
+    assert!(
+        redis
+            .command(&["CONFIG", "SET", "maxmemory", "0"])
+            .starts_with("+OK")
+    );
+    send("three");
+    assert_eq!(msg(&mut sub), ("t".into(), 3, b"three".to_vec()));
+    for text in ["one", "two", "three"] {
+        assert_eq!(next_data(&mut plain), Message::text(text));
+    }
+    assert_eq!(cstats(&a).acked, 2);
 }

@@ -511,6 +511,20 @@ impl Redis {
         signal(self.child.as_ref(), "CONT");
     }
 
+    /// Runs one command (`CONFIG SET …`, say); returns the first line of the answer.
+    pub(crate) fn command(&self, args: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut cmd = format!("*{}\r\n", args.len());
+        for a in args {
+            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(cmd.as_bytes()).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        line
+    }
+
     /// `PUBLISH channel payload` as another program would.
     pub(crate) fn publish(&self, channel: &str, payload: &[u8]) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");

@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use super::nats::{Follow, IO_TIMEOUT, note_interest};
 use super::stats::bump;
 use super::supervise::{Link, spawn_reader, supervise};
-use super::{Broker, Control, Outbound, Shared};
+use super::{Broker, Control, Outbound, Shared, wire};
 use crate::fanout::TopicName;
 
 /// Increments the counter `KEYS[1]`, writes the number into the header of `ARGV[2]`
@@ -122,8 +122,9 @@ fn command(out: &mut impl Write, args: &[&[u8]]) -> io::Result<()> {
 
 /// What the command connection's next reply answers.
 enum Expect {
-    /// A publication's script: the number, or an error.
-    Publish,
+    /// A publication's script: the number, or an error (then the publication, kept until
+    /// the answer, is delivered on this node).
+    Publish(Outbound),
     /// A request waiting for its answer.
     Reply(Sender<Value>),
 }
@@ -140,6 +141,8 @@ struct Conn {
     confirms: Confirms,
     number: u64,
     readers: Vec<std::thread::JoinHandle<()>>,
+    /// A publication's command, encoded (reused).
+    scratch: Vec<u8>,
 }
 
 impl Conn {
@@ -252,6 +255,7 @@ fn connect(shared: &Arc<Shared>, host: &str, port: u16, db: u32, number: u64) ->
         confirms,
         number,
         readers,
+        scratch: Vec::new(),
     })
 }
 
@@ -270,7 +274,7 @@ fn serve(
     loop {
         select! {
             recv(out_rx) -> o => match o {
-                Ok(o) => publish(shared, conn, &o)?,
+                Ok(o) => publish(shared, conn, o)?,
                 Err(_) => return Ok(()),
             },
             recv(control) -> c => match c {
@@ -288,7 +292,7 @@ fn serve(
         }
         for _ in 0..4096 {
             match out_rx.try_recv() {
-                Ok(o) => publish(shared, conn, &o)?,
+                Ok(o) => publish(shared, conn, o)?,
                 Err(_) => break,
             }
         }
@@ -353,41 +357,81 @@ fn sync_follow(
     Ok(())
 }
 
-fn publish(shared: &Shared, conn: &mut Conn, o: &Outbound) -> io::Result<()> {
+fn publish(shared: &Shared, conn: &mut Conn, o: Outbound) -> io::Result<()> {
     let prefix = &shared.config.prefix;
     let key = counter(prefix, o.topic.as_str());
     let ch = channel(prefix, o.topic.as_str());
-    lock(&conn.expected).push_back(Expect::Publish);
-    let sha = conn.sha.clone();
+    // Encoded first, queued for its answer, then written: the publication moves into the
+    // queue before its answer can come, and the queue is not held across I/O.
+    conn.scratch.clear();
     command(
-        &mut conn.cmd,
+        &mut conn.scratch,
         &[
             b"EVALSHA",
-            &sha,
+            &conn.sha,
             b"1",
             key.as_bytes(),
             ch.as_bytes(),
             &o.body,
         ],
     )?;
+    lock(&conn.expected).push_back(Expect::Publish(o));
+    conn.cmd.write_all(&conn.scratch)?;
     bump(&shared.counters.sent);
     Ok(())
 }
 
+/// Warnings about refused publications: at most one per [`REFUSALS_LOGGED_EVERY`], with
+/// the count since the last.
+struct RefusalLog {
+    at: Option<Instant>,
+    unlogged: u64,
+}
+
+const REFUSALS_LOGGED_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Redis refused publication `o` (`why`: its error, e.g. `OOM command not allowed when
+/// used memory > 'maxmemory'`): it is delivered on this node only, numbered here, as when
+/// the broker is unreachable, rather than lost for everyone.
+fn refused(shared: &Shared, o: &Outbound, why: &Value, log: &mut RefusalLog) {
+    bump(&shared.counters.refused);
+    bump(&shared.counters.dropped_to_broker);
+    shared.diverged(&o.topic);
+    if let Ok(m) = wire::decode(&o.body) {
+        shared.deliver(&o.topic, m.opcode, m.payload, 0, true);
+    }
+    log.unlogged += 1;
+    let now = Instant::now();
+    if log
+        .at
+        .is_none_or(|at| now.duration_since(at) >= REFUSALS_LOGGED_EVERY)
+    {
+        tracing::warn!(
+            "cluster: Redis refused a publication to {}: {why:?}; delivered on this node \
+             only ({} refused since the last warning)",
+            o.topic,
+            log.unlogged
+        );
+        log.at = Some(now);
+        log.unlogged = 0;
+    }
+}
+
 /// Reads the command connection's replies, in order.
 fn read_replies(shared: &Shared, mut r: BufReader<TcpStream>, expected: &Expected) -> io::Error {
+    let mut log = RefusalLog {
+        at: None,
+        unlogged: 0,
+    };
     loop {
         let v = match read_value(&mut r) {
             Ok(v) => v,
             Err(e) => return e,
         };
         match lock(expected).pop_front() {
-            Some(Expect::Publish) => match v {
+            Some(Expect::Publish(o)) => match v {
                 Value::Int(_) => bump(&shared.counters.acked),
-                other => {
-                    tracing::debug!("cluster: publication refused: {other:?}");
-                    bump(&shared.counters.refused);
-                }
+                other => refused(shared, &o, &other, &mut log),
             },
             Some(Expect::Reply(tx)) => {
                 let _ = tx.try_send(v);
