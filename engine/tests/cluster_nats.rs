@@ -34,6 +34,7 @@ util::for_each_backend!(
     plain_subscribers_get_local_publications_at_once,
     a_node_cut_off_recovers_from_the_stream,
     a_refused_stream_costs_the_topic_not_the_connection,
+    a_publication_jetstream_refuses_is_delivered_on_its_node,
 );
 
 /// Three nodes; publishers on two of them at once; a v1 subscriber on each node gets every
@@ -550,4 +551,45 @@ fn a_refused_stream_costs_the_topic_not_the_connection(backend: Backend) {
         (true, 0, 2, 2),
         "one refusal per topic (not asked again at its publication), no reconnection: {s:#?}"
     );
+}
+
+/// A publication JetStream refuses — here its topic's stream was deleted on the broker
+/// (`nats stream rm`), so nothing takes it (`503`, no responders) — is delivered on its
+/// node, numbered there and counted, rather than lost for everyone; the node makes the
+/// stream again, and the next publication goes through the broker, numbered past the
+/// node's own.
+fn a_publication_jetstream_refuses_is_delivered_on_its_node(backend: Backend) {
+    if !have(
+        "nats-server",
+        "a_publication_jetstream_refuses_is_delivered_on_its_node",
+    ) {
+        return;
+    }
+    let nats = Nats::start();
+    let a = node(backend, &nats.url(), "ja");
+    let mut sub = v1(&a, "/sub/t");
+    let mut plain = connect(addr(&a), "/sub/t");
+    wait_subscribed(&[&a], 1);
+    let mut publisher = connect(addr(&a), "/pub/t");
+    let mut send = |text: &str| publisher.send(Message::text(text)).unwrap();
+    send("one");
+    assert_eq!(msg(&mut sub), ("t".into(), 1, b"one".to_vec()));
+    let stream: String = b"ringcast.t".iter().map(|b| format!("{b:02x}")).collect();
+    let answer = nats.request(&format!("$JS.API.STREAM.DELETE.RC_{stream}"), b"");
+    assert!(answer.contains("\"success\":true"), "{answer}");
+    send("two");
+    assert_eq!(msg(&mut sub), ("t".into(), 2, b"two".to_vec()));
+    let s = wait_cluster(&a, "the refusal counted", |s| s.refused == 1);
+    assert_eq!(
+        (s.dropped_to_broker, s.connected, s.reconnects),
+        (1, true, 0),
+        "{s:#?}"
+    );
+    send("three");
+    assert_eq!(msg(&mut sub), ("t".into(), 3, b"three".to_vec()));
+    for text in ["one", "two", "three"] {
+        assert_eq!(next_data(&mut plain), Message::text(text));
+    }
+    let s = wait_cluster(&a, "two acks", |s| s.acked == 2);
+    assert_eq!(s.refused, 1, "{s:#?}");
 }

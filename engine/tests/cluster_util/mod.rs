@@ -318,6 +318,35 @@ impl Nats {
     }
 }
 
+impl Nats {
+    /// A request as another program would make it (a JetStream API call, say); returns
+    /// the answer's payload.
+    pub(crate) fn request(&self, subject: &str, payload: &[u8]) -> String {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to nats");
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let mut w = &s;
+        w.write_all(b"CONNECT {\"verbose\":false}\r\nSUB _INBOX.test 1\r\n")
+            .unwrap();
+        w.write_all(format!("PUB {subject} _INBOX.test {}\r\n", payload.len()).as_bytes())
+            .unwrap();
+        w.write_all(payload).unwrap();
+        w.write_all(b"\r\n").unwrap();
+        loop {
+            line.clear();
+            assert!(r.read_line(&mut line).unwrap() > 0, "nats closed");
+            if let Some(rest) = line.strip_prefix("MSG ") {
+                let len: usize = rest.split_whitespace().last().unwrap().parse().unwrap();
+                let mut body = vec![0; len + 2];
+                std::io::Read::read_exact(&mut r, &mut body).unwrap();
+                return String::from_utf8_lossy(&body[..len]).into_owned();
+            }
+        }
+    }
+}
+
 impl Drop for Nats {
     fn drop(&mut self) {
         self.kill();

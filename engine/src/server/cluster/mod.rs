@@ -282,6 +282,9 @@ pub(crate) enum Control {
     Lost(u64, String),
     /// The broker pinged: answer.
     Pong,
+    /// A publication found no stream of its topic (deleted on the broker): made again
+    /// before the next one.
+    StreamGone(TopicName),
     /// Shut down.
     Stop,
 }
@@ -786,6 +789,46 @@ impl Probe {
     pub(crate) fn stats(&self) -> ClusterStats {
         let c = &self.0.config;
         self.0.counters.snapshot(&c.url, &c.node_id)
+    }
+}
+
+/// Warnings about publications the broker refused: at most one per
+/// [`REFUSALS_LOGGED_EVERY`], with the count since the last.
+#[derive(Debug, Default)]
+pub(crate) struct RefusalLog {
+    at: Option<Instant>,
+    unlogged: u64,
+}
+
+/// Least time between two warnings about refused publications.
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
+
+impl Shared {
+    /// The broker refused local publication `o` (`why`: its answer): it is delivered on
+    /// this node only, numbered here, as when the broker is unreachable, rather than lost
+    /// for every `ringcast.v1` subscriber and every other node.
+    pub(crate) fn refused(&self, o: &Outbound, why: &str, log: &mut RefusalLog) {
+        bump(&self.counters.refused);
+        bump(&self.counters.dropped_to_broker);
+        self.diverged(&o.topic);
+        if let Ok(m) = wire::decode(&o.body) {
+            self.deliver(&o.topic, m.opcode, m.payload, 0, true);
+        }
+        log.unlogged += 1;
+        let now = Instant::now();
+        if log
+            .at
+            .is_none_or(|at| now.duration_since(at) >= REFUSALS_LOGGED_EVERY)
+        {
+            tracing::warn!(
+                "cluster: the broker refused a publication to {}: {why}; delivered on this \
+                 node only ({} refused since the last warning)",
+                o.topic,
+                log.unlogged
+            );
+            log.at = Some(now);
+            log.unlogged = 0;
+        }
     }
 }
 

@@ -11,9 +11,11 @@
 //! republished subject only: what they deliver is exactly what the stream stored, in its
 //! order, with its number, so every node delivers a message with the same `seq`.
 //!
-//! **Publishing.** A node publishes to `{prefix}T` with an ack inbox (the ack counts, it
-//! is not waited for) after making sure the topic's stream exists (`STREAM.CREATE`, once
-//! per topic and connection). Its own messages come back republished like everyone's,
+//! **Publishing.** A node publishes to `{prefix}T` with an ack inbox of its own per
+//! publication, after making sure the topic's stream exists (`STREAM.CREATE`, once per
+//! topic and connection). The ack is not waited for; the publication is kept until it
+//! comes, and one JetStream refuses (an error, or no stream: `503` no responders) is
+//! delivered on this node only ([`Shared::refused`]) rather than lost for everyone. Its own messages come back republished like everyone's,
 //! and that is their one delivery on this node (origin = this node: counted as own).
 //!
 //! **Refusals.** JetStream may refuse a topic's stream (an account's `max_streams` or
@@ -38,7 +40,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 
 use super::stats::bump;
 use super::supervise::{Link, spawn_reader, supervise};
-use super::{Broker, Control, Outbound, Shared, deliver_queued_locally, now_us, wire};
+use super::{Broker, Control, Outbound, RefusalLog, Shared, deliver_queued_locally, now_us, wire};
 use crate::fanout::TopicName;
 
 /// Longest wait for the broker: connecting, its greeting, a JetStream API answer.
@@ -78,6 +80,11 @@ fn stream_name(subject: &str) -> String {
 
 /// Answers to JetStream requests, routed by the reader to the waiting writer.
 type Pending = Arc<Mutex<HashMap<u64, Sender<Vec<u8>>>>>;
+/// Publications sent and not acked yet, by number (their ack subject is `…ack<n>`).
+type Unacked = Arc<Mutex<HashMap<u64, Outbound>>>;
+/// Most publications kept for their ack; past it (a broker that stopped acking) the rest
+/// are sent unkept: a refusal of theirs is counted, not delivered here.
+const MAX_UNACKED: usize = 64 * 1024;
 
 /// One topic the node follows (or lingers on).
 #[derive(Debug)]
@@ -111,6 +118,11 @@ struct Conn {
     reader: Option<std::thread::JoinHandle<()>>,
     /// Where the reader routes JetStream answers (shared across connections).
     pending: Pending,
+    /// This connection's publications waiting for their ack.
+    unacked: Unacked,
+    next_ack: u64,
+    /// A publication's `PUB`, encoded (reused).
+    scratch: Vec<u8>,
 }
 
 /// The writer thread: connects (retrying with back-off and jitter), keeps the broker
@@ -144,7 +156,7 @@ pub(super) fn idle(
         match control.recv_timeout(left) {
             Ok(Control::Stop) => return false,
             Ok(Control::Interest(t, on)) => note_interest(follows, t, on, shared),
-            Ok(Control::Lost(..) | Control::Pong) => {}
+            Ok(Control::Lost(..) | Control::Pong | Control::StreamGone(_)) => {}
             Err(RecvTimeoutError::Timeout) => return true,
             Err(RecvTimeoutError::Disconnected) => return false,
         }
@@ -232,11 +244,13 @@ fn start_reader(
 ) -> io::Result<Conn> {
     let rs = stream.try_clone()?;
     let pending = Arc::clone(p);
+    let unacked: Unacked = Arc::default();
+    let u = Arc::clone(&unacked);
     let reader = spawn_reader(
         "ringcast-cluster-rx",
         Arc::clone(shared),
         number,
-        move |s| read_loop(s, rs, &pending),
+        move |s| read_loop(s, rs, &pending, &u),
     )?;
     let mut out = BufWriter::with_capacity(64 * 1024, stream);
     let root = inbox_root(&shared.config.node_id);
@@ -254,6 +268,9 @@ fn start_reader(
         refusals_unlogged: 0,
         reader: Some(reader),
         pending: Arc::clone(p),
+        unacked,
+        next_ack: 0,
+        scratch: Vec::new(),
     })
 }
 
@@ -276,7 +293,7 @@ fn serve(
     loop {
         select! {
             recv(out_rx) -> o => match o {
-                Ok(o) => publish(shared, conn, &o, pending)?,
+                Ok(o) => publish(shared, conn, o, pending)?,
                 Err(_) => return Ok(()),
             },
             recv(control) -> c => match c {
@@ -286,6 +303,9 @@ fn serve(
                 }
                 Ok(Control::Lost(..)) => {}
                 Ok(Control::Pong) => conn.out.write_all(b"PONG\r\n")?,
+                Ok(Control::StreamGone(t)) => {
+                    conn.streams.remove(t.as_str());
+                }
                 Ok(Control::Interest(t, on)) => {
                     note_interest(follows, t.clone(), on, shared);
                     if sync_follows(shared, conn, control, follows, vec![t], pending)? {
@@ -298,7 +318,7 @@ fn serve(
         // Everything already queued goes out in the same write.
         for _ in 0..4096 {
             match out_rx.try_recv() {
-                Ok(o) => publish(shared, conn, &o, pending)?,
+                Ok(o) => publish(shared, conn, o, pending)?,
                 Err(_) => break,
             }
         }
@@ -346,6 +366,9 @@ fn sync_follows(
                     more.push(t);
                 }
                 Control::Pong => conn.out.write_all(b"PONG\r\n")?,
+                Control::StreamGone(t) => {
+                    conn.streams.remove(t.as_str());
+                }
                 Control::Lost(n, why) if n == conn.number => return Err(io::Error::other(why)),
                 Control::Lost(..) => {}
                 Control::Stop => stop = true,
@@ -615,7 +638,7 @@ fn ensure_stream(
 }
 
 /// Sends a local publication to its topic's subject (its stream made first if need be).
-fn publish(shared: &Shared, conn: &mut Conn, o: &Outbound, pending: &Pending) -> io::Result<()> {
+fn publish(shared: &Shared, conn: &mut Conn, o: Outbound, pending: &Pending) -> io::Result<()> {
     if !conn.streams.contains(o.topic.as_str()) {
         // The broker is there but will not number this topic (now, or a while ago and
         // not asked again yet): it is delivered here only.
@@ -638,14 +661,26 @@ fn publish(shared: &Shared, conn: &mut Conn, o: &Outbound, pending: &Pending) ->
         }
     }
     let subject = subject(&shared.config.prefix, o.topic.as_str());
+    let n = conn.next_ack;
+    conn.next_ack += 1;
+    // Encoded first, kept for its ack, then written: the ack cannot come before the
+    // publication is kept, and the map is not held across I/O.
+    conn.scratch.clear();
     write!(
-        conn.out,
-        "PUB {subject} {}ack {}\r\n",
+        conn.scratch,
+        "PUB {subject} {}ack{n} {}\r\n",
         conn.inbox,
         o.body.len()
     )?;
-    conn.out.write_all(&o.body)?;
-    conn.out.write_all(b"\r\n")?;
+    conn.scratch.extend_from_slice(&o.body);
+    conn.scratch.extend_from_slice(b"\r\n");
+    {
+        let mut unacked = conn.unacked.lock().unwrap_or_else(PoisonError::into_inner);
+        if unacked.len() < MAX_UNACKED {
+            unacked.insert(n, o);
+        }
+    }
+    conn.out.write_all(&conn.scratch)?;
     bump(&shared.counters.sent);
     Ok(())
 }
@@ -659,7 +694,13 @@ const MAX_LINE: u64 = 64 << 10;
 
 /// Reads the connection until it ends: numbered messages are delivered, API answers
 /// routed to the writer, pings answered through it.
-fn read_loop(shared: &Shared, stream: TcpStream, pending: &Pending) -> io::Error {
+fn read_loop(
+    shared: &Shared,
+    stream: TcpStream,
+    pending: &Pending,
+    unacked: &Unacked,
+) -> io::Error {
+    let mut refusals = RefusalLog::default();
     let mut r = BufReader::with_capacity(256 * 1024, stream);
     let inbox = inbox_root(&shared.config.node_id);
     let seqs = seq_root(&shared.config.prefix);
@@ -734,16 +775,28 @@ fn read_loop(shared: &Shared, stream: TcpStream, pending: &Pending) -> io::Error
             let seq = header(headers, "Nats-Sequence").and_then(|v| v.parse().ok());
             shared.receive(&TopicName::new(t), payload, Some(seq.unwrap_or(0)));
         } else if let Some(rest) = subject.strip_prefix(inbox.as_str()) {
-            if rest == "ack" {
-                let refused = payload.windows(7).any(|w| w == b"\"error\"");
-                if refused {
-                    tracing::debug!(
-                        "cluster: publication refused: {}",
-                        String::from_utf8_lossy(payload)
-                    );
-                    bump(&shared.counters.refused);
-                } else {
-                    bump(&shared.counters.acked);
+            if let Some(n) = rest.strip_prefix("ack").and_then(|n| n.parse::<u64>().ok()) {
+                // An error answer, or no stream took it (`NATS/1.0 503`: no responders).
+                let refused = payload.windows(7).any(|w| w == b"\"error\"")
+                    || headers.starts_with(b"NATS/1.0 503");
+                let o = unacked
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&n);
+                match (refused, o) {
+                    (false, _) => bump(&shared.counters.acked),
+                    (true, Some(o)) => {
+                        if headers.starts_with(b"NATS/1.0 503") {
+                            let _ = shared.control_tx.send(Control::StreamGone(o.topic.clone()));
+                        }
+                        let why = if payload.is_empty() {
+                            String::from_utf8_lossy(headers).trim_end().to_owned()
+                        } else {
+                            String::from_utf8_lossy(payload).into_owned()
+                        };
+                        shared.refused(&o, &why, &mut refusals);
+                    }
+                    (true, None) => bump(&shared.counters.refused),
                 }
             } else if let Ok(n) = rest.parse::<u64>() {
                 let tx = pending

@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use super::nats::{Follow, IO_TIMEOUT, note_interest};
 use super::stats::bump;
 use super::supervise::{Link, spawn_reader, supervise};
-use super::{Broker, Control, Outbound, Shared, wire};
+use super::{Broker, Control, Outbound, RefusalLog, Shared};
 use crate::fanout::TopicName;
 
 /// Increments the counter `KEYS[1]`, writes the number into the header of `ARGV[2]`
@@ -282,7 +282,7 @@ fn serve(
                 Ok(Control::Lost(n, why)) if n == conn.number => {
                     return Err(io::Error::other(why));
                 }
-                Ok(Control::Lost(..) | Control::Pong) => {}
+                Ok(Control::Lost(..) | Control::Pong | Control::StreamGone(_)) => {}
                 Ok(Control::Interest(t, on)) => {
                     note_interest(follows, t.clone(), on, shared);
                     sync_follow(shared, conn, follows, &t)?;
@@ -381,48 +381,9 @@ fn publish(shared: &Shared, conn: &mut Conn, o: Outbound) -> io::Result<()> {
     Ok(())
 }
 
-/// Warnings about refused publications: at most one per [`REFUSALS_LOGGED_EVERY`], with
-/// the count since the last.
-struct RefusalLog {
-    at: Option<Instant>,
-    unlogged: u64,
-}
-
-const REFUSALS_LOGGED_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Redis refused publication `o` (`why`: its error, e.g. `OOM command not allowed when
-/// used memory > 'maxmemory'`): it is delivered on this node only, numbered here, as when
-/// the broker is unreachable, rather than lost for everyone.
-fn refused(shared: &Shared, o: &Outbound, why: &Value, log: &mut RefusalLog) {
-    bump(&shared.counters.refused);
-    bump(&shared.counters.dropped_to_broker);
-    shared.diverged(&o.topic);
-    if let Ok(m) = wire::decode(&o.body) {
-        shared.deliver(&o.topic, m.opcode, m.payload, 0, true);
-    }
-    log.unlogged += 1;
-    let now = Instant::now();
-    if log
-        .at
-        .is_none_or(|at| now.duration_since(at) >= REFUSALS_LOGGED_EVERY)
-    {
-        tracing::warn!(
-            "cluster: Redis refused a publication to {}: {why:?}; delivered on this node \
-             only ({} refused since the last warning)",
-            o.topic,
-            log.unlogged
-        );
-        log.at = Some(now);
-        log.unlogged = 0;
-    }
-}
-
 /// Reads the command connection's replies, in order.
 fn read_replies(shared: &Shared, mut r: BufReader<TcpStream>, expected: &Expected) -> io::Error {
-    let mut log = RefusalLog {
-        at: None,
-        unlogged: 0,
-    };
+    let mut log = RefusalLog::default();
     loop {
         let v = match read_value(&mut r) {
             Ok(v) => v,
@@ -431,7 +392,8 @@ fn read_replies(shared: &Shared, mut r: BufReader<TcpStream>, expected: &Expecte
         match lock(expected).pop_front() {
             Some(Expect::Publish(o)) => match v {
                 Value::Int(_) => bump(&shared.counters.acked),
-                other => refused(shared, &o, &other, &mut log),
+                // E.g. `OOM command not allowed when used memory > 'maxmemory'`.
+                other => shared.refused(&o, &format!("{other:?}"), &mut log),
             },
             Some(Expect::Reply(tx)) => {
                 let _ = tx.try_send(v);
