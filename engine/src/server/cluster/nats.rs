@@ -80,11 +80,14 @@ fn stream_name(subject: &str) -> String {
 
 /// Answers to JetStream requests, routed by the reader to the waiting writer.
 type Pending = Arc<Mutex<HashMap<u64, Sender<Vec<u8>>>>>;
-/// Publications sent and not acked yet, by number (their ack subject is `…ack<n>`).
-type Unacked = Arc<Mutex<HashMap<u64, Outbound>>>;
-/// Most publications kept for their ack; past it (a broker that stopped acking) the rest
-/// are sent unkept: a refusal of theirs is counted, not delivered here.
+/// Publications sent and not acked yet, by number (their ack subject is `…ack<n>`), and
+/// their bytes.
+type Unacked = Arc<Mutex<(HashMap<u64, Outbound>, usize)>>;
+/// Most publications, and bytes of them, kept for their ack; past either (a broker that
+/// stopped acking) the rest are sent unkept: a refusal of theirs is counted, not
+/// delivered here.
 const MAX_UNACKED: usize = 64 * 1024;
+const MAX_UNACKED_BYTES: usize = 64 << 20;
 
 /// One topic the node follows (or lingers on).
 #[derive(Debug)]
@@ -676,8 +679,10 @@ fn publish(shared: &Shared, conn: &mut Conn, o: Outbound, pending: &Pending) -> 
     conn.scratch.extend_from_slice(b"\r\n");
     {
         let mut unacked = conn.unacked.lock().unwrap_or_else(PoisonError::into_inner);
-        if unacked.len() < MAX_UNACKED {
-            unacked.insert(n, o);
+        let (kept, bytes) = &mut *unacked;
+        if kept.len() < MAX_UNACKED && *bytes + o.body.len() <= MAX_UNACKED_BYTES {
+            *bytes += o.body.len();
+            kept.insert(n, o);
         }
     }
     conn.out.write_all(&conn.scratch)?;
@@ -779,10 +784,13 @@ fn read_loop(
                 // An error answer, or no stream took it (`NATS/1.0 503`: no responders).
                 let refused = payload.windows(7).any(|w| w == b"\"error\"")
                     || headers.starts_with(b"NATS/1.0 503");
-                let o = unacked
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&n);
+                let o = {
+                    let mut unacked = unacked.lock().unwrap_or_else(PoisonError::into_inner);
+                    let (kept, bytes) = &mut *unacked;
+                    let o = kept.remove(&n);
+                    *bytes -= o.as_ref().map_or(0, |o| o.body.len());
+                    o
+                };
                 match (refused, o) {
                     (false, _) => bump(&shared.counters.acked),
                     (true, Some(o)) => {
