@@ -210,6 +210,11 @@ impl Fanout {
         }
     }
 
+    /// The node's numbering (its counters, by topic).
+    pub(crate) fn sequencer(&self) -> &Arc<Sequencer> {
+        &self.sequencer
+    }
+
     /// The node's subscriber counts, kept when a relay is set.
     pub(crate) fn interest(&self) -> Option<&Arc<Interest>> {
         self.interest.as_ref()

@@ -6,23 +6,33 @@
 //! log of a topic is always in order, and two reactors agree on every message's number.
 //! The lock is per topic and held for a few `try_send`s; publishers to different topics
 //! never wait for each other. The map from names to counters takes a write lock only
-//! when a topic is published to for the first time.
+//! when a topic is published to for the first time, and for a sweep.
+//!
+//! A counter is forgotten once no reactor knows its topic (each topic entry of a reactor
+//! holds it: no subscribers and no history anywhere) and nothing was numbered for a while
+//! ([`Sequencer::sweep`]); the topic's next publication is then numbered 1 again, as after
+//! a restart. Publishing to ever new names so costs memory for that while, not forever.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::topic::TopicName;
 
 /// One topic's counter: the last sequence number given out.
 #[derive(Debug, Default)]
-pub(crate) struct Counter(Mutex<u64>);
+pub(crate) struct Counter {
+    last: Mutex<u64>,
+    /// Sweeps since this counter was last used or held (see [`Sequencer::sweep`]).
+    idle: AtomicU32,
+}
 
 impl Counter {
     /// Takes the next number and runs `f` with it while no other publisher of this topic
     /// can take one.
     #[cfg(test)]
     pub(crate) fn next<R>(&self, f: impl FnOnce(u64) -> R) -> R {
-        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = self.lock();
         *last += 1;
         f(*last)
     }
@@ -31,7 +41,7 @@ impl Counter {
     /// runs `f` with it: a number made elsewhere (by the cluster's broker), which is kept
     /// unless this node has already gone past it.
     pub(crate) fn next_at<R>(&self, min: u64, f: impl FnOnce(u64) -> R) -> R {
-        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = self.lock();
         *last = (*last + 1).max(min);
         f(*last)
     }
@@ -39,7 +49,7 @@ impl Counter {
     /// Moves the counter to `seq` if it is behind, running `f` while no other publisher
     /// can take a number; returns whether it moved.
     pub(crate) fn advance(&self, seq: u64, f: impl FnOnce()) -> bool {
-        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = self.lock();
         if seq <= *last {
             return false;
         }
@@ -51,7 +61,13 @@ impl Counter {
     /// The last number given out (0: none yet). Waits for a publication in progress, so
     /// every publication numbered up to the answer is already in every inbox.
     pub(crate) fn last(&self) -> u64 {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The last number, locked; the counter counts as used.
+    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.idle.store(0, Ordering::Relaxed);
+        self.last.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -71,6 +87,31 @@ impl Sequencer {
         drop(read);
         let mut write = self.topics.write().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(write.entry(topic.clone()).or_default())
+    }
+
+    /// Forgets the counters that no one holds (no reactor knows the topic, no publication
+    /// is being numbered) and that were neither used nor held for more than `sweeps`
+    /// sweeps; counts a sweep for the others. Called at a steady pace (every
+    /// `History::idle_ttl / sweeps`), by one reactor.
+    pub(crate) fn sweep(&self, sweeps: u32) {
+        let mut map = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|_, c| {
+            // Only the map holds it, and no one can take it while the map is locked.
+            if Arc::strong_count(c) > 1 {
+                c.idle.store(0, Ordering::Relaxed);
+                return true;
+            }
+            c.idle.fetch_add(1, Ordering::Relaxed) < sweeps
+        });
+    }
+
+    /// Topics with a counter.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// The last sequence number of `topic` (0 if never published to). See
@@ -108,6 +149,46 @@ mod tests {
         assert!(!s.counter(&a).advance(7, || ()));
         assert!(s.counter(&a).advance(10, || ()));
         assert_eq!(s.last("a"), 10);
+    }
+
+    #[test]
+    fn counters_no_one_holds_or_uses_are_forgotten_after_the_sweeps_asked() {
+        let s = Sequencer::default();
+        let (a, b, c) = (
+            TopicName::new("a"),
+            TopicName::new("b"),
+            TopicName::new("c"),
+        );
+        assert_eq!(s.counter(&a).next(|n| n), 1);
+        assert_eq!(s.counter(&b).next(|n| n), 1);
+        let held = s.counter(&c); // as a reactor's topic entry holds it
+        held.next(|_| ());
+        s.sweep(2);
+        s.sweep(2);
+        // `b` used between the sweeps: its count starts again.
+        assert_eq!(s.counter(&b).next(|n| n), 2);
+        assert_eq!(s.len(), 3);
+        s.sweep(2);
+        assert_eq!(
+            s.len(),
+            2,
+            "`a`: unused and unheld for more than two sweeps"
+        );
+        assert_eq!((s.last("a"), s.last("b"), s.last("c")), (0, 2, 1));
+        for _ in 0..3 {
+            s.sweep(2);
+        }
+        assert_eq!((s.last("b"), s.last("c")), (0, 1), "a held counter stays");
+        assert_eq!(
+            s.counter(&a).next(|n| n),
+            1,
+            "a forgotten topic numbers from 1"
+        );
+        drop(held);
+        for _ in 0..3 {
+            s.sweep(2);
+        }
+        assert_eq!(s.last("c"), 0);
     }
 
     #[test]

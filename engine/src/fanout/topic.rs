@@ -16,6 +16,7 @@ use super::chunk::ChunkPool;
 use super::log::TopicLog;
 use super::relay::Interest;
 use super::ring::Publication;
+use super::sequence::{Counter, Sequencer};
 use crate::protocol::envelope;
 
 /// The topic of plain `/sub` and `/pub`.
@@ -225,6 +226,9 @@ pub(crate) struct TopicEntry {
     idle_sweeps: u32,
     /// Held without subscribers for its history (counted in `Topics::idle_histories`).
     kept: bool,
+    /// The topic's numbering, held while this reactor knows the topic (so that it is not
+    /// forgotten: see [`Sequencer::sweep`]).
+    _counter: Option<Arc<Counter>>,
 }
 
 /// No entry (in [`Ids`]).
@@ -273,6 +277,8 @@ pub(crate) struct Topics {
     idle_histories: usize,
     /// The node's subscriber counts (in a cluster), told of every subscribe here.
     interest: Option<Arc<Interest>>,
+    /// The node's numbering, whose counters the entries hold.
+    sequencer: Option<Arc<Sequencer>>,
 }
 
 impl Topics {
@@ -289,6 +295,12 @@ impl Topics {
     /// Counts this registry's subscriptions into the node's `interest` (in a cluster).
     pub(crate) fn watch(&mut self, interest: Option<Arc<Interest>>) {
         self.interest = interest;
+    }
+
+    /// Has every topic entry hold its counter in the node's `sequencer`, so that a topic
+    /// this reactor knows keeps its numbering.
+    pub(crate) fn hold_counters(&mut self, sequencer: Arc<Sequencer>) {
+        self.sequencer = Some(sequencer);
     }
 
     /// The history kept.
@@ -395,6 +407,7 @@ impl Topics {
             fresh: false,
             idle_sweeps: 0,
             kept: false,
+            _counter: self.sequencer.as_ref().map(|s| s.counter(topic)),
         }) as u32;
         self.ids.entry(topic.clone()).or_default().0[form as usize] = id;
         id
@@ -877,5 +890,30 @@ mod tests {
         assert_eq!(t.len(), 0);
         t.absorb(&publication("e", 1));
         assert!(t.id("e", Form::V1).is_some(), "room again after the sweep");
+    }
+
+    #[test]
+    fn a_topic_entry_holds_its_numbering() {
+        let seq = Arc::new(Sequencer::default());
+        let mut t = Topics::new(
+            History {
+                messages: 0,
+                ..History::default()
+            },
+            1 << 20,
+        );
+        t.hold_counters(Arc::clone(&seq));
+        let a = TopicName::new("a");
+        let (id, pos) = t.subscribe(&a, Form::Plain, 1, 0);
+        seq.counter(&a).next(|_| ());
+        for _ in 0..5 {
+            seq.sweep(1);
+        }
+        assert_eq!(seq.last("a"), 1, "kept while a subscriber is here");
+        assert!(t.unsubscribe(id, 1, pos));
+        for _ in 0..2 {
+            seq.sweep(1);
+        }
+        assert_eq!(seq.len(), 0, "forgotten once no reactor knows the topic");
     }
 }

@@ -401,14 +401,20 @@ impl Subscriber<'_> {
         if !self.check(outbox, topics, source.fanout, topic, start, 0)? {
             return Ok(false);
         }
+        let name = TopicName::new(topic);
         let mut last = 0;
+        // Held until the topic's entry holds it: the counter read is the one that goes
+        // on numbering the topic (an idle one may be forgotten meanwhile otherwise).
+        let mut _counter = None;
         if self.form == Form::V1 {
             // Everything numbered up to `last` is in this reactor's inbox: taken into the
             // log, it is where the subscription can start from.
-            last = source.fanout.last_seq(topic);
+            let counter = source.fanout.sequencer().counter(&name);
+            last = counter.last();
+            _counter = Some(counter);
             absorb(source.inbox, topics, source.batch, usize::MAX);
         }
-        let (id, pos) = topics.subscribe(&TopicName::new(topic), self.form, self.key, last);
+        let (id, pos) = topics.subscribe(&name, self.form, self.key, last);
         let (cursor, gap) = topics.start(id, start);
         if let Some((from, to)) = gap {
             outbox.push(envelope::gap(topic, from, to));

@@ -206,6 +206,7 @@ impl<T> Core<T> {
         inbox.claim_thread();
         let mut topics = Topics::new(config.history, config.max_lag_bytes as u64 / 4 * 3);
         topics.watch(fanout.interest().cloned());
+        topics.hold_counters(Arc::clone(fanout.sequencer()));
         Self {
             index,
             conns: Slab::new(),
@@ -544,7 +545,12 @@ impl<T> Core<T> {
             self.sweeps = 0;
             let ttl = self.topics.history().idle_ttl;
             let n = (ttl.as_millis() / (TICK * SWEEP_TICKS).as_millis()).max(1);
-            self.topics.sweep_idle(u32::try_from(n).unwrap_or(u32::MAX));
+            let n = u32::try_from(n).unwrap_or(u32::MAX);
+            self.topics.sweep_idle(n);
+            // One reactor sweeps the node's counters (they are shared).
+            if self.index == 0 {
+                self.fanout.sequencer().sweep(n);
+            }
         }
         self.stats
             .subscriptions
