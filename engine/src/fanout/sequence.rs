@@ -91,8 +91,9 @@ impl Sequencer {
 
     /// Forgets the counters that no one holds (no reactor knows the topic, no publication
     /// is being numbered) and that were neither used nor held for more than `sweeps`
-    /// sweeps; counts a sweep for the others. Called at a steady pace (every
-    /// `History::idle_ttl / sweeps`), by one reactor.
+    /// sweeps, or never gave out a number (a topic subscribed to and left: a counter at 0
+    /// is no different from none); counts a sweep for the others. Called at a steady pace
+    /// (every `History::idle_ttl / sweeps`), by one reactor.
     pub(crate) fn sweep(&self, sweeps: u32) {
         let mut map = self.topics.write().unwrap_or_else(PoisonError::into_inner);
         map.retain(|_, c| {
@@ -101,7 +102,7 @@ impl Sequencer {
                 c.idle.store(0, Ordering::Relaxed);
                 return true;
             }
-            c.idle.fetch_add(1, Ordering::Relaxed) < sweeps
+            c.last() > 0 && c.idle.fetch_add(1, Ordering::Relaxed) < sweeps
         });
     }
 
@@ -163,7 +164,13 @@ mod tests {
         assert_eq!(s.counter(&b).next(|n| n), 1);
         let held = s.counter(&c); // as a reactor's topic entry holds it
         held.next(|_| ());
+        drop(s.counter(&TopicName::new("never numbered")));
         s.sweep(2);
+        assert_eq!(
+            s.len(),
+            3,
+            "a counter that never numbered is forgotten at once"
+        );
         s.sweep(2);
         // `b` used between the sweeps: its count starts again.
         assert_eq!(s.counter(&b).next(|n| n), 2);

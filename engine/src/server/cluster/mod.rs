@@ -276,8 +276,8 @@ pub(crate) struct Outbound {
 /// What the bridge's writer thread is told besides publications.
 #[derive(Debug)]
 pub(crate) enum Control {
-    /// The node has (or no longer has) subscribers to a topic.
-    Interest(TopicName, bool),
+    /// The node's interest in some topics changed: see [`Shared::take_interest`].
+    Interest,
     /// The reader of connection `n` lost it.
     Lost(u64, String),
     /// The broker pinged: answer.
@@ -303,6 +303,11 @@ pub(crate) struct Shared {
     pub(crate) numbering: Mutex<Numbering>,
     /// Why the bridge thread died, and what stops the engine then.
     pub(crate) failure: Mutex<supervise::Failure>,
+    /// Topics whose interest changed since the bridge last looked, with the latest:
+    /// subscribers arriving and leaving faster than the bridge follows cost a map entry
+    /// per topic, not a queued message per change (and no broker work for a topic joined
+    /// and left in between).
+    interest: Mutex<HashMap<TopicName, bool>>,
 }
 
 /// Per topic: what to add to the broker's number so that this node's numbers keep rising
@@ -356,6 +361,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             numbering: Mutex::default(),
             failure: Mutex::default(),
+            interest: Mutex::default(),
         }
     }
 
@@ -636,6 +642,17 @@ impl Shared {
         self.numbering().diverged.insert(topic.clone());
     }
 
+    /// The interest changes since the last call (on a [`Control::Interest`]): each topic
+    /// with whether the node wants it now.
+    pub(crate) fn take_interest(&self) -> HashMap<TopicName, bool> {
+        std::mem::take(
+            &mut *self
+                .interest
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
     /// The broker's number `seq` of `topic` as this node numbers it.
     pub(crate) fn local_seq(&self, topic: &TopicName, seq: u64) -> u64 {
         seq + self
@@ -660,7 +677,18 @@ pub(crate) struct Bridge(pub(crate) Arc<Shared>);
 impl Relay for Bridge {
     fn interest(&self, topic: &TopicName, on: bool) {
         if subject_ok(topic.as_str()) {
-            let _ = self.0.control_tx.send(Control::Interest(topic.clone(), on));
+            let mut changed = self
+                .0
+                .interest
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let first = changed.is_empty();
+            changed.insert(topic.clone(), on);
+            drop(changed);
+            // One wake for a batch of changes: the bridge takes them all.
+            if first {
+                let _ = self.0.control_tx.send(Control::Interest);
+            }
         }
     }
 
@@ -920,6 +948,42 @@ mod tests {
         .unwrap();
         t.join().unwrap();
         assert_eq!(lost(), (8, "end of stream".to_owned()));
+    }
+
+    #[test]
+    fn interest_changes_are_coalesced_per_topic() {
+        let (out_tx, _out_rx) = crossbeam_channel::bounded(1);
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        let config = ClusterConfig::new("nats://127.0.0.1:1").unwrap();
+        let shared = Arc::new(Shared::new(config, out_tx, control_tx));
+        let bridge = Bridge(Arc::clone(&shared));
+        let (t, u) = (TopicName::new("t"), TopicName::new("u"));
+        // A client joining and leaving ever new names faster than the bridge looks: one
+        // wake, one entry per name, whatever the number of changes.
+        for _ in 0..1000 {
+            bridge.interest(&t, true);
+            bridge.interest(&t, false);
+        }
+        bridge.interest(&u, true);
+        assert_eq!(control_rx.len(), 1);
+        assert!(matches!(control_rx.try_recv(), Ok(Control::Interest)));
+        let mut follows = HashMap::new();
+        let mut changed = nats::note_interest(&mut follows, &shared);
+        changed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        assert_eq!(
+            changed,
+            std::slice::from_ref(&u),
+            "`t` was left before it was followed"
+        );
+        assert!(follows[&u].wanted && !follows.contains_key(&t));
+        // Left once followed: it lingers.
+        bridge.interest(&u, false);
+        assert!(matches!(control_rx.try_recv(), Ok(Control::Interest)));
+        assert_eq!(
+            nats::note_interest(&mut follows, &shared),
+            std::slice::from_ref(&u)
+        );
+        assert!(!follows[&u].wanted && follows[&u].linger_until.is_some());
     }
 
     #[test]

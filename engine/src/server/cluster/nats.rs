@@ -45,6 +45,9 @@ use crate::fanout::TopicName;
 
 /// Longest wait for the broker: connecting, its greeting, a JetStream API answer.
 pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most topics whose stream a connection remembers as made (one round trip each to
+/// learn again): touching ever new names must not grow the set without end.
+const MAX_KNOWN_STREAMS: usize = 64 * 1024;
 /// How long a topic whose stream was refused is served on this node only before the
 /// broker is asked again (and the least time between two warnings about refusals).
 pub(super) const STREAM_RETRY: Duration = Duration::from_secs(10);
@@ -158,7 +161,9 @@ pub(super) fn idle(
         let left = until.saturating_duration_since(Instant::now());
         match control.recv_timeout(left) {
             Ok(Control::Stop) => return false,
-            Ok(Control::Interest(t, on)) => note_interest(follows, t, on, shared),
+            Ok(Control::Interest) => {
+                note_interest(follows, shared);
+            }
             Ok(Control::Lost(..) | Control::Pong | Control::StreamGone(_)) => {}
             Err(RecvTimeoutError::Timeout) => return true,
             Err(RecvTimeoutError::Disconnected) => return false,
@@ -166,20 +171,29 @@ pub(super) fn idle(
     }
 }
 
+/// Takes the node's interest changes ([`Shared::take_interest`]) into `follows`; returns
+/// the topics to bring the broker's subscriptions in line with. A topic left that was
+/// not followed (joined and left before the bridge looked) is nothing to do.
 pub(super) fn note_interest(
     follows: &mut HashMap<TopicName, Follow>,
-    t: TopicName,
-    on: bool,
     s: &Shared,
-) {
-    let f = follows.entry(t).or_insert(Follow {
-        wanted: false,
-        linger_until: None,
-        sid: None,
-        followed: false,
-    });
-    f.wanted = on;
-    f.linger_until = (!on).then(|| Instant::now() + s.config.linger);
+) -> Vec<TopicName> {
+    let mut changed = Vec::new();
+    for (t, on) in s.take_interest() {
+        if !on && !follows.contains_key(t.as_str()) {
+            continue;
+        }
+        let f = follows.entry(t.clone()).or_insert(Follow {
+            wanted: false,
+            linger_until: None,
+            sid: None,
+            followed: false,
+        });
+        f.wanted = on;
+        f.linger_until = (!on).then(|| Instant::now() + s.config.linger);
+        changed.push(t);
+    }
+    changed
 }
 
 /// `BACKOFF_MIN · 2^attempt`, at most `BACKOFF_MAX`, less up to half of it at random.
@@ -309,9 +323,9 @@ fn serve(
                 Ok(Control::StreamGone(t)) => {
                     conn.streams.remove(t.as_str());
                 }
-                Ok(Control::Interest(t, on)) => {
-                    note_interest(follows, t.clone(), on, shared);
-                    if sync_follows(shared, conn, control, follows, vec![t], pending)? {
+                Ok(Control::Interest) => {
+                    let changed = note_interest(follows, shared);
+                    if sync_follows(shared, conn, control, follows, changed, pending)? {
                         return Ok(());
                     }
                 }
@@ -364,10 +378,7 @@ fn sync_follows(
         let mut more = Vec::new();
         for c in control.try_iter() {
             match c {
-                Control::Interest(t, on) => {
-                    note_interest(follows, t.clone(), on, shared);
-                    more.push(t);
-                }
+                Control::Interest => more.extend(note_interest(follows, shared)),
                 Control::Pong => conn.out.write_all(b"PONG\r\n")?,
                 Control::StreamGone(t) => {
                     conn.streams.remove(t.as_str());
@@ -629,6 +640,10 @@ fn ensure_stream(
         .and_then(serde_json::Value::as_u64);
     Ok(match last {
         Some(last) => {
+            if conn.streams.len() >= MAX_KNOWN_STREAMS {
+                // Forgotten all at once: each is asked for again at its next use.
+                conn.streams.clear();
+            }
             conn.streams.insert(t.clone());
             Ok(last)
         }

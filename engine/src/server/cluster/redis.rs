@@ -283,9 +283,10 @@ fn serve(
                     return Err(io::Error::other(why));
                 }
                 Ok(Control::Lost(..) | Control::Pong | Control::StreamGone(_)) => {}
-                Ok(Control::Interest(t, on)) => {
-                    note_interest(follows, t.clone(), on, shared);
-                    sync_follow(shared, conn, follows, &t)?;
+                Ok(Control::Interest) => {
+                    for t in note_interest(follows, shared) {
+                        sync_follow(shared, conn, follows, &t)?;
+                    }
                 }
             },
             default(tick) => {}
