@@ -838,7 +838,7 @@ impl Shared {
     pub(crate) fn refused(&self, o: &Outbound, why: &str, log: &mut RefusalLog) {
         bump(&self.counters.refused);
         bump(&self.counters.dropped_to_broker);
-        self.diverged(&o.topic);
+        // Numbered here (`seq` 0): the broker's later numbers are shifted past it.
         if let Ok(m) = wire::decode(&o.body) {
             self.deliver(&o.topic, m.opcode, m.payload, 0, true);
         }

@@ -15,8 +15,9 @@
 //! publication, after making sure the topic's stream exists (`STREAM.CREATE`, once per
 //! topic and connection). The ack is not waited for; the publication is kept until it
 //! comes, and one JetStream refuses (an error, or no stream: `503` no responders) is
-//! delivered on this node only ([`Shared::refused`]) rather than lost for everyone. Its own messages come back republished like everyone's,
-//! and that is their one delivery on this node (origin = this node: counted as own).
+//! delivered on this node only ([`Shared::refused`]) rather than lost for everyone. Its
+//! own messages come back republished like everyone's, and that is their one delivery on
+//! this node (origin = this node: counted as own).
 //!
 //! **Refusals.** JetStream may refuse a topic's stream (an account's `max_streams` or
 //! storage limit) or not answer in time. That costs the topic, not the connection: the
