@@ -35,6 +35,7 @@ util::for_each_backend!(
     a_node_cut_off_recovers_from_the_stream,
     a_refused_stream_costs_the_topic_not_the_connection,
     a_publication_jetstream_refuses_is_delivered_on_its_node,
+    a_second_node_with_the_same_id_stops,
 );
 
 /// Three nodes; publishers on two of them at once; a v1 subscriber on each node gets every
@@ -592,4 +593,14 @@ fn a_publication_jetstream_refuses_is_delivered_on_its_node(backend: Backend) {
     }
     let s = wait_cluster(&a, "two acks", |s| s.acked == 2);
     assert_eq!(s.refused, 1, "{s:#?}");
+}
+
+/// Two running nodes with one id would take each other's publications for their own: the
+/// second one stops, saying why; the first goes on.
+fn a_second_node_with_the_same_id_stops(backend: Backend) {
+    if !have("nats-server", "a_second_node_with_the_same_id_stops") {
+        return;
+    }
+    let broker = Nats::start();
+    cluster_util::same_id_scenario(backend, &broker.url());
 }

@@ -33,6 +33,7 @@ util::for_each_backend!(
     plain_subscribers_get_local_publications_at_once,
     a_node_cut_off_announces_what_it_missed,
     a_publication_redis_refuses_is_delivered_on_its_node,
+    a_second_node_with_the_same_id_stops,
 );
 
 /// Three nodes, a publisher on each of them at once: a v1 subscriber on each node gets
@@ -513,4 +514,14 @@ fn a_publication_redis_refuses_is_delivered_on_its_node(backend: Backend) {
         assert_eq!(next_data(&mut plain), Message::text(text));
     }
     assert_eq!(cstats(&a).acked, 2);
+}
+
+/// Two running nodes with one id would take each other's publications for their own: the
+/// second one stops, saying why; the first goes on.
+fn a_second_node_with_the_same_id_stops(backend: Backend) {
+    if !have("redis-server", "a_second_node_with_the_same_id_stops") {
+        return;
+    }
+    let broker = Redis::start();
+    cluster_util::same_id_scenario(backend, &broker.url());
 }

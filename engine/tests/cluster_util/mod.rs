@@ -631,3 +631,31 @@ pub(crate) fn local_publication_at_once(
     let s = cstats(&a);
     assert_eq!((s.sent, s.received_own, s.dropped_to_broker), (3, 3, 0));
 }
+
+/// The scenario of `a_second_node_with_the_same_id_stops` (both brokers): node A runs
+/// with id `dup-…`; node B is started with the same id; B stops, saying why, and A goes on
+/// (connected, never reconnected, delivering its own publications once).
+pub(crate) fn same_id_scenario(backend: Backend, url: &str) {
+    let id = format!("dup-{backend:?}");
+    let a = node(backend, url, &id);
+    let mut plain = connect(addr(&a), "/sub/t");
+    let mut sub = v1(&a, "/sub/t");
+    wait_cluster(&a, "A subscribed", |s| s.connected && s.subscriptions == 1);
+    let b = node(backend, url, &id);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(b.wait());
+    });
+    let ended = rx.recv_timeout(TIMEOUT).expect("the second node stops");
+    let why = ended.expect_err("with an error").to_string();
+    assert!(
+        why.contains(&format!("another running node uses node id '{id}'")),
+        "{why}"
+    );
+    let mut publisher = connect(addr(&a), "/pub/t");
+    publisher.send(Message::text("still here")).unwrap();
+    assert_eq!(next_data(&mut plain), Message::text("still here"));
+    assert_eq!(msg(&mut sub), ("t".into(), 1, b"still here".to_vec()));
+    let s = cstats(&a);
+    assert_eq!((s.connected, s.reconnects), (true, 0), "{s:#?}");
+}

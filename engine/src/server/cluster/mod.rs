@@ -24,6 +24,7 @@
 //! - `redis`: the Redis bridge (a script numbers and publishes atomically);
 //! - [`stats`]: the counters and the remote-to-local latency histogram.
 
+mod identity;
 pub(crate) mod nats;
 pub(crate) mod redis;
 pub mod stats;
@@ -285,6 +286,9 @@ pub(crate) enum Control {
     /// A publication found no stream of its topic (deleted on the broker): made again
     /// before the next one.
     StreamGone(TopicName),
+    /// Another process with this node's id announced itself: answer with this one's
+    /// claim (the newer one stops).
+    Announce,
     /// Shut down.
     Stop,
 }
@@ -303,6 +307,8 @@ pub(crate) struct Shared {
     pub(crate) numbering: Mutex<Numbering>,
     /// Why the bridge thread died, and what stops the engine then.
     pub(crate) failure: Mutex<supervise::Failure>,
+    /// This process's claim on its node id.
+    pub(crate) claim: identity::Claim,
     /// Topics whose interest changed since the bridge last looked, with the latest:
     /// subscribers arriving and leaving faster than the bridge follows cost a map entry
     /// per topic, not a queued message per change (and no broker work for a topic joined
@@ -361,6 +367,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             numbering: Mutex::default(),
             failure: Mutex::default(),
+            claim: identity::Claim::new(),
             interest: Mutex::default(),
         }
     }
@@ -640,6 +647,28 @@ impl Shared {
     /// Notes that this node numbered a publication of `topic` itself.
     pub(crate) fn diverged(&self, topic: &TopicName) {
         self.numbering().diverged.insert(topic.clone());
+    }
+
+    /// An announcement heard on this node's id ([`identity`]): a newer process with the
+    /// same id is answered (it stops then); an older one stops this engine.
+    pub(crate) fn hear_claim(&self, msg: &[u8]) {
+        match self.claim.hear(msg) {
+            identity::Heard::Nothing => {}
+            identity::Heard::Newer => {
+                tracing::warn!(
+                    "cluster: a newer node announced node id '{}', this node's: it is told \
+                     to stop",
+                    self.config.node_id
+                );
+                let _ = self.control_tx.send(Control::Announce);
+            }
+            identity::Heard::Older => {
+                let why = identity::conflict(&self.config.node_id);
+                tracing::error!("{why}");
+                self.counters.connected.store(false, Ordering::Release);
+                supervise::fail(self, why);
+            }
+        }
     }
 
     /// The interest changes since the last call (on a [`Control::Interest`]): each topic

@@ -41,7 +41,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 
 use super::stats::bump;
 use super::supervise::{Link, spawn_reader, supervise};
-use super::{Broker, Control, Outbound, RefusalLog, Shared, deliver_queued_locally, now_us, wire};
+use super::{
+    Broker, Control, Outbound, RefusalLog, Shared, deliver_queued_locally, identity, now_us, wire,
+};
 use crate::fanout::TopicName;
 
 /// Longest wait for the broker: connecting, its greeting, a JetStream API answer.
@@ -165,7 +167,7 @@ pub(super) fn idle(
             Ok(Control::Interest) => {
                 note_interest(follows, shared);
             }
-            Ok(Control::Lost(..) | Control::Pong | Control::StreamGone(_)) => {}
+            Ok(Control::Lost(..) | Control::Pong | Control::StreamGone(_) | Control::Announce) => {}
             Err(RecvTimeoutError::Timeout) => return true,
             Err(RecvTimeoutError::Disconnected) => return false,
         }
@@ -273,12 +275,17 @@ fn start_reader(
     let mut out = BufWriter::with_capacity(64 * 1024, stream);
     let root = inbox_root(&shared.config.node_id);
     write!(out, "SUB {root}* 1\r\n")?;
-    out.flush()?;
-    Ok(Conn {
+    // This node's claim on its id, and what others with the same id announce.
+    write!(
+        out,
+        "SUB {} 2\r\n",
+        identity::subject(&shared.config.node_id)
+    )?;
+    let mut conn = Conn {
         out,
         inbox: root,
         number,
-        next_sid: 2,
+        next_sid: 3,
         next_request: 0,
         streams: HashSet::new(),
         refused: HashMap::new(),
@@ -289,7 +296,17 @@ fn start_reader(
         unacked,
         next_ack: 0,
         scratch: Vec::new(),
-    })
+    };
+    announce(shared, &mut conn)?;
+    conn.out.flush()?;
+    Ok(conn)
+}
+
+/// Announces this process's claim on its node id ([`identity`]).
+fn announce(shared: &Shared, conn: &mut Conn) -> io::Result<()> {
+    let hello = shared.claim.announcement();
+    let subject = identity::subject(&shared.config.node_id);
+    write!(conn.out, "PUB {subject} {}\r\n{hello}\r\n", hello.len())
 }
 
 /// Serves one connection until it is lost (`Err`) or the bridge stops (`Ok`).
@@ -321,6 +338,7 @@ fn serve(
                 }
                 Ok(Control::Lost(..)) => {}
                 Ok(Control::Pong) => conn.out.write_all(b"PONG\r\n")?,
+                Ok(Control::Announce) => announce(shared, conn)?,
                 Ok(Control::StreamGone(t)) => {
                     conn.streams.remove(t.as_str());
                 }
@@ -381,6 +399,7 @@ fn sync_follows(
             match c {
                 Control::Interest => more.extend(note_interest(follows, shared)),
                 Control::Pong => conn.out.write_all(b"PONG\r\n")?,
+                Control::Announce => announce(shared, conn)?,
                 Control::StreamGone(t) => {
                     conn.streams.remove(t.as_str());
                 }
@@ -725,6 +744,7 @@ fn read_loop(
     let mut r = BufReader::with_capacity(256 * 1024, stream);
     let inbox = inbox_root(&shared.config.node_id);
     let seqs = seq_root(&shared.config.prefix);
+    let claims = identity::subject(&shared.config.node_id);
     let mut line = Vec::new();
     let mut body = Vec::new();
     loop {
@@ -792,7 +812,9 @@ fn read_loop(
             return e;
         }
         let (headers, payload) = body[..total].split_at(hdr_len);
-        if let Some(t) = subject.strip_prefix(seqs.as_str()) {
+        if subject == claims {
+            shared.hear_claim(payload);
+        } else if let Some(t) = subject.strip_prefix(seqs.as_str()) {
             let seq = header(headers, "Nats-Sequence").and_then(|v| v.parse().ok());
             shared.receive(&TopicName::new(t), payload, Some(seq.unwrap_or(0)));
         } else if let Some(rest) = subject.strip_prefix(inbox.as_str()) {

@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use super::nats::{Follow, IO_TIMEOUT, note_interest};
 use super::stats::bump;
 use super::supervise::{Link, spawn_reader, supervise};
-use super::{Broker, Control, Outbound, RefusalLog, Shared};
+use super::{Broker, Control, Outbound, RefusalLog, Shared, identity};
 use crate::fanout::TopicName;
 
 /// Increments the counter `KEYS[1]`, writes the number into the header of `ARGV[2]`
@@ -247,7 +247,7 @@ fn connect(shared: &Arc<Shared>, host: &str, port: u16, db: u32, number: u64) ->
         number,
         move |s| read_messages(s, sr, &c),
     )?);
-    Ok(Conn {
+    let mut conn = Conn {
         cmd: BufWriter::with_capacity(64 * 1024, cmd),
         sub: BufWriter::new(sub),
         sha,
@@ -256,7 +256,22 @@ fn connect(shared: &Arc<Shared>, host: &str, port: u16, db: u32, number: u64) ->
         number,
         readers,
         scratch: Vec::new(),
-    })
+    };
+    // This node's claim on its id, and what others with the same id announce.
+    conn.pubsub(
+        "SUBSCRIBE",
+        identity::subject(&shared.config.node_id).as_bytes(),
+    )?;
+    announce(shared, &mut conn)?;
+    Ok(conn)
+}
+
+/// Announces this process's claim on its node id ([`identity`]).
+fn announce(shared: &Shared, conn: &mut Conn) -> io::Result<()> {
+    let channel = identity::subject(&shared.config.node_id);
+    let hello = shared.claim.announcement();
+    conn.request(&[b"PUBLISH", channel.as_bytes(), hello.as_bytes()])
+        .map(drop)
 }
 
 fn serve(
@@ -283,6 +298,7 @@ fn serve(
                     return Err(io::Error::other(why));
                 }
                 Ok(Control::Lost(..) | Control::Pong | Control::StreamGone(_)) => {}
+                Ok(Control::Announce) => announce(shared, conn)?,
                 Ok(Control::Interest) => {
                     for t in note_interest(follows, shared) {
                         sync_follow(shared, conn, follows, &t)?;
@@ -407,6 +423,7 @@ fn read_replies(shared: &Shared, mut r: BufReader<TcpStream>, expected: &Expecte
 /// Reads the pub/sub connection: messages are delivered, confirmations handed over.
 fn read_messages(shared: &Shared, mut r: BufReader<TcpStream>, confirms: &Confirms) -> io::Error {
     let prefix = shared.config.prefix.as_bytes();
+    let claims = identity::subject(&shared.config.node_id);
     loop {
         let v = match read_value(&mut r) {
             Ok(v) => v,
@@ -421,6 +438,10 @@ fn read_messages(shared: &Shared, mut r: BufReader<TcpStream>, confirms: &Confir
                 Value::Bulk(Some(ch)),
                 Value::Bulk(Some(body)),
             ] if kind == b"message" => {
+                if ch == claims.as_bytes() {
+                    shared.hear_claim(body);
+                    continue;
+                }
                 let Some(topic) = ch.strip_prefix(prefix) else {
                     continue;
                 };

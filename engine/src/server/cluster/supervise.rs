@@ -55,8 +55,13 @@ pub(super) fn guarded(shared: &Shared, run: impl FnOnce()) {
         crate::server::panic_message(payload.as_ref())
     );
     tracing::error!("{why}: stopping the engine (its publications would reach no one)");
+    fail(shared, why);
+}
+
+/// Stops the engine for `why` (kept for [`failure`]; the first reason stands).
+pub(super) fn fail(shared: &Shared, why: String) {
     let mut f = failure_of(shared);
-    f.why = Some(why);
+    f.why.get_or_insert(why);
     if let Some(stop) = f.stop.take() {
         stop();
     }
