@@ -36,6 +36,7 @@ util::for_each_backend!(
     a_refused_stream_costs_the_topic_not_the_connection,
     a_publication_jetstream_refuses_is_delivered_on_its_node,
     a_second_node_with_the_same_id_stops,
+    a_broker_that_wants_credentials,
 );
 
 /// Three nodes; publishers on two of them at once; a v1 subscriber on each node gets every
@@ -603,4 +604,28 @@ fn a_second_node_with_the_same_id_stops(backend: Backend) {
     }
     let broker = Nats::start();
     cluster_util::same_id_scenario(backend, &broker.url());
+}
+
+/// A broker that wants credentials: user and password (percent-encoded in the URL), or a
+/// token; the secret never shows.
+fn a_broker_that_wants_credentials(backend: Backend) {
+    if !have("nats-server", "a_broker_that_wants_credentials") {
+        return;
+    }
+    let nats = Nats::start_with_args(&["--user", "ann", "--pass", "s3cr@t:x"]);
+    let port = nats.port;
+    cluster_util::credentials_scenario(
+        backend,
+        &format!("nats://ann:s3cr%40t%3Ax@127.0.0.1:{port}"),
+        &format!("nats://ann:***@127.0.0.1:{port}"),
+        "t1",
+    );
+    let nats = Nats::start_with_args(&["--auth", "t0ken"]);
+    let port = nats.port;
+    cluster_util::credentials_scenario(
+        backend,
+        &format!("nats://t0ken@127.0.0.1:{port}"),
+        &format!("nats://***@127.0.0.1:{port}"),
+        "t2",
+    );
 }

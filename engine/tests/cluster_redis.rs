@@ -34,6 +34,7 @@ util::for_each_backend!(
     a_node_cut_off_announces_what_it_missed,
     a_publication_redis_refuses_is_delivered_on_its_node,
     a_second_node_with_the_same_id_stops,
+    a_broker_that_wants_credentials,
 );
 
 /// Three nodes, a publisher on each of them at once: a v1 subscriber on each node gets
@@ -524,4 +525,33 @@ fn a_second_node_with_the_same_id_stops(backend: Backend) {
     }
     let broker = Redis::start();
     cluster_util::same_id_scenario(backend, &broker.url());
+}
+
+/// A broker that wants credentials: `requirepass` (`redis://:PASSWORD@`) and an ACL user
+/// (`redis://USER:PASSWORD@`, percent-encoded); the secret never shows.
+fn a_broker_that_wants_credentials(backend: Backend) {
+    if !have("redis-server", "a_broker_that_wants_credentials") {
+        return;
+    }
+    let redis = Redis::start_with(&["--requirepass", "legacy"]);
+    let port = redis.port;
+    cluster_util::credentials_scenario(
+        backend,
+        &format!("redis://:legacy@127.0.0.1:{port}"),
+        &format!("redis://:***@127.0.0.1:{port}"),
+        "t1",
+    );
+    let answers = redis.commands(&[
+        &["AUTH", "legacy"],
+        &[
+            "ACL", "SETUSER", "ann", "on", ">s3cr@t", "~*", "&*", "+@all",
+        ],
+    ]);
+    assert!(answers.iter().all(|a| a.starts_with("+OK")), "{answers:?}");
+    cluster_util::credentials_scenario(
+        backend,
+        &format!("redis://ann:s3cr%40t@127.0.0.1:{port}"),
+        &format!("redis://ann:***@127.0.0.1:{port}"),
+        "t2",
+    );
 }

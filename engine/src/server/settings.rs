@@ -148,7 +148,8 @@ pub struct Settings {
     /// How often `ringcast.v1` subscribers get a heartbeat; zero disables.
     #[serde(deserialize_with = "value::duration::deserialize")]
     pub heartbeat: Duration,
-    /// The cluster's broker: `nats://host:port` or `redis://host:port[/db]`; `None`: a
+    /// The cluster's broker: `nats://[user:password@|token@]host:port` or
+    /// `redis://[[user]:password@]host:port[/db]` (credentials percent-encoded); `None`: a
     /// node on its own. See [`cluster`](super::cluster).
     #[serde(deserialize_with = "value::some_string")]
     pub cluster: Option<String>,

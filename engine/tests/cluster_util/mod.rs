@@ -202,12 +202,22 @@ pub(crate) struct Nats {
     child: Option<Child>,
     /// A configuration file to start with (account limits), instead of flags alone.
     config: Option<PathBuf>,
+    /// More `nats-server` arguments.
+    args: Vec<String>,
 }
 
 impl Nats {
     /// Starts a server on a free port; waits until it answers.
     pub(crate) fn start() -> Self {
         let mut n = Self::stopped();
+        n.restart();
+        n
+    }
+
+    /// Starts a server with more arguments (`["--user", "u", "--pass", "p"]`, say).
+    pub(crate) fn start_with_args(args: &[&str]) -> Self {
+        let mut n = Self::stopped();
+        n.args = args.iter().map(|a| (*a).to_owned()).collect();
         n.restart();
         n
     }
@@ -237,6 +247,7 @@ impl Nats {
             dir: TempDir::new("nats"),
             child: None,
             config: None,
+            args: Vec::new(),
         }
     }
 
@@ -253,6 +264,7 @@ impl Nats {
             Some(file) => cmd.arg("-c").arg(file),
             None => cmd.arg("-sd").arg(&self.dir.0),
         };
+        cmd.args(&self.args);
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -474,14 +486,22 @@ pub(crate) struct Redis {
     pub(crate) port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// More `redis-server` arguments (`--requirepass`, say).
+    args: Vec<String>,
 }
 
 impl Redis {
     pub(crate) fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with more arguments (`["--requirepass", "pw"]`, say).
+    pub(crate) fn start_with(args: &[&str]) -> Self {
         let mut r = Self {
             port: free_port(),
             dir: TempDir::new("redis"),
             child: None,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         r.restart();
         r
@@ -498,6 +518,7 @@ impl Redis {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&self.dir.0)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -508,9 +529,10 @@ impl Redis {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 s.set_read_timeout(Some(TIMEOUT)).unwrap();
                 let mut line = String::new();
+                // (With a password required, the refusal says it is up too.)
                 if s.write_all(b"PING\r\n").is_ok()
                     && BufReader::new(s).read_line(&mut line).is_ok()
-                    && line.starts_with("+PONG")
+                    && (line.starts_with("+PONG") || line.starts_with("-NOAUTH"))
                 {
                     return;
                 }
@@ -542,16 +564,31 @@ impl Redis {
 
     /// Runs one command (`CONFIG SET …`, say); returns the first line of the answer.
     pub(crate) fn command(&self, args: &[&str]) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        self.commands(&[args]).pop().unwrap()
+    }
+
+    /// Runs commands on one connection (`AUTH` first, say); returns the first line of
+    /// each answer.
+    pub(crate) fn commands(&self, commands: &[&[&str]]) -> Vec<String> {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut cmd = format!("*{}\r\n", args.len());
-        for a in args {
-            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        let mut cmd = String::new();
+        for args in commands {
+            cmd.push_str(&format!("*{}\r\n", args.len()));
+            for a in *args {
+                cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
         }
-        s.write_all(cmd.as_bytes()).unwrap();
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).unwrap();
-        line
+        (&s).write_all(cmd.as_bytes()).unwrap();
+        let mut r = BufReader::new(s);
+        commands
+            .iter()
+            .map(|_| {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                line
+            })
+            .collect()
     }
 
     /// `PUBLISH channel payload` as another program would.
@@ -658,4 +695,21 @@ pub(crate) fn same_id_scenario(backend: Backend, url: &str) {
     assert_eq!(msg(&mut sub), ("t".into(), 1, b"still here".to_vec()));
     let s = cstats(&a);
     assert_eq!((s.connected, s.reconnects), (true, 0), "{s:#?}");
+}
+
+/// The scenario of `a_broker_that_wants_credentials` (both brokers): a node given `url`
+/// (with credentials) logs in, follows `topic` (new on the broker) and numbers a
+/// publication through the broker; its stats show the URL as `shown`, the secret as `***`.
+pub(crate) fn credentials_scenario(backend: Backend, url: &str, shown: &str, topic: &str) {
+    let n = node(backend, url, &format!("cred-{backend:?}"));
+    let mut sub = v1(&n, &format!("/sub/{topic}"));
+    let s = wait_cluster(&n, "logged in and subscribed", |s| {
+        s.connected && s.subscriptions == 1
+    });
+    assert_eq!(s.url, shown);
+    let mut publisher = connect(addr(&n), &format!("/pub/{topic}"));
+    publisher.send(Message::text("through")).unwrap();
+    assert_eq!(msg(&mut sub), (topic.into(), 1, b"through".to_vec()));
+    let s = wait_cluster(&n, "its publication back", |s| s.received_own == 1);
+    assert_eq!((s.dropped_to_broker, s.reconnects), (0, 0), "{s:#?}");
 }

@@ -29,6 +29,7 @@ pub(crate) mod nats;
 pub(crate) mod redis;
 pub mod stats;
 mod supervise;
+mod url;
 pub(crate) mod wire;
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +44,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 pub use stats::ClusterStats;
 use stats::{Counters, bump};
+pub use url::{Broker, Credentials};
 
 use crate::fanout::{Fanout, MAX_TOPIC_LEN, Relay, TopicName};
 use crate::protocol::frame::OpCode;
@@ -63,7 +65,8 @@ pub const DEFAULT_BROKER_HISTORY: u64 = 1024;
 pub enum ClusterError {
     /// A URL this node cannot use.
     #[error(
-        "bad cluster URL {url:?}: {reason} (expected nats://host:port or redis://host:port[/db])"
+        "bad cluster URL {url:?}: {reason} (expected nats://[user:password@|token@]host[:port] \
+         or redis://[[user]:password@]host[:port][/db])"
     )]
     Url {
         /// The URL given.
@@ -79,86 +82,12 @@ pub enum ClusterError {
     Prefix(String),
 }
 
-/// Which broker, where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Broker {
-    /// `nats://host:port` (default port 4222), JetStream enabled.
-    Nats {
-        /// Host name or address.
-        host: String,
-        /// Port.
-        port: u16,
-    },
-    /// `redis://host:port[/db]` (default port 6379).
-    Redis {
-        /// Host name or address.
-        host: String,
-        /// Port.
-        port: u16,
-        /// Database number.
-        db: u32,
-    },
-}
-
-impl Broker {
-    /// Parses `nats://host[:port]` or `redis://host[:port][/db]`.
-    ///
-    /// # Errors
-    /// [`ClusterError::Url`], naming what is wrong.
-    pub fn parse(url: &str) -> Result<Self, ClusterError> {
-        let bad = |reason: &str| ClusterError::Url {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if authority.contains('@') {
-            return Err(bad("credentials are not supported"));
-        }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| bad("bad port"))?)),
-            None => (authority, None),
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        match scheme {
-            "nats" => {
-                if !path.is_empty() {
-                    return Err(bad("a NATS URL has no path"));
-                }
-                Ok(Self::Nats {
-                    host,
-                    port: port.unwrap_or(4222),
-                })
-            }
-            "redis" => {
-                let db = if path.is_empty() {
-                    0
-                } else {
-                    path.parse().map_err(|_| bad("bad database number"))?
-                };
-                Ok(Self::Redis {
-                    host,
-                    port: port.unwrap_or(6379),
-                    db,
-                })
-            }
-            _ => Err(bad("unknown scheme")),
-        }
-    }
-}
-
 /// How a node joins a cluster: [`EngineBuilder::cluster`](super::EngineBuilder::cluster).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClusterConfig {
-    /// The URL as given.
+    /// The URL as given, with any password or token shown as `***` (what the node logs
+    /// and reports; the credentials are in [`broker`](Self::broker)).
     pub url: String,
     /// The broker.
     pub broker: Broker,
@@ -175,8 +104,10 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// A node of the cluster at `url`, with the defaults (prefix `ringcast.`, a random
-    /// node id, [`DEFAULT_LINGER`], [`DEFAULT_QUEUE`], [`DEFAULT_BROKER_HISTORY`]).
+    /// A node of the cluster at `url` (`nats://[user:password@|token@]host[:port]` or
+    /// `redis://[[user]:password@]host[:port][/db]`, credentials percent-encoded), with the
+    /// defaults (prefix `ringcast.`, a random node id, [`DEFAULT_LINGER`],
+    /// [`DEFAULT_QUEUE`], [`DEFAULT_BROKER_HISTORY`]).
     ///
     /// ```
     /// let c = ringcast::server::cluster::ClusterConfig::new("nats://127.0.0.1:4222")?;
@@ -189,7 +120,7 @@ impl ClusterConfig {
     /// A bad URL ([`ClusterError::Url`]).
     pub fn new(url: &str) -> Result<Self, ClusterError> {
         Ok(Self {
-            url: url.to_owned(),
+            url: url::redact(url),
             broker: Broker::parse(url)?,
             prefix: DEFAULT_PREFIX.to_owned(),
             node_id: random_node_id(),
@@ -1074,39 +1005,6 @@ mod tests {
         shared.release_held(Instant::now() + REORDER_WAIT);
         assert_eq!(taken(&rx), [(1, true, true)]);
         assert_eq!(shared.counters.malformed.load(Ordering::Relaxed), 2);
-    }
-
-    #[test]
-    fn urls() {
-        let n = |h: &str, p| Broker::Nats {
-            host: h.into(),
-            port: p,
-        };
-        assert_eq!(
-            Broker::parse("nats://127.0.0.1:4333"),
-            Ok(n("127.0.0.1", 4333))
-        );
-        assert_eq!(Broker::parse("nats://localhost"), Ok(n("localhost", 4222)));
-        assert_eq!(
-            Broker::parse("redis://h:1/3"),
-            Ok(Broker::Redis {
-                host: "h".into(),
-                port: 1,
-                db: 3
-            })
-        );
-        for bad in [
-            "127.0.0.1:4222",
-            "http://h:1",
-            "nats://:1",
-            "nats://h:x",
-            "nats://h:1/a",
-            "redis://h/x",
-            "nats://u:p@h:1",
-        ] {
-            let e = Broker::parse(bad).unwrap_err();
-            assert!(e.to_string().contains(bad), "{e}");
-        }
     }
 
     #[test]

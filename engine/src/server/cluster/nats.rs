@@ -42,7 +42,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 use super::stats::bump;
 use super::supervise::{Link, spawn_reader, supervise};
 use super::{
-    Broker, Control, Outbound, RefusalLog, Shared, deliver_queued_locally, identity, now_us, wire,
+    Broker, Control, Credentials, Outbound, RefusalLog, Shared, deliver_queued_locally, identity,
+    now_us, wire,
 };
 use crate::fanout::TopicName;
 
@@ -137,13 +138,13 @@ struct Conn {
 /// The writer thread: connects (retrying with back-off and jitter), keeps the broker
 /// subscribed to the topics the node follows, sends publications; returns on stop.
 pub(crate) fn run(shared: &Arc<Shared>, out_rx: &Receiver<Outbound>, control: &Receiver<Control>) {
-    let Broker::Nats { host, port } = shared.config.broker.clone() else {
+    let Broker::Nats { host, port, auth } = shared.config.broker.clone() else {
         return;
     };
     let pending: Pending = Arc::default();
     let mut connections = 0u64;
     supervise(shared, out_rx, control, || {
-        let stream = connect(&host, port, &shared.config.node_id)?;
+        let stream = connect(&host, port, &shared.config.node_id, auth.as_ref())?;
         connections += 1;
         start_reader(shared, stream, connections, &pending)
     });
@@ -209,7 +210,7 @@ pub(super) fn backoff(attempt: u32) -> Duration {
 }
 
 /// Connects and greets: `INFO` in, `CONNECT` and `PING` out, `PONG` in.
-fn connect(host: &str, port: u16, node: &str) -> io::Result<TcpStream> {
+fn connect(host: &str, port: u16, node: &str, auth: Option<&Credentials>) -> io::Result<TcpStream> {
     let addr = (host, port)
         .to_socket_addrs()?
         .next()
@@ -231,11 +232,20 @@ fn connect(host: &str, port: u16, node: &str) -> io::Result<TcpStream> {
             "JetStream is not enabled (nats-server -js)",
         ));
     }
-    let connect = serde_json::json!({
+    let mut connect = serde_json::json!({
         "verbose": false, "pedantic": false, "headers": true, "no_responders": true,
         "protocol": 1, "name": format!("ringcast-{node}"), "lang": "rust",
         "version": env!("CARGO_PKG_VERSION"),
     });
+    // A refusal comes back as `-ERR 'Authorization Violation'`, below.
+    match auth {
+        Some(Credentials::Password { user, password }) => {
+            connect["user"] = user.as_str().into();
+            connect["pass"] = password.as_str().into();
+        }
+        Some(Credentials::Token(token)) => connect["auth_token"] = token.as_str().into(),
+        None => {}
+    }
     let mut w = &stream;
     w.write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())?;
     loop {

@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use super::nats::{Follow, IO_TIMEOUT, note_interest};
 use super::stats::bump;
 use super::supervise::{Link, spawn_reader, supervise};
-use super::{Broker, Control, Outbound, RefusalLog, Shared, identity};
+use super::{Broker, Control, Credentials, Outbound, RefusalLog, Shared, identity};
 use crate::fanout::TopicName;
 
 /// Increments the counter `KEYS[1]`, writes the number into the header of `ARGV[2]`
@@ -181,19 +181,42 @@ fn counter(prefix: &str, topic: &str) -> String {
 
 /// The writer thread: as [`super::nats::run`], over Redis.
 pub(crate) fn run(shared: &Arc<Shared>, out_rx: &Receiver<Outbound>, control: &Receiver<Control>) {
-    let Broker::Redis { host, port, db } = shared.config.broker.clone() else {
+    let Broker::Redis {
+        host,
+        port,
+        db,
+        auth,
+    } = shared.config.broker.clone()
+    else {
         return;
+    };
+    let at = Address {
+        host,
+        port,
+        db,
+        auth,
     };
     // Every attempt gets its own number, so that a lost connection's late reports are
     // told from the current one's.
     let mut attempts = 0u64;
     supervise(shared, out_rx, control, || {
         attempts += 1;
-        connect(shared, &host, port, db, attempts)
+        connect(shared, &at, attempts)
     });
 }
 
-fn open(host: &str, port: u16, db: u32) -> io::Result<TcpStream> {
+/// Where the broker is and how to log in.
+struct Address {
+    host: String,
+    port: u16,
+    db: u32,
+    auth: Option<Credentials>,
+}
+
+/// Opens one connection: logged in (`AUTH`), answering (`PING`), on its database
+/// (`SELECT`); the first refusal is the error (`WRONGPASS …`, `NOAUTH …`).
+fn open(at: &Address) -> io::Result<TcpStream> {
+    let (host, port, db) = (at.host.as_str(), at.port, at.db);
     let addr = (host, port)
         .to_socket_addrs()?
         .next()
@@ -204,22 +227,43 @@ fn open(host: &str, port: u16, db: u32) -> io::Result<TcpStream> {
     s.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut r = BufReader::new(s.try_clone()?);
     let mut w = &s;
+    let mut sent = 0;
+    match &at.auth {
+        Some(Credentials::Password { user, password }) if user.is_empty() => {
+            command(&mut w, &[b"AUTH", password.as_bytes()])?;
+            sent += 1;
+        }
+        Some(Credentials::Password { user, password }) => {
+            command(&mut w, &[b"AUTH", user.as_bytes(), password.as_bytes()])?;
+            sent += 1;
+        }
+        // Refused when the URL is parsed.
+        Some(Credentials::Token(_)) | None => {}
+    }
     command(&mut w, &[b"PING"])?;
+    sent += 1;
     if db != 0 {
         command(&mut w, &[b"SELECT", db.to_string().as_bytes()])?;
+        sent += 1;
     }
-    for _ in 0..1 + usize::from(db != 0) {
+    let mut refused = None;
+    for _ in 0..sent {
         if let Value::Error(e) = read_value(&mut r)? {
-            return Err(io::Error::other(e));
+            refused.get_or_insert(e);
         }
+    }
+    if let Some(e) = refused {
+        return Err(io::Error::other(format!(
+            "Redis refused the connection: {e}"
+        )));
     }
     s.set_read_timeout(None)?;
     Ok(s)
 }
 
-fn connect(shared: &Arc<Shared>, host: &str, port: u16, db: u32, number: u64) -> io::Result<Conn> {
-    let cmd = open(host, port, db)?;
-    let sub = open(host, port, db)?;
+fn connect(shared: &Arc<Shared>, at: &Address, number: u64) -> io::Result<Conn> {
+    let cmd = open(at)?;
+    let sub = open(at)?;
     // The script, loaded (SCRIPT LOAD) on this connection before any publication.
     let mut r = BufReader::new(cmd.try_clone()?);
     command(&mut &cmd, &[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()])?;
