@@ -37,6 +37,7 @@ util::for_each_backend!(
     a_publication_jetstream_refuses_is_delivered_on_its_node,
     a_second_node_with_the_same_id_stops,
     a_broker_that_wants_credentials,
+    a_server_list_is_tried_in_turn,
 );
 
 /// Three nodes; publishers on two of them at once; a v1 subscriber on each node gets every
@@ -628,4 +629,40 @@ fn a_broker_that_wants_credentials(backend: Backend) {
         &format!("nats://***@127.0.0.1:{port}"),
         "t2",
     );
+}
+
+/// A list of NATS servers (`nats://a,b,c`): one that does not answer is skipped at start,
+/// and when the one connected to is lost the node goes on through another.
+fn a_server_list_is_tried_in_turn(backend: Backend) {
+    if !have("nats-server", "a_server_list_is_tried_in_turn") {
+        return;
+    }
+    let dead = cluster_util::free_port();
+    let mut first = Nats::start();
+    let second = Nats::start();
+    let url = format!(
+        "nats://127.0.0.1:{dead},127.0.0.1:{},nats://127.0.0.1:{}",
+        first.port, second.port
+    );
+    let n = node(backend, &url, "list");
+    let mut sub = v1(&n, "/sub/t");
+    wait_subscribed(&[&n], 1);
+    let mut publisher = connect(addr(&n), "/pub/t");
+    publisher.send(Message::text("one")).unwrap();
+    assert_eq!(msg(&mut sub), ("t".into(), 1, b"one".to_vec()));
+    assert_eq!(cstats(&n).reconnects, 0);
+    // The server it is connected to dies: it goes on through the next one (a server of
+    // its own here, whose stream starts anew: the node's numbers go on rising).
+    first.kill();
+    let s = wait_cluster(&n, "connected through the next server", |s| {
+        s.connected && s.reconnects == 1 && s.subscriptions == 1
+    });
+    assert_eq!(s.url, url);
+    publisher.send(Message::text("two")).unwrap();
+    let (topic, seq, data) = msg(&mut sub);
+    assert_eq!((topic.as_str(), data.as_slice()), ("t", &b"two"[..]));
+    assert!(seq >= 2, "numbers keep rising: {seq}");
+    wait_cluster(&n, "its publication back from the second server", |s| {
+        s.received_own == 2
+    });
 }

@@ -124,8 +124,9 @@ struct ServeArgs {
     /// Demo symbols (comma-separated); each is a topic.
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_SYMBOLS.iter().map(|s| s.to_string()))]
     demo_symbols: Vec<String>,
-    /// Join a cluster through this broker: nats://[USER:PASSWORD@|TOKEN@]HOST:PORT
-    /// (nats-server -js) or redis://[[USER]:PASSWORD@]HOST:PORT[/DB], credentials
+    /// Join a cluster through this broker:
+    /// nats://[USER:PASSWORD@|TOKEN@]HOST:PORT[,HOST:PORT…] (nats-server -js; the servers
+    /// tried in turn) or redis://[[USER]:PASSWORD@]HOST:PORT[/DB], credentials
     /// percent-encoded (shown as *** in logs and stats). A publication on any node reaches
     /// the subscribers of every node, numbered alike. With credentials, prefer
     /// RINGCAST_CLUSTER or the file: a flag is visible to every user in `ps`.

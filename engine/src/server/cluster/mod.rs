@@ -104,10 +104,11 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// A node of the cluster at `url` (`nats://[user:password@|token@]host[:port]` or
-    /// `redis://[[user]:password@]host[:port][/db]`, credentials percent-encoded), with the
-    /// defaults (prefix `ringcast.`, a random node id, [`DEFAULT_LINGER`],
-    /// [`DEFAULT_QUEUE`], [`DEFAULT_BROKER_HISTORY`]).
+    /// A node of the cluster at `url`, with the defaults (prefix `ringcast.`, a random
+    /// node id, [`DEFAULT_LINGER`], [`DEFAULT_QUEUE`], [`DEFAULT_BROKER_HISTORY`]). The
+    /// URL: `nats://[user:password@|token@]host[:port][,host[:port]…]` (the servers tried
+    /// in turn) or `redis://[[user]:password@]host[:port][/db]`, credentials
+    /// percent-encoded.
     ///
     /// ```
     /// let c = ringcast::server::cluster::ClusterConfig::new("nats://127.0.0.1:4222")?;

@@ -138,15 +138,33 @@ struct Conn {
 /// The writer thread: connects (retrying with back-off and jitter), keeps the broker
 /// subscribed to the topics the node follows, sends publications; returns on stop.
 pub(crate) fn run(shared: &Arc<Shared>, out_rx: &Receiver<Outbound>, control: &Receiver<Control>) {
-    let Broker::Nats { host, port, auth } = shared.config.broker.clone() else {
+    let Broker::Nats { servers, auth } = shared.config.broker.clone() else {
         return;
     };
     let pending: Pending = Arc::default();
     let mut connections = 0u64;
+    // The server to try first: the one after the last connected to, so that a server
+    // lost is not the first tried again.
+    let mut next = 0;
     supervise(shared, out_rx, control, || {
-        let stream = connect(&host, port, &shared.config.node_id, auth.as_ref())?;
-        connections += 1;
-        start_reader(shared, stream, connections, &pending)
+        let mut failures = Vec::new();
+        for i in 0..servers.len() {
+            let at = (next + i) % servers.len();
+            let (host, port) = &servers[at];
+            match connect(host, *port, &shared.config.node_id, auth.as_ref()) {
+                Ok(stream) => {
+                    next = at + 1;
+                    connections += 1;
+                    if servers.len() > 1 {
+                        tracing::info!("cluster: connected through NATS server {host}:{port}");
+                    }
+                    return start_reader(shared, stream, connections, &pending);
+                }
+                Err(e) if servers.len() == 1 => return Err(e),
+                Err(e) => failures.push(format!("{host}:{port}: {e}")),
+            }
+        }
+        Err(io::Error::other(failures.join("; ")))
     });
 }
 

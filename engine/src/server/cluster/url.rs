@@ -1,5 +1,5 @@
-//! Broker URLs: `nats://[user:password@ | token@]host[:port]` and
-//! `redis://[[user]:password@]host[:port][/db]`. Credentials come percent-encoded in the
+//! Broker URLs: `nats://[user:password@ | token@]host[:port][,host[:port]…]` (the servers
+//! of a NATS cluster, tried in turn) and `redis://[[user]:password@]host[:port][/db]`. Credentials come percent-encoded in the
 //! user info (a password with `@`, `:` or `/` is written `%40`, `%3A`, `%2F`) and are never
 //! shown: the URL a node logs, reports in its stats and names in errors has `***` for the
 //! secret ([`redact`]), and [`Credentials`] prints no secret in `Debug`.
@@ -12,12 +12,11 @@ use super::ClusterError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Broker {
-    /// `nats://host:port` (default port 4222), JetStream enabled.
+    /// `nats://host:port[,host:port…]` (default port 4222), JetStream enabled.
     Nats {
-        /// Host name or address.
-        host: String,
-        /// Port.
-        port: u16,
+        /// The servers (host, port), tried in turn: one lost or unreachable, the node
+        /// connects to the next.
+        servers: Vec<(String, u16)>,
         /// `user:password@` (CONNECT `user`, `pass`) or `token@` (CONNECT `auth_token`).
         auth: Option<Credentials>,
     },
@@ -73,6 +72,36 @@ impl Broker {
             url: redact(url),
             reason: reason.to_owned(),
         };
+        let mut pieces = url.split(',');
+        let first = Self::parse_one(pieces.next().unwrap_or_default(), &bad)?;
+        let Self::Nats { mut servers, auth } = first else {
+            return match pieces.next() {
+                None => Ok(first),
+                Some(_) => Err(bad("Redis takes one server")),
+            };
+        };
+        // More NATS servers: `host:port` or `nats://host:port`, the credentials given once.
+        for piece in pieces {
+            let piece = piece.trim();
+            let full = if piece.contains("://") {
+                piece.to_owned()
+            } else {
+                format!("nats://{piece}")
+            };
+            match Self::parse_one(&full, &bad)? {
+                Self::Nats {
+                    servers: more,
+                    auth: None,
+                } => servers.extend(more),
+                Self::Nats { .. } => return Err(bad("give the credentials once, first")),
+                Self::Redis { .. } => return Err(bad("a NATS server list mixes in Redis")),
+            }
+        }
+        Ok(Self::Nats { servers, auth })
+    }
+
+    /// Parses one server's URL.
+    fn parse_one(url: &str, bad: &impl Fn(&str) -> ClusterError) -> Result<Self, ClusterError> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (userinfo, authority) = match authority.rsplit_once('@') {
@@ -100,8 +129,7 @@ impl Broker {
                     return Err(bad("a NATS URL has no path"));
                 }
                 Ok(Self::Nats {
-                    host,
-                    port: port.unwrap_or(4222),
+                    servers: vec![(host, port.unwrap_or(4222))],
                     auth,
                 })
             }
@@ -162,10 +190,16 @@ fn decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// `url` with the secret of its user info replaced by `***` (a user name is kept).
+/// `url` with the secret of each server's user info replaced by `***` (a user name is
+/// kept).
 pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
@@ -178,7 +212,8 @@ pub(crate) fn redact(url: &str) -> String {
         Some((user, _)) => format!("{user}:***"),
         None => "***".to_owned(),
     };
-    format!("{scheme}://{shown}@{host}{path}")
+    let scheme = scheme.map(|s| format!("{s}://")).unwrap_or_default();
+    format!("{scheme}{shown}@{host}{path}")
 }
 
 #[cfg(test)]
@@ -187,8 +222,7 @@ mod tests {
 
     fn nats(h: &str, p: u16, auth: Option<Credentials>) -> Broker {
         Broker::Nats {
-            host: h.into(),
-            port: p,
+            servers: vec![(h.into(), p)],
             auth,
         }
     }
@@ -272,6 +306,39 @@ mod tests {
         assert!(!format!("{b:?}").contains("hunter2"));
         let t = Broker::parse("nats://hunter2@h").unwrap();
         assert!(!format!("{t:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn nats_server_lists() {
+        let servers = |b: Broker| match b {
+            Broker::Nats { servers, auth } => (servers, auth.is_some()),
+            Broker::Redis { .. } => panic!("not NATS"),
+        };
+        assert_eq!(
+            servers(Broker::parse("nats://u:p@a:1,b,nats://c:3").unwrap()),
+            (
+                vec![("a".into(), 1), ("b".into(), 4222), ("c".into(), 3)],
+                true
+            )
+        );
+        for (bad, why) in [
+            ("redis://a,b", "Redis takes one server"),
+            ("nats://a,nats://u:p@b", "give the credentials once"),
+            ("nats://a,redis://b", "mixes in Redis"),
+            ("nats://a,", "no host"),
+            ("nats://a,b:x", "bad port"),
+        ] {
+            let e = Broker::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert_eq!(redact("nats://u:p@a:1,b:2"), "nats://u:***@a:1,b:2");
+        let e = Broker::parse("nats://a,nats://u:hunter2@b,x:hunter3@c")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !e.contains("hunter"),
+            "every server's secret is hidden: {e}"
+        );
     }
 
     #[test]
