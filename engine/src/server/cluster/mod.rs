@@ -263,6 +263,8 @@ pub(crate) struct Numbering {
     /// number): their messages still wait until the time given (see
     /// [`Shared::started`]).
     settling: HashMap<TopicName, (Instant, u64)>,
+    /// When [`Shared::forget_unnumbered`] last looked.
+    swept: Option<Instant>,
 }
 
 /// Messages of one topic that came before an earlier one, by broker number.
@@ -283,6 +285,8 @@ struct HeldMsg {
 /// How long a message that came early waits for the earlier ones (the broker may hand a
 /// stream's messages over out of order, rarely: seen with JetStream's RePublish).
 pub(crate) const REORDER_WAIT: Duration = Duration::from_millis(100);
+/// How often [`Shared::forget_unnumbered`] looks.
+const NUMBERING_SWEEP: Duration = Duration::from_secs(10);
 /// Most messages held per topic; more: the missing ones are given up on.
 const REORDER_MAX: usize = 4096;
 
@@ -574,6 +578,25 @@ impl Shared {
         if got != seq + offset {
             n.offsets.insert(topic.clone(), got - seq);
         }
+    }
+
+    /// Forgets, at most every [`NUMBERING_SWEEP`], the offsets and divergence marks of
+    /// topics whose counter the node has forgotten (nothing numbered for the history TTL
+    /// and no reactor knows them): their numbering starts anew, and kept they would grow
+    /// with every topic ever published to while the broker was out of reach.
+    pub(crate) fn forget_unnumbered(&self, now: Instant) {
+        let Some(fanout) = self.fanout.get() else {
+            return;
+        };
+        let mut n = self.numbering();
+        if n.swept
+            .is_some_and(|at| now.duration_since(at) < NUMBERING_SWEEP)
+        {
+            return;
+        }
+        n.swept = Some(now);
+        n.diverged.retain(|t| fanout.last_seq(t.as_str()) > 0);
+        n.offsets.retain(|t, _| fanout.last_seq(t.as_str()) > 0);
     }
 
     /// Notes that this node numbered a publication of `topic` itself.
@@ -909,6 +932,29 @@ mod tests {
         .unwrap();
         t.join().unwrap();
         assert_eq!(lost(), (8, "end of stream".to_owned()));
+    }
+
+    #[test]
+    fn the_numbering_of_forgotten_topics_is_dropped() {
+        let (shared, _rx) = node();
+        let (kept, gone) = (TopicName::new("kept"), TopicName::new("gone"));
+        // Both published here while the broker was out of reach; then `gone` was
+        // forgotten by the node (its counter swept), `kept` not.
+        shared.deliver(&kept, OpCode::Text, b"k", 0, true);
+        shared.diverged(&gone);
+        shared.numbering().offsets.insert(gone.clone(), 5);
+        let now = Instant::now();
+        shared.forget_unnumbered(now);
+        let n = shared.numbering();
+        assert!(n.diverged.contains(kept.as_str()));
+        assert!(!n.diverged.contains(gone.as_str()) && n.offsets.is_empty());
+        drop(n);
+        // Not again before the sweep period.
+        shared.diverged(&gone);
+        shared.forget_unnumbered(now + NUMBERING_SWEEP / 2);
+        assert!(shared.numbering().diverged.contains(gone.as_str()));
+        shared.forget_unnumbered(now + NUMBERING_SWEEP);
+        assert!(!shared.numbering().diverged.contains(gone.as_str()));
     }
 
     #[test]

@@ -180,6 +180,7 @@ pub(super) fn idle(
     let until = Instant::now() + wait;
     loop {
         deliver_queued_locally(shared, out_rx);
+        shared.forget_unnumbered(Instant::now());
         let left = until.saturating_duration_since(Instant::now());
         match control.recv_timeout(left) {
             Ok(Control::Stop) => return false,
@@ -388,6 +389,7 @@ fn serve(
         }
         let now = Instant::now();
         shared.release_held(now);
+        shared.forget_unnumbered(now);
         let mut expired: Vec<TopicName> = follows
             .iter()
             .filter(|(_, f)| !f.wanted && f.linger_until.is_some_and(|u| u <= now))

@@ -359,6 +359,7 @@ fn serve(
         }
         let now = Instant::now();
         shared.release_held(now);
+        shared.forget_unnumbered(now);
         let expired: Vec<TopicName> = follows
             .iter()
             .filter(|(_, f)| !f.wanted && f.linger_until.is_some_and(|u| u <= now))
