@@ -975,7 +975,7 @@ mod tests {
         assert_eq!(control_rx.len(), 1);
         assert!(matches!(control_rx.try_recv(), Ok(Control::Interest)));
         let mut follows = HashMap::new();
-        let mut changed = nats::note_interest(&mut follows, &shared);
+        let mut changed = supervise::note_interest(&mut follows, &shared);
         changed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         assert_eq!(
             changed,
@@ -987,7 +987,7 @@ mod tests {
         bridge.interest(&u, false);
         assert!(matches!(control_rx.try_recv(), Ok(Control::Interest)));
         assert_eq!(
-            nats::note_interest(&mut follows, &shared),
+            supervise::note_interest(&mut follows, &shared),
             std::slice::from_ref(&u)
         );
         assert!(!follows[&u].wanted && follows[&u].linger_until.is_some());

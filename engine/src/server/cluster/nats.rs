@@ -37,28 +37,19 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
+use crossbeam_channel::{Receiver, Sender, select};
 
 use super::stats::bump;
-use super::supervise::{Link, spawn_reader, supervise};
-use super::{
-    Broker, Control, Credentials, Outbound, RefusalLog, Shared, deliver_queued_locally, identity,
-    now_us, wire,
-};
+use super::supervise::{Follow, IO_TIMEOUT, Link, note_interest, spawn_reader, supervise};
+use super::{Broker, Control, Credentials, Outbound, RefusalLog, Shared, identity, wire};
 use crate::fanout::TopicName;
 
-/// Longest wait for the broker: connecting, its greeting, a JetStream API answer.
-pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most topics whose stream a connection remembers as made (one round trip each to
 /// learn again): touching ever new names must not grow the set without end.
 const MAX_KNOWN_STREAMS: usize = 64 * 1024;
 /// How long a topic whose stream was refused is served on this node only before the
 /// broker is asked again (and the least time between two warnings about refusals).
 pub(super) const STREAM_RETRY: Duration = Duration::from_secs(10);
-/// Reconnection back-off: first and longest wait (each with up to 50 % jitter).
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
 /// Where JetStream requests are answered: `_INBOX.<node>.<n>` (n = request number, or
 /// `ack` for publication acks).
 fn inbox_root(node: &str) -> String {
@@ -95,20 +86,6 @@ type Unacked = Arc<Mutex<(HashMap<u64, Outbound>, usize)>>;
 /// delivered here.
 const MAX_UNACKED: usize = 64 * 1024;
 const MAX_UNACKED_BYTES: usize = 64 << 20;
-
-/// One topic the node follows (or lingers on).
-#[derive(Debug)]
-pub(super) struct Follow {
-    /// The node has subscribers to it.
-    pub(super) wanted: bool,
-    /// When to unsubscribe (no subscribers since).
-    pub(super) linger_until: Option<Instant>,
-    /// The subscription on the current connection.
-    pub(super) sid: Option<u64>,
-    /// Subscribed before on some connection (a later subscription recovers, it does not
-    /// jump).
-    pub(super) followed: bool,
-}
 
 /// One connection's writer side.
 struct Conn {
@@ -166,66 +143,6 @@ pub(crate) fn run(shared: &Arc<Shared>, out_rx: &Receiver<Outbound>, control: &R
         }
         Err(io::Error::other(failures.join("; ")))
     });
-}
-
-/// Waits `wait` while disconnected: follows interest, delivers what was queued locally.
-/// `false`: stop.
-pub(super) fn idle(
-    shared: &Shared,
-    out_rx: &Receiver<Outbound>,
-    control: &Receiver<Control>,
-    follows: &mut HashMap<TopicName, Follow>,
-    wait: Duration,
-) -> bool {
-    let until = Instant::now() + wait;
-    loop {
-        deliver_queued_locally(shared, out_rx);
-        shared.forget_unnumbered(Instant::now());
-        let left = until.saturating_duration_since(Instant::now());
-        match control.recv_timeout(left) {
-            Ok(Control::Stop) => return false,
-            Ok(Control::Interest) => {
-                note_interest(follows, shared);
-            }
-            Ok(Control::Lost(..) | Control::Pong | Control::StreamGone(_) | Control::Announce) => {}
-            Err(RecvTimeoutError::Timeout) => return true,
-            Err(RecvTimeoutError::Disconnected) => return false,
-        }
-    }
-}
-
-/// Takes the node's interest changes ([`Shared::take_interest`]) into `follows`; returns
-/// the topics to bring the broker's subscriptions in line with. A topic left that was
-/// not followed (joined and left before the bridge looked) is nothing to do.
-pub(super) fn note_interest(
-    follows: &mut HashMap<TopicName, Follow>,
-    s: &Shared,
-) -> Vec<TopicName> {
-    let mut changed = Vec::new();
-    for (t, on) in s.take_interest() {
-        if !on && !follows.contains_key(t.as_str()) {
-            continue;
-        }
-        let f = follows.entry(t.clone()).or_insert(Follow {
-            wanted: false,
-            linger_until: None,
-            sid: None,
-            followed: false,
-        });
-        f.wanted = on;
-        f.linger_until = (!on).then(|| Instant::now() + s.config.linger);
-        changed.push(t);
-    }
-    changed
-}
-
-/// `BACKOFF_MIN · 2^attempt`, at most `BACKOFF_MAX`, less up to half of it at random.
-pub(super) fn backoff(attempt: u32) -> Duration {
-    let base = BACKOFF_MIN
-        .saturating_mul(1 << attempt.min(16))
-        .min(BACKOFF_MAX);
-    let jitter = (now_us() ^ u64::from(std::process::id()).rotate_left(17)) % 1000;
-    base.mul_f64(1.0 - jitter as f64 / 2000.0)
 }
 
 /// Connects and greets: `INFO` in, `CONNECT` and `PING` out, `PONG` in.
@@ -927,11 +844,5 @@ mod tests {
         let block = b"NATS/1.0\r\nNats-Stream: X\r\nNats-Sequence: 42\r\n\r\n";
         assert_eq!(header(block, "nats-sequence"), Some("42"));
         assert_eq!(header(block, "Nats-Subject"), None);
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_a_ceiling() {
-        assert!(backoff(0) <= BACKOFF_MIN && backoff(0) >= BACKOFF_MIN / 2);
-        assert!(backoff(30) <= BACKOFF_MAX && backoff(30) >= BACKOFF_MAX / 2);
     }
 }

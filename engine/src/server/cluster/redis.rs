@@ -23,9 +23,8 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
-use super::nats::{Follow, IO_TIMEOUT, note_interest};
 use super::stats::bump;
-use super::supervise::{Link, spawn_reader, supervise};
+use super::supervise::{Follow, IO_TIMEOUT, Link, note_interest, spawn_reader, supervise};
 use super::{Broker, Control, Credentials, Outbound, RefusalLog, Shared, identity};
 use crate::fanout::TopicName;
 

@@ -1,6 +1,8 @@
 //! The bridge's connection loop, the same for every broker: connect (retrying with
 //! back-off and jitter, logging the outage once), serve until the connection is lost or
-//! the bridge stops, then fall back to local delivery and reconnect.
+//! the bridge stops, then fall back to local delivery and reconnect. What the node follows
+//! ([`Follow`], from the interest changes: [`note_interest`]) lives here too, across
+//! connections.
 //!
 //! Its threads are watched: a reader that ends, even by a panic, reports its connection
 //! lost ([`spawn_reader`]); the bridge thread itself that panics ([`guarded`]) stops the
@@ -13,14 +15,93 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::nats::{Follow, backoff, idle};
 use super::stats::bump;
-use super::{Control, Outbound, REORDER_WAIT, Shared, deliver_queued_locally};
+use super::{Control, Outbound, REORDER_WAIT, Shared, deliver_queued_locally, now_us};
 use crate::fanout::TopicName;
+
+/// Longest wait for the broker: connecting, its greeting, an answer to a request.
+pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnection back-off: first and longest wait (each with up to 50 % jitter).
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// One topic the node follows (or lingers on).
+#[derive(Debug)]
+pub(super) struct Follow {
+    /// The node has subscribers to it.
+    pub(super) wanted: bool,
+    /// When to unsubscribe (no subscribers since).
+    pub(super) linger_until: Option<Instant>,
+    /// The subscription on the current connection.
+    pub(super) sid: Option<u64>,
+    /// Subscribed before on some connection (a later subscription recovers, it does not
+    /// jump).
+    pub(super) followed: bool,
+}
+
+/// Waits `wait` while disconnected: follows interest, delivers what was queued locally.
+/// `false`: stop.
+pub(super) fn idle(
+    shared: &Shared,
+    out_rx: &Receiver<Outbound>,
+    control: &Receiver<Control>,
+    follows: &mut HashMap<TopicName, Follow>,
+    wait: Duration,
+) -> bool {
+    let until = Instant::now() + wait;
+    loop {
+        deliver_queued_locally(shared, out_rx);
+        shared.forget_unnumbered(Instant::now());
+        let left = until.saturating_duration_since(Instant::now());
+        match control.recv_timeout(left) {
+            Ok(Control::Stop) => return false,
+            Ok(Control::Interest) => {
+                note_interest(follows, shared);
+            }
+            Ok(Control::Lost(..) | Control::Pong | Control::StreamGone(_) | Control::Announce) => {}
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+}
+
+/// Takes the node's interest changes ([`Shared::take_interest`]) into `follows`; returns
+/// the topics to bring the broker's subscriptions in line with. A topic left that was
+/// not followed (joined and left before the bridge looked) is nothing to do.
+pub(super) fn note_interest(
+    follows: &mut HashMap<TopicName, Follow>,
+    s: &Shared,
+) -> Vec<TopicName> {
+    let mut changed = Vec::new();
+    for (t, on) in s.take_interest() {
+        if !on && !follows.contains_key(t.as_str()) {
+            continue;
+        }
+        let f = follows.entry(t.clone()).or_insert(Follow {
+            wanted: false,
+            linger_until: None,
+            sid: None,
+            followed: false,
+        });
+        f.wanted = on;
+        f.linger_until = (!on).then(|| Instant::now() + s.config.linger);
+        changed.push(t);
+    }
+    changed
+}
+
+/// `BACKOFF_MIN · 2^attempt`, at most `BACKOFF_MAX`, less up to half of it at random.
+pub(super) fn backoff(attempt: u32) -> Duration {
+    let base = BACKOFF_MIN
+        .saturating_mul(1 << attempt.min(16))
+        .min(BACKOFF_MAX);
+    let jitter = (now_us() ^ u64::from(std::process::id()).rotate_left(17)) % 1000;
+    base.mul_f64(1.0 - jitter as f64 / 2000.0)
+}
 
 /// Why the bridge thread died, and what stops the engine when it does.
 #[derive(Default)]
@@ -213,4 +294,15 @@ pub(super) fn supervise<L: Link>(
 
 /// How long a connection must have served for a loss to count as a new outage (the
 /// back-off starts again from its shortest wait).
-const STABLE: std::time::Duration = std::time::Duration::from_secs(10);
+const STABLE: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_ceiling() {
+        assert!(backoff(0) <= BACKOFF_MIN && backoff(0) >= BACKOFF_MIN / 2);
+        assert!(backoff(30) <= BACKOFF_MAX && backoff(30) >= BACKOFF_MAX / 2);
+    }
+}
