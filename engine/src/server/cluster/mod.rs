@@ -65,8 +65,9 @@ pub const DEFAULT_BROKER_HISTORY: u64 = 1024;
 pub enum ClusterError {
     /// A URL this node cannot use.
     #[error(
-        "bad cluster URL {url:?}: {reason} (expected nats://[user:password@|token@]host[:port] \
-         or redis://[[user]:password@]host[:port][/db])"
+        "bad cluster URL {url:?}: {reason} (expected \
+         nats://[user:password@|token@]host[:port][,host[:port]…] or \
+         redis://[[user]:password@]host[:port][/db])"
     )]
     Url {
         /// The URL given.

@@ -121,7 +121,9 @@ impl Broker {
             .to_owned();
         let auth = match userinfo {
             None => None,
-            Some(u) => Some(credentials(u).ok_or_else(|| bad("bad credentials"))?),
+            Some(u) => Some(credentials(u).ok_or_else(|| {
+                bad("bad credentials: user:password or token, percent-encoded, not empty")
+            })?),
         };
         match scheme {
             "nats" => {
