@@ -216,9 +216,6 @@ pub(crate) enum Control {
     Lost(u64, String),
     /// The broker pinged: answer.
     Pong,
-    /// A publication found no stream of its topic (deleted on the broker): made again
-    /// before the next one.
-    StreamGone(TopicName),
     /// Another process with this node's id announced itself: answer with this one's
     /// claim (the newer one stops).
     Announce,

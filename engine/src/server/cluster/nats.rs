@@ -33,7 +33,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -78,9 +78,20 @@ fn stream_name(subject: &str) -> String {
 
 /// Answers to JetStream requests, routed by the reader to the waiting writer.
 type Pending = Arc<Mutex<HashMap<u64, Sender<Vec<u8>>>>>;
-/// Publications sent and not acked yet, by number (their ack subject is `…ack<n>`), and
-/// their bytes.
-type Unacked = Arc<Mutex<(HashMap<u64, Outbound>, usize)>>;
+/// What the reader tells the writer of its publications' acks (shared by one
+/// connection's two threads).
+#[derive(Debug, Default)]
+struct Acks {
+    /// Publications sent and not acked yet, by number (their ack subject is `…ack<n>`),
+    /// and their bytes.
+    kept: Mutex<(HashMap<u64, Outbound>, usize)>,
+    /// Topics a publication found without a stream (deleted on the broker), made again
+    /// before the topic's next publication: set before that publication is delivered
+    /// here, so nothing the node publishes after seeing it races the news.
+    gone: Mutex<Vec<TopicName>>,
+    any_gone: AtomicBool,
+}
+type Unacked = Arc<Acks>;
 /// Most publications, and bytes of them, kept for their ack; past either (a broker that
 /// stopped acking) the rest are sent unkept: a refusal of theirs is counted, not
 /// delivered here.
@@ -285,9 +296,6 @@ fn serve(
                 Ok(Control::Lost(..)) => {}
                 Ok(Control::Pong) => conn.out.write_all(b"PONG\r\n")?,
                 Ok(Control::Announce) => announce(shared, conn)?,
-                Ok(Control::StreamGone(t)) => {
-                    conn.streams.remove(t.as_str());
-                }
                 Ok(Control::Interest) => {
                     let changed = note_interest(follows, shared);
                     if sync_follows(shared, conn, control, follows, changed, pending)? {
@@ -347,9 +355,6 @@ fn sync_follows(
                 Control::Interest => more.extend(note_interest(follows, shared)),
                 Control::Pong => conn.out.write_all(b"PONG\r\n")?,
                 Control::Announce => announce(shared, conn)?,
-                Control::StreamGone(t) => {
-                    conn.streams.remove(t.as_str());
-                }
                 Control::Lost(n, why) if n == conn.number => return Err(io::Error::other(why)),
                 Control::Lost(..) => {}
                 Control::Stop => stop = true,
@@ -624,6 +629,18 @@ fn ensure_stream(
 
 /// Sends a local publication to its topic's subject (its stream made first if need be).
 fn publish(shared: &Shared, conn: &mut Conn, o: Outbound, pending: &Pending) -> io::Result<()> {
+    if conn.unacked.any_gone.swap(false, Ordering::Acquire) {
+        let gone = std::mem::take(
+            &mut *conn
+                .unacked
+                .gone
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for t in gone {
+            conn.streams.remove(t.as_str());
+        }
+    }
     if !conn.streams.contains(o.topic.as_str()) {
         // The broker is there but will not number this topic (now, or a while ago and
         // not asked again yet): it is delivered here only.
@@ -660,7 +677,11 @@ fn publish(shared: &Shared, conn: &mut Conn, o: Outbound, pending: &Pending) -> 
     conn.scratch.extend_from_slice(&o.body);
     conn.scratch.extend_from_slice(b"\r\n");
     {
-        let mut unacked = conn.unacked.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut unacked = conn
+            .unacked
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let (kept, bytes) = &mut *unacked;
         if kept.len() < MAX_UNACKED && *bytes + o.body.len() <= MAX_UNACKED_BYTES {
             *bytes += o.body.len();
@@ -770,8 +791,8 @@ fn read_loop(
                 let refused = payload.windows(7).any(|w| w == b"\"error\"")
                     || headers.starts_with(b"NATS/1.0 503");
                 let o = {
-                    let mut unacked = unacked.lock().unwrap_or_else(PoisonError::into_inner);
-                    let (kept, bytes) = &mut *unacked;
+                    let mut kept = unacked.kept.lock().unwrap_or_else(PoisonError::into_inner);
+                    let (kept, bytes) = &mut *kept;
                     let o = kept.remove(&n);
                     *bytes -= o.as_ref().map_or(0, |o| o.body.len());
                     o
@@ -780,7 +801,12 @@ fn read_loop(
                     (false, _) => bump(&shared.counters.acked),
                     (true, Some(o)) => {
                         if headers.starts_with(b"NATS/1.0 503") {
-                            let _ = shared.control_tx.send(Control::StreamGone(o.topic.clone()));
+                            unacked
+                                .gone
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push(o.topic.clone());
+                            unacked.any_gone.store(true, Ordering::Release);
                         }
                         let why = if payload.is_empty() {
                             String::from_utf8_lossy(headers).trim_end().to_owned()

@@ -340,7 +340,7 @@ fn serve(
                 Ok(Control::Lost(n, why)) if n == conn.number => {
                     return Err(io::Error::other(why));
                 }
-                Ok(Control::Lost(..) | Control::Pong | Control::StreamGone(_)) => {}
+                Ok(Control::Lost(..) | Control::Pong) => {}
                 Ok(Control::Announce) => announce(shared, conn)?,
                 Ok(Control::Interest) => {
                     for t in note_interest(follows, shared) {

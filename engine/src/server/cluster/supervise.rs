@@ -62,7 +62,7 @@ pub(super) fn idle(
             Ok(Control::Interest) => {
                 note_interest(follows, shared);
             }
-            Ok(Control::Lost(..) | Control::Pong | Control::StreamGone(_) | Control::Announce) => {}
+            Ok(Control::Lost(..) | Control::Pong | Control::Announce) => {}
             Err(RecvTimeoutError::Timeout) => return true,
             Err(RecvTimeoutError::Disconnected) => return false,
         }
