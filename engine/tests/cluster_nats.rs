@@ -427,8 +427,13 @@ fn broker_absent_at_start(backend: Backend) {
     let mut on_a = v1(&a, "/sub/z");
     let _ = a.publish("z", "alone");
     assert_eq!(msg(&mut on_a), ("z".into(), 1, b"alone".to_vec()));
-    let s = cstats(&a);
+    let s = wait_cluster(&a, "the failure noted", |s| s.last_error.is_some());
     assert!(!s.connected && s.dropped_to_broker == 1, "{s:#?}");
+    let why = s.last_error.unwrap();
+    assert!(
+        why.starts_with("cannot reach: ") && why.contains("refused"),
+        "{why}"
+    );
 
     nats.restart();
     let b = node(backend, &nats.url(), "zb");

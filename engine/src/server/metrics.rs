@@ -239,6 +239,7 @@ pub(crate) fn stats_json(stats: &Stats, backend: Backend) -> String {
             "url": c.url,
             "node_id": c.node_id,
             "connected": c.connected,
+            "last_error": c.last_error,
             "reconnects": c.reconnects,
             "sent": c.sent,
             "received_remote": c.received_remote,

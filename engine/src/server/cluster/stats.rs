@@ -19,6 +19,9 @@ pub struct ClusterStats {
     pub node_id: String,
     /// Connected to the broker now.
     pub connected: bool,
+    /// Why the broker was last out of reach or lost (`cannot reach: …`, `lost: …`; kept
+    /// after reconnecting; `None`: never). The log says it once per outage.
+    pub last_error: Option<String>,
     /// Connections made after the first one.
     pub reconnects: u64,
     /// Publications sent to the broker.
@@ -78,6 +81,7 @@ impl ClusterStats {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) connected: AtomicBool,
+    pub(crate) last_error: std::sync::Mutex<Option<String>>,
     pub(crate) reconnects: AtomicU64,
     pub(crate) sent: AtomicU64,
     pub(crate) acked: AtomicU64,
@@ -111,6 +115,11 @@ impl Counters {
             url: url.to_owned(),
             node_id: node_id.to_owned(),
             connected: self.connected.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
             reconnects: l(&self.reconnects),
             sent: l(&self.sent),
             acked: l(&self.acked),

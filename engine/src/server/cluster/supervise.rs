@@ -233,6 +233,7 @@ pub(super) fn supervise<L: Link>(
         let mut link = match connect() {
             Ok(l) => l,
             Err(e) => {
+                note_error(shared, format!("cannot reach: {e}"));
                 if !logged_down {
                     tracing::warn!(
                         "cluster: cannot reach {}: {e}; serving local traffic, retrying",
@@ -272,10 +273,13 @@ pub(super) fn supervise<L: Link>(
         shared.release_held(Instant::now() + REORDER_WAIT);
         match why {
             Ok(()) => return,
-            Err(e) => tracing::warn!(
-                "cluster: lost {}: {e}; serving local traffic, reconnecting",
-                shared.config.url
-            ),
+            Err(e) => {
+                tracing::warn!(
+                    "cluster: lost {}: {e}; serving local traffic, reconnecting",
+                    shared.config.url
+                );
+                note_error(shared, format!("lost: {e}"));
+            }
         }
         // A connection that served a while starts the back-off afresh; one lost at once
         // (a broker that takes connections and then fails them) waits as if refused,
@@ -290,6 +294,17 @@ pub(super) fn supervise<L: Link>(
             }
         }
     }
+}
+
+/// Keeps `why` as the node's latest broker error ([`ClusterStats::last_error`]).
+///
+/// [`ClusterStats::last_error`]: super::ClusterStats::last_error
+fn note_error(shared: &Shared, why: String) {
+    *shared
+        .counters
+        .last_error
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(why);
 }
 
 /// How long a connection must have served for a loss to count as a new outage (the
