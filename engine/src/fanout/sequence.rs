@@ -106,6 +106,23 @@ impl Sequencer {
         });
     }
 
+    /// Lets go of `topic`'s `counter` (a reactor forgot the topic): one that never gave
+    /// out a number and that no one else holds goes at once, so that subscribing to and
+    /// leaving ever new names costs nothing once left; the others wait for the sweep.
+    pub(crate) fn release(&self, topic: &TopicName, counter: Arc<Counter>) {
+        if counter.last() != 0 {
+            return;
+        }
+        drop(counter);
+        let mut map = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        if map
+            .get(topic.as_str())
+            .is_some_and(|c| Arc::strong_count(c) == 1 && c.last() == 0)
+        {
+            map.remove(topic.as_str());
+        }
+    }
+
     /// Topics with a counter.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

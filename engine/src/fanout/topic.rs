@@ -524,8 +524,11 @@ impl Topics {
 
     /// Removes entry `id`.
     fn forget(&mut self, id: u32) {
-        let entry = self.entries.remove(id as usize);
+        let mut entry = self.entries.remove(id as usize);
         self.idle_histories -= usize::from(entry.kept);
+        if let (Some(seq), Some(counter)) = (&self.sequencer, entry._counter.take()) {
+            seq.release(&entry.name, counter);
+        }
         if let Some(ids) = self.ids.get_mut(entry.name.as_str()) {
             ids.0[entry.form as usize] = NONE;
             if ids.get(Form::Plain).is_none() && ids.get(Form::V1).is_none() {
@@ -915,5 +918,10 @@ mod tests {
             seq.sweep(1);
         }
         assert_eq!(seq.len(), 0, "forgotten once no reactor knows the topic");
+        // Subscribed and left without a publication: gone at once, no sweep needed.
+        let (id, pos) = t.subscribe(&TopicName::new("b"), Form::Plain, 1, 0);
+        assert_eq!(seq.len(), 1);
+        assert!(t.unsubscribe(id, 1, pos));
+        assert_eq!(seq.len(), 0);
     }
 }
