@@ -94,16 +94,38 @@ impl Sequencer {
     /// sweeps, or never gave out a number (a topic subscribed to and left: a counter at 0
     /// is no different from none); counts a sweep for the others. Called at a steady pace
     /// (every `History::idle_ttl / sweeps`), by one reactor.
+    ///
+    /// The counting is done under the read lock, beside publishers; the write lock, which
+    /// stops them, is taken only when there is something to forget, for just that.
     pub(crate) fn sweep(&self, sweeps: u32) {
-        let mut map = self.topics.write().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|_, c| {
-            // Only the map holds it, and no one can take it while the map is locked.
-            if Arc::strong_count(c) > 1 {
-                c.idle.store(0, Ordering::Relaxed);
-                return true;
+        let gone = |c: &Arc<Counter>| c.last() == 0 || c.idle.load(Ordering::Relaxed) > sweeps;
+        let mut doomed = Vec::new();
+        {
+            let map = self.topics.read().unwrap_or_else(PoisonError::into_inner);
+            for (t, c) in map.iter() {
+                if Arc::strong_count(c) > 1 {
+                    c.idle.store(0, Ordering::Relaxed);
+                    continue;
+                }
+                c.idle.fetch_add(1, Ordering::Relaxed);
+                if gone(c) {
+                    doomed.push(t.clone());
+                }
             }
-            c.last() > 0 && c.idle.fetch_add(1, Ordering::Relaxed) < sweeps
-        });
+        }
+        if doomed.is_empty() {
+            return;
+        }
+        let mut map = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        for t in doomed {
+            // Checked again: taken or used since, it stays (no one can take it now).
+            if map
+                .get(t.as_str())
+                .is_some_and(|c| Arc::strong_count(c) == 1 && gone(c))
+            {
+                map.remove(t.as_str());
+            }
+        }
     }
 
     /// Lets go of `topic`'s `counter` (a reactor forgot the topic): one that never gave

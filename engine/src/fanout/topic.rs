@@ -228,7 +228,7 @@ pub(crate) struct TopicEntry {
     kept: bool,
     /// The topic's numbering, held while this reactor knows the topic (so that it is not
     /// forgotten: see [`Sequencer::sweep`]).
-    _counter: Option<Arc<Counter>>,
+    counter: Option<Arc<Counter>>,
 }
 
 /// No entry (in [`Ids`]).
@@ -407,7 +407,7 @@ impl Topics {
             fresh: false,
             idle_sweeps: 0,
             kept: false,
-            _counter: self.sequencer.as_ref().map(|s| s.counter(topic)),
+            counter: self.sequencer.as_ref().map(|s| s.counter(topic)),
         }) as u32;
         self.ids.entry(topic.clone()).or_default().0[form as usize] = id;
         id
@@ -526,7 +526,7 @@ impl Topics {
     fn forget(&mut self, id: u32) {
         let mut entry = self.entries.remove(id as usize);
         self.idle_histories -= usize::from(entry.kept);
-        if let (Some(seq), Some(counter)) = (&self.sequencer, entry._counter.take()) {
+        if let (Some(seq), Some(counter)) = (&self.sequencer, entry.counter.take()) {
             seq.release(&entry.name, counter);
         }
         if let Some(ids) = self.ids.get_mut(entry.name.as_str()) {

@@ -256,15 +256,12 @@ impl EngineBuilder {
         let reactors = reactor::start(config, cluster.as_ref().map(Cluster::relay))?;
         if let Some(c) = &cluster {
             c.attach(reactors.fanout.clone());
-            let (stop, wakers, ready) = (
-                Arc::clone(&reactors.stop),
-                reactors.wakers.clone(),
-                Arc::clone(&state),
-            );
-            c.on_failure(move || {
-                ready.set_ready(false);
-                signal_stop(&stop, &wakers);
-            });
+            let trigger = ShutdownTrigger {
+                stop: Arc::clone(&reactors.stop),
+                wakers: reactors.wakers.clone(),
+                state: Arc::clone(&state),
+            };
+            c.on_failure(move || trigger.trigger());
             state.clustered(c.probe());
         }
         state.started(reactors.stats.clone(), reactors.backend);

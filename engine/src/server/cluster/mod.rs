@@ -814,16 +814,22 @@ pub(crate) struct RefusalLog {
 const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 
 impl Shared {
+    /// Delivers local publication `o`, which the broker will not number, on this node
+    /// only: counted as dropped to the broker, numbered here (`seq` 0), so the broker's
+    /// later numbers of its topic are shifted past it.
+    pub(crate) fn deliver_here(&self, o: &Outbound) {
+        bump(&self.counters.dropped_to_broker);
+        if let Ok(m) = wire::decode(&o.body) {
+            self.deliver(&o.topic, m.opcode, m.payload, 0, true);
+        }
+    }
+
     /// The broker refused local publication `o` (`why`: its answer): it is delivered on
     /// this node only, numbered here, as when the broker is unreachable, rather than lost
     /// for every `ringcast.v1` subscriber and every other node.
     pub(crate) fn refused(&self, o: &Outbound, why: &str, log: &mut RefusalLog) {
         bump(&self.counters.refused);
-        bump(&self.counters.dropped_to_broker);
-        // Numbered here (`seq` 0): the broker's later numbers are shifted past it.
-        if let Ok(m) = wire::decode(&o.body) {
-            self.deliver(&o.topic, m.opcode, m.payload, 0, true);
-        }
+        self.deliver_here(o);
         log.unlogged += 1;
         let now = Instant::now();
         if log
@@ -846,10 +852,7 @@ impl Shared {
 /// numbered here, in their envelopes (plain subscribers had them at publish).
 pub(crate) fn deliver_queued_locally(shared: &Shared, out_rx: &Receiver<Outbound>) {
     while let Ok(o) = out_rx.try_recv() {
-        bump(&shared.counters.dropped_to_broker);
-        if let Ok(m) = wire::decode(&o.body) {
-            shared.deliver(&o.topic, m.opcode, m.payload, 0, true);
-        }
+        shared.deliver_here(&o);
     }
 }
 

@@ -41,7 +41,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 
 use super::stats::bump;
 use super::supervise::{Follow, IO_TIMEOUT, Link, note_interest, spawn_reader, supervise};
-use super::{Broker, Control, Credentials, Outbound, RefusalLog, Shared, identity, wire};
+use super::{Broker, Control, Credentials, Outbound, RefusalLog, Shared, identity};
 use crate::fanout::TopicName;
 
 /// Most topics whose stream a connection remembers as made (one round trip each to
@@ -655,10 +655,7 @@ fn publish(shared: &Shared, conn: &mut Conn, o: Outbound, pending: &Pending) -> 
             },
         };
         if refused {
-            bump(&shared.counters.dropped_to_broker);
-            if let Ok(m) = wire::decode(&o.body) {
-                shared.deliver(&o.topic, m.opcode, m.payload, 0, true);
-            }
+            shared.deliver_here(&o);
             return Ok(());
         }
     }
