@@ -483,40 +483,16 @@ fn a_publication_redis_refuses_is_delivered_on_its_node(backend: Backend) {
         return;
     }
     let redis = Redis::start();
-    let a = node(backend, &redis.url(), "ra");
-    let mut sub = v1(&a, "/sub/t");
-    let mut plain = connect(addr(&a), "/sub/t");
-    wait_subscribed(&[&a], 1);
-    let mut publisher = connect(addr(&a), "/pub/t");
-    let mut send = |text: &str| publisher.send(Message::text(text)).unwrap();
-    send("one");
-    assert_eq!(msg(&mut sub), ("t".into(), 1, b"one".to_vec()));
-    assert!(
-        redis
-            .command(&["CONFIG", "SET", "maxmemory", "1"])
-            .starts_with("+OK")
+    let maxmemory = |bytes: &str| {
+        let answer = redis.command(&["CONFIG", "SET", "maxmemory", bytes]);
+        assert!(answer.starts_with("+OK"), "{answer}");
+    };
+    cluster_util::refused_publication_scenario(
+        backend,
+        &redis.url(),
+        || maxmemory("1"),
+        || maxmemory("0"),
     );
-    send("two");
-    assert_eq!(msg(&mut sub), ("t".into(), 2, b"two".to_vec()));
-    let s = wait_cluster(&a, "the refusal counted", |s| s.refused == 1);
-    assert_eq!(
-        (s.dropped_to_broker, s.connected, s.reconnects),
-        (1, true, 0),
-        "{s:#?}"
-    );
-    assert!(
-        redis
-            .command(&["CONFIG", "SET", "maxmemory", "0"])
-            .starts_with("+OK")
-    );
-    send("three");
-    assert_eq!(msg(&mut sub), ("t".into(), 3, b"three".to_vec()));
-    for text in ["one", "two", "three"] {
-        assert_eq!(next_data(&mut plain), Message::text(text));
-    }
-    // (The script's answer comes on another connection than the message.)
-    let s = wait_cluster(&a, "two publications numbered by Redis", |s| s.acked == 2);
-    assert_eq!(s.refused, 1, "{s:#?}");
 }
 
 /// Two running nodes with one id would take each other's publications for their own: the
@@ -535,7 +511,7 @@ fn a_broker_that_wants_credentials(backend: Backend) {
     if !have("redis-server", "a_broker_that_wants_credentials") {
         return;
     }
-    let redis = Redis::start_with(&["--requirepass", "legacy"]);
+    let redis = Redis::start_with_args(&["--requirepass", "legacy"]);
     let port = redis.port;
     cluster_util::credentials_scenario(
         backend,

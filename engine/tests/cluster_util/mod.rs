@@ -306,15 +306,22 @@ impl Nats {
         signal(self.child.as_ref(), "CONT");
     }
 
-    /// Publishes `payload` on `subject` as another program would (no ringcast header).
-    pub(crate) fn publish(&self, subject: &str, payload: &[u8]) {
+    /// A client connection as another program's: greeted, `CONNECT` sent.
+    fn client(&self) -> (TcpStream, BufReader<TcpStream>) {
         let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to nats");
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
         let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut info = String::new();
+        r.read_line(&mut info).unwrap();
+        (&s).write_all(b"CONNECT {\"verbose\":false}\r\n").unwrap();
+        (s, r)
+    }
+
+    /// Publishes `payload` on `subject` as another program would (no ringcast header).
+    pub(crate) fn publish(&self, subject: &str, payload: &[u8]) {
+        let (s, mut r) = self.client();
         let mut line = String::new();
-        r.read_line(&mut line).unwrap();
         let mut w = &s;
-        w.write_all(b"CONNECT {\"verbose\":false}\r\n").unwrap();
         w.write_all(format!("PUB {subject} {}\r\n", payload.len()).as_bytes())
             .unwrap();
         w.write_all(payload).unwrap();
@@ -334,14 +341,10 @@ impl Nats {
     /// A request as another program would make it (a JetStream API call, say); returns
     /// the answer's payload.
     pub(crate) fn request(&self, subject: &str, payload: &[u8]) -> String {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to nats");
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut r = BufReader::new(s.try_clone().unwrap());
+        let (s, mut r) = self.client();
         let mut line = String::new();
-        r.read_line(&mut line).unwrap();
         let mut w = &s;
-        w.write_all(b"CONNECT {\"verbose\":false}\r\nSUB _INBOX.test 1\r\n")
-            .unwrap();
+        w.write_all(b"SUB _INBOX.test 1\r\n").unwrap();
         w.write_all(format!("PUB {subject} _INBOX.test {}\r\n", payload.len()).as_bytes())
             .unwrap();
         w.write_all(payload).unwrap();
@@ -492,11 +495,11 @@ pub(crate) struct Redis {
 
 impl Redis {
     pub(crate) fn start() -> Self {
-        Self::start_with(&[])
+        Self::start_with_args(&[])
     }
 
     /// Starts a server with more arguments (`["--requirepass", "pw"]`, say).
-    pub(crate) fn start_with(args: &[&str]) -> Self {
+    pub(crate) fn start_with_args(args: &[&str]) -> Self {
         let mut r = Self {
             port: free_port(),
             dir: TempDir::new("redis"),
@@ -712,4 +715,44 @@ pub(crate) fn credentials_scenario(backend: Backend, url: &str, shown: &str, top
     assert_eq!(msg(&mut sub), (topic.into(), 1, b"through".to_vec()));
     let s = wait_cluster(&n, "its publication back", |s| s.received_own == 1);
     assert_eq!((s.dropped_to_broker, s.reconnects), (0, 0), "{s:#?}");
+}
+
+/// The scenario of `a_publication_*_refuses_is_delivered_on_its_node` (both brokers): a
+/// publication the broker refuses (`refuse` makes it, `allow` ends it) is delivered on
+/// its node, numbered there and counted, without a reconnection; after `allow` the next
+/// goes through the broker again, numbered past the node's own.
+pub(crate) fn refused_publication_scenario(
+    backend: Backend,
+    url: &str,
+    refuse: impl FnOnce(),
+    allow: impl FnOnce(),
+) {
+    let a = node(backend, url, &format!("refused-{backend:?}"));
+    let mut sub = v1(&a, "/sub/t");
+    let mut plain = connect(addr(&a), "/sub/t");
+    wait_subscribed(&[&a], 1);
+    let mut publisher = connect(addr(&a), "/pub/t");
+    let mut send = |text: &str| publisher.send(Message::text(text)).unwrap();
+    send("one");
+    assert_eq!(msg(&mut sub), ("t".into(), 1, b"one".to_vec()));
+    refuse();
+    send("two");
+    assert_eq!(msg(&mut sub), ("t".into(), 2, b"two".to_vec()));
+    let s = wait_cluster(&a, "the refusal counted", |s| s.refused == 1);
+    assert_eq!(
+        (s.dropped_to_broker, s.connected, s.reconnects),
+        (1, true, 0),
+        "{s:#?}"
+    );
+    allow();
+    send("three");
+    assert_eq!(msg(&mut sub), ("t".into(), 3, b"three".to_vec()));
+    for text in ["one", "two", "three"] {
+        assert_eq!(next_data(&mut plain), Message::text(text));
+    }
+    // (Redis answers the script on another connection than the message.)
+    let s = wait_cluster(&a, "two publications numbered by the broker", |s| {
+        s.acked == 2
+    });
+    assert_eq!(s.refused, 1, "{s:#?}");
 }

@@ -911,12 +911,20 @@ mod tests {
         assert_eq!(taken(&rx), [(7, false, true)]);
     }
 
-    #[test]
-    fn a_reader_reports_its_connection_lost_even_when_it_panics() {
+    /// A bridge's state with no thread and no reactors, and what it tells its writer.
+    fn bridge_state() -> (Arc<Shared>, Receiver<Control>) {
         let (out_tx, _out_rx) = crossbeam_channel::bounded(1);
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let config = ClusterConfig::new("nats://127.0.0.1:1").unwrap();
-        let shared = Arc::new(Shared::new(config, out_tx, control_tx));
+        (
+            Arc::new(Shared::new(config, out_tx, control_tx)),
+            control_rx,
+        )
+    }
+
+    #[test]
+    fn a_reader_reports_its_connection_lost_even_when_it_panics() {
+        let (shared, control_rx) = bridge_state();
         let lost = || match control_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Control::Lost(n, why)) => (n, why),
             other => panic!("no loss reported: {other:?}"),
@@ -960,10 +968,7 @@ mod tests {
 
     #[test]
     fn interest_changes_are_coalesced_per_topic() {
-        let (out_tx, _out_rx) = crossbeam_channel::bounded(1);
-        let (control_tx, control_rx) = crossbeam_channel::unbounded();
-        let config = ClusterConfig::new("nats://127.0.0.1:1").unwrap();
-        let shared = Arc::new(Shared::new(config, out_tx, control_tx));
+        let (shared, control_rx) = bridge_state();
         let bridge = Bridge(Arc::clone(&shared));
         let (t, u) = (TopicName::new("t"), TopicName::new("u"));
         // A client joining and leaving ever new names faster than the bridge looks: one
