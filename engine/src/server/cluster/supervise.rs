@@ -315,6 +315,50 @@ const STABLE: Duration = Duration::from_secs(10);
 mod tests {
     use super::*;
 
+    /// A link the broker fails as soon as it is made.
+    struct Doomed;
+
+    impl Link for Doomed {
+        fn serve(
+            &mut self,
+            _: &Shared,
+            _: &Receiver<Outbound>,
+            _: &Receiver<Control>,
+            _: &mut HashMap<TopicName, Follow>,
+        ) -> io::Result<()> {
+            Err(io::Error::other("refused after connecting"))
+        }
+
+        fn close(&mut self) {}
+    }
+
+    #[test]
+    fn a_link_lost_at_once_waits_out_the_backoff() {
+        let (out_tx, out_rx) = crossbeam_channel::bounded(1);
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        let config = super::super::ClusterConfig::new("nats://127.0.0.1:1").unwrap();
+        let shared = Arc::new(Shared::new(config, out_tx, control_tx.clone()));
+        let s = Arc::clone(&shared);
+        // Stops the bridge half a second on (a bound on the run, not a synchronisation).
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            s.stop.store(true, Ordering::Release);
+            let _ = control_tx.send(Control::Stop);
+        });
+        let mut connects = 0u32;
+        supervise(&shared, &out_rx, &control_rx, || {
+            connects += 1;
+            Ok(Doomed)
+        });
+        stopper.join().unwrap();
+        // 50–100 ms, then 100–200 ms, 200–400 ms…: a handful; without the back-off, a
+        // tight loop of thousands.
+        assert!(
+            (1..=20).contains(&connects),
+            "{connects} connections in 0.5 s"
+        );
+    }
+
     #[test]
     fn backoff_grows_with_jitter_and_a_ceiling() {
         assert!(backoff(0) <= BACKOFF_MIN && backoff(0) >= BACKOFF_MIN / 2);
