@@ -15,7 +15,8 @@ mod util;
 use std::collections::BTreeMap;
 
 use cluster_util::{
-    Got, Redis, Relay, V1, addr, cstats, have, msg, next, node, v1, wait_cluster, wait_subscribed,
+    Got, Redis, Relay, V1, addr, cstats, have, msg, next, next_any, node, v1, wait_cluster,
+    wait_subscribed,
 };
 use fanout_util::{Ws, connect, next_data, try_connect_with};
 use ringcast::server::Backend;
@@ -232,6 +233,11 @@ fn resume_on_another_node(backend: Backend) {
     ];
     let [a, b, c] = &nodes;
     let mut on_a = v1(a, "/sub/t");
+    // The broker numbers the topic for every node: one epoch on all of them.
+    let Got::Op(e) = next_any(&mut on_a) else {
+        panic!("a subscription starts with its epoch")
+    };
+    let epoch = e["epoch"].as_str().expect("the epoch").to_owned();
     let mut keep_b = v1(b, "/sub/t"); // B follows t (and holds its history)
     wait_subscribed(&[a, b], 1);
     wait_cluster(c, "c connected", |s| s.connected);
@@ -249,7 +255,7 @@ fn resume_on_another_node(backend: Backend) {
     drop(on_a);
     publish(4, &mut [&mut keep_b]);
     // C never followed t: since=3 is past its latest (0), but not the cluster's.
-    let mut keep_c = v1(c, "/sub/t?since=3");
+    let mut keep_c = v1(c, &format!("/sub/t?since=3&epoch={epoch}"));
     wait_subscribed(&[c], 1);
     assert_eq!(
         next(&mut keep_c),

@@ -165,6 +165,14 @@ fn topic_names_past_what_an_envelope_carries(backend: Backend) {
     let mut plain = connect(addr, &path);
     let mut v1 = try_connect_with(addr, &path, &[("Sec-WebSocket-Protocol", "ringcast.v1")])
         .unwrap_or_else(|(status, body)| panic!("{status}: {body}"));
+    // The subscription's epoch names the topic too (in JSON).
+    match next_data(&mut v1) {
+        Message::Text(t) => assert!(
+            t.starts_with(r#"{"op":"epoch","topic":""#) && t.contains(&longest),
+            "{t}"
+        ),
+        other => panic!("expected the epoch, got {other:?}"),
+    }
     let envelope = |seq: u64, payload: &[u8]| {
         let mut f = vec![0x01, 255];
         f.extend_from_slice(longest.as_bytes());

@@ -43,7 +43,18 @@ enum Got {
     Op(Value),
 }
 
+/// The next frame that is not an `epoch` message (one starts every subscription; the
+/// tests of epochs read them with [`next_any`]).
 fn next(ws: &mut Ws) -> Got {
+    loop {
+        match next_any(ws) {
+            Got::Op(v) if v["op"] == "epoch" => {}
+            g => return g,
+        }
+    }
+}
+
+fn next_any(ws: &mut Ws) -> Got {
     match next_data(ws) {
         Message::Text(t) => {
             let v: Value = serde_json::from_str(t.as_str())
@@ -354,6 +365,14 @@ fn bad_since_and_snapshot_are_refused(backend: Backend) {
     }
     let mut plain = connect(h.local_addr(), "/sub/B");
     let mut ws = v1(&h, "/sub/B");
+    let Got::Op(e) = next_any(&mut ws) else {
+        panic!("a v1 subscription starts with its epoch");
+    };
+    assert_eq!(
+        (&e["op"], &e["topic"]),
+        (&json!("epoch"), &json!("B")),
+        "{e}"
+    );
     for (is_v1, msg, why) in [
         (
             false,
@@ -581,6 +600,114 @@ fn gaps_announced_for_slow_consumers(backend: Backend) {
     }
 }
 
+/// The `epoch` message that starts a subscription to `topic`: its epoch.
+fn epoch_of(ws: &mut Ws, topic: &str) -> String {
+    match next_any(ws) {
+        Got::Op(v) if v["op"] == "epoch" && v["topic"] == topic => {
+            let e = v["epoch"].as_str().expect("epoch").to_owned();
+            assert!(
+                e.len() == 16 && e.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{v}"
+            );
+            e
+        }
+        other => panic!("expected the epoch of {topic}, got {other:?}"),
+    }
+}
+
+/// Every subscription starts with the epoch of its topic's numbering, ahead of its gap and
+/// replay; a resume that names it goes on exactly as one without.
+fn a_subscription_starts_with_its_epoch(backend: Backend) {
+    let h = engine(backend, 4);
+    publish_n(&h, "A", 10);
+    let mut first = v1(&h, "/sub/A,B");
+    let a = epoch_of(&mut first, "A");
+    let b = epoch_of(&mut first, "B");
+    assert_ne!(a, b, "each topic its own numbering");
+    // A path resume in the same numbering: the epoch, the gap (7..10 held), the rest.
+    let mut ws = v1(&h, &format!("/sub/A?since=2&epoch={a}"));
+    assert_eq!(epoch_of(&mut ws, "A"), a);
+    match next_any(&mut ws) {
+        Got::Op(v) => assert_eq!(v, json!({"op":"gap","topic":"A","from":3,"to":6})),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((seq_of(&mut ws), seq_of(&mut ws)), (7, 8));
+    // At run time: the epoch, the reply, the replay.
+    let req = json!({"op":"subscribe","topics":["B","A"],"since":{"A":8,"B":0},"epoch":{"A":a}});
+    let mut rt = v1(&h, "/sub/C");
+    epoch_of(&mut rt, "C");
+    send_text(&mut rt, &req.to_string());
+    assert_eq!(epoch_of(&mut rt, "B"), b);
+    assert_eq!(epoch_of(&mut rt, "A"), a);
+    match next_any(&mut rt) {
+        Got::Op(v) => assert_eq!(v["op"], "subscribed", "{v}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((seq_of(&mut rt), seq_of(&mut rt)), (9, 10));
+    publish_n(&h, "A", 1);
+    assert_eq!(seq_of(&mut rt), 11);
+    assert_eq!(seq_of(&mut ws), 9);
+}
+
+/// A server that restarted numbers from 1 again in a new epoch. A client resuming with a
+/// `since` of the old numbering (here one the new server has already passed, which a bare
+/// `since` cannot tell from a real position) is told with a `reset` naming the new epoch,
+/// then gets the new numbering from its oldest message held, its missing start announced:
+/// never messages of the new numbering in place of those it asked for.
+fn a_resume_of_another_numbering_is_a_reset(backend: Backend) {
+    let old = engine(backend, 16);
+    publish_n(&old, "A", 50);
+    let mut ws = v1(&old, "/sub/A?since=45");
+    let was = epoch_of(&mut ws, "A");
+    assert_eq!(seq_of(&mut ws), 46);
+    drop(ws);
+    old.shutdown();
+
+    let new = engine(backend, 16);
+    publish_n(&new, "A", 60);
+    let mut ws = v1(&new, &format!("/sub/A?since=50&epoch={was}"));
+    let now = match next_any(&mut ws) {
+        Got::Op(v) if v["op"] == "reset" && v["topic"] == "A" => {
+            v["epoch"].as_str().unwrap().to_owned()
+        }
+        other => panic!("expected a reset, got {other:?}"),
+    };
+    assert_ne!(now, was);
+    match next_any(&mut ws) {
+        Got::Op(v) => assert_eq!(v, json!({"op":"gap","topic":"A","from":1,"to":44})),
+        other => panic!("{other:?}"),
+    }
+    for n in 45..=60 {
+        assert_eq!(seq_of(&mut ws), n);
+    }
+    publish_n(&new, "A", 1);
+    assert_eq!(seq_of(&mut ws), 61);
+
+    // At run time, with a `since` past the new numbering's latest: a reset too, where a
+    // bare `since` is refused as ahead of the topic.
+    let mut rt = v1(&new, "/sub/B");
+    epoch_of(&mut rt, "B");
+    let req = json!({"op":"subscribe","topics":["A"],"since":{"A":500},"epoch":{"A":was}});
+    send_text(&mut rt, &req.to_string());
+    match next_any(&mut rt) {
+        Got::Op(v) => assert_eq!(v, json!({"op":"reset","topic":"A","epoch":now})),
+        other => panic!("{other:?}"),
+    }
+    match next_any(&mut rt) {
+        Got::Op(v) => assert_eq!(v["op"], "gap", "{v}"),
+        other => panic!("{other:?}"),
+    }
+    match next_any(&mut rt) {
+        Got::Op(v) => assert_eq!(v["op"], "subscribed", "{v}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(seq_of(&mut rt), 46);
+    // The current epoch resumes as it should.
+    let mut same = v1(&new, &format!("/sub/A?since=60&epoch={now}"));
+    assert_eq!(epoch_of(&mut same, "A"), now);
+    assert_eq!(seq_of(&mut same), 61);
+}
+
 util::for_each_backend!(
     envelopes_of_every_kind,
     seq_continuity_under_concurrent_publishers,
@@ -593,4 +720,6 @@ util::for_each_backend!(
     heartbeat_only_where_a_topic_was_quiet,
     gaps_announced_for_slow_consumers,
     a_refused_resume_starts_none_of_its_topics,
+    a_subscription_starts_with_its_epoch,
+    a_resume_of_another_numbering_is_a_reset,
 );

@@ -26,6 +26,7 @@ pub mod topic;
 pub use policy::SlowConsumer;
 pub use relay::Relay;
 pub use ring::{Fanout, Publication, Published, Wake};
+pub use sequence::Epoch;
 pub use topic::{
     DEFAULT_TOPIC, Form, History, MAX_TOPIC_LEN, Start, TopicError, TopicName, TopicRules,
 };

@@ -205,7 +205,7 @@ impl Fanout {
     pub(crate) fn with_relay(inboxes: Vec<InboxTx>, relay: Option<Arc<dyn Relay>>) -> Self {
         Self {
             inboxes: inboxes.into(),
-            sequencer: Arc::default(),
+            sequencer: Arc::new(Sequencer::new(relay.is_some())),
             interest: relay.map(|r| Arc::new(Interest::new(r))),
         }
     }

@@ -12,22 +12,80 @@
 //! holds it: no subscribers and no history anywhere) and nothing was numbered for a while
 //! ([`Sequencer::sweep`]); the topic's next publication is then numbered 1 again, as after
 //! a restart. Publishing to ever new names so costs memory for that while, not forever.
+//!
+//! Each counter has an [`Epoch`]: which numbering its numbers belong to. A counter made
+//! anew (the process restarted, or the topic was forgotten) has a new one, so a client
+//! that resumes with a `since` of an earlier numbering is told so (a `reset`) instead of
+//! being given other messages under the numbers it asked for. In a cluster the numbers
+//! are the broker's and outlive a node: a topic's epoch is then the same on every node and
+//! across restarts (derived from its name).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::topic::TopicName;
 
+/// Which numbering of a topic its sequence numbers belong to: a new one each time the
+/// topic's counter is made anew on a node (see the module docs). Written as 16 lowercase
+/// hex digits (`{"op":"epoch",…}`, `?epoch=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Epoch(u64);
+
+impl Epoch {
+    /// The epoch written as `s` (16 hex digits), if it is one.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(s, 16).ok().map(Self)
+    }
+
+    /// Its value.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A bijective mix of 64 bits (splitmix64's finaliser): consecutive inputs give unrelated
+/// outputs.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// One topic's counter: the last sequence number given out.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Counter {
     last: Mutex<u64>,
     /// Sweeps since this counter was last used or held (see [`Sequencer::sweep`]).
     idle: AtomicU32,
+    epoch: Epoch,
 }
 
 impl Counter {
+    fn new(epoch: Epoch) -> Self {
+        Self {
+            last: Mutex::new(0),
+            idle: AtomicU32::new(0),
+            epoch,
+        }
+    }
+
+    /// The numbering this counter gives out.
+    pub(crate) fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
     /// Takes the next number and runs `f` with it while no other publisher of this topic
     /// can take one.
     #[cfg(test)]
@@ -72,12 +130,37 @@ impl Counter {
 }
 
 /// The node's counters, by topic.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Sequencer {
     topics: RwLock<HashMap<TopicName, Arc<Counter>>>,
+    /// Epochs of this node's own numbering: random per process, then one per counter made.
+    seed: u64,
+    made: AtomicU64,
+    /// Numbers come from a cluster's broker: epochs follow from topic names.
+    shared: bool,
+}
+
+impl Default for Sequencer {
+    fn default() -> Self {
+        Self::new(false)
+    }
 }
 
 impl Sequencer {
+    /// A node's numbering; `shared` when its numbers are a cluster broker's.
+    pub(crate) fn new(shared: bool) -> Self {
+        // std's hasher keys are random per process (from the OS).
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Self {
+            topics: RwLock::default(),
+            seed,
+            made: AtomicU64::new(0),
+            shared,
+        }
+    }
+
     /// The counter of `topic`, created at 0 if new.
     pub(crate) fn counter(&self, topic: &TopicName) -> Arc<Counter> {
         let read = self.topics.read().unwrap_or_else(PoisonError::into_inner);
@@ -86,7 +169,30 @@ impl Sequencer {
         }
         drop(read);
         let mut write = self.topics.write().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(write.entry(topic.clone()).or_default())
+        let c = write
+            .entry(topic.clone())
+            .or_insert_with(|| Arc::new(Counter::new(self.epoch_for(topic.as_str()))));
+        Arc::clone(c)
+    }
+
+    /// The epoch of a counter made now for `topic`.
+    fn epoch_for(&self, topic: &str) -> Epoch {
+        if self.shared {
+            // FNV-1a: the same on every node and every run.
+            let h = topic.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            return Epoch(mix(h));
+        }
+        Epoch(mix(self
+            .seed
+            .wrapping_add(self.made.fetch_add(1, Ordering::Relaxed))))
+    }
+
+    /// The epoch of `topic`'s numbering, if it has a counter.
+    pub(crate) fn epoch(&self, topic: &str) -> Option<Epoch> {
+        let read = self.topics.read().unwrap_or_else(PoisonError::into_inner);
+        read.get(topic).map(|c| c.epoch)
     }
 
     /// Forgets the counters that no one holds (no reactor knows the topic, no publication
@@ -167,6 +273,51 @@ impl Sequencer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn epochs_are_written_as_16_hex_digits() {
+        let e = Epoch(0x5f0c_93a1_d2e4_7b68);
+        assert_eq!(e.to_string(), "5f0c93a1d2e47b68");
+        assert_eq!(Epoch::parse("5f0c93a1d2e47b68"), Some(e));
+        assert_eq!(Epoch::parse("5F0C93A1D2E47B68"), Some(e));
+        assert_eq!(Epoch::parse("0000000000000000"), Some(Epoch(0)));
+        for bad in [
+            "",
+            "5f0c93a1d2e47b6",
+            "5f0c93a1d2e47b680",
+            "5f0c93a1d2e47b6g",
+            "+f0c93a1d2e47b68",
+        ] {
+            assert_eq!(Epoch::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_counter_made_anew_has_a_new_epoch() {
+        let s = Sequencer::default();
+        let a = TopicName::new("a");
+        let first = s.counter(&a).epoch();
+        assert_eq!(s.epoch("a"), Some(first));
+        assert_eq!(s.counter(&a).epoch(), first, "the same counter");
+        assert_ne!(s.counter(&TopicName::new("b")).epoch(), first);
+        // Forgotten (never numbered, no one holds it), then made again.
+        s.sweep(0);
+        assert_eq!(s.epoch("a"), None);
+        assert_ne!(s.counter(&a).epoch(), first);
+        // Another process (another seed) numbers anew too.
+        assert_ne!(Sequencer::default().counter(&a).epoch(), first);
+    }
+
+    #[test]
+    fn a_cluster_topic_has_one_epoch_everywhere() {
+        let (x, y) = (Sequencer::new(true), Sequencer::new(true));
+        let a = TopicName::new("a");
+        let e = x.counter(&a).epoch();
+        assert_eq!(y.counter(&a).epoch(), e, "another node, another run");
+        x.sweep(0);
+        assert_eq!(x.counter(&a).epoch(), e, "made again");
+        assert_ne!(x.counter(&TopicName::new("b")).epoch(), e);
+    }
 
     #[test]
     fn numbers_per_topic_from_one() {

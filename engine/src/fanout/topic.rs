@@ -16,7 +16,7 @@ use super::chunk::ChunkPool;
 use super::log::TopicLog;
 use super::relay::Interest;
 use super::ring::Publication;
-use super::sequence::{Counter, Sequencer};
+use super::sequence::{Counter, Epoch, Sequencer};
 use crate::protocol::envelope;
 
 /// The topic of plain `/sub` and `/pub`.
@@ -157,6 +157,17 @@ pub enum Start {
     /// With the first message after this sequence number still held, then live ones;
     /// missing ones are announced by a `gap` message (`ringcast.v1` only).
     Since(u64),
+    /// As `Since`, if the topic's numbering is still `epoch`; otherwise (the server
+    /// restarted, or forgot the topic) a `reset` message says so and the subscription
+    /// starts with the oldest message held of the numbering now in use (`ringcast.v1`
+    /// only).
+    Resume {
+        /// The last sequence number the client has.
+        since: u64,
+        /// The numbering it belongs to (from the `epoch` message of the subscription it
+        /// resumes).
+        epoch: Epoch,
+    },
 }
 
 /// How much of each topic's `ringcast.v1` log a reactor keeps for snapshots and resumes.
@@ -448,6 +459,11 @@ impl Topics {
     /// announced then (see [`absorb`](Self::absorb)).
     pub(crate) fn start(&mut self, id: u32, start: Start) -> (u64, Option<(u64, u64)>) {
         let entry = &mut self.entries[id as usize];
+        // A resume is decided by the subscriber, which knows the topic's epoch.
+        let start = match start {
+            Start::Resume { since, .. } => Start::Since(since),
+            s => s,
+        };
         if let Start::Since(since) = start {
             if since > entry.log.last_seq() {
                 entry.pending_since = Some(entry.pending_since.map_or(since, |p| p.min(since)));
@@ -457,7 +473,7 @@ impl Topics {
         let (cursor, gap) = match start {
             Start::Live => return (log.head(), None),
             Start::Snapshot => return (log.latest_frame().unwrap_or(log.head()), None),
-            Start::Since(since) => {
+            Start::Since(since) | Start::Resume { since, .. } => {
                 let r = log.resume(since);
                 (r.cursor, r.gap)
             }

@@ -6,6 +6,8 @@
 //!  binary:  0x01 | topic length (u8) | topic | seq (u64 big-endian) | payload
 //!  gap:     {"op":"gap","topic":"BTC-USD","from":42,"to":57}
 //!  beat:    {"op":"heartbeat","seq":{"BTC-USD":42,"ETH-USD":7}}
+//!  epoch:   {"op":"epoch","topic":"BTC-USD","epoch":"5f0c93a1d2e47b68"}
+//!  reset:   {"op":"reset","topic":"BTC-USD","epoch":"5f0c93a1d2e47b68"}
 //! ```
 //!
 //! Each is encoded once into a complete server frame, like any frame: an envelope is built
@@ -75,6 +77,30 @@ pub fn gap(topic: &str, from: u64, to: u64) -> Bytes {
     body.put_slice(b",\"to\":");
     body.put_slice(itoa(to, &mut [0; 20]));
     body.put_u8(b'}');
+    framed(OpCode::Text, &body)
+}
+
+/// `{"op":"epoch","topic":T,"epoch":E}`: the numbering `topic`'s sequence numbers belong
+/// to, as 16 hex digits (sent when a subscription starts; a resume names it back).
+pub fn epoch(topic: &str, epoch: u64) -> Bytes {
+    numbering("epoch", topic, epoch)
+}
+
+/// `{"op":"reset","topic":T,"epoch":E}`: a resume named another numbering of `topic` than
+/// its current one, `epoch` (the server restarted, or forgot the topic): the `since` it
+/// gave means nothing here, and what follows starts with the new numbering's oldest
+/// message held.
+pub fn reset(topic: &str, epoch: u64) -> Bytes {
+    numbering("reset", topic, epoch)
+}
+
+fn numbering(op: &str, topic: &str, epoch: u64) -> Bytes {
+    let mut body = BytesMut::with_capacity(topic.len() + 64);
+    body.put_slice(b"{\"op\":\"");
+    body.put_slice(op.as_bytes());
+    body.put_slice(b"\",\"topic\":");
+    json_string(topic.as_bytes(), &mut body);
+    body.put_slice(format!(",\"epoch\":\"{epoch:016x}\"}}").as_bytes());
     framed(OpCode::Text, &body)
 }
 

@@ -372,8 +372,16 @@ impl Subscriber<'_> {
         if outbox.subs().len() + adding >= self.rules.max_per_connection {
             return Err(TopicError::TooMany(self.rules.max_per_connection));
         }
+        let since = match start {
+            Start::Since(since) => Some(since),
+            // A resume of another numbering is a reset: its `since` is not checked.
+            Start::Resume { since, epoch } => {
+                (fanout.sequencer().epoch(topic) == Some(epoch)).then_some(since)
+            }
+            Start::Live | Start::Snapshot => None,
+        };
         if self.form == Form::V1
-            && let Start::Since(since) = start
+            && let Some(since) = since
         {
             // A cluster node that does not follow the topic learns its numbers as it
             // begins to (what it cannot give is announced as a gap then).
@@ -405,16 +413,35 @@ impl Subscriber<'_> {
         let mut last = 0;
         // Held until the topic's entry holds it: the counter read is the one that goes
         // on numbering the topic (an idle one may be forgotten meanwhile otherwise).
-        let mut _counter = None;
+        let mut counter = None;
         if self.form == Form::V1 {
             // Everything numbered up to `last` is in this reactor's inbox: taken into the
             // log, it is where the subscription can start from.
-            let counter = source.fanout.sequencer().counter(&name);
-            last = counter.last();
-            _counter = Some(counter);
+            let c = source.fanout.sequencer().counter(&name);
+            last = c.last();
+            counter = Some(c);
             absorb(source.inbox, topics, source.batch, usize::MAX);
         }
         let (id, pos) = topics.subscribe(&name, self.form, self.key, last);
+        let start = match (start, &counter) {
+            (Start::Resume { since, epoch }, Some(c)) => {
+                let now = c.epoch();
+                if epoch == now {
+                    outbox.push(envelope::epoch(topic, now.get()));
+                    Start::Since(since)
+                } else {
+                    // Another numbering: the client's numbers mean nothing here; it gets
+                    // all this one still holds, its oldest missing ones announced.
+                    outbox.push(envelope::reset(topic, now.get()));
+                    Start::Since(0)
+                }
+            }
+            (s, Some(c)) => {
+                outbox.push(envelope::epoch(topic, c.epoch().get()));
+                s
+            }
+            (s, None) => s,
+        };
         let (cursor, gap) = topics.start(id, start);
         if let Some((from, to)) = gap {
             outbox.push(envelope::gap(topic, from, to));

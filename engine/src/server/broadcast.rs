@@ -9,7 +9,8 @@
 //!   sequence number, and may start in the past: `?snapshot=1` (the latest message of each
 //!   topic first) or `?since=SEQ` (every message after SEQ still held, a `gap` message for
 //!   those that are not), and at run time `"snapshot":true` / `"since":{"T":SEQ}` in
-//!   `subscribe`.
+//!   `subscribe`. A resume names the numbering its `since` belongs to with `&epoch=E`
+//!   (one path topic) or `"epoch":{"T":"E"}`; another numbering is answered with a `reset`.
 //! - `/pub/{topic}` (plain `/pub`: the default topic) publishes every message the client
 //!   sends, unchanged and with its opcode, to every subscriber; it is not echoed back.
 //!   With a publish token set, a publisher must present it as `Authorization: Bearer
@@ -17,6 +18,7 @@
 
 use serde::Deserialize;
 
+use crate::fanout::Epoch;
 use crate::fanout::topic::{DEFAULT_TOPIC, Start, TopicError, TopicName, TopicRules};
 use crate::protocol::frame::OpCode;
 use crate::reactor::handler::{Client, Handler, Message, Upgrade, UpgradeRequest};
@@ -42,15 +44,42 @@ struct Control {
     since: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     snapshot: Option<serde_json::Value>,
+    #[serde(default)]
+    epoch: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// What a `since` must be.
 const SINCE_FORM: &str = "a sequence number (a whole number, 0 or more)";
+/// What an `epoch` must be.
+const EPOCH_FORM: &str = "16 hex digits, as the epoch message gave it";
 
-/// The start asked for by `since` and `snapshot` in an upgrade request's query.
-fn query_start(req: &UpgradeRequest<'_>) -> Result<Start, String> {
+/// `start` resumed in the numbering `epoch` names, if any.
+fn with_epoch(start: Start, epoch: Option<&str>) -> Result<Start, String> {
+    let Some(e) = epoch else {
+        return Ok(start);
+    };
+    let Start::Since(since) = start else {
+        return Err("epoch goes with since (the numbering since belongs to)".into());
+    };
+    match Epoch::parse(e) {
+        Some(epoch) => Ok(Start::Resume { since, epoch }),
+        None => Err(format!("epoch must be {EPOCH_FORM}, not '{e}'")),
+    }
+}
+
+/// The start asked for by `since`, `epoch` and `snapshot` in the query of an upgrade
+/// request for `topics`.
+fn query_start(req: &UpgradeRequest<'_>, topics: usize) -> Result<Start, String> {
     let since = req.query_param("since");
     let snapshot = req.query_param("snapshot");
+    let epoch = req.query_param("epoch");
+    if epoch.is_some() && topics > 1 {
+        return Err(
+            "epoch goes with one topic in the path (resume several with subscribe \
+                    messages, one epoch each)"
+                .into(),
+        );
+    }
     let start = match (since, snapshot) {
         (Some(_), Some(_)) => return Err("give since or snapshot, not both".into()),
         (Some(s), None) => match s.parse::<u64>() {
@@ -68,6 +97,7 @@ fn query_start(req: &UpgradeRequest<'_>) -> Result<Start, String> {
         },
         (None, None) => Start::Live,
     };
+    let start = with_epoch(start, epoch.as_deref())?;
     if start != Start::Live && !req.is_v1() {
         return Err(TopicError::NeedsV1.to_string());
     }
@@ -82,8 +112,8 @@ fn control_starts(ctl: &Control, v1: bool) -> Result<Vec<Start>, String> {
         Some(other) => return Err(format!("snapshot must be true or false, not {other}")),
     };
     let since = ctl.since.as_ref();
-    if ctl.op != "subscribe" && (snapshot || since.is_some()) {
-        return Err("since and snapshot go with subscribe".into());
+    if ctl.op != "subscribe" && (snapshot || since.is_some() || ctl.epoch.is_some()) {
+        return Err("since, epoch and snapshot go with subscribe".into());
     }
     if snapshot && since.is_some() {
         return Err("give since or snapshot, not both".into());
@@ -98,15 +128,36 @@ fn control_starts(ctl: &Control, v1: bool) -> Result<Vec<Start>, String> {
             ));
         }
     }
+    if let Some(map) = &ctl.epoch {
+        if let Some(t) = map
+            .keys()
+            .find(|k| !since.is_some_and(|s| s.contains_key(*k)))
+        {
+            return Err(format!(
+                "epoch names topic '{t}', which has no since (the numbering since belongs to)"
+            ));
+        }
+    }
     ctl.topics
         .iter()
-        .map(|t| match since.and_then(|m| m.get(t)) {
-            Some(v) => v
-                .as_u64()
-                .map(Start::Since)
-                .ok_or_else(|| format!("since of '{t}' must be {SINCE_FORM}, not {v}")),
-            None if snapshot => Ok(Start::Snapshot),
-            None => Ok(Start::Live),
+        .map(|t| {
+            let start = match since.and_then(|m| m.get(t)) {
+                Some(v) => v
+                    .as_u64()
+                    .map(Start::Since)
+                    .ok_or_else(|| format!("since of '{t}' must be {SINCE_FORM}, not {v}"))?,
+                None if snapshot => Start::Snapshot,
+                None => Start::Live,
+            };
+            match ctl.epoch.as_ref().and_then(|m| m.get(t)) {
+                None => Ok(start),
+                Some(serde_json::Value::String(e)) => {
+                    with_epoch(start, Some(e)).map_err(|why| format!("topic '{t}': {why}"))
+                }
+                Some(v) => Err(format!(
+                    "epoch of '{t}' must be a string of {EPOCH_FORM}, not {v}"
+                )),
+            }
         })
         .collect()
 }
@@ -188,7 +239,7 @@ impl Handler for Broadcast {
                     &format!("more than {} topics", self.rules.max_per_connection),
                 );
             }
-            let start = match query_start(req) {
+            let start = match query_start(req, topics.len()) {
                 Ok(s) => s,
                 Err(reason) => return reject(400, &reason),
             };
@@ -198,8 +249,11 @@ impl Handler for Broadcast {
                 start,
             };
         }
-        if req.query_param("since").is_some() || req.query_param("snapshot").is_some() {
-            return reject(400, "since and snapshot are for subscribers (/sub)");
+        if ["since", "snapshot", "epoch"]
+            .iter()
+            .any(|k| req.query_param(k).is_some())
+        {
+            return reject(400, "since, epoch and snapshot are for subscribers (/sub)");
         }
         if topics.len() != 1 {
             return reject(400, "a publisher publishes to exactly one topic");
@@ -362,6 +416,109 @@ mod tests {
         }
         let u = upgrade_with(&b, "/pub/a", Some("since=1"), None, v1);
         assert_eq!(status(&u), 400);
+        let u = upgrade_with(&b, "/pub/a", Some("epoch=5f0c93a1d2e47b68"), None, v1);
+        assert_eq!(status(&u), 400);
+    }
+
+    #[test]
+    fn an_epoch_in_the_query_resumes_one_topic() {
+        let b = Broadcast::default();
+        let v1 = Some("ringcast.v1");
+        let epoch = Epoch::parse("5f0c93a1d2e47b68").unwrap();
+        match upgrade_with(
+            &b,
+            "/sub/a",
+            Some("since=41&epoch=5f0c93a1d2e47b68"),
+            None,
+            v1,
+        ) {
+            Upgrade::Accept { start, .. } => {
+                assert_eq!(start, Start::Resume { since: 41, epoch });
+            }
+            Upgrade::Reject { reason, .. } => panic!("rejected: {reason}"),
+        }
+        for (path, q, p, why) in [
+            (
+                "/sub/a,b",
+                "since=1&epoch=5f0c93a1d2e47b68",
+                v1,
+                "one topic in the path",
+            ),
+            (
+                "/sub/a",
+                "epoch=5f0c93a1d2e47b68",
+                v1,
+                "epoch goes with since",
+            ),
+            (
+                "/sub/a",
+                "snapshot=1&epoch=5f0c93a1d2e47b68",
+                v1,
+                "epoch goes with since",
+            ),
+            (
+                "/sub/a",
+                "since=1&epoch=5f0c93a1d2e47b6",
+                v1,
+                "16 hex digits",
+            ),
+            (
+                "/sub/a",
+                "since=1&epoch=zz0c93a1d2e47b68",
+                v1,
+                "not 'zz0c93a1d2e47b68'",
+            ),
+            (
+                "/sub/a",
+                "since=1&epoch=5f0c93a1d2e47b68",
+                None,
+                "ringcast.v1 subprotocol",
+            ),
+        ] {
+            let u = upgrade_with(&b, path, Some(q), None, p);
+            assert_eq!(status(&u), 400, "{q}");
+            assert!(reason(&u).contains(why), "{q}: {}", reason(&u));
+        }
+    }
+
+    #[test]
+    fn an_epoch_in_subscribe_resumes_its_topic() {
+        let ctl = |j: &str| serde_json::from_str::<Control>(j).unwrap();
+        let epoch = Epoch::parse("5f0c93a1d2e47b68").unwrap();
+        assert_eq!(
+            control_starts(
+                &ctl(
+                    r#"{"op":"subscribe","topics":["a","b"],"since":{"a":41,"b":2},"epoch":{"a":"5f0c93a1d2e47b68"}}"#
+                ),
+                true
+            ),
+            Ok(vec![Start::Resume { since: 41, epoch }, Start::Since(2)])
+        );
+        for (j, why) in [
+            (
+                r#"{"op":"subscribe","topics":["a"],"epoch":{"a":"5f0c93a1d2e47b68"}}"#,
+                "'a', which has no since",
+            ),
+            (
+                r#"{"op":"subscribe","topics":["a","b"],"since":{"a":1},"epoch":{"b":"5f0c93a1d2e47b68"}}"#,
+                "'b', which has no since",
+            ),
+            (
+                r#"{"op":"subscribe","topics":["a"],"since":{"a":1},"epoch":{"a":7}}"#,
+                "must be a string of 16 hex digits",
+            ),
+            (
+                r#"{"op":"subscribe","topics":["a"],"since":{"a":1},"epoch":{"a":"x"}}"#,
+                "topic 'a': epoch must be 16 hex digits",
+            ),
+            (
+                r#"{"op":"unsubscribe","topics":["a"],"epoch":{"a":"5f0c93a1d2e47b68"}}"#,
+                "go with subscribe",
+            ),
+        ] {
+            let e = control_starts(&ctl(j), true).unwrap_err();
+            assert!(e.contains(why), "{j}: {e}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 // ringcast.js in Chromium against the real server: ordered delivery across a dropped
-// connection (resume), a restarted server (reset), a dead connection (heartbeat watchdog),
+// connection (resume), a restarted server (reset, also once it has published past the
+// client's seq: told by the epoch), a dead connection (heartbeat watchdog),
 // run-time subscribe/unsubscribe, binary and plain mode. The page is client.html.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -105,6 +106,38 @@ test("a restarted server, numbering from 1 again, is reported as a reset and fol
     pub.close();
   } finally {
     await page.close();
+    await server.stop();
+  }
+});
+
+test("a restarted server that has already published past the client's seq is told apart by its epoch", { timeout: 60000 }, async () => {
+  let server = await startServer([]);
+  const port = server.port;
+  const proxy = await startProxy(port);
+  const page = await open(`ws://127.0.0.1:${proxy.port}`, { topics: ["prices"], retry: { base: 100, max: 1000 } });
+  try {
+    await until(page, () => window.conn.state === "open");
+    let pub = await publisher(port, "prices");
+    await pub.send(texts(0, 50));
+    await until(page, () => window.seen.messages.length === 50);
+    // The client cannot reconnect while the restarted server publishes 60: seq 1..60,
+    // past its last seq 50, which a bare since=50 would take for a real position.
+    proxy.down();
+    await until(page, () => window.conn.state === "reconnecting");
+    await server.stop();
+    server = await startServer([], port);
+    pub = await publisher(port, "prices");
+    await pub.send(texts(100, 160));
+    proxy.up();
+    await until(page, () => window.seen.messages.length === 110);
+    const s = await seen(page);
+    assert.deepEqual(s.gaps, [{ topic: "prices", from: 51, to: null, reset: true }]);
+    assert.deepEqual(s.messages.slice(50).map((m) => [m.seq, m.data.i]), range(1, 61).map((k) => [k, 99 + k]));
+    assert.deepEqual(s.errors, []);
+    pub.close();
+  } finally {
+    await page.close();
+    await proxy.close();
     await server.stop();
   }
 });

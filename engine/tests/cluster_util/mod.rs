@@ -40,20 +40,22 @@ pub(crate) enum Got {
     Op(Value),
 }
 
-/// The next envelope or protocol message, heartbeats skipped.
+/// The next envelope or protocol message, heartbeats and the `epoch` messages that start
+/// subscriptions skipped.
 pub(crate) fn next(ws: &mut Ws) -> Got {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         assert!(Instant::now() < deadline, "only heartbeats for too long");
         let got = next_any(ws);
         match &got {
-            Got::Op(v) if v["op"] == "heartbeat" => {}
+            Got::Op(v) if v["op"] == "heartbeat" || v["op"] == "epoch" => {}
             _ => return got,
         }
     }
 }
 
-fn next_any(ws: &mut Ws) -> Got {
+/// The next frame.
+pub(crate) fn next_any(ws: &mut Ws) -> Got {
     match next_data(ws) {
         Message::Text(t) => {
             let v: Value = serde_json::from_str(t.as_str()).expect("JSON envelope");

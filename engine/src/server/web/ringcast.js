@@ -13,6 +13,7 @@
  *                                 // info: {retryAt, attempt, code, reason, protocol}
  *     onGap(gap) {},              // {topic, from, to}: messages the server no longer held;
  *                                 // {topic, from, to: null, reset: true}: its numbering restarted
+ *                                 // (the server restarted or forgot the topic: seqs from 1 again)
  *     onError(message) {},        // the server's {"op":"error"} replies (default: console.warn)
  *   });
  *   conn.subscribe(["SOL-USD"], {snapshot: true}); // a promise: true once the server has it
@@ -79,6 +80,7 @@
 
     const want = new Set(opts.topics || []); // the topics asked for, kept across connections
     const last = new Map(); // v1: topic -> last seq seen (delivered, skipped in a gap, or heartbeat)
+    const epochs = new Map(); // v1: topic -> the numbering those seqs belong to (its epoch message)
     const held = new Set(); // topics whose resume is unanswered: their messages wait for it
     const active = new Set(); // topics the server has confirmed on this connection
     const waiting = new Map(); // topic -> resolvers of subscribe() promises not yet confirmed
@@ -147,8 +149,10 @@
           if (live.includes(t)) continue;
           if (v1 && last.has(t)) {
             held.add(t);
-            const since = { [t]: last.get(t) };
-            request({ op: "subscribe", topics: [t], since }, { op: "resume", topic: t });
+            const msg = { op: "subscribe", topics: [t], since: { [t]: last.get(t) } };
+            // Named, a numbering the server no longer uses is answered with a reset.
+            if (epochs.has(t)) msg.epoch = { [t]: epochs.get(t) };
+            request(msg, { op: "resume", topic: t });
           } else {
             const msg = { op: "subscribe", topics: [t] };
             if (v1 && opts.snapshot) msg.snapshot = true;
@@ -230,6 +234,15 @@
             if (want.has(t) && !held.has(t) && !(last.get(t) >= m.seq[t])) last.set(t, m.seq[t]);
           }
           return;
+        case "epoch":
+          if (want.has(m.topic)) epochs.set(m.topic, m.epoch);
+          return;
+        case "reset":
+          // A resume of a numbering the server no longer has (it restarted, or forgot the
+          // topic): what follows is the new numbering from the oldest message held.
+          if (!want.has(m.topic)) return;
+          epochs.set(m.topic, m.epoch);
+          return restart(m.topic);
         case "gap":
           if (!want.has(m.topic)) return;
           if (!(last.get(m.topic) >= m.to)) last.set(m.topic, m.to);
@@ -264,11 +277,9 @@
       if (m.op === "subscribed") return want.has(t) && settle(t, true);
       if (m.op !== "error") return;
       if (req.op === "resume" && SINCE_AHEAD.test(m.error) && want.has(t)) {
-        // The server restarted: its numbers are not ours. Start the topic again from what
-        // it holds (or its latest message, with snapshot), and say continuity is broken.
-        const from = last.get(t) + 1;
-        last.delete(t);
-        onGap({ topic: t, from, to: null, reset: true });
+        // A restarted server that could not be told our epoch: its numbers are not ours.
+        // Start the topic again from what it holds (or its latest message, with snapshot).
+        restart(t);
         return opts.snapshot
           ? request({ op: "subscribe", topics: [t], snapshot: true }, { op: "subscribe", topic: t })
           : request({ op: "subscribe", topics: [t], since: { [t]: 0 } }, { op: "subscribe", topic: t });
@@ -276,9 +287,17 @@
       if (req.op === "subscribe" || req.op === "resume") {
         want.delete(t);
         last.delete(t);
+        epochs.delete(t);
         settle(t, false);
       }
       onError(m.error);
+    }
+
+    /** Topic `t`'s numbering restarted: its seqs start again, and continuity is broken. */
+    function restart(t) {
+      const from = last.has(t) ? last.get(t) + 1 : 1;
+      last.delete(t);
+      onGap({ topic: t, from, to: null, reset: true });
     }
 
     function parse(text) {
@@ -346,6 +365,7 @@
         for (const t of topics) {
           if (!want.delete(t)) continue;
           last.delete(t);
+          epochs.delete(t);
           held.delete(t);
           active.delete(t);
           settle(t, false);
