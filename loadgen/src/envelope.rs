@@ -6,6 +6,7 @@
 //!                                                    else a JSON string of it
 //!  binary:  0x01 | topic length (u8) | topic | seq (u64 big-endian) | payload
 //!  ops:     {"op":"gap","topic":T,"from":F,"to":L}   {"op":"heartbeat","seq":{T:S,…}}
+//!           {"op":"epoch","topic":T,"epoch":E}        {"op":"reset","topic":T,"epoch":E}
 //!           {"op":"subscribed","topics":[…]}          {"op":"error","error":"…"}
 //!           (other ops are counted and ignored)
 //! ```
@@ -19,7 +20,9 @@
 //! set by its first envelope (or by `since` on a resume); after that a higher number is an
 //! unannounced loss, a lower one a duplicate or a late arrival, and a `gap` moves the
 //! expected number past the announced range without counting it lost
-//! ([`Tracker::skip_to`]).
+//! ([`Tracker::skip_to`]). The `epoch` that starts each subscription is kept per topic and
+//! named back on a resume; a `reset` (the server lost the topic's numbering: restarted, or
+//! forgot it) is a failure of the run, after which the topic's numbers start afresh.
 //!
 //! Nothing here panics on server bytes: a frame that does not parse is
 //! [`Frame::Malformed`].
@@ -80,6 +83,20 @@ pub(crate) enum Op {
     },
     /// The latest sequence numbers sent, per topic.
     Heartbeat,
+    /// The numbering a subscription's sequence numbers belong to.
+    Epoch {
+        /// Topic name.
+        topic: String,
+        /// Its epoch (16 hex digits).
+        epoch: String,
+    },
+    /// A resume named another numbering than the topic's current one, `epoch`.
+    Reset {
+        /// Topic name.
+        topic: String,
+        /// The current epoch.
+        epoch: String,
+    },
     /// The answer to a subscribe request.
     Subscribed,
     /// A refused request.
@@ -196,6 +213,20 @@ fn parse_op(msg: &[u8]) -> Frame<'_> {
             }
         },
         "heartbeat" => Op::Heartbeat,
+        "epoch" | "reset" => match (
+            v.get("topic").and_then(Value::as_str),
+            v.get("epoch").and_then(Value::as_str),
+        ) {
+            (Some(topic), Some(epoch)) => {
+                let (topic, epoch) = (topic.to_owned(), epoch.to_owned());
+                if op == "epoch" {
+                    Op::Epoch { topic, epoch }
+                } else {
+                    Op::Reset { topic, epoch }
+                }
+            }
+            _ => return Frame::Malformed("an epoch or reset needs a topic and an epoch"),
+        },
         "subscribed" => Op::Subscribed,
         "error" => Op::Error(
             v.get("error")
@@ -235,6 +266,8 @@ pub(crate) struct V1Tally {
     pub(crate) bad_gaps: u64,
     /// Heartbeats received.
     pub(crate) heartbeats: u64,
+    /// `reset` messages received: a resume found the topic's numbering gone.
+    pub(crate) resets: u64,
     /// `subscribed` replies received.
     pub(crate) subscribed: u64,
     /// `error` messages received.
@@ -257,6 +290,7 @@ impl V1Tally {
         self.malformed = self.malformed.saturating_add(other.malformed);
         self.bad_gaps = self.bad_gaps.saturating_add(other.bad_gaps);
         self.heartbeats = self.heartbeats.saturating_add(other.heartbeats);
+        self.resets = self.resets.saturating_add(other.resets);
         self.subscribed = self.subscribed.saturating_add(other.subscribed);
         self.errors = self.errors.saturating_add(other.errors);
         self.other_ops = self.other_ops.saturating_add(other.other_ops);
@@ -275,6 +309,10 @@ impl V1Tally {
             (self.malformed, "malformed frames"),
             (self.bad_gaps, "gaps not starting at the next expected seq"),
             (self.errors, "error messages from the server"),
+            (
+                self.resets,
+                "resets (the server lost a topic's numbering: restarted, or forgot it)",
+            ),
         ]
         .into_iter()
         .filter(|&(n, _)| n > 0)
@@ -351,6 +389,8 @@ struct TopicSeq {
     name: Arc<str>,
     /// `None` until the first envelope or gap (or a resume point).
     seq: Option<Tracker>,
+    /// The epoch of the numbering `seq` follows, once the server has said it.
+    epoch: Option<Box<str>>,
 }
 
 impl Checker {
@@ -358,7 +398,11 @@ impl Checker {
     pub(crate) fn new(topics: impl IntoIterator<Item = Arc<str>>) -> Self {
         let topics: SmallVec<[TopicSeq; 1]> = topics
             .into_iter()
-            .map(|name| TopicSeq { name, seq: None })
+            .map(|name| TopicSeq {
+                name,
+                seq: None,
+                epoch: None,
+            })
             .collect();
         let head = match topics.as_slice() {
             [only] => BinaryHead::of(&only.name),
@@ -431,6 +475,25 @@ impl Checker {
         match op {
             Op::Gap { topic, from, to } => self.handle_gap(&topic, from, to, t),
             Op::Heartbeat => t.heartbeats += 1,
+            Op::Epoch { topic, epoch } => match self.topics.iter_mut().find(|x| *x.name == topic) {
+                Some(ts) => ts.epoch = Some(epoch.into()),
+                None => t.wrong_topic += 1,
+            },
+            Op::Reset { topic, epoch } => {
+                t.resets += 1;
+                match self.topics.iter_mut().find(|x| *x.name == topic) {
+                    Some(ts) => {
+                        // The new numbering starts with what follows; the payload streams
+                        // still count what was lost.
+                        ts.epoch = Some(epoch.into());
+                        ts.seq = None;
+                    }
+                    None => t.wrong_topic += 1,
+                }
+                return Some(format!(
+                    "the server reset topic {topic:?}: its numbering was lost (restarted, or forgot the topic)"
+                ));
+            }
             Op::Subscribed => t.subscribed += 1,
             Op::Error(e) => {
                 t.errors += 1;
@@ -463,6 +526,11 @@ impl Checker {
     pub(crate) fn last_seq(&self, i: usize) -> Option<u64> {
         let tracker = self.topics.get(i)?.seq.as_ref()?;
         Some(tracker.next().saturating_sub(1))
+    }
+
+    /// The epoch topic `i`'s numbers belong to, once the server has said it.
+    pub(crate) fn epoch(&self, i: usize) -> Option<&str> {
+        self.topics.get(i)?.epoch.as_deref()
     }
 
     /// Sets topic `i` to expect `next` first, unless it has started already.

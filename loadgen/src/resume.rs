@@ -147,10 +147,11 @@ impl Rejoin {
     }
 
     /// The path to reconnect on: resuming after `since` if known, else live only.
-    pub(crate) fn path(&self, since: Option<u64>) -> Arc<str> {
-        match since {
-            Some(s) => Arc::from(format!("{}?since={s}", self.base)),
-            None => Arc::clone(&self.base),
+    pub(crate) fn path(&self, since: Option<u64>, epoch: Option<&str>) -> Arc<str> {
+        match (since, epoch) {
+            (Some(s), Some(e)) => Arc::from(format!("{}?since={s}&epoch={e}", self.base)),
+            (Some(s), None) => Arc::from(format!("{}?since={s}", self.base)),
+            (None, _) => Arc::clone(&self.base),
         }
     }
 
@@ -310,8 +311,12 @@ mod tests {
     fn rejoin_times_the_resume_and_counts_replays() {
         let mut t = ResumeTally::default();
         let mut r = Rejoin::new(Arc::from("/sub/t0"));
-        assert_eq!(&*r.path(None), "/sub/t0");
-        assert_eq!(&*r.path(Some(41)), "/sub/t0?since=41");
+        assert_eq!(&*r.path(None, None), "/sub/t0");
+        assert_eq!(&*r.path(Some(41), None), "/sub/t0?since=41");
+        assert_eq!(
+            &*r.path(Some(41), Some("5f0c93a1d2e47b68")),
+            "/sub/t0?since=41&epoch=5f0c93a1d2e47b68"
+        );
         r.handle_open(100, &mut t);
         r.handle_fresh(50, &mut t);
         assert_eq!((t.reconnected, t.replayed), (0, 0), "first connection");

@@ -484,3 +484,42 @@ fn the_binary_fast_path_agrees_with_parse_and_check() {
         Some((Verdict::Subscribed { first: true }, 3, &b"x"[..]))
     );
 }
+
+#[test]
+fn epochs_are_kept_and_a_reset_fails_the_run() {
+    let mut c = checker();
+    let mut t = V1Tally::default();
+    assert_eq!(c.epoch(0), None);
+    let epoch = |op: &str, topic: &str, e: &str| {
+        let text = format!(r#"{{"op":"{op}","topic":"{topic}","epoch":"{e}"}}"#);
+        match parse(true, text.as_bytes(), true) {
+            Frame::Op(op) => op,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        c.handle_op(epoch("epoch", "BTC-USD", "5f0c93a1d2e47b68"), &mut t),
+        None
+    );
+    assert_eq!(c.epoch(0), Some("5f0c93a1d2e47b68"));
+    assert_eq!(
+        c.handle_op(epoch("epoch", "ETH-USD", "5f0c93a1d2e47b68"), &mut t),
+        None
+    );
+    assert_eq!(t.wrong_topic, 1);
+    c.handle_data(b"BTC-USD", 7, &mut t);
+    // The numbering was lost: a failure, and the topic's numbers start afresh.
+    let why = c.handle_op(epoch("reset", "BTC-USD", "9b41d07e33a5c2f1"), &mut t);
+    assert!(why.is_some_and(|w| w.contains("reset")));
+    assert_eq!(c.epoch(0), Some("9b41d07e33a5c2f1"));
+    assert_eq!(
+        c.handle_data(b"BTC-USD", 1, &mut t),
+        Verdict::Subscribed { first: true }
+    );
+    assert_eq!((t.resets, t.duplicates), (1, 0));
+    assert!(t.failures().iter().any(|f| f.contains("1 resets")));
+    assert!(matches!(
+        parse(true, br#"{"op":"epoch","topic":"BTC-USD"}"#, true),
+        Frame::Malformed(_)
+    ));
+}

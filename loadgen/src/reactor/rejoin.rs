@@ -134,7 +134,9 @@ fn reopen(key: usize, conn: &mut Conn, ctx: &mut Ctx<'_>, now: u64) {
         }
         v1.last_seq(0)
     });
-    conn.path = r.path(since);
+    // The numbering `since` belongs to: a server that lost it answers with a reset.
+    let epoch = v1.as_ref().and_then(|v1| v1.epoch(0));
+    conn.path = r.path(since, epoch);
     if s.rejoin.is_some_and(|p| p.elsewhere) && s.sub_targets.len() > 1 {
         // Subscribers' nodes are 1..=N (see `Settings::target_of`).
         conn.node = conn.node % s.sub_targets.len() + 1;

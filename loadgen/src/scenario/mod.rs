@@ -749,13 +749,13 @@ fn v1_rows(t: &mut Table, v: &V1Tally) {
         "v1 unannounced / dup / ooo",
         format!("{} / {} / {}", v.unannounced, v.duplicates, v.out_of_order),
     );
-    let odd = v.wrong_topic + v.malformed + v.bad_gaps + v.errors;
+    let odd = v.wrong_topic + v.malformed + v.bad_gaps + v.errors + v.resets;
     if odd > 0 {
         t.row(
             "v1 problems",
             format!(
-                "{} wrong topic · {} malformed · {} bad gaps · {} errors",
-                v.wrong_topic, v.malformed, v.bad_gaps, v.errors
+                "{} wrong topic · {} malformed · {} bad gaps · {} errors · {} resets",
+                v.wrong_topic, v.malformed, v.bad_gaps, v.errors, v.resets
             ),
         );
     }
