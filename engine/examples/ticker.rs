@@ -8,18 +8,20 @@
 //! python3 -m websockets ws://127.0.0.1:9003/quotes/BTC-USD,ETH-USD
 //! # ringcast.v1 (Sec-WebSocket-Protocol: ringcast.v1): envelopes with topic and seq;
 //! # ?snapshot=1 starts with the latest quote of each symbol, ?since=SEQ resumes after SEQ
-//! # (a {"op":"gap",…} first if some are no longer held)
+//! # (a {"op":"gap",…} first if some are no longer held); &epoch=E (one symbol) names the
+//! # numbering SEQ belongs to, from the {"op":"epoch",…} that started the subscription: if
+//! # the ticker restarted since, a {"op":"reset",…} says so
 //! ```
 //!
-//! Clients may send `add SOL-USD`, `add SOL-USD since 120` (v1) or `drop ETH-USD`; the
-//! handler checks them against the symbol list. Stop with Ctrl-C.
+//! Clients may send `add SOL-USD`, `add SOL-USD since 120 [epoch E]` (v1) or `drop ETH-USD`;
+//! the handler checks them against the symbol list. Stop with Ctrl-C.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ringcast::Engine;
-use ringcast::fanout::Start;
+use ringcast::fanout::{Epoch, Start};
 use ringcast::server::{Client, Handler, Message, Upgrade, UpgradeRequest};
 
 const SYMBOLS: &[&str] = &["BTC-USD", "ETH-USD", "SOL-USD", "EUR-USD"];
@@ -41,10 +43,17 @@ impl Handler for Quotes {
             );
         }
         // Starting in the past needs the envelopes' sequence numbers: ringcast.v1 only.
+        let epoch = req.query_param("epoch");
         let start = match (req.query_param("since"), req.query_param("snapshot")) {
-            (Some(s), _) => match s.parse() {
-                Ok(seq) => Start::Since(seq),
-                Err(_) => return reject(400, format!("since must be a number, not {s}")),
+            (Some(s), _) => match (s.parse(), epoch.as_deref().map(Epoch::parse)) {
+                (Ok(seq), None) => Start::Since(seq),
+                (Ok(since), Some(Some(epoch))) if topics.len() == 1 => {
+                    Start::Resume { since, epoch }
+                }
+                (Ok(_), Some(_)) => {
+                    return reject(400, "epoch: 16 hex digits, one symbol".into());
+                }
+                (Err(_), _) => return reject(400, format!("since must be a number, not {s}")),
             },
             (None, Some(_)) => Start::Snapshot,
             (None, None) => Start::Live,
@@ -70,19 +79,26 @@ impl Handler for Quotes {
                 let _ = client.subscribe(sym);
                 client.send_text(&format!("added {sym}"));
             }
-            ["add", sym, "since", seq] if SYMBOLS.contains(&sym) => {
-                let start = seq.parse().map(Start::Since);
+            ["add", sym, "since", seq, ref rest @ ..] if SYMBOLS.contains(&sym) => {
+                let start = match (seq.parse(), rest) {
+                    (Ok(since), []) => Ok(Start::Since(since)),
+                    (Ok(since), ["epoch", e]) => Epoch::parse(e)
+                        .map(|epoch| Start::Resume { since, epoch })
+                        .ok_or("epoch takes 16 hex digits"),
+                    (Ok(_), _) => Err("add SYMBOL since SEQ [epoch E]"),
+                    (Err(_), _) => Err("since takes a sequence number"),
+                };
                 match start.map(|s| client.subscribe_from(sym, s)) {
                     Ok(Ok(_)) => client.send_text(&format!("added {sym} after #{seq}")),
                     Ok(Err(e)) => client.send_text(&format!("cannot add {sym}: {e}")),
-                    Err(_) => client.send_text("since takes a sequence number"),
+                    Err(why) => client.send_text(why),
                 }
             }
             ["drop", sym] => {
                 client.unsubscribe(sym);
                 client.send_text(&format!("dropped {sym}"));
             }
-            _ => client.send_text("commands: 'add SYMBOL [since SEQ]', 'drop SYMBOL'"),
+            _ => client.send_text("commands: 'add SYMBOL [since SEQ [epoch E]]', 'drop SYMBOL'"),
         }
     }
 }
