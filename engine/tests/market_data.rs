@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use fanout_util::{
     Ws, broadcast, builder, connect, connect_stalled_with, next_data, next_text, send_text, start,
-    try_connect_with,
+    try_connect_with, wait_for,
 };
 use ringcast::EngineHandle;
 use ringcast::fanout::{History, SlowConsumer};
@@ -708,6 +708,40 @@ fn a_resume_of_another_numbering_is_a_reset(backend: Backend) {
     assert_eq!(seq_of(&mut same), 61);
 }
 
+/// A topic forgotten while no one subscribed (no history kept anywhere, nothing published
+/// for the history TTL) numbers from 1 again in a new epoch: a resume of the old numbering
+/// is a reset, where a bare `since` would replay the new numbering's messages after it.
+fn a_resume_of_a_forgotten_topic_is_a_reset(backend: Backend) {
+    let h = start(builder(backend).history(History {
+        messages: 16,
+        idle_ttl: Duration::from_millis(200),
+        ..History::default()
+    }));
+    publish_n(&h, "A", 5);
+    let mut ws = v1(&h, "/sub/A?since=0");
+    let was = epoch_of(&mut ws, "A");
+    assert_eq!(seq_of(&mut ws), 1);
+    drop(ws);
+    // The reactors forget the topic, then the node its counter (swept every second).
+    wait_for("topic A forgotten", || h.fanout().last_seq("A") == 0);
+    publish_n(&h, "A", 8);
+    let mut ws = v1(&h, &format!("/sub/A?since=5&epoch={was}"));
+    match next_any(&mut ws) {
+        Got::Op(v) => {
+            assert_eq!(
+                (&v["op"], &v["topic"]),
+                (&json!("reset"), &json!("A")),
+                "{v}"
+            );
+            assert_ne!(v["epoch"], json!(was));
+        }
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    for n in 1..=8 {
+        assert_eq!(seq_of(&mut ws), n);
+    }
+}
+
 util::for_each_backend!(
     envelopes_of_every_kind,
     seq_continuity_under_concurrent_publishers,
@@ -722,4 +756,5 @@ util::for_each_backend!(
     a_refused_resume_starts_none_of_its_topics,
     a_subscription_starts_with_its_epoch,
     a_resume_of_another_numbering_is_a_reset,
+    a_resume_of_a_forgotten_topic_is_a_reset,
 );
