@@ -20,9 +20,10 @@
 //! set by its first envelope (or by `since` on a resume); after that a higher number is an
 //! unannounced loss, a lower one a duplicate or a late arrival, and a `gap` moves the
 //! expected number past the announced range without counting it lost
-//! ([`Tracker::skip_to`]). The `epoch` that starts each subscription is kept per topic and
-//! named back on a resume; a `reset` (the server lost the topic's numbering: restarted, or
-//! forgot it) is a failure of the run, after which the topic's numbers start afresh.
+//! ([`Tracker::skip_to`]). The `epoch` that starts each subscription is parsed here and kept
+//! by the resume scenario (named back on a resume, `resume.rs`); a `reset` (the server lost
+//! the topic's numbering: restarted, or forgot it) is a failure of the run, after which the
+//! topic's numbers start afresh.
 //!
 //! Nothing here panics on server bytes: a frame that does not parse is
 //! [`Frame::Malformed`].
@@ -389,8 +390,6 @@ struct TopicSeq {
     name: Arc<str>,
     /// `None` until the first envelope or gap (or a resume point).
     seq: Option<Tracker>,
-    /// The epoch of the numbering `seq` follows, once the server has said it.
-    epoch: Option<Box<str>>,
 }
 
 impl Checker {
@@ -398,11 +397,7 @@ impl Checker {
     pub(crate) fn new(topics: impl IntoIterator<Item = Arc<str>>) -> Self {
         let topics: SmallVec<[TopicSeq; 1]> = topics
             .into_iter()
-            .map(|name| TopicSeq {
-                name,
-                seq: None,
-                epoch: None,
-            })
+            .map(|name| TopicSeq { name, seq: None })
             .collect();
         let head = match topics.as_slice() {
             [only] => BinaryHead::of(&only.name),
@@ -475,19 +470,17 @@ impl Checker {
         match op {
             Op::Gap { topic, from, to } => self.handle_gap(&topic, from, to, t),
             Op::Heartbeat => t.heartbeats += 1,
-            Op::Epoch { topic, epoch } => match self.topics.iter_mut().find(|x| *x.name == topic) {
-                Some(ts) => ts.epoch = Some(epoch.into()),
-                None => t.wrong_topic += 1,
-            },
-            Op::Reset { topic, epoch } => {
+            Op::Epoch { topic, .. } => {
+                if !self.topics.iter().any(|x| *x.name == topic) {
+                    t.wrong_topic += 1;
+                }
+            }
+            Op::Reset { topic, .. } => {
                 t.resets += 1;
                 match self.topics.iter_mut().find(|x| *x.name == topic) {
-                    Some(ts) => {
-                        // The new numbering starts with what follows; the payload streams
-                        // still count what was lost.
-                        ts.epoch = Some(epoch.into());
-                        ts.seq = None;
-                    }
+                    // The new numbering starts with what follows; the payload streams
+                    // still count what was lost.
+                    Some(ts) => ts.seq = None,
                     None => t.wrong_topic += 1,
                 }
                 return Some(format!(
@@ -526,11 +519,6 @@ impl Checker {
     pub(crate) fn last_seq(&self, i: usize) -> Option<u64> {
         let tracker = self.topics.get(i)?.seq.as_ref()?;
         Some(tracker.next().saturating_sub(1))
-    }
-
-    /// The epoch topic `i`'s numbers belong to, once the server has said it.
-    pub(crate) fn epoch(&self, i: usize) -> Option<&str> {
-        self.topics.get(i)?.epoch.as_deref()
     }
 
     /// Sets topic `i` to expect `next` first, unless it has started already.

@@ -132,6 +132,9 @@ pub(crate) struct Rejoin {
     opened_at: u64,
     /// It has reconnected at least once.
     rejoined: bool,
+    /// The epoch of its topic's numbering (from the `epoch` message that started its
+    /// subscription), named back on a resume.
+    epoch: Option<Box<str>>,
 }
 
 impl Rejoin {
@@ -143,12 +146,18 @@ impl Rejoin {
             storm: false,
             opened_at: 0,
             rejoined: false,
+            epoch: None,
         }
     }
 
+    /// The server said its subscription's numbering is `epoch`.
+    pub(crate) fn set_epoch(&mut self, epoch: &str) {
+        self.epoch = Some(epoch.into());
+    }
+
     /// The path to reconnect on: resuming after `since` if known, else live only.
-    pub(crate) fn path(&self, since: Option<u64>, epoch: Option<&str>) -> Arc<str> {
-        match (since, epoch) {
+    pub(crate) fn path(&self, since: Option<u64>) -> Arc<str> {
+        match (since, self.epoch.as_deref()) {
             (Some(s), Some(e)) => Arc::from(format!("{}?since={s}&epoch={e}", self.base)),
             (Some(s), None) => Arc::from(format!("{}?since={s}", self.base)),
             (None, _) => Arc::clone(&self.base),
@@ -311,12 +320,14 @@ mod tests {
     fn rejoin_times_the_resume_and_counts_replays() {
         let mut t = ResumeTally::default();
         let mut r = Rejoin::new(Arc::from("/sub/t0"));
-        assert_eq!(&*r.path(None, None), "/sub/t0");
-        assert_eq!(&*r.path(Some(41), None), "/sub/t0?since=41");
+        assert_eq!(&*r.path(None), "/sub/t0");
+        assert_eq!(&*r.path(Some(41)), "/sub/t0?since=41");
+        r.set_epoch("5f0c93a1d2e47b68");
         assert_eq!(
-            &*r.path(Some(41), Some("5f0c93a1d2e47b68")),
+            &*r.path(Some(41)),
             "/sub/t0?since=41&epoch=5f0c93a1d2e47b68"
         );
+        assert_eq!(&*r.path(None), "/sub/t0");
         r.handle_open(100, &mut t);
         r.handle_fresh(50, &mut t);
         assert_eq!((t.reconnected, t.replayed), (0, 0), "first connection");

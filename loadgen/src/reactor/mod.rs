@@ -29,7 +29,7 @@ use smallvec::SmallVec;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::clock;
-use crate::envelope::{self, Checker, Frame, Verdict};
+use crate::envelope::{self, Checker, Frame, Op, Verdict};
 use crate::frame::{self, Event, FrameState, opcode};
 use crate::handshake::{self, Accept};
 use crate::payload::{self, Stamp};
@@ -1146,7 +1146,7 @@ fn on_message(
                         ctx.tally.v1.envelopes += 1;
                         data
                     }
-                    None => match open_envelope(v1, *topic, ctx, text, head, len) {
+                    None => match open_envelope(v1, rejoin, *topic, ctx, text, head, len) {
                         Some(data) => data,
                         None => return,
                     },
@@ -1218,6 +1218,7 @@ fn on_message(
 /// payload inside a data envelope of its topic, `None` for anything else (handled here).
 fn open_envelope<'m>(
     v1: &mut Checker,
+    rejoin: &mut Option<Box<Rejoin>>,
     topic: u32,
     ctx: &mut Ctx<'_>,
     text: bool,
@@ -1248,7 +1249,13 @@ fn open_envelope<'m>(
                 String::from_utf8_lossy(name)
             ),
         },
-        Frame::Op(op) => v1.handle_op(op, &mut ctx.tally.v1)?,
+        Frame::Op(op) => {
+            // A resuming subscriber names its numbering back when it reconnects.
+            if let (Op::Epoch { epoch, .. } | Op::Reset { epoch, .. }, Some(r)) = (&op, rejoin) {
+                r.set_epoch(epoch);
+            }
+            v1.handle_op(op, &mut ctx.tally.v1)?
+        }
         Frame::Malformed(why) => {
             ctx.tally.v1.malformed += 1;
             why.to_owned()

@@ -134,9 +134,8 @@ fn reopen(key: usize, conn: &mut Conn, ctx: &mut Ctx<'_>, now: u64) {
         }
         v1.last_seq(0)
     });
-    // The numbering `since` belongs to: a server that lost it answers with a reset.
-    let epoch = v1.as_ref().and_then(|v1| v1.epoch(0));
-    conn.path = r.path(since, epoch);
+    // With the numbering `since` belongs to: a server that lost it answers with a reset.
+    conn.path = r.path(since);
     if s.rejoin.is_some_and(|p| p.elsewhere) && s.sub_targets.len() > 1 {
         // Subscribers' nodes are 1..=N (see `Settings::target_of`).
         conn.node = conn.node % s.sub_targets.len() + 1;
