@@ -276,6 +276,11 @@ fn metrics_match_what_the_clients_did(backend: Backend) {
     assert!(n("ringcast_sent_bytes_total", &[]) >= MESSAGES * SUBSCRIBERS * 4);
     assert!(n("ringcast_writes_total", &[]) >= upgrades);
     assert_eq!(n("ringcast_slow_consumer_actions_total", &[]), 0);
+    assert_eq!(
+        n("ringcast_v1_resumes_total", &[]),
+        0,
+        "plain subscribers only"
+    );
     assert_eq!(n("ringcast_inbox_dropped_publications_total", &[]), 0);
     // The lag histogram: one observation per subscriber visit; its +Inf bucket is the
     // count, and it agrees with the engine's own figures.

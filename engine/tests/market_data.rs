@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use fanout_util::{
     Ws, broadcast, builder, connect, connect_stalled_with, next_data, next_text, send_text, start,
-    try_connect_with, wait_for,
+    try_connect_with, wait_for, wait_stats,
 };
 use ringcast::EngineHandle;
 use ringcast::fanout::{History, SlowConsumer};
@@ -567,7 +567,7 @@ fn gaps_announced_for_slow_consumers(backend: Backend) {
         for _ in 0..N {
             assert!(h.publish("A", &format!("\"{body}\"")).is_complete());
         }
-        fanout_util::wait_stats(&h, "skips", |t| {
+        wait_stats(&h, "skips", |t| {
             t.slow_dropped_frames + t.slow_conflated_frames > 0
         });
         let mut next_seq = 1;
@@ -661,6 +661,7 @@ fn a_resume_of_another_numbering_is_a_reset(backend: Backend) {
     let was = epoch_of(&mut ws, "A");
     assert_eq!(seq_of(&mut ws), 46);
     drop(ws);
+    wait_stats(&old, "the resume counted", |t| t.v1_resumes == 1);
     old.shutdown();
 
     let new = engine(backend, 16);
@@ -706,6 +707,9 @@ fn a_resume_of_another_numbering_is_a_reset(backend: Backend) {
     let mut same = v1(&new, &format!("/sub/A?since=60&epoch={now}"));
     assert_eq!(epoch_of(&mut same, "A"), now);
     assert_eq!(seq_of(&mut same), 61);
+    // Counted: two resets, one resume (the subscriptions without `since` are neither).
+    let t = wait_stats(&new, "the resumes counted", |t| t.v1_resets == 2);
+    assert_eq!((t.v1_resets, t.v1_resumes), (2, 1));
 }
 
 /// A topic forgotten while no one subscribed (no history kept anywhere, nothing published

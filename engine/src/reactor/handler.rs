@@ -9,7 +9,10 @@
 //! Two handlers come with ringcast: [`Echo`] (the conformance-suite mode), here, and the
 //! broadcast handler of `ringcast serve`, in the server layer above.
 
+use std::sync::atomic::Ordering;
+
 use super::core::absorb;
+use super::stats::Counters;
 use crate::fanout::outbox::Outbox;
 use crate::fanout::ring::{InboxRx, Publication};
 use crate::fanout::topic::{Form, Start, TopicError, TopicName, TopicRules, Topics};
@@ -206,6 +209,8 @@ pub struct Client<'a> {
 /// it sees everything numbered before it).
 pub(crate) struct Source<'a> {
     pub(crate) fanout: &'a Fanout,
+    /// The reactor's counters (resumes and resets).
+    pub(crate) stats: &'a Counters,
     pub(crate) inbox: &'a InboxRx,
     pub(crate) batch: &'a mut Vec<Publication>,
 }
@@ -427,16 +432,21 @@ impl Subscriber<'_> {
             (Start::Resume { since, epoch }, Some(c)) => {
                 let now = c.epoch();
                 if epoch == now {
+                    source.stats.v1_resumes.fetch_add(1, Ordering::Relaxed);
                     outbox.push(envelope::epoch(topic, now.get()));
                     Start::Since(since)
                 } else {
                     // Another numbering: the client's numbers mean nothing here; it gets
                     // all this one still holds, its oldest missing ones announced.
+                    source.stats.v1_resets.fetch_add(1, Ordering::Relaxed);
                     outbox.push(envelope::reset(topic, now.get()));
                     Start::Since(0)
                 }
             }
             (s, Some(c)) => {
+                if let Start::Since(_) = s {
+                    source.stats.v1_resumes.fetch_add(1, Ordering::Relaxed);
+                }
                 outbox.push(envelope::epoch(topic, c.epoch().get()));
                 s
             }

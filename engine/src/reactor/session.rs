@@ -132,6 +132,7 @@ impl Sink for App<'_, '_> {
             rules: &self.ctx.config.topics,
             source: Source {
                 fanout: self.ctx.fanout,
+                stats: self.ctx.stats,
                 inbox: self.ctx.inbox,
                 batch: self.ctx.batch,
             },
@@ -336,6 +337,7 @@ impl Session {
         };
         let mut source = Source {
             fanout: ctx.fanout,
+            stats: ctx.stats,
             inbox: ctx.inbox,
             batch: ctx.batch,
         };

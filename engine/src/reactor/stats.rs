@@ -136,6 +136,12 @@ counters! {
     slow_dropped_frames,
     /// Messages skipped by conflate (a newer one of the topic was sent instead).
     slow_conflated_frames,
+    /// `ringcast.v1` subscriptions started with a `since` in the topic's current numbering
+    /// (or naming none).
+    v1_resumes,
+    /// `ringcast.v1` resumes that named another numbering (the server restarted, or forgot
+    /// the topic), answered with a `reset`.
+    v1_resets,
     /// Connections answered `503` because the server was at `max_conns`.
     refused_conns,
     /// Connections answered `503` because their address was at `max_conns_per_ip`.

@@ -197,6 +197,13 @@ pub const METRICS: &[(&str, &str, &str)] = &[
          not answer the creation of its stream); the topic is served on this node only \
          meanwhile",
     ),
+    (
+        "ringcast_v1_resumes_total",
+        "counter",
+        "ringcast.v1 subscriptions started with `since`, by `outcome`: `resumed` (in the \
+         topic's current numbering, or naming no epoch), `reset` (naming another epoch: the \
+         server restarted or forgot the topic; answered with a reset)",
+    ),
 ];
 
 /// The Prometheus text of a scrape: `stats` (the cluster families from
@@ -413,6 +420,10 @@ impl Collector for Scrape {
                 None,
             )?;
         }
+        let outcomes: [(&str, Figure); 2] =
+            [("resumed", |r| r.v1_resumes), ("reset", |r| r.v1_resets)];
+        let resumes = "ringcast_v1_resumes";
+        labelled(&mut e, resumes, 31, None, c, rs, "outcome", &outcomes)?;
         if let Some(c) = &self.stats.cluster {
             encode_cluster(&mut e, c)?;
         }
@@ -420,7 +431,7 @@ impl Collector for Scrape {
     }
 }
 
-/// The cluster families (from [`METRICS`] entry 22 on).
+/// The cluster families ([`METRICS`] entries 22 to 30).
 fn encode_cluster(e: &mut DescriptorEncoder<'_>, c: &ClusterStats) -> fmt::Result {
     let name = |i: usize| METRICS[i].0;
     let plain = |n: &'static str| n.strip_suffix("_total").unwrap_or(n);
