@@ -459,12 +459,9 @@ impl Topics {
     /// announced then (see [`absorb`](Self::absorb)).
     pub(crate) fn start(&mut self, id: u32, start: Start) -> (u64, Option<(u64, u64)>) {
         let entry = &mut self.entries[id as usize];
-        // A resume is decided by the subscriber, which knows the topic's epoch.
-        let start = match start {
-            Start::Resume { since, .. } => Start::Since(since),
-            s => s,
-        };
-        if let Start::Since(since) = start {
+        // Whether a resume's epoch is the topic's is the subscriber's to decide (it holds
+        // the counter); here it starts after its `since` like any other.
+        if let Start::Since(since) | Start::Resume { since, .. } = start {
             if since > entry.log.last_seq() {
                 entry.pending_since = Some(entry.pending_since.map_or(since, |p| p.min(since)));
             }

@@ -428,29 +428,28 @@ impl Subscriber<'_> {
             absorb(source.inbox, topics, source.batch, usize::MAX);
         }
         let (id, pos) = topics.subscribe(&name, self.form, self.key, last);
-        let start = match (start, &counter) {
-            (Start::Resume { since, epoch }, Some(c)) => {
+        let start = match &counter {
+            None => start,
+            Some(c) => {
                 let now = c.epoch();
-                if epoch == now {
-                    source.stats.v1_resumes.fetch_add(1, Ordering::Relaxed);
-                    outbox.push(envelope::epoch(topic, now.get()));
-                    Start::Since(since)
-                } else {
+                let (start, reset) = match start {
+                    Start::Resume { since, epoch } if epoch == now => (Start::Since(since), false),
                     // Another numbering: the client's numbers mean nothing here; it gets
                     // all this one still holds, its oldest missing ones announced.
+                    Start::Resume { .. } => (Start::Since(0), true),
+                    s => (s, false),
+                };
+                if reset {
                     source.stats.v1_resets.fetch_add(1, Ordering::Relaxed);
                     outbox.push(envelope::reset(topic, now.get()));
-                    Start::Since(0)
+                } else {
+                    if let Start::Since(_) = start {
+                        source.stats.v1_resumes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    outbox.push(envelope::epoch(topic, now.get()));
                 }
+                start
             }
-            (s, Some(c)) => {
-                if let Start::Since(_) = s {
-                    source.stats.v1_resumes.fetch_add(1, Ordering::Relaxed);
-                }
-                outbox.push(envelope::epoch(topic, c.epoch().get()));
-                s
-            }
-            (s, None) => s,
         };
         let (cursor, gap) = topics.start(id, start);
         if let Some((from, to)) = gap {
