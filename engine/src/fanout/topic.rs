@@ -228,6 +228,12 @@ pub(crate) struct TopicEntry {
     pub(crate) in_turn: bool,
     /// The log's head before this turn's publications.
     pub(crate) turn_start: u64,
+    /// In the delivery pass under way (its subscribers not all visited yet).
+    pub(crate) in_pass: bool,
+    /// The lowest cursor a subscription started at since the delivery pass began to visit
+    /// this topic's subscribers: one that joined meanwhile may not be visited by it, yet
+    /// its cursor bounds the trim that ends the visit.
+    pub(crate) joined_low: u64,
     /// In the reactor's list of topics published to since the last tick.
     pub(crate) touched: bool,
     /// Published to since the last tick: the delivery visits that follow trim its log,
@@ -414,6 +420,8 @@ impl Topics {
             pending_since: None,
             in_turn: false,
             turn_start: 0,
+            in_pass: false,
+            joined_low: u64::MAX,
             touched: false,
             fresh: false,
             idle_sweeps: 0,
@@ -458,6 +466,14 @@ impl Topics {
     /// topic yet) starts at the head, and what the node learns was published after it is
     /// announced then (see [`absorb`](Self::absorb)).
     pub(crate) fn start(&mut self, id: u32, start: Start) -> (u64, Option<(u64, u64)>) {
+        let (cursor, gap) = self.begin_at(id, start);
+        let entry = &mut self.entries[id as usize];
+        entry.joined_low = entry.joined_low.min(cursor);
+        (cursor, gap)
+    }
+
+    /// [`start`](Self::start) without the delivery pass's bookkeeping.
+    fn begin_at(&mut self, id: u32, start: Start) -> (u64, Option<(u64, u64)>) {
         let entry = &mut self.entries[id as usize];
         // Whether a resume's epoch is the topic's is the subscriber's to decide (it holds
         // the counter); here it starts after its `since` like any other.
@@ -586,13 +602,9 @@ impl Topics {
     }
 
     /// Topic `id`, mutably.
+    #[cfg(test)]
     pub(crate) fn entry_mut(&mut self, id: u32) -> &mut TopicEntry {
         &mut self.entries[id as usize]
-    }
-
-    /// Topic `id`, if it exists.
-    pub(crate) fn get(&self, id: u32) -> Option<&TopicEntry> {
-        self.entries.get(id as usize)
     }
 
     /// Topic `id`, if it exists, mutably.

@@ -1,6 +1,6 @@
-//! Fan-out delivery: publications from the inbox into the topic logs, subscribers marked
-//! dirty once per batch, slow consumers handled by cursor arithmetic, one flush per dirty
-//! connection.
+//! Fan-out delivery: publications from the inbox into the topic logs, then a pass over the
+//! subscribers of the topics published to, each visited once per batch: slow consumers
+//! handled by cursor arithmetic, and one flush of the connection in the same visit.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -17,33 +17,81 @@ use crate::protocol::envelope;
 /// their turn under a publish flood; the rest wait for the next turn.
 pub(crate) const DRAIN_BUDGET: usize = 2048;
 
-/// Dirty connections flushed per loop turn; the rest, in order, in the next turns. Between
-/// two slices the reactor reads its sockets and inbox again and appends what was
+/// Subscribers visited (and flushed) per loop turn; the rest, in order, in the next turns.
+/// Between two slices the reactor reads its sockets and inbox again and appends what was
 /// published to the logs, so a connection further down a long fan-out is written with it
 /// too: under load each write carries up to twice as many messages as when the whole list
 /// is written before anything new is read (and a message waits half as long in the log).
-/// The subscribers of the topics published to meanwhile are visited (and marked dirty)
-/// once the pass ends: once per pass, not once per slice.
+/// The topics published to meanwhile are visited once the pass ends: once per pass, not
+/// once per slice.
 pub(crate) const FLUSH_BUDGET: usize = 256;
+
+/// A pass over the subscribers of the topics published to: each visit applies the
+/// slow-consumer policy to the subscriber's lag and flushes the connection at once (all its
+/// pending bytes in one write), so a connection is touched once per pass, not once to be
+/// marked and again to be written. Then the connections whose write completed with more to
+/// write during the last pass ([`Core::mark_dirty`]) that no visit flushed.
+///
+/// A topic's subscribers are visited from the last to the first: a removal moves the last
+/// one into the hole (`swap_remove`), so it either moves within what was visited or into
+/// what is still to visit (visited twice then: the second flush finds nothing, or a write
+/// pending). One that joins meanwhile goes to the end, not visited (it has nothing
+/// published pending, or its resume's replay was flushed as it subscribed), but its cursor
+/// bounds the trim ([`crate::fanout::topic::TopicEntry::joined_low`]).
+#[derive(Debug, Default)]
+pub(crate) struct Pass {
+    /// The topics to visit, each with its log's head before the batch being delivered.
+    topics: Vec<(u32, u64)>,
+    /// The topic being visited (an index into `topics`).
+    at: usize,
+    /// Subscribers of that topic not visited yet: positions `0..left`.
+    left: usize,
+    /// The lowest cursor seen among them so far (the trim's bound).
+    min: u64,
+    /// Whether `at`'s visit has begun (`left` and `min` are set).
+    begun: bool,
+    /// Connections to flush after the topics, unless a visit did.
+    later: Vec<usize>,
+    /// The next of them.
+    next_later: usize,
+    /// Whether a pass is under way.
+    active: bool,
+}
+
+/// What the visits of one slice saw, added to the shared counters once per slice.
+struct Seen {
+    dropped: usize,
+    conflated: usize,
+    high: u64,
+    lags: [u64; LAG_BUCKETS.len() + 1],
+    lag_sum: u64,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self {
+            dropped: 0,
+            conflated: 0,
+            high: 0,
+            lags: [0; LAG_BUCKETS.len() + 1],
+            lag_sum: 0,
+        }
+    }
+}
 
 impl<T> Core<T> {
     /// Takes publications from the inbox and appends each to its topic's log (one copy
-    /// per message in this reactor); then, per topic published to, visits each subscriber
-    /// once — whatever the number of messages — to apply the slow-consumer policy to its
-    /// lag and mark it dirty; trims the logs past the slowest cursor; and flushes every
-    /// dirty connection once: all its pending bytes in one write.
+    /// per message in this reactor); then goes on with the pass over the subscribers of
+    /// the topics published to ([`Pass`]), or begins one: each subscriber visited once per
+    /// pass — whatever the number of messages — has the slow-consumer policy applied to
+    /// its lag and is flushed at once (all its pending bytes in one write); a topic's log
+    /// is trimmed past the slowest cursor once all its subscribers were visited.
     pub(crate) fn deliver<D: Driver<Io = T>>(&mut self, driver: &mut D, now: Instant) {
         let n = self.absorb(DRAIN_BUDGET);
         let Self {
             topics,
-            conns,
-            dirty,
-            config,
             stats,
-            scratch: closing,
-            high_water,
             inbox,
-            timers_at,
             ..
         } = self;
         if n > 0 || topics.absorbed > 0 {
@@ -53,84 +101,165 @@ impl<T> Core<T> {
             stats.ring_lag.store(inbox.len() as u64, Ordering::Relaxed);
             stats.ring_dropped.store(inbox.dropped(), Ordering::Relaxed);
         }
-        let turn = std::mem::take(&mut topics.turn);
-        // While a pass over the dirty connections is under way, its rest is written with
-        // what was just appended; the topics published to are visited once it ends.
-        if turn.is_empty() || self.pass_left > 0 {
-            topics.turn = turn;
-            if self.pass_left == 0 {
-                self.start_pass();
+        if !self.pass.active {
+            if self.topics.turn.is_empty() && self.later.is_empty() {
+                return;
             }
-            return self.flush_dirty(driver, now);
+            self.start_pass();
         }
-        let max_lag = config.max_lag_bytes as u64;
-        let (mut dropped, mut conflated, mut high) = (0, 0, 0);
-        // The delivery-lag histogram of this turn, on the stack: a few instructions per
-        // visit, added to the shared counters once per turn.
-        let (mut lags, mut lag_sum) = ([0u64; LAG_BUCKETS.len() + 1], 0u64);
-        for &id in turn.iter() {
+        self.run_pass(driver, now);
+    }
+
+    /// Whether delivery has work left for the next turn: a pass under way, writes that
+    /// completed with more to send, or topics published to (their subscribers not visited
+    /// yet).
+    pub(super) fn has_deliveries(&self) -> bool {
+        self.pass.active || !self.later.is_empty() || !self.topics.turn.is_empty()
+    }
+
+    /// Begins a pass over the subscribers of the topics published to, then the
+    /// connections whose write completed during the last pass with more to write. What is
+    /// published from now on is listed for the next pass.
+    fn start_pass(&mut self) {
+        let Self {
+            topics,
+            pass,
+            later,
+            ..
+        } = self;
+        pass.topics.clear();
+        let turn = std::mem::take(&mut topics.turn);
+        for &id in &turn {
             // A topic published to by a v1 subscribe's absorb may have lost its last
             // subscriber (and been forgotten) before this delivery.
-            let Some(entry) = topics.get(id) else {
+            if let Some(entry) = topics.get_mut(id) {
+                entry.in_turn = false;
+                entry.in_pass = true;
+                pass.topics.push((id, entry.turn_start));
+            }
+        }
+        topics.turn = turn;
+        topics.turn.clear();
+        pass.later.clear();
+        pass.later.append(later);
+        pass.next_later = 0;
+        pass.at = 0;
+        pass.begun = false;
+        pass.active = true;
+    }
+
+    /// Visits the next [`FLUSH_BUDGET`] subscribers of the pass under way (see [`Pass`]).
+    fn run_pass<D: Driver<Io = T>>(&mut self, driver: &mut D, now: Instant) {
+        let max_lag = self.config.max_lag_bytes as u64;
+        let policy = self.config.slow_consumer;
+        let mut seen = Seen::default();
+        let mut budget = FLUSH_BUDGET;
+        while budget > 0 {
+            let Some(&(id, batch_start)) = self.pass.topics.get(self.pass.at) else {
+                break;
+            };
+            // A topic forgotten since the pass began (its id possibly reused) is done.
+            let Some(entry) = self.topics.get_mut(id).filter(|e| e.in_pass) else {
+                self.pass.at += 1;
+                self.pass.begun = false;
                 continue;
             };
-            let v1 = entry.form == Form::V1;
+            if !self.pass.begun {
+                self.pass.begun = true;
+                self.pass.left = entry.subscribers.len();
+                self.pass.min = u64::MAX;
+                entry.joined_low = u64::MAX;
+            }
+            // Removals may have shortened the list.
+            self.pass.left = self.pass.left.min(entry.subscribers.len());
+            if self.pass.left == 0 {
+                // Every subscriber seen: the log goes past the slowest of them.
+                let min = self.pass.min.min(entry.joined_low).min(entry.log.head());
+                entry.in_pass = false;
+                self.topics.trim(id, min);
+                self.pass.at += 1;
+                self.pass.begun = false;
+                continue;
+            }
+            self.pass.left -= 1;
+            budget -= 1;
+            let key = entry.subscribers[self.pass.left] as usize;
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let outbox = &mut c.session.outbox;
+            let Some(i) = outbox.sub_index(id) else {
+                continue;
+            };
             let log = &entry.log;
-            let mut min = log.head();
-            for &key in &entry.subscribers {
-                let key = key as usize;
-                let Some(c) = conns.get_mut(key) else {
-                    continue;
-                };
-                let blocked = D::write_blocked(&c.io);
-                let outbox = &mut c.session.outbox;
-                let Some(i) = outbox.sub_index(id) else {
-                    continue;
-                };
-                // A subscriber whose socket took everything last time gets this batch
-                // first; one whose write is still pending is judged on all it has.
-                let since = if blocked {
-                    log.head()
-                } else {
-                    entry.turn_start
-                };
-                let lag = outbox.lag(i, log) + outbox.own_bytes() as u64;
-                high = high.max(lag);
-                lags[lag_bucket(lag)] += 1;
-                lag_sum += lag;
-                match config.slow_consumer.apply(outbox, i, log, since, max_lag) {
-                    Acted::Nothing => {}
-                    // Its cursor still counts for the trim below: the frame it may have
-                    // started is held when it closes, after this loop.
-                    Acted::Close => closing.push(key),
-                    Acted::Dropped(s) | Acted::Conflated(s) => {
-                        if config.slow_consumer == SlowConsumer::DropOldest {
-                            dropped += s.frames;
-                        } else {
-                            conflated += s.frames;
-                        }
-                        // A v1 client is told what it missed, before what follows.
-                        if let (true, Some((from, to))) = (v1, s.seqs) {
-                            outbox.push(envelope::gap(entry.name.as_str(), from, to));
-                        }
+            let blocked = D::write_blocked(&c.io);
+            // A subscriber whose socket took everything last time gets this batch first;
+            // one whose write is still pending is judged on all it has.
+            let until = if blocked { log.head() } else { batch_start };
+            let lag = outbox.lag(i, log) + outbox.own_bytes() as u64;
+            seen.high = seen.high.max(lag);
+            seen.lags[lag_bucket(lag)] += 1;
+            seen.lag_sum += lag;
+            let mut flush = !blocked;
+            match policy.apply(outbox, i, log, until, max_lag) {
+                Acted::Nothing => {}
+                // Its cursor still counts for the trim: the frame it may have started is
+                // held when it closes, after this slice.
+                Acted::Close => {
+                    self.scratch.push(key);
+                    flush = false;
+                }
+                Acted::Dropped(s) | Acted::Conflated(s) => {
+                    if policy == SlowConsumer::DropOldest {
+                        seen.dropped += s.frames;
+                    } else {
+                        seen.conflated += s.frames;
+                    }
+                    // A v1 client is told what it missed, before what follows.
+                    if let (Form::V1, Some((from, to))) = (entry.form, s.seqs) {
+                        outbox.push(envelope::gap(entry.name.as_str(), from, to));
                     }
                 }
-                min = min.min(outbox.subs()[i].cursor);
-                // Even one the last pass already wrote everything to joins this pass:
-                // what is published before the pass reaches it goes out with it. Left
-                // out, it would wait for the pass after (two passes' delay for the tail
-                // of the list, e.g. p99 1.3x at 100 msg/s to 10 000 subscribers).
-                if !c.dirty && !blocked {
-                    c.dirty = true;
-                    dirty.push_back(key);
-                }
             }
-            topics.trim(id, min);
-            topics.entry_mut(id).in_turn = false;
+            if flush {
+                driver.flush(self, key, now);
+            }
+            // Where it stands now (a failed write may have removed it).
+            let cursor = self
+                .conns
+                .get(key)
+                .and_then(|c| c.session.outbox.subs().get(i))
+                .filter(|s| s.topic == id)
+                .map_or(u64::MAX, |s| s.cursor);
+            self.pass.min = self.pass.min.min(cursor);
         }
-        let mut turn = turn;
-        turn.clear();
-        topics.turn = turn;
+        while budget > 0 && self.pass.at >= self.pass.topics.len() {
+            let Some(&key) = self.pass.later.get(self.pass.next_later) else {
+                self.pass.active = false;
+                break;
+            };
+            self.pass.next_later += 1;
+            // Unless a visit flushed it meanwhile.
+            if self.conns.get(key).is_some_and(|c| c.dirty) {
+                budget -= 1;
+                driver.flush(self, key, now);
+            }
+        }
+        self.account(seen, now);
+    }
+
+    /// Closes the slow consumers a slice found, and adds what it saw to the counters.
+    fn account(&mut self, seen: Seen, now: Instant) {
+        let Self {
+            topics,
+            conns,
+            config,
+            stats,
+            scratch: closing,
+            high_water,
+            timers_at,
+            ..
+        } = self;
         let mut now_closing = 0;
         for &key in closing.iter() {
             if let Some(c) = conns.get_mut(key) {
@@ -149,26 +278,28 @@ impl<T> Core<T> {
                 .fetch_add(closing.len() as u64, Ordering::Relaxed);
             closing.clear();
         }
-        if dropped > 0 {
+        if seen.dropped > 0 {
             stats
                 .slow_dropped_frames
-                .fetch_add(dropped as u64, Ordering::Relaxed);
+                .fetch_add(seen.dropped as u64, Ordering::Relaxed);
         }
-        if conflated > 0 {
+        if seen.conflated > 0 {
             stats
                 .slow_conflated_frames
-                .fetch_add(conflated as u64, Ordering::Relaxed);
+                .fetch_add(seen.conflated as u64, Ordering::Relaxed);
         }
-        if high > *high_water {
-            *high_water = high;
-            stats.lag_high_water.store(high, Ordering::Relaxed);
+        if seen.high > *high_water {
+            *high_water = seen.high;
+            stats.lag_high_water.store(seen.high, Ordering::Relaxed);
         }
-        for (counter, &n) in stats.lag_buckets.iter().zip(&lags) {
+        for (counter, &n) in stats.lag_buckets.iter().zip(&seen.lags) {
             if n > 0 {
                 counter.fetch_add(n, Ordering::Relaxed);
             }
         }
-        stats.lag_sum.fetch_add(lag_sum, Ordering::Relaxed);
+        if seen.lag_sum > 0 {
+            stats.lag_sum.fetch_add(seen.lag_sum, Ordering::Relaxed);
+        }
         stats
             .subscriptions
             .store(topics.subscriptions() as u64, Ordering::Relaxed);
@@ -177,35 +308,6 @@ impl<T> Core<T> {
             self.publish_phases();
         }
         self.settle();
-        self.start_pass();
-        self.flush_dirty(driver, now);
-    }
-
-    /// Whether delivery has work left for the next turn: a pass under way, writes that
-    /// completed with more to send, or topics published to during a pass that just ended
-    /// (their subscribers not visited yet).
-    pub(super) fn has_deliveries(&self) -> bool {
-        !self.dirty.is_empty() || !self.later.is_empty() || !self.topics.turn.is_empty()
-    }
-
-    /// Begins a pass over the dirty connections: those just marked, and those whose write
-    /// completed during the last pass with more to write.
-    fn start_pass(&mut self) {
-        self.dirty.extend(self.later.drain(..));
-        self.pass_left = self.dirty.len();
-    }
-
-    /// Flushes the next [`FLUSH_BUDGET`] dirty connections: all its pending bytes in one
-    /// write each.
-    fn flush_dirty<D: Driver<Io = T>>(&mut self, driver: &mut D, now: Instant) {
-        for _ in 0..FLUSH_BUDGET {
-            let Some(key) = self.dirty.pop_front() else {
-                self.pass_left = 0;
-                return;
-            };
-            self.pass_left = self.pass_left.saturating_sub(1);
-            driver.flush(self, key, now);
-        }
     }
 
     /// Has connection `key`, whose write completed with more to write, flushed in the

@@ -18,7 +18,7 @@ pub(crate) mod shutdown;
 
 pub(crate) use deliver::absorb;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -74,7 +74,7 @@ pub(crate) const WRITE_BUDGET: usize = 4 << 20;
 #[derive(Debug)]
 pub(crate) struct Conn<T> {
     pub(crate) session: Session,
-    /// In the core's dirty list: published bytes are pending since this turn.
+    /// In the core's list of connections to flush in the next pass ([`Core::mark_dirty`]).
     pub(crate) dirty: bool,
     /// Admitted, so counted in the server's connection limits (not a refused one). The
     /// address it is counted under, if any, is in `Core::peers`: connections stay small.
@@ -160,12 +160,8 @@ pub(crate) struct Core<T> {
     peers: HashMap<usize, IpAddr>,
     /// This turn's publications.
     batch: Vec<Publication>,
-    /// Connections with published bytes pending, to flush once each, in the order they
-    /// became dirty (a few hundred per turn: [`deliver::FLUSH_BUDGET`]).
-    dirty: VecDeque<usize>,
-    /// Connections of `dirty` left in the pass under way (those queued when its topics
-    /// were visited).
-    pass_left: usize,
+    /// The delivery pass under way ([`deliver::Pass`]).
+    pass: deliver::Pass,
     /// Connections to flush in the next pass ([`Core::mark_dirty`]).
     later: Vec<usize>,
     /// Reused lists of connection keys (closing, timed out, touched by a timer).
@@ -224,8 +220,7 @@ impl<T> Core<T> {
             closing: 0,
             peers: HashMap::new(),
             batch: Vec::new(),
-            dirty: VecDeque::new(),
-            pass_left: 0,
+            pass: deliver::Pass::default(),
             later: Vec::new(),
             next_heartbeat: None,
             sweeps: 0,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::deliver::FLUSH_BUDGET;
 use super::*;
 use crate::fanout::ring::{self, Wake};
-use crate::fanout::topic::{Form, History};
+use crate::fanout::topic::{Form, History, Start};
 use crate::fanout::{SlowConsumer, TopicName};
 use crate::protocol::frame::{Decoded, OpCode, decode};
 use crate::reactor::config::SharedHandler;
@@ -24,12 +24,21 @@ impl Wake for NoWake {
     }
 }
 
-/// Subscribes `/TOPIC[,TOPIC…]`; publishes a client's binary messages to topic `t`.
+/// Subscribes `/TOPIC[,TOPIC…][?since=N]`; publishes a client's binary messages to topic
+/// `t`.
 struct Subs;
 
 impl Handler for Subs {
     fn on_upgrade(&self, req: &UpgradeRequest<'_>) -> Upgrade {
-        Upgrade::subscribe(req.path[1..].split(',').map(str::to_owned).collect())
+        let start = match req.query.and_then(|q| q.strip_prefix("since=")) {
+            Some(n) => Start::Since(n.parse().unwrap()),
+            None => Start::Live,
+        };
+        Upgrade::Accept {
+            topics: req.path[1..].split(',').map(str::to_owned).collect(),
+            publish_to: None,
+            start,
+        }
     }
 
     fn on_message(&self, client: &mut Client<'_>, msg: Message<'_>) {
@@ -261,7 +270,8 @@ fn a_long_fan_out_is_written_a_slice_per_turn_with_what_came_meanwhile() {
     let keys: Vec<usize> = (0..n).map(|_| r.subscriber("/t", usize::MAX)).collect();
     r.publish("t", 1, 8);
     r.deliver();
-    let (first, rest) = keys.split_at(FLUSH_BUDGET);
+    // A topic's subscribers are visited from the last to subscribe to the first.
+    let (rest, first) = keys.split_at(n - FLUSH_BUDGET);
     assert!(first.iter().all(|&k| r.seqs(k) == [1]));
     assert!(rest.iter().all(|&k| r.seqs(k).is_empty()));
     // Published before the next turn: the rest of the list gets it in the same write as
@@ -288,7 +298,8 @@ fn a_subscriber_with_nothing_pending_still_joins_the_next_pass() {
     let mut r = Rig::new(SlowConsumer::Close, 1 << 20);
     let n = FLUSH_BUDGET * 2 + 10;
     let keys: Vec<usize> = (0..n).map(|_| r.subscriber("/t", usize::MAX)).collect();
-    let (first, rest) = keys.split_at(FLUSH_BUDGET);
+    // A topic's subscribers are visited from the last to subscribe to the first.
+    let (rest, first) = keys.split_at(n - FLUSH_BUDGET);
     r.publish("t", 1, 8);
     r.deliver();
     // Message 2 comes while the pass is under way: the rest of the list takes it with 1
@@ -483,7 +494,8 @@ fn memory_stays_flat_over_a_long_run() {
 #[test]
 fn the_tick_trims_a_topic_once_quiet_and_leaves_a_busy_one_to_delivery() {
     let mut r = Rig::new(SlowConsumer::Close, 1 << 20);
-    let a = r.subscriber("/t", usize::MAX);
+    // Its socket takes nothing during delivery, so each delivery's trim stops at its cursor.
+    let a = r.subscriber("/t", 0);
     let mut seq = 0;
     for round in 0..5 {
         for _ in 0..100 {
@@ -491,6 +503,9 @@ fn the_tick_trims_a_topic_once_quiet_and_leaves_a_busy_one_to_delivery() {
             seq += 1;
         }
         r.deliver();
+        // Its socket drains outside delivery (a writable edge, a send's completion).
+        r.drain(a, usize::MAX);
+        r.core.conns[a].io.room = 0;
         assert!(r.core.conns[a].session.outbox.is_empty(&r.core.topics));
         let held = r.core.topics.pool().live();
         assert!(held > 1, "round {round}: {held} chunks");
@@ -503,6 +518,109 @@ fn the_tick_trims_a_topic_once_quiet_and_leaves_a_busy_one_to_delivery() {
     r.step();
     assert!(r.core.topics.pool().live() < held);
     assert!(r.core.topics.pool().live() <= 1);
+}
+
+#[test]
+fn a_delivery_trims_the_log_past_what_it_wrote() {
+    let mut r = Rig::new(SlowConsumer::Close, 1 << 20);
+    let a = r.subscriber("/t", usize::MAX);
+    let b = r.subscriber("/t", usize::MAX);
+    for seq in 0..100 {
+        r.publish("t", seq, 4000);
+    }
+    r.deliver();
+    assert_eq!(r.seqs(a).len(), 100);
+    assert_eq!(r.seqs(b).len(), 100);
+    // Both took everything in this pass: the pass's trim keeps only the chunk being
+    // written to.
+    assert_eq!(r.core.topics.pool().live(), 1);
+}
+
+/// Connections that go while a pass visits their topic move others within its subscriber
+/// list: none of those left is skipped.
+#[test]
+fn leaving_during_a_pass_skips_no_one() {
+    let mut r = Rig::new(SlowConsumer::Close, 1 << 20);
+    let n = FLUSH_BUDGET + 40;
+    let keys: Vec<usize> = (0..n).map(|_| r.subscriber("/t", usize::MAX)).collect();
+    r.publish("t", 1, 8);
+    r.deliver();
+    // The first slice visited the last FLUSH_BUDGET to subscribe. Some of those leave,
+    // and some of the 40 still to visit (each removal moves the last in the list into
+    // its place).
+    let gone: Vec<usize> = [0, 3, 39, 40, 100, n - 1]
+        .iter()
+        .map(|&i| keys[i])
+        .collect();
+    for &k in &gone {
+        r.core.remove(&mut r.fake, k);
+    }
+    while r.core.has_deliveries() {
+        r.deliver();
+    }
+    for &k in keys.iter().filter(|k| !gone.contains(k)) {
+        assert_eq!(r.seqs(k), [1], "subscriber {k}");
+    }
+}
+
+/// One who resumes while a pass is visiting its topic joins behind the visits: its replay
+/// must survive the trim that ends them.
+#[test]
+fn a_resume_during_a_pass_keeps_its_replay_through_the_pass_trim() {
+    const V1: &str = "Sec-WebSocket-Protocol: ringcast.v1\r\n";
+    let mut r = Rig::with(SlowConsumer::Close, 1 << 20, |c| {
+        c.history = History {
+            messages: 2,
+            ..History::default()
+        };
+    });
+    let n = FLUSH_BUDGET + 10;
+    let keys: Vec<usize> = (0..n)
+        .map(|_| r.subscriber_with("/t", usize::MAX, V1))
+        .collect();
+    // Over several chunks, so that a trim can free some.
+    for seq in 0..10 {
+        r.publish("t", seq, 8000);
+    }
+    r.deliver();
+    assert!(r.core.has_deliveries(), "the pass is under way");
+    // It resumes after seq 1 and its socket takes only the handshake answer and the
+    // control messages: its replay (seq 2 to 10) waits in the log.
+    let late = r
+        .core
+        .insert(
+            Sock {
+                room: usize::MAX,
+                ..Sock::default()
+            },
+            None,
+            r.now,
+        )
+        .0;
+    let mut req = format!(
+        "GET /t?since=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{V1}\r\n"
+    )
+    .into_bytes();
+    r.core.feed(late, &mut req, r.now);
+    r.core.conns[late].io.room = r.core.conns[late].session.outbox.own_bytes();
+    r.fake.flush(&mut r.core, late, r.now);
+    assert!(r.core.conns[late].io.blocked);
+    r.core.conns[late].io.out.clear();
+    while r.core.has_deliveries() {
+        r.deliver();
+    }
+    for &k in &keys {
+        assert_eq!(
+            r.frames(k).iter().filter(|f| f.0 == OpCode::Binary).count(),
+            10
+        );
+    }
+    // Every visited subscriber took all ten; the history keeps two; the late one's
+    // cursor kept the rest.
+    r.drain(late, usize::MAX);
+    let replayed = r.frames(late).into_iter().filter(|f| f.0 == OpCode::Binary);
+    assert_eq!(replayed.count(), 9, "seq 2 to 10");
 }
 
 #[test]
