@@ -72,4 +72,57 @@ fn shutdown_with_writes_in_flight(backend: Backend) {
     drop(stalled);
 }
 
-util::for_each_backend!(reset_with_a_write_in_flight, shutdown_with_writes_in_flight);
+/// What is published while a subscriber's write is pending goes out once that write ends,
+/// with nothing published after it: the delivery that found the write pending asked for a
+/// flush at its end (on io_uring the send's completion, on epoll the writable edge). So
+/// does a frame of the connection's own queued meanwhile (a pong).
+fn what_comes_during_a_pending_write_follows_it(backend: Backend) {
+    let h = start(builder(backend).sndbuf(4096));
+    let addr = h.local_addr();
+    let mut stalled = connect_stalled(addr, "/sub/T");
+    wait_stats(&h, "a subscriber", |s| s.subscriptions == 1);
+    let payload = vec![7u8; FRAME];
+    let mut published = 0;
+    for round in 0..2 {
+        for _ in 0..FRAMES {
+            assert!(h.publish_binary("T", &payload).is_complete());
+        }
+        published += FRAMES as u64;
+        // Taken and delivered in the same loop turn: its write is pending from then on
+        // (the socket takes a few KiB of the 512 KB).
+        wait_stats(&h, "the flood to be taken", |s| {
+            s.publications == 2 * published
+        });
+        // The second time, the client pings (and reads nothing) while the write is pending.
+        if round == 1 {
+            let ping = tungstenite::Message::Ping(b"p".to_vec().into());
+            stalled.send(ping).unwrap();
+        }
+        for i in 0..5 {
+            assert!(h.publish("T", &format!("tail {i}")).is_complete());
+        }
+        published += 5;
+        wait_stats(&h, "the tail to be taken", |s| {
+            s.publications == 2 * published
+        });
+        let mut pong = round == 0;
+        let mut data = Vec::new();
+        while data.len() < FRAMES + 5 || !pong {
+            match stalled.read().expect("every frame, the tail and the pong") {
+                tungstenite::Message::Pong(p) => pong |= &p[..] == b"p",
+                tungstenite::Message::Ping(_) => {}
+                m => data.push(m),
+            }
+        }
+        assert!(data[..FRAMES].iter().all(|m| m.len() == FRAME));
+        for (i, m) in data[FRAMES..].iter().enumerate() {
+            assert_eq!(m.to_text().unwrap(), format!("tail {i}"));
+        }
+    }
+}
+
+util::for_each_backend!(
+    reset_with_a_write_in_flight,
+    shutdown_with_writes_in_flight,
+    what_comes_during_a_pending_write_follows_it
+);

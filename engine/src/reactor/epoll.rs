@@ -252,9 +252,12 @@ impl Epoll {
 impl Driver for Epoll {
     type Io = Io;
 
-    fn write_blocked(io: &Io) -> bool {
+    fn write_blocked(&self, io: &Io) -> bool {
         io.blocked
     }
+
+    /// The writable edge flushes everything pending.
+    fn flush_after_write(&mut self, _: &Io) {}
 
     fn wait(&mut self, core: &mut Core<Io>, timeout: Duration) -> io::Result<()> {
         match self.poll.poll(&mut self.events, Some(timeout)) {

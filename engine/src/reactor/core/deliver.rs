@@ -192,7 +192,7 @@ impl<T> Core<T> {
                 continue;
             };
             let log = &entry.log;
-            let blocked = D::write_blocked(&c.io);
+            let blocked = driver.write_blocked(&c.io);
             // A subscriber whose socket took everything last time gets this batch first;
             // one whose write is still pending is judged on all it has.
             let until = if blocked { log.head() } else { batch_start };
@@ -200,7 +200,7 @@ impl<T> Core<T> {
             seen.high = seen.high.max(lag);
             seen.lags[lag_bucket(lag)] += 1;
             seen.lag_sum += lag;
-            let mut flush = !blocked;
+            let mut flush = true;
             match policy.apply(outbox, i, log, until, max_lag) {
                 Acted::Nothing => {}
                 // Its cursor still counts for the trim: the frame it may have started is
@@ -221,7 +221,11 @@ impl<T> Core<T> {
                     }
                 }
             }
-            if flush {
+            if blocked {
+                // What it has now (a close frame, for one just judged) goes out once its
+                // pending write ends.
+                driver.flush_after_write(&c.io);
+            } else if flush {
                 driver.flush(self, key, now);
             }
             // Where it stands now (a failed write may have removed it).

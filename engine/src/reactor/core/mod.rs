@@ -6,10 +6,11 @@
 //! A backend is a [`Driver`]: it owns the sockets and moves bytes (epoll: readiness and
 //! `readv`/`writev`; io_uring: completions). The loop ([`run`]) is generic over the driver
 //! and monomorphised for each, so nothing on the per-message path is dispatched
-//! dynamically. The core calls back into the driver for the three things that depend on
-//! it: [`Driver::flush`] (start writing a connection's pending bytes), [`Driver::release`]
-//! (forget a connection's socket) and [`Driver::write_blocked`] (a write is already
-//! pending, so a flush now would do nothing).
+//! dynamically. The core calls back into the driver for what depends on it:
+//! [`Driver::flush`] (start writing a connection's pending bytes), [`Driver::release`]
+//! (forget a connection's socket), [`Driver::write_blocked`] (a write is already
+//! pending, so a flush now would do nothing) and [`Driver::flush_after_write`] (then
+//! flush once it ends).
 
 pub(crate) mod accept;
 pub(crate) mod admit;
@@ -89,7 +90,11 @@ pub(crate) trait Driver: Sized {
 
     /// Whether a write of this connection is pending (waiting for writability, or in
     /// flight): the backend flushes it when that write ends, not the core.
-    fn write_blocked(io: &Self::Io) -> bool;
+    fn write_blocked(&self, io: &Self::Io) -> bool;
+
+    /// The connection, whose write is pending, got more to write: flush it when that
+    /// write ends (a backend that does so anyway does nothing here).
+    fn flush_after_write(&mut self, io: &Self::Io);
 
     /// Waits up to `timeout` for I/O and handles it (accepts, reads, write progress).
     fn wait(&mut self, core: &mut Core<Self::Io>, timeout: Duration) -> io::Result<()>;
@@ -502,10 +507,12 @@ impl<T> Core<T> {
                     dead.push(key);
                 }
                 // A timer queued a frame (ping, close) or ended the connection.
-                _ if !D::write_blocked(&c.io)
-                    && (c.session.outbox.own_bytes() > 0 || c.session.is_draining()) =>
-                {
-                    touched.push(key);
+                _ if c.session.outbox.own_bytes() > 0 || c.session.is_draining() => {
+                    if driver.write_blocked(&c.io) {
+                        driver.flush_after_write(&c.io);
+                    } else {
+                        touched.push(key);
+                    }
                 }
                 _ => {}
             }
@@ -515,7 +522,12 @@ impl<T> Core<T> {
             if now >= due {
                 self.next_heartbeat = Some(now + every);
                 for (key, c) in self.conns.iter_mut() {
-                    if c.session.heartbeat(&self.topics) && !D::write_blocked(&c.io) {
+                    if !c.session.heartbeat(&self.topics) {
+                        continue;
+                    }
+                    if driver.write_blocked(&c.io) {
+                        driver.flush_after_write(&c.io);
+                    } else {
                         touched.push(key);
                     }
                 }

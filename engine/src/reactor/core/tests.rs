@@ -67,9 +67,11 @@ struct Fake {
 impl Driver for Fake {
     type Io = Sock;
 
-    fn write_blocked(io: &Sock) -> bool {
+    fn write_blocked(&self, io: &Sock) -> bool {
         io.blocked
     }
+    /// As epoll's: [`Rig::drain`] is the writable edge, and writes everything.
+    fn flush_after_write(&mut self, _: &Sock) {}
     fn wait(&mut self, _: &mut Core<Sock>, _: Duration) -> io::Result<()> {
         Ok(())
     }

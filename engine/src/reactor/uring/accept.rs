@@ -200,7 +200,6 @@ impl Uring {
         let io = Io {
             ring: ring as u16,
             slot: index,
-            sending: false,
         };
         let (key, refused) = core.insert(io, peer, now);
         self.rings[ring].slots.at(index).attach(key);

@@ -87,10 +87,9 @@ const POOL_TRIM: Duration = Duration::from_secs(2);
 pub(crate) struct Io {
     /// The ring holding the connection's descriptor.
     ring: u16,
-    /// The descriptor's index in that ring's file table (and its slot).
+    /// The descriptor's index in that ring's file table (and its slot, which says
+    /// whether a send is in flight).
     slot: u32,
-    /// A send is in flight.
-    sending: bool,
 }
 
 /// What a reactor's io_uring driver is given at start.
@@ -238,8 +237,15 @@ impl Uring {
 impl Driver for Uring {
     type Io = Io;
 
-    fn write_blocked(io: &Io) -> bool {
-        io.sending
+    fn write_blocked(&self, io: &Io) -> bool {
+        self.rings[usize::from(io.ring)].slots.sending(io.slot)
+    }
+
+    fn flush_after_write(&mut self, io: &Io) {
+        self.rings[usize::from(io.ring)]
+            .slots
+            .at(io.slot)
+            .set_again();
     }
 
     fn wait(&mut self, core: &mut Core<Io>, timeout: Duration) -> io::Result<()> {

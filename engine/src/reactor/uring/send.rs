@@ -15,22 +15,24 @@ use crate::reactor::core::{Core, IOV_MAX, WRITE_BUDGET};
 use crate::reactor::session::Step;
 
 impl Uring {
-    /// Starts writing what connection `key` has pending, unless a send is in flight; with
-    /// nothing to send, acts on [`Core::after_write`] (a drained session half-closes).
-    /// Ends by taking input again where backpressure released it.
+    /// Starts writing what connection `key` has pending, unless a send is in flight (then
+    /// it is flushed again when that send completes); with nothing to send, acts on
+    /// [`Core::after_write`] (a drained session half-closes). Ends by taking input again
+    /// where backpressure released it.
     pub(super) fn flush_conn(&mut self, core: &mut Core<Io>, key: usize, now: Instant) {
         let Some(c) = core.conns.get_mut(key) else {
             return;
         };
         c.dirty = false;
-        if !c.io.sending {
+        let (ring, index) = (usize::from(c.io.ring), c.io.slot);
+        if self.rings[ring].slots.sending(index) {
+            self.rings[ring].slots.at(index).set_again();
+        } else {
             self.start_send(core, key);
-            if !core.conns[key].io.sending {
+            if !self.rings[ring].slots.sending(index) {
                 match core.after_write(key, now) {
                     Step::Continue => {}
                     Step::ShutdownWrite => {
-                        let io = &core.conns[key].io;
-                        let (ring, index) = (usize::from(io.ring), io.slot);
                         let e = opcode::Shutdown::new(Fixed(index), libc::SHUT_WR).build();
                         self.push_slot_op(ring, index, e, op::SHUTDOWN);
                     }
@@ -42,6 +44,12 @@ impl Uring {
         self.want_recv(core, key);
     }
 
+    /// A send completed. The connection is looked at only if the send left it something
+    /// to do (see [`start_send`](Self::start_send)) or something came for it meanwhile
+    /// (`Slot::take_again`): a fan-out send that took everything its subscriber was owed
+    /// ends in the slot, without a touch of the connection's state. What was published
+    /// during its flight is written by the next delivery pass, whose visit of this
+    /// subscriber comes after this completion or asks for a flush on it.
     pub(super) fn on_send(
         &mut self,
         core: &mut Core<Io>,
@@ -75,22 +83,27 @@ impl Uring {
         };
         // Only now may the pins go: the kernel is done with the memory.
         self.recycle(op);
-        core.conns[key].io.sending = false;
         if failed {
             return core.remove(self, key);
+        }
+        if !self.rings[ring].slots.at(index).take_again() {
+            return;
         }
         if core.conns[key].session.outbox.is_empty(&core.topics) {
             // Nothing more: what follows a drained write (a half-close), at once.
             return self.flush_conn(core, key, now);
         }
-        // The next send leaves in the next pass over the dirty connections, with what was
-        // published until then: sent at once, it would carry only the few frames that
-        // came during this one, and a loaded reactor would settle into small sends.
+        // The next send leaves in the next delivery pass, with what was published until
+        // then: sent at once, it would carry only the few frames that came during this
+        // one, and a loaded reactor would settle into small sends.
         core.mark_dirty(key);
     }
 
     /// Starts a `sendmsg` of what connection `key` has pending (up to the lag limit), and
-    /// moves its cursors past it (see [`super::inflight`]).
+    /// moves its cursors past it (see [`super::inflight`]). Unless it carries only
+    /// published bytes, all of them, of an open session, the connection is looked at again
+    /// when it completes: for the rest, for what follows its own frames (input taken again
+    /// after replies over the limit) or for the next step of a closing session.
     fn start_send(&mut self, core: &mut Core<Io>, key: usize) {
         if core.conns[key].session.outbox.is_empty(&core.topics) {
             return;
@@ -108,9 +121,13 @@ impl Uring {
         if total == 0 {
             return self.recycle(op);
         }
+        let own = c.session.outbox.own_bytes() > 0;
         op.frames = c.session.outbox.advance(topics, total).frames;
-        c.io.sending = true;
+        let again = own || c.session.is_closing() || !c.session.outbox.is_empty(topics);
         let (ring, index) = (usize::from(c.io.ring), c.io.slot);
+        if again {
+            self.rings[ring].slots.at(index).set_again();
+        }
         self.submit_send(ring, index, op);
     }
 

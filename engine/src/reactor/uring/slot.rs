@@ -44,6 +44,8 @@ mod flag {
     pub(super) const EOF: u8 = 2;
     /// The close is submitted: the last operation on the descriptor.
     pub(super) const CLOSING: u8 = 4;
+    /// The connection has more to do when its send completes (see `Uring::on_send`).
+    pub(super) const AGAIN: u8 = 8;
 }
 
 /// One direct descriptor's record. See the module docs.
@@ -103,6 +105,19 @@ impl Slot {
             && self.recv == Recv::Off
             && self.send.is_none()
             && self.ops == 0
+    }
+
+    /// Has the connection flushed again when its send completes.
+    pub(super) fn set_again(&mut self) {
+        self.flags |= flag::AGAIN;
+    }
+
+    /// Whether the connection is to be flushed now that its send completed (and no
+    /// longer).
+    pub(super) fn take_again(&mut self) -> bool {
+        let again = self.flags & flag::AGAIN != 0;
+        self.flags &= !flag::AGAIN;
+        again
     }
 
     pub(super) fn set_closing(&mut self) {
@@ -165,6 +180,12 @@ impl Slots {
         self.slots
             .get_mut(index as usize)
             .filter(|s| s.is_used() && s.gen_ == gen_)
+    }
+
+    /// Whether a send of descriptor `index`, which the caller knows is in use, is in
+    /// flight.
+    pub(super) fn sending(&self, index: u32) -> bool {
+        self.slots[index as usize].send.is_some()
     }
 
     /// The slot of descriptor `index`, which the caller knows is in use.
