@@ -128,8 +128,14 @@ fn resumes_on_another_node_lose_nothing() {
     assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
     let r = out.json();
     assert_eq!(u(&r, "subscribers_connected"), 300);
-    // Five rounds (0.5 … 2.5 s) of 20 % of 300, and the storm: each on another node.
-    assert_eq!(u(&r, "reconnected"), 5 * 60 + 300, "{r}");
+    // Five rounds (0.5 … 2.5 s) of 20 % of 300, and the storm, each on another node. A
+    // subscriber still reconnecting when a round or the storm comes is not reset again (on
+    // a slow machine the round after the storm finds some so): the first round takes its
+    // whole share, the others and the storm at most theirs. Every reset reconnected.
+    let (rounds, storm) = (u(&r, "reconnects"), u(&r, "storm_reconnects"));
+    assert!((60..=5 * 60).contains(&rounds), "{r}");
+    assert!((300 - 2 * 60..=300).contains(&storm), "{r}");
+    assert_eq!(u(&r, "reconnected"), rounds + storm, "{r}");
     assert_eq!(u(&r, "reconnect_failed"), 0);
     assert_eq!(u(&r, "unresumed"), 0);
     assert!(u(&r, "replayed") > 0, "{r}");

@@ -45,14 +45,19 @@ fn resets_and_a_storm_lose_nothing() {
     assert_eq!(r["scenario"], "resume");
     assert_eq!(r["protocol"], "ringcast.v1");
     assert_eq!(u(&r, "subscribers_connected"), 200);
-    // Three rounds (0.5, 1.0, 1.5 s) of 20 % of each thread's 100 subscribers.
-    assert_eq!(u(&r, "reconnects"), 3 * 2 * 20);
-    assert_eq!(u(&r, "storm_reconnects"), 200);
-    assert_eq!(u(&r, "reconnected"), 3 * 2 * 20 + 200);
+    // Three rounds (0.5, 1.0, 1.5 s) of 20 % of each thread's 100 subscribers, and the
+    // storm. A subscriber still reconnecting when a round or the storm comes is not reset
+    // again (on a slow machine the round after the storm finds some so): the first round
+    // takes its whole share, the others and the storm at most theirs. Every reset
+    // reconnected and resumed.
+    let (rounds, storm) = (u(&r, "reconnects"), u(&r, "storm_reconnects"));
+    assert!((2 * 20..=3 * 2 * 20).contains(&rounds), "{r}");
+    assert!((200 - 2 * 2 * 20..=200).contains(&storm), "{r}");
+    assert_eq!(u(&r, "reconnected"), rounds + storm);
     assert_eq!(u(&r, "reconnect_failed"), 0);
     assert_eq!(u(&r, "unresumed"), 0);
-    assert_eq!(u(&r, "resume_samples"), 3 * 2 * 20);
-    assert_eq!(u(&r, "storm_resume_samples"), 200);
+    assert_eq!(u(&r, "resume_samples"), rounds);
+    assert_eq!(u(&r, "storm_resume_samples"), storm);
     for key in ["resume_us", "storm_resume_us"] {
         let p99 = r[key]["p99"].as_f64().expect("p99");
         assert!(p99 > 0.0 && p99 < 2e6, "{key} p99 {p99} µs");
