@@ -59,24 +59,13 @@ pub(crate) struct Pass {
 }
 
 /// What the visits of one slice saw, added to the shared counters once per slice.
+#[derive(Default)]
 struct Seen {
     dropped: usize,
     conflated: usize,
     high: u64,
     lags: [u64; LAG_BUCKETS.len() + 1],
     lag_sum: u64,
-}
-
-impl Default for Seen {
-    fn default() -> Self {
-        Self {
-            dropped: 0,
-            conflated: 0,
-            high: 0,
-            lags: [0; LAG_BUCKETS.len() + 1],
-            lag_sum: 0,
-        }
-    }
 }
 
 impl<T> Core<T> {

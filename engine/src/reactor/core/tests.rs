@@ -168,6 +168,23 @@ impl Rig {
 
     /// A subscriber whose request carries the header lines `extra` too.
     fn subscriber_with(&mut self, path: &str, room: usize, extra: &str) -> usize {
+        let key = self.request(path, extra);
+        self.fake.flush(&mut self.core, key, self.now);
+        let io = &mut self.core.conns[key].io;
+        assert!(
+            io.out.starts_with(b"HTTP/1.1 101"),
+            "{:?}",
+            String::from_utf8_lossy(&io.out)
+        );
+        io.out.clear();
+        io.writes = 0;
+        io.room = room;
+        key
+    }
+
+    /// A connection whose upgrade request for `path` (with the header lines `extra`) was
+    /// read, nothing written yet; returns its key.
+    fn request(&mut self, path: &str, extra: &str) -> usize {
         let key = self
             .core
             .insert(
@@ -185,16 +202,6 @@ impl Rig {
         )
         .into_bytes();
         self.core.feed(key, &mut req, self.now);
-        self.fake.flush(&mut self.core, key, self.now);
-        let io = &mut self.core.conns[key].io;
-        assert!(
-            io.out.starts_with(b"HTTP/1.1 101"),
-            "{:?}",
-            String::from_utf8_lossy(&io.out)
-        );
-        io.out.clear();
-        io.writes = 0;
-        io.room = room;
         key
     }
 
@@ -588,23 +595,7 @@ fn a_resume_during_a_pass_keeps_its_replay_through_the_pass_trim() {
     assert!(r.core.has_deliveries(), "the pass is under way");
     // It resumes after seq 1 and its socket takes only the handshake answer and the
     // control messages: its replay (seq 2 to 10) waits in the log.
-    let late = r
-        .core
-        .insert(
-            Sock {
-                room: usize::MAX,
-                ..Sock::default()
-            },
-            None,
-            r.now,
-        )
-        .0;
-    let mut req = format!(
-        "GET /t?since=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{V1}\r\n"
-    )
-    .into_bytes();
-    r.core.feed(late, &mut req, r.now);
+    let late = r.request("/t?since=1", V1);
     r.core.conns[late].io.room = r.core.conns[late].session.outbox.own_bytes();
     r.fake.flush(&mut r.core, late, r.now);
     assert!(r.core.conns[late].io.blocked);
