@@ -5,7 +5,7 @@
 //! fails (`.ci/run` installs it).
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,10 +28,7 @@ impl Nats {
     /// Starts one on a free port; `None` (the test skips) when there is no `nats-server`
     /// outside CI.
     fn start() -> Option<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = util::free_port();
         let dir = std::env::temp_dir().join(format!("loadgen-nats-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("nats store directory");
         let spawned = Command::new("nats-server")
