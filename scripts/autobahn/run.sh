@@ -30,7 +30,27 @@ if [[ -z "${RINGCAST_BIN:-}" ]]; then
   (cd "$ROOT" && cargo build --profile "$PROFILE" --quiet -p ringcast --bin ringcast)
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port below the ephemeral range (32768 and up by default): no outgoing connection
+# of the runs going on at once takes it before the server binds it, and the readiness
+# probe cannot meet itself on it (a simultaneous open on a port nobody listens on yet).
+free_port() {
+  python3 -c '
+import random, socket
+for _ in range(200):
+    p = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+else:
+    raise SystemExit("no free port")
+'
+}
 
 # One run: an echo server on a free port and the suite against it; its output goes to $3.
 # Exit status: 0 passed, 1 failed, 3 skipped (io_uring refused outside CI).
