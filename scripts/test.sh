@@ -10,13 +10,15 @@
 # What waits rather than computes runs side by side: the test binaries (cargo-nextest,
 # which .ci/run installs; plain cargo test without it), two fuzz targets at a time, the
 # two backends' soaks, the four Autobahn runs, and the Autobahn suite's install (in the
-# background from the start). Time per part with CI=true from an empty target directory
-# on the 2-core VM, two runs (578 and 628 s in all; 956-1065 s before these ran side by
-# side): 1-2s fmt, 57-66s clippy, 9-10s the library without the command line, ~30s the
-# bench peers' tests (their own build: bench/peers is a workspace of its own),
-# 109-115s cargo test (28s of it running the tests), 27-28s browser, 120-127s Miri,
-# 93-106s fuzz (60-71s build at opt-level 1), 69-82s the soak's and Autobahn's binaries,
-# 65s soak (both backends at once), 26-28s Autobahn (four runs at once).
+# background from the start). Time per part through .ci/run on a clean clone, on the
+# 2-core AMD EPYC VM (about half as fast as the Xeon VM where the same command took
+# 578-628 s): 993 s in all (1 256 s before Miri left out the modules that forbid unsafe
+# code and the debug builds dropped all but line tables): 1s fmt, 89s clippy, 17s the
+# library without the command line, 52s the bench peers' tests (bench/peers is a
+# workspace of its own, built into the same target directory), 200s cargo test (64s of
+# it running the tests), 43s browser, 175s Miri, 173s fuzz (139s build at opt-level 1),
+# 137s the soak's and Autobahn's binaries, 67s soak (both backends at once), 39s
+# Autobahn (four runs at once).
 #
 # Usage: scripts/test.sh            (the README's test command; CI runs it via .ci/run)
 # Environment: SKIP_BROWSER=1 skips the browser test (scripts/browser-test.sh; needs
