@@ -629,7 +629,7 @@ fn a_server_list_is_tried_in_turn(backend: Backend) {
     if !have("nats-server", "a_server_list_is_tried_in_turn") {
         return;
     }
-    let dead = cluster_util::free_port();
+    let dead = cluster_util::port::free_port();
     let mut first = Nats::start();
     let second = Nats::start();
     let url = format!(
@@ -657,4 +657,26 @@ fn a_server_list_is_tried_in_turn(backend: Backend) {
     wait_cluster(&n, "its publication back from the second server", |s| {
         s.received_own == 2
     });
+}
+
+/// A broker's port is free and below the ephemeral range, where no outgoing connection
+/// can take it before the broker binds it (or while it restarts on it).
+#[test]
+fn broker_ports_are_free_and_not_ephemeral() {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .expect("the ephemeral range")
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("its low end");
+    for _ in 0..20 {
+        let port = cluster_util::port::free_port();
+        if low >= 11_000 {
+            assert!(
+                (10_000..low).contains(&port),
+                "{port} (ephemeral from {low})"
+            );
+        }
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+    }
 }

@@ -28,7 +28,7 @@ impl Nats {
     /// Starts one on a free port; `None` (the test skips) when there is no `nats-server`
     /// outside CI.
     fn start() -> Option<Self> {
-        let port = util::free_port();
+        let port = util::port::free_port();
         let dir = std::env::temp_dir().join(format!("loadgen-nats-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("nats store directory");
         let spawned = Command::new("nats-server")

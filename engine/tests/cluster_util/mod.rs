@@ -24,6 +24,8 @@ use tungstenite::Message;
 
 use crate::fanout_util::{TIMEOUT, Ws, builder, connect, next_data, start, try_connect_with};
 
+pub(crate) mod port;
+
 /// The request header of a `ringcast.v1` subscriber.
 pub(crate) const V1: &[(&str, &str)] = &[("Sec-WebSocket-Protocol", "ringcast.v1")];
 
@@ -166,37 +168,6 @@ pub(crate) fn nothing_within(ws: &mut Ws, quiet: Duration) {
     ws.get_ref().set_read_timeout(Some(TIMEOUT)).unwrap();
 }
 
-/// A free port of 127.0.0.1 (bound and released: another process could take it first,
-/// which the start's readiness check would reveal).
-/// A port of 127.0.0.1 nothing listens on, below the kernel's ephemeral range
-/// (`net.ipv4.ip_local_port_range`): no outgoing connection takes it as its source port,
-/// neither another test's between this pick and the broker's bind (or while a broker is
-/// down for a restart on it) nor a readiness probe connecting to itself (a probe of an
-/// ephemeral port nothing listens on yet can meet itself in a simultaneous open, and
-/// then holds the port). Ports are tried from a random start, so tests running at once
-/// pick apart. An ephemeral port when the range leaves no room below it.
-pub(crate) fn free_port() -> u16 {
-    use std::hash::{BuildHasher, RandomState};
-    const FLOOR: u16 = 10_000;
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    if let Some(span) = low.checked_sub(FLOOR).filter(|&n| n >= 1_000) {
-        let start = (RandomState::new().hash_one(std::process::id()) % u64::from(span)) as u16;
-        for i in 0..span {
-            let port = FLOOR + (start + i) % span;
-            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return port;
-            }
-        }
-    }
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// A temporary directory, removed on drop.
 pub(crate) struct TempDir(pub(crate) PathBuf);
 
@@ -267,7 +238,7 @@ impl Nats {
     /// A server on `port` that is not started yet (see [`restart`](Self::restart)).
     pub(crate) fn stopped() -> Self {
         Self {
-            port: free_port(),
+            port: port::free_port(),
             dir: TempDir::new("nats"),
             child: None,
             config: None,
@@ -525,7 +496,7 @@ impl Redis {
     /// Starts a server with more arguments (`["--requirepass", "pw"]`, say).
     pub(crate) fn start_with_args(args: &[&str]) -> Self {
         let mut r = Self {
-            port: free_port(),
+            port: port::free_port(),
             dir: TempDir::new("redis"),
             child: None,
             args: args.iter().map(|a| (*a).to_owned()).collect(),

@@ -13,35 +13,12 @@ use ringcast::{Engine, EngineHandle};
 
 pub(crate) mod raw;
 
+// The engine's cluster tests pick their brokers' ports the same way.
+#[path = "../../../engine/tests/cluster_util/port.rs"]
+pub(crate) mod port;
+
 /// Longest a loadgen run may take in a test.
 pub(crate) const RUN_LIMIT: Duration = Duration::from_secs(90);
-
-/// A port of 127.0.0.1 nothing listens on, below the kernel's ephemeral range, for a
-/// broker this test starts: no outgoing connection (the tests running at the same time
-/// open thousands) takes it as its source port before the broker binds it, and a
-/// readiness probe cannot connect to itself on it. Tried from a random start, so tests
-/// running at once pick apart; an ephemeral port when the range leaves no room below it.
-pub(crate) fn free_port() -> u16 {
-    use std::hash::{BuildHasher, RandomState};
-    const FLOOR: u16 = 10_000;
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    if let Some(span) = low.checked_sub(FLOOR).filter(|&n| n >= 1_000) {
-        let start = (RandomState::new().hash_one(std::process::id()) % u64::from(span)) as u16;
-        for i in 0..span {
-            let port = FLOOR + (start + i) % span;
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return port;
-            }
-        }
-    }
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// A broadcast server (`/sub…`, `/pub…`) on an ephemeral loopback port.
 pub(crate) fn broadcast_server() -> EngineHandle {
