@@ -105,9 +105,10 @@ fi
 part "bench peers (the benchmark's report; raw-batch in both write modes)"
 # bench/peers is a workspace of its own (the comparison servers); its report's arithmetic
 # (paired ratios, CPU attribution) and the raw-batch ceiling's delivery, with `write` and
-# with io_uring sends (its only unsafe code), are tested here.
+# with io_uring sends (its only unsafe code), are tested here. Without the tokio peers
+# (default feature `tokio-peers`): the test would build them, and their crates, for nothing.
 cargo test --quiet --manifest-path bench/peers/Cargo.toml --target-dir "$TARGET_DIR" \
-  --bin bench-report --test raw_batch
+  --no-default-features --bin bench-report --test raw_batch
 
 part "cargo test (debug: unit, property, integration, doc)"
 # cargo-nextest (installed by .ci/run) runs the test binaries, and the tests in each, side

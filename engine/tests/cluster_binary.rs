@@ -3,9 +3,9 @@
 //! cluster's figures in `/metrics`, on each backend and with one node on each; a bad
 //! `--cluster` URL refused, naming the key.
 
-mod binary;
-mod cluster_util;
-mod fanout_util;
+use crate::binary;
+use crate::cluster_util;
+use crate::fanout_util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -5,9 +5,9 @@
 //! of the protocol (`INFO`, `PONG`) to get a node past its greeting. Both backends, as
 //! every socket test.
 
-mod cluster_util;
-mod fanout_util;
-mod util;
+use crate::cluster_util;
+use crate::fanout_util;
+use crate::util;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};

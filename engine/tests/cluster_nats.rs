@@ -9,9 +9,9 @@
 //! they share nothing but the broker). Nothing sleeps to synchronise: every wait polls a
 //! counter or reads a frame, bounded by `TIMEOUT`.
 
-mod cluster_util;
-mod fanout_util;
-mod util;
+use crate::cluster_util;
+use crate::fanout_util;
+use crate::util;
 
 use std::collections::BTreeMap;
 

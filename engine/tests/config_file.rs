@@ -1,7 +1,7 @@
 //! `ringcast serve --config FILE`: the file under the `RINGCAST_*` variables under the
 //! flags, errors that name the key (and its line), and `ringcast config default`.
 
-mod binary;
+use crate::binary;
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! sockets: a connection over a limit is answered `503` with `Retry-After: 1` and a reason
 //! naming the limit, then closed, and counted; once a connection goes, the next one gets in.
 
-mod util;
+use crate::util;
 
 use std::net::Ipv4Addr;
 use std::thread;

@@ -18,8 +18,8 @@
 //! run reached (deliveries per second) is printed; `RINGCAST_TEST_BIN=target/release/ringcast`
 //! runs the same test against a release server.
 
-mod binary;
-mod util;
+use crate::binary;
+use crate::util;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

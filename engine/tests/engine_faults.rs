@@ -6,8 +6,8 @@
 //! they come in (topic rules at start, a publication) while a 255-byte name works end to
 //! end.
 
-mod fanout_util;
-mod util;
+use crate::fanout_util;
+use crate::util;
 
 use std::io;
 use std::sync::mpsc;

@@ -4,8 +4,8 @@
 //! each topic's pending run in turn), so a subscriber of two topics is checked per topic. Published through the embedding API and through `/pub` WebSocket
 //! publishers, as text and as binary. The `frames_out` counter matches what clients received.
 
-mod fanout_util;
-mod util;
+use crate::fanout_util;
+use crate::util;
 
 use std::net::SocketAddr;
 

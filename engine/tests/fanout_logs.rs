@@ -5,8 +5,8 @@
 //! stalled subscriber's pending io_uring send survives the chunks it pins being recycled,
 //! and its close.
 
-mod fanout_util;
-mod util;
+use crate::fanout_util;
+use crate::util;
 
 use std::io::Read;
 use std::net::Shutdown;

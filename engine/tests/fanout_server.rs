@@ -2,8 +2,8 @@
 //! exactly; `/pub` needs the publish token and does not echo; unknown paths get 404;
 //! `shutdown` says 1001 to every client; the lag high-water mark sees a stalled subscriber.
 
-mod fanout_util;
-mod util;
+use crate::fanout_util;
+use crate::util;
 
 use std::time::{Duration, Instant};
 

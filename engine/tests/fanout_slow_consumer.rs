@@ -7,8 +7,8 @@
 //! a failing test elsewhere in it (a panic's backtrace symbolisation takes tens of MiB) can
 //! make it fail too; look at the first failure.
 
-mod fanout_util;
-mod util;
+use crate::fanout_util;
+use crate::util;
 
 use fanout_util::flood::{BATCH, Flood, drain_until, engine, expect, seq_of};
 use fanout_util::{connect, connect_stalled, next_data, wait_for, wait_stats};

@@ -7,8 +7,8 @@
 //! new topic must arrive, and after an unsubscribe ack, a publication of the old topic must
 //! not arrive before a marker published after it to a topic still subscribed.
 
-mod fanout_util;
-mod util;
+use crate::fanout_util;
+use crate::util;
 
 use fanout_util::{Ws, builder, connect, next_text, send_text, start, wait_stats};
 use ringcast::EngineHandle;

@@ -3,8 +3,8 @@
 //! message; then every connection is closed with 1001 and the process exits 0 — when the
 //! drain delay ends, or at once on a second signal.
 
-mod binary;
-mod util;
+use crate::binary;
+use crate::util;
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};

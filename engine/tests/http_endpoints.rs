@@ -4,7 +4,7 @@
 //! (HEAD, other methods, absent paths, a body on GET, oversized and slow heads). Every
 //! answer closes its connection.
 
-mod util;
+use crate::util;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

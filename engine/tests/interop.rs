@@ -1,6 +1,6 @@
 //! Interoperability with an independent client implementation: `tungstenite`.
 
-mod util;
+use crate::util;
 
 use std::net::TcpStream;
 

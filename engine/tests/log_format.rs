@@ -2,7 +2,7 @@
 //! carry no colour codes when stderr is not a terminal, and the events an operator greps
 //! for carry their facts as fields (reactor, conn, peer, path, status, reason).
 
-mod binary;
+use crate::binary;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

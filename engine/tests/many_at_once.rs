@@ -6,8 +6,8 @@
 //! reused by the next (on io_uring, a half-close still in flight on a kernel worker must not
 //! reach the next connection in the slot). Run on both backends like every socket test.
 
-mod fanout_util;
-mod util;
+use crate::fanout_util;
+use crate::util;
 
 use std::thread;
 

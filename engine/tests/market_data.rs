@@ -6,8 +6,8 @@
 //! before it starts, so everything published through the API before a client connects
 //! is in the history it resumes from; nothing here waits for time to pass.
 
-mod fanout_util;
-mod util;
+use crate::fanout_util;
+use crate::util;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! RFC 6455 §5.5.1, §7 and §7.4: the closing handshake and close codes (Autobahn|Testsuite
 //! category 7).
 
-mod util;
+use crate::util;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! RFC 6455 §5.4: fragmentation, control frames between fragments, continuation errors
 //! (Autobahn|Testsuite category 5).
 
-mod util;
+use crate::util;
 
 use ringcast::server::Backend;
 use util::{Frame, binary_payload, for_each_backend, fragments, op, start_server, text_payload};

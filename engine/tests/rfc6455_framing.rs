@@ -1,7 +1,7 @@
 //! RFC 6455 §5.2-5.3 and §5.6-5.7: base framing, payload length encodings, masking, reserved
 //! bits and reserved opcodes (Autobahn|Testsuite categories 1, 3 and 4).
 
-mod util;
+use crate::util;
 
 use ringcast::server::Backend;
 use util::{

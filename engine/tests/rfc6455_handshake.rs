@@ -1,7 +1,7 @@
 //! RFC 6455 §4.1-4.4 (and RFC 9110 for the HTTP side): the opening handshake, its rejections
 //! with their status codes, subprotocols and origins.
 
-mod util;
+use crate::util;
 
 use std::time::{Duration, Instant};
 

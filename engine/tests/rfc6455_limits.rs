@@ -1,7 +1,7 @@
 //! RFC 6455 §10.4 and §7.4.1 (1009): large messages, many messages, and the configured message
 //! and frame limits (Autobahn|Testsuite category 9, scaled to CI time).
 
-mod util;
+use crate::util;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Miscellaneous behaviour (Autobahn|Testsuite category 10) and connection independence.
 
-mod util;
+use crate::util;
 
 use std::thread;
 

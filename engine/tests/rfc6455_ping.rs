@@ -1,6 +1,6 @@
 //! RFC 6455 §5.5.2-5.5.3: Ping and Pong (Autobahn|Testsuite category 2).
 
-mod util;
+use crate::util;
 
 use ringcast::server::Backend;
 use util::{Frame, binary_payload, for_each_backend, start_server};

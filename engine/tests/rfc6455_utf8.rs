@@ -2,7 +2,7 @@
 //! failing fast (Autobahn|Testsuite category 6). The vectors are Markus Kuhn's UTF-8 decoder
 //! stress test (numbered as in UTF-8-test.txt) plus a few of Autobahn's.
 
-mod util;
+use crate::util;
 
 use ringcast::server::Backend;
 use util::{Frame, check_cases, for_each_backend, fragments, hex, op, start_server};

@@ -3,8 +3,8 @@
 //! write pending: on io_uring a `sendmsg` SQE waiting for room in the socket, pinning the
 //! topic-log chunks it points into; on epoll write interest on a full socket.
 
-mod fanout_util;
-mod util;
+use crate::fanout_util;
+use crate::util;
 
 use std::time::{Duration, Instant};
 

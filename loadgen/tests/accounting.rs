@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-mod util;
+use crate::util;
 
 use util::raw::{echo_close, read_client_frame, read_request, response};
 

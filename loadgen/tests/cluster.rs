@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ringcast::server::cluster::ClusterConfig;
 use ringcast::{Engine, EngineHandle};
 
-mod util;
+use crate::util;
 
 use util::{loadgen, u, url};
 

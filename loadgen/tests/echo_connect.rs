@@ -1,6 +1,6 @@
 //! `loadgen echo` and `loadgen connect` against in-process ringcast servers.
 
-mod util;
+use crate::util;
 
 use util::{broadcast_server, echo_server, loadgen, u, url};
 

@@ -1,6 +1,6 @@
 //! Error paths: each says what went wrong and exits non-zero.
 
-mod util;
+use crate::util;
 
 use util::{echo_server, loadgen};
 

@@ -1,7 +1,7 @@
 //! `loadgen fanout` against an in-process ringcast broadcast server: every published
 //! message reaches every subscriber, and the report says so.
 
-mod util;
+use crate::util;
 
 use util::{broadcast_server, loadgen, u, url};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ringcast::Engine;
 use ringcast::fanout::History;
 
-mod util;
+use crate::util;
 
 use util::{broadcast_server, loadgen, u, url};
 

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-mod util;
+use crate::util;
 
 use util::raw::{echo_close, read_client_frame, read_request, response, server_frame};
 use util::{loadgen, u};

@@ -52,6 +52,7 @@ pub fn add_lag(n: u64) {
 }
 
 /// Builds the tokio runtime for `threads` workers: current-thread for 1, else multi-thread.
+#[cfg(feature = "tokio-peers")]
 pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -66,6 +67,7 @@ pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
+#[cfg(feature = "tokio-peers")]
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");

@@ -10,7 +10,7 @@
 //! an external server, so the tests that rely on them may legitimately fail there:
 //!
 //! ```sh
-//! RINGCAST_TEST_URL=ws://127.0.0.1:9555 cargo test -p ringcast --test rfc6455_framing
+//! RINGCAST_TEST_URL=ws://127.0.0.1:9555 cargo test -p ringcast --test integration rfc6455_framing::
 //! ```
 //!
 //! # Conventions
