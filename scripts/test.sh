@@ -12,13 +12,13 @@
 # two backends' soaks, the four Autobahn runs, and the Autobahn suite's install (in the
 # background from the start). Time per part through .ci/run on a clean clone, on the
 # 2-core AMD EPYC VM (about half as fast as the Xeon VM where the same command took
-# 578-628 s): 993 s in all (1 256 s before Miri left out the modules that forbid unsafe
-# code and the debug builds dropped all but line tables): 1s fmt, 89s clippy, 17s the
-# library without the command line, 52s the bench peers' tests (bench/peers is a
-# workspace of its own, built into the same target directory), 200s cargo test (64s of
-# it running the tests), 43s browser, 175s Miri, 173s fuzz (139s build at opt-level 1),
-# 137s the soak's and Autobahn's binaries, 67s soak (both backends at once), 39s
-# Autobahn (four runs at once).
+# 578-628 s): 878 s in all (993 s when each integration-test file was a test binary of
+# its own, 1 256 s before Miri left out the modules that forbid unsafe code and the debug
+# builds dropped all but line tables): 1s fmt, 77s clippy, 30s the bench peers' tests
+# (bench/peers is a workspace of its own, built into the same target directory), 163s
+# cargo test, 37s browser, 168s Miri, 164s fuzz (its build at opt-level 1 also compiles
+# the library without the command line), 134s the soak's and Autobahn's binaries, 66s
+# soak (both backends at once), 38s Autobahn (four runs at once).
 #
 # Usage: scripts/test.sh            (the README's test command; CI runs it via .ci/run)
 # Environment: SKIP_BROWSER=1 skips the browser test (scripts/browser-test.sh; needs
