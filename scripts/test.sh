@@ -112,7 +112,7 @@ part "bench peers (the benchmark's report; raw-batch in both write modes)"
 # with io_uring sends (its only unsafe code), are tested here. Without the tokio peers
 # (default feature `tokio-peers`): the test would build them, and their crates, for nothing.
 cargo test --quiet --manifest-path bench/peers/Cargo.toml --target-dir "$TARGET_DIR" \
-  --no-default-features --bin bench-report --test raw_batch
+  --no-default-features --bin bench-report --bin bench-pool --test raw_batch
 
 part "cargo test (debug: unit, property, integration, doc)"
 # cargo-nextest (installed by .ci/run) runs the test binaries, and the tests in each, side
