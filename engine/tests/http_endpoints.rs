@@ -282,6 +282,10 @@ fn metrics_match_what_the_clients_did(backend: Backend) {
         "plain subscribers only"
     );
     assert_eq!(n("ringcast_inbox_dropped_publications_total", &[]), 0);
+    // The history gauge is there for every reactor (its figure is checked in
+    // `market_data.rs`).
+    let reactors = server.stats().unwrap().reactors.len();
+    assert_eq!(samples(&scrape, "ringcast_history_bytes").len(), reactors);
     // The lag histogram: one observation per subscriber visit; its +Inf bucket is the
     // count, and it agrees with the engine's own figures.
     let count = n("ringcast_delivery_lag_bytes_count", &[]);

@@ -746,6 +746,54 @@ fn a_resume_of_a_forgotten_topic_is_a_reset(backend: Backend) {
     }
 }
 
+/// Many topics share `History::memory`: a topic's history, full while it is alone, is
+/// held to its share once more topics keep one (within a sweep, a second or so), and what
+/// it gave up is announced to a client that resumes from before it.
+fn histories_share_the_memory_budget(backend: Backend) {
+    const MEMORY: usize = 1 << 20;
+    let h = start(builder(backend).history(History {
+        messages: 1 << 20,
+        bytes: MEMORY,
+        memory: MEMORY,
+        ..History::default()
+    }));
+    let reactors = h.stats().reactors.len() as u64;
+    let body = "x".repeat(1000);
+    let mut live = v1(&h, "/sub/A");
+    for i in 1..=2000u64 {
+        assert_eq!(h.publish("A", &format!("\"{i}{body}\"")).seq, i);
+        assert_eq!(seq_of(&mut live), i);
+    }
+    drop(live);
+    // Alone, A keeps a whole MiB of history: a resume from 1 500 finds it all.
+    let mut ws = v1(&h, "/sub/A?since=1500");
+    assert_eq!(seq_of(&mut ws), 1501);
+    drop(ws);
+    let full = wait_stats(&h, "A's history measured", |t| {
+        t.history_bytes > reactors * (MEMORY as u64 * 3 / 4)
+    })
+    .history_bytes;
+    assert!(full <= reactors * (MEMORY as u64 + (64 << 10)), "{full}");
+    // Fifteen more topics with a history each: A's share is a 16th.
+    for n in 0..15 {
+        publish_n(&h, &format!("B{n}"), 1);
+    }
+    let share = MEMORY as u64 / 16;
+    wait_stats(&h, "A's history held to its share", |t| {
+        t.history_bytes <= reactors * (share + (64 << 10) + 15 * (4 << 10))
+    });
+    let mut ws = v1(&h, "/sub/A?since=1500");
+    match next_not_beat(&mut ws) {
+        Got::Op(v) => {
+            assert_eq!((&v["op"], &v["from"]), (&json!("gap"), &json!(1501)), "{v}");
+            let to = v["to"].as_u64().expect("to");
+            assert!((1900..2000).contains(&to), "{v}");
+            assert_eq!(seq_of(&mut ws), to + 1);
+        }
+        other => panic!("expected a gap, got {other:?}"),
+    }
+}
+
 util::for_each_backend!(
     envelopes_of_every_kind,
     seq_continuity_under_concurrent_publishers,
@@ -761,4 +809,5 @@ util::for_each_backend!(
     a_subscription_starts_with_its_epoch,
     a_resume_of_another_numbering_is_a_reset,
     a_resume_of_a_forgotten_topic_is_a_reset,
+    histories_share_the_memory_budget,
 );

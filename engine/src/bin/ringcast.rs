@@ -108,9 +108,13 @@ struct ServeArgs {
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     history_ttl: Duration,
     /// Most topics each reactor keeps a history of, besides topics with subscribers there
-    /// (worst-case memory per reactor: --history-topics × --history-bytes).
+    /// (and all of them together to --history-memory).
     #[arg(long, default_value_t = 4096)]
     history_topics: usize,
+    /// Most bytes of history each reactor keeps over all its topics together; while
+    /// more topics are held than fit at --history-bytes each, each keeps an equal share.
+    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    history_memory: usize,
     /// How often ringcast.v1 subscribers get {"op":"heartbeat","seq":{…}} with the
     /// latest sequence number of each of their topics; 0 disables.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -307,6 +311,11 @@ impl ServeArgs {
             "history_topics",
             &mut s.history_topics,
             &self.history_topics,
+        );
+        given.set(
+            "history_memory",
+            &mut s.history_memory,
+            &self.history_memory,
         );
         given.set("heartbeat", &mut s.heartbeat, &self.heartbeat);
         given.set("cluster", &mut s.cluster, &self.cluster);
@@ -584,7 +593,7 @@ mod tests {
             "--max-pending-handshakes 8 --publish-token t --slow-consumer conflate ",
             "--max-topic-len 9 --max-topics 10 --inbox 11 --demo --demo-rate 12 ",
             "--history 13 --history-bytes 14KiB --history-ttl 15s --heartbeat 16s ",
-            "--history-topics 17 --cluster nats://127.0.0.1:19 --cluster-prefix md. ",
+            "--history-topics 17 --history-memory 21MiB --cluster nats://127.0.0.1:19 --cluster-prefix md. ",
             "--node-id n20 ",
             "--demo-symbols A,B --no-metrics --metrics-token m --ui --drain-delay 18s",
         );
@@ -627,6 +636,7 @@ mod tests {
             ("history-bytes", s.history_bytes == d.history_bytes),
             ("history-ttl", s.history_ttl == d.history_ttl),
             ("history-topics", s.history_topics == d.history_topics),
+            ("history-memory", s.history_memory == d.history_memory),
             ("heartbeat", s.heartbeat == d.heartbeat),
             ("cluster", s.cluster == d.cluster),
             ("cluster-prefix", s.cluster_prefix == d.cluster_prefix),
@@ -646,6 +656,6 @@ mod tests {
         .collect();
         assert!(same.is_empty(), "flags did not set {same:?}");
         // The list above covers every key.
-        assert_eq!(Settings::keys().len(), 41);
+        assert_eq!(Settings::keys().len(), 42);
     }
 }

@@ -37,6 +37,10 @@ use super::chunk::{CLASSES, Chunk, ChunkPool, class_for};
 /// frames around it over more chunks.
 pub(crate) const LARGE_FRAME: usize = 16 << 10;
 
+/// Frame records a log keeps room for however few it holds; past it, a log that
+/// holds under a quarter of its room gives the rest back.
+const SPARE_FRAMES: usize = 1024;
+
 /// A chunk that takes more trims than this to fill belongs to a quiet topic.
 const SLOW_FILL: u32 = 16;
 
@@ -505,6 +509,15 @@ impl TopicLog {
         by_count.max(self.frame_at_or_after(self.head.saturating_sub(bytes)))
     }
 
+    /// Whether [`trim`](Self::trim) to `keep_from` would drop a segment (free memory).
+    pub(crate) fn would_free(&self, keep_from: u64) -> bool {
+        let Some(front) = self.segs.front() else {
+            return false;
+        };
+        let filling = self.segs.len() == 1 && matches!(&front.data, Data::Chunk(c) if c.room() > 0);
+        front.end() <= keep_from && !filling
+    }
+
     /// Drops the segments that end at or before `keep_from` (every cursor is at or past
     /// it, and the history does not reach back further), and the records of frames that
     /// end there. A tail chunk with room left stays, to take the next frames.
@@ -533,6 +546,12 @@ impl TopicLog {
                 break;
             }
             self.frames.pop_front();
+        }
+        // A burst's records are not kept as spare capacity once it has been trimmed.
+        let cap = self.frames.capacity();
+        if cap > SPARE_FRAMES && self.frames.len() < cap / 4 {
+            self.frames
+                .shrink_to((self.frames.len() * 2).max(SPARE_FRAMES));
         }
     }
 }

@@ -185,9 +185,16 @@ pub struct History {
     /// publications to a topic nobody here subscribes to are not kept, and a topic whose
     /// last subscriber here leaves is forgotten, so publishing to (or subscribing to and
     /// leaving) ever new topic names cannot grow memory without bound. Worst case per
-    /// reactor: `topics × bytes`. A topic left that holds no message is forgotten
-    /// whatever the room: it has nothing to replay.
+    /// reactor: `topics × bytes`, further held to `memory`. A topic left that holds no
+    /// message is forgotten whatever the room: it has nothing to replay.
     pub topics: usize,
+    /// Most bytes of history a reactor keeps over all its topics together. While its
+    /// topics (with subscribers or kept for their history) would need more at `bytes`
+    /// each, each keeps an equal share of it instead: publishing to ever more topics,
+    /// or to as many as clients may subscribe to, cannot grow a reactor's history past
+    /// it (give or take the chunk each log is filling). What a topic no longer holds is
+    /// announced to a resuming client as a `gap`, as for any history limit.
+    pub memory: usize,
 }
 
 impl Default for History {
@@ -197,6 +204,7 @@ impl Default for History {
             bytes: 4 << 20,
             idle_ttl: std::time::Duration::from_secs(300),
             topics: 4096,
+            memory: 512 << 20,
         }
     }
 }
@@ -204,7 +212,7 @@ impl Default for History {
 impl History {
     /// Whether topics keep a history.
     pub fn enabled(&self) -> bool {
-        self.messages > 0 && self.bytes > 0
+        self.messages > 0 && self.bytes > 0 && self.memory > 0
     }
 }
 
@@ -292,6 +300,11 @@ pub(crate) struct Topics {
     /// `ringcast.v1` entries without subscribers here, kept for their history (at most
     /// `history.topics`).
     idle_histories: usize,
+    /// `ringcast.v1` entries (with subscribers or kept), among which `history.memory` is
+    /// shared.
+    v1_entries: usize,
+    /// Bytes the `ringcast.v1` logs held at the last sweep.
+    history_held: u64,
     /// The node's subscriber counts (in a cluster), told of every subscribe here.
     interest: Option<Arc<Interest>>,
     /// The node's numbering, whose counters the entries hold.
@@ -429,6 +442,7 @@ impl Topics {
             counter: self.sequencer.as_ref().map(|s| s.counter(topic)),
         }) as u32;
         self.ids.entry(topic.clone()).or_default().0[form as usize] = id;
+        self.v1_entries += usize::from(form == Form::V1);
         id
     }
 
@@ -555,6 +569,7 @@ impl Topics {
     fn forget(&mut self, id: u32) {
         let mut entry = self.entries.remove(id as usize);
         self.idle_histories -= usize::from(entry.kept);
+        self.v1_entries -= usize::from(entry.form == Form::V1);
         if let (Some(seq), Some(counter)) = (&self.sequencer, entry.counter.take()) {
             seq.release(&entry.name, counter);
         }
@@ -580,6 +595,42 @@ impl Topics {
         }
         for id in idle {
             self.forget(id);
+        }
+        self.squeeze();
+    }
+
+    /// Bytes of history each `ringcast.v1` topic here may keep now: `history.bytes`, or
+    /// an equal share of `history.memory` when more topics are held than it fits at
+    /// full size.
+    pub(crate) fn history_bytes(&self) -> u64 {
+        let share = self.history.memory / self.v1_entries.max(1);
+        share.min(self.history.bytes) as u64
+    }
+
+    /// Bytes the `ringcast.v1` logs held at the last sweep (history and what their
+    /// subscribers have pending), large frames included.
+    pub(crate) fn history_held(&self) -> u64 {
+        self.history_held
+    }
+
+    /// Lists for the next tick's trim ([`touched`](Self::touched)) the `ringcast.v1`
+    /// logs whose history is over its current share (more topics arrived since they were
+    /// last trimmed) by at least a segment. The tick finds their slowest cursors.
+    fn squeeze(&mut self) {
+        let (messages, bytes) = (self.history.messages, self.history_bytes());
+        self.history_held = 0;
+        for (id, e) in &mut self.entries {
+            if e.form != Form::V1 {
+                continue;
+            }
+            self.history_held += e.log.head() - e.log.tail();
+            if e.touched {
+                continue;
+            }
+            if e.log.would_free(e.log.history_floor(messages, bytes)) {
+                e.touched = true;
+                self.touched.push(id as u32);
+            }
         }
     }
 
@@ -626,11 +677,11 @@ impl Topics {
     /// Trims topic `id`'s log past `min_cursor` (its slowest subscriber) and, for a
     /// `ringcast.v1` log, past its history.
     pub(crate) fn trim(&mut self, id: u32, min_cursor: u64) {
-        let h = self.history;
+        let (messages, bytes) = (self.history.messages, self.history_bytes());
         let entry = &mut self.entries[id as usize];
         let keep = match entry.form {
             Form::Plain => min_cursor,
-            Form::V1 => min_cursor.min(entry.log.history_floor(h.messages, h.bytes as u64)),
+            Form::V1 => min_cursor.min(entry.log.history_floor(messages, bytes)),
         };
         entry.log.trim(keep, entry.subscribers.len());
     }
@@ -918,6 +969,83 @@ mod tests {
         assert_eq!(t.len(), 0);
         t.absorb(&publication("e", 1));
         assert!(t.id("e", Form::V1).is_some(), "room again after the sweep");
+    }
+
+    #[test]
+    fn histories_share_the_memory_budget() {
+        use crate::fanout::chunk::MAX_CHUNK;
+        use crate::protocol::OpCode;
+        let memory = 4 << 20;
+        let history = History {
+            messages: 1 << 20,
+            bytes: memory,
+            memory,
+            ..History::default()
+        };
+        let mut t = Topics::new(history, 1 << 30);
+        let payload = [b'x'; 100];
+        let publish = |t: &mut Topics, topic: &str, seq: u64| {
+            t.absorb(&Publication {
+                topic: TopicName::new(topic),
+                seq,
+                frame: crate::protocol::encode::frame(OpCode::Binary, &payload),
+                envelope: envelope::frame(topic, seq, OpCode::Binary, &payload, false),
+            });
+        };
+        // As the reactor's delivery passes and ticks leave the entries.
+        let settle = |t: &mut Topics| {
+            for id in t
+                .turn
+                .drain(..)
+                .chain(t.touched.drain(..))
+                .collect::<Vec<_>>()
+            {
+                if let Some(e) = t.get_mut(id) {
+                    (e.in_turn, e.touched, e.fresh) = (false, false, false);
+                }
+            }
+        };
+        let span = |t: &Topics, id: u32| t.log(id).head() - t.log(id).tail();
+        for seq in 1..=50_000 {
+            publish(&mut t, "a", seq);
+        }
+        let a = t.id("a", Form::V1).expect("kept for its history");
+        t.trim(a, t.log(a).head());
+        assert!(
+            span(&t, a) > 3 << 20 && span(&t, a) <= (memory + MAX_CHUNK) as u64,
+            "alone, a topic keeps its full history: {}",
+            span(&t, a)
+        );
+        settle(&mut t);
+        for n in 0..15 {
+            publish(&mut t, &format!("t{n}"), 1);
+        }
+        assert_eq!(t.history_bytes(), memory as u64 / 16);
+        settle(&mut t);
+        // The sweep finds the history over its share and lists it for the tick's trim;
+        // the new topics' one chunk each has nothing to give.
+        t.sweep_idle(u32::MAX);
+        assert_eq!(t.touched, [a]);
+        t.trim(a, t.log(a).head());
+        assert!(
+            span(&t, a) <= (memory / 16 + MAX_CHUNK) as u64,
+            "held to a 16th: {}",
+            span(&t, a)
+        );
+        // What it gave up is announced to a client that resumes from before it.
+        let (_, gap) = t.start(a, Start::Since(0));
+        let (from, to) = gap.expect("a gap");
+        assert_eq!(from, 1);
+        assert!(to > 45_000 && to < 50_000, "{to}");
+        settle(&mut t);
+        t.sweep_idle(u32::MAX);
+        assert!(t.touched.is_empty(), "nothing left over its share");
+        // Forgotten topics give their share back.
+        for n in 0..15 {
+            let id = t.id(&format!("t{n}"), Form::V1).unwrap();
+            t.forget(id);
+        }
+        assert_eq!(t.history_bytes(), memory as u64);
     }
 
     #[test]

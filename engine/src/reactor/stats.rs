@@ -130,6 +130,10 @@ counters! {
     /// Bytes of topic-log chunks alive: held by logs, in-flight sends or half-written
     /// frames (gauge, at the last tick).
     log_bytes,
+    /// Bytes the `ringcast.v1` topic logs hold (history and what their subscribers have
+    /// pending), large frames included (gauge, at the last sweep of idle topics, once a
+    /// second).
+    history_bytes,
     /// Slow consumers closed with 1008.
     slow_closed,
     /// Messages skipped by drop-oldest.

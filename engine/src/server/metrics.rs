@@ -204,6 +204,13 @@ pub const METRICS: &[(&str, &str, &str)] = &[
          topic's current numbering, or naming no epoch), `reset` (naming another epoch: the \
          server restarted or forgot the topic; answered with a reset)",
     ),
+    (
+        "ringcast_history_bytes",
+        "gauge",
+        "Bytes the reactor's ringcast.v1 topic logs hold (their history and what their \
+         subscribers have pending), large frames included: within --history-memory, give \
+         or take a chunk per topic",
+    ),
 ];
 
 /// The Prometheus text of a scrape: `stats` (the cluster families from
@@ -424,6 +431,15 @@ impl Collector for Scrape {
             [("resumed", |r| r.v1_resumes), ("reset", |r| r.v1_resets)];
         let resumes = "ringcast_v1_resumes";
         labelled(&mut e, resumes, 31, None, c, rs, "outcome", &outcomes)?;
+        per_reactor(
+            &mut e,
+            "ringcast_history",
+            32,
+            Some(&bytes),
+            gauge(),
+            rs,
+            |r| r.history_bytes,
+        )?;
         if let Some(c) = &self.stats.cluster {
             encode_cluster(&mut e, c)?;
         }

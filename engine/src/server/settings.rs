@@ -145,6 +145,9 @@ pub struct Settings {
     /// Most topics each reactor keeps a history of (besides topics with subscribers).
     #[serde(deserialize_with = "value::count::deserialize")]
     pub history_topics: usize,
+    /// Most bytes of history each reactor keeps over all its topics together.
+    #[serde(deserialize_with = "value::size::deserialize")]
+    pub history_memory: usize,
     /// How often `ringcast.v1` subscribers get a heartbeat; zero disables.
     #[serde(deserialize_with = "value::duration::deserialize")]
     pub heartbeat: Duration,
@@ -220,6 +223,7 @@ impl Default for Settings {
             history_bytes: history.bytes,
             history_ttl: history.idle_ttl,
             history_topics: history.topics,
+            history_memory: history.memory,
             heartbeat: Duration::from_secs(5),
             cluster: None,
             cluster_prefix: super::cluster::DEFAULT_PREFIX.to_owned(),
@@ -413,6 +417,7 @@ impl Settings {
                 bytes: self.history_bytes,
                 idle_ttl: self.history_ttl,
                 topics: self.history_topics,
+                memory: self.history_memory,
             })
             .heartbeat((!self.heartbeat.is_zero()).then_some(self.heartbeat))
             .http(self.http_endpoints())

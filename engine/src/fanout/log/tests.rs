@@ -373,3 +373,29 @@ fn a_wide_topic_keeps_large_chunks_however_slowly_they_fill() {
     }
     assert_eq!(tail_chunk_capacity(&log), MAX_CHUNK);
 }
+
+#[test]
+fn a_trimmed_burst_gives_back_its_records_and_chunks() {
+    let pool = ChunkPool::default();
+    let mut log = TopicLog::default();
+    for i in 0..100_000u32 {
+        log.append_next(&frame(8, i as u8), &pool);
+    }
+    assert!(log.frames.capacity() >= 100_000);
+    assert!(
+        log.would_free(log.head()),
+        "full chunks behind every cursor"
+    );
+    log.trim(log.head() - 80, 1);
+    assert!(log.frames().count() <= MAX_CHUNK / 8);
+    assert!(
+        log.frames.capacity() <= 4 * MAX_CHUNK / 8,
+        "records of the burst not kept as spare room: {}",
+        log.frames.capacity()
+    );
+    assert!(
+        !log.would_free(log.head()),
+        "only the chunk being filled is left"
+    );
+    assert_eq!(log.segments(), 1);
+}

@@ -554,6 +554,9 @@ impl<T> Core<T> {
             let n = (ttl.as_millis() / (TICK * SWEEP_TICKS).as_millis()).max(1);
             let n = u32::try_from(n).unwrap_or(u32::MAX);
             self.topics.sweep_idle(n);
+            self.stats
+                .history_bytes
+                .store(self.topics.history_held(), Ordering::Relaxed);
             // One reactor sweeps the node's counters (they are shared).
             if self.index == 0 {
                 self.fanout.sequencer().sweep(n);
