@@ -7,6 +7,13 @@
 //! the same turn — the policy acts on the cursor alone — nothing is copied
 //! or cut per subscriber: `close` detaches it, `drop-oldest` moves it forward to the oldest
 //! frame within three quarters of the limit, `conflate` to the topic's latest frame.
+//!
+//! The limit is a connection's, over all its topics: the reactor passes a subscription
+//! what its connection's other topics leave of it (counted once the subscription holds
+//! more than an equal share of the limit, which some topic of a connection over it does),
+//! so one connection pins its topics' logs by at most the limit in all once it is judged,
+//! and never by more than twice it: what its unjudged topics hold is within an equal
+//! share each.
 
 use super::log::TopicLog;
 use super::outbox::{Outbox, Skipped};

@@ -95,8 +95,8 @@ pub struct Config {
     pub limits: Limits,
     /// Topic name and per-connection topic limits.
     pub topics: TopicRules,
-    /// How far, in bytes, a subscription may fall behind its topic's head before the
-    /// slow-consumer policy acts; also the limit of a connection's own queued frames
+    /// How far, in bytes, a subscriber may fall behind its topics' heads, all of them
+    /// together, before the slow-consumer policy acts; also the limit of a connection's own queued frames
     /// (replies such as echoes), past which its input is not read until they drain.
     pub max_lag_bytes: usize,
     /// What to do with a subscriber whose lag passes `max_lag_bytes`.

@@ -142,8 +142,8 @@ impl EngineBuilder {
         self
     }
 
-    /// How far (bytes) a subscription may fall behind its topic before the slow-consumer
-    /// policy acts; also the limit of a connection's queued replies, past which it is not
+    /// How far (bytes) a subscriber may fall behind, over all its topics together, before
+    /// the slow-consumer policy acts; also the limit of a connection's queued replies, past which it is not
     /// read until they drain.
     pub fn max_lag_bytes(mut self, bytes: usize) -> Self {
         self.config.max_lag_bytes = bytes;

@@ -102,7 +102,8 @@ pub struct Settings {
     /// Origins browsers may upgrade from; empty: any.
     #[serde(deserialize_with = "value::list")]
     pub allowed_origins: Vec<String>,
-    /// How far (bytes) a subscriber may fall behind before the slow-consumer policy acts;
+    /// How far (bytes) a subscriber may fall behind, over all its topics together, before
+    /// the slow-consumer policy acts;
     /// also the limit of a connection's queued replies.
     #[serde(deserialize_with = "value::size::deserialize")]
     pub max_lag: usize,

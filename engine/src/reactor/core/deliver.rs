@@ -173,6 +173,7 @@ impl<T> Core<T> {
             self.pass.left -= 1;
             budget -= 1;
             let key = entry.subscribers[self.pass.left] as usize;
+            let entry = self.topics.entry(id);
             let Some(c) = self.conns.get_mut(key) else {
                 continue;
             };
@@ -185,12 +186,27 @@ impl<T> Core<T> {
             // A subscriber whose socket took everything last time gets this batch first;
             // one whose write is still pending is judged on all it has.
             let until = if blocked { log.head() } else { batch_start };
-            let lag = outbox.lag(i, log) + outbox.own_bytes() as u64;
+            let behind = outbox.lag(i, log);
+            let lag = behind + outbox.own_bytes() as u64;
             seen.high = seen.high.max(lag);
             seen.lags[lag_bucket(lag)] += 1;
             seen.lag_sum += lag;
+            // The limit holds for all its topics together: what its other topics have
+            // pending leaves this one the rest. Counted only once this topic holds more
+            // than an equal share of the limit (for a total over it, some topic does).
+            let subs = outbox.subs();
+            let limit = if blocked && behind * subs.len() as u64 > max_lag {
+                let elsewhere: u64 = subs
+                    .iter()
+                    .filter(|s| s.topic != id)
+                    .map(|s| self.topics.log(s.topic).head().saturating_sub(s.cursor))
+                    .sum();
+                max_lag.saturating_sub(elsewhere)
+            } else {
+                max_lag
+            };
             let mut flush = true;
-            match policy.apply(outbox, i, log, until, max_lag) {
+            match policy.apply(outbox, i, log, until, limit) {
                 Acted::Nothing => {}
                 // Its cursor still counts for the trim: the frame it may have started is
                 // held when it closes, after this slice.
