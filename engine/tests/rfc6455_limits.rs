@@ -5,7 +5,7 @@ use crate::util;
 
 use std::time::Duration;
 
-use ringcast::protocol::Limits;
+use ringcast::protocol::{Limits, MessageBudget};
 use ringcast::server::Backend;
 use util::{
     Frame, Length, TestServer, binary_payload, for_each_backend, fragments, op, start_server,
@@ -195,6 +195,47 @@ fn too_many_fragments(backend: Backend) {
     client.expect_close(1008);
 }
 
+/// Large messages in progress share the server's budget (`Limits::message_budget`): a
+/// client whose message would take it past its size is closed with 1013 while another's
+/// goes on, and a completed message gives its share back.
+fn large_messages_in_progress_share_the_budget(backend: Backend) {
+    let server = start_server_with(backend, 2, |b| {
+        b.limits(Limits {
+            message_budget: MessageBudget::new(MIB),
+            ..Default::default()
+        })
+    });
+    let chunk = binary_payload(256 * 1024);
+    let open = |n: usize| {
+        let mut frames = vec![Frame::binary(chunk.clone()).fin(false)];
+        frames.extend((1..n).map(|_| Frame::continuation(&chunk).fin(false)));
+        frames
+    };
+    // A holds 768 KiB of a message: 704 KiB of the budget past its own 64 KiB (the pong
+    // says the server has read it all).
+    let mut a = server.client();
+    a.send_all(&open(3));
+    a.send_ping(b"sync");
+    a.expect_pong(b"sync");
+    // B's 512 KiB would take 448 KiB more: over 1 MiB.
+    let mut b = server.client();
+    b.send_all(&open(2));
+    let close = b.read_close();
+    assert_eq!(close.close_code(), Some(1013), "{}", close.describe());
+    assert!(
+        close.describe().contains("too many large messages"),
+        "{}",
+        close.describe()
+    );
+    // A finishes: its 1 MiB message is whole, and its share is given back.
+    a.send(Frame::continuation(&chunk));
+    a.expect_binary(chunk.repeat(4));
+    let mut c = server.client();
+    c.send_all(&open(3));
+    c.send(Frame::continuation(&chunk));
+    c.expect_binary(chunk.repeat(4));
+}
+
 /// `idle_timeout`: a silent client gets a Ping; answering it keeps the connection; staying
 /// silent after the next one ends it with 1001.
 fn idle_connection_is_pinged_then_closed(backend: Backend) {
@@ -223,6 +264,7 @@ fn idle_connection_is_pinged_then_closed(backend: Backend) {
 }
 
 for_each_backend!(
+    large_messages_in_progress_share_the_budget,
     text_4_mib,
     binary_4_mib,
     binary_4_mib_in_64_kib_fragments,

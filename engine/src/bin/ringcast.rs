@@ -190,6 +190,11 @@ struct ServerArgs {
     /// Most fragments in one message; over it: close 1008 (default: no limit).
     #[arg(long)]
     max_fragments: Option<u32>,
+    /// Bytes of large messages in progress (past the first 64 KiB of each) that all
+    /// connections may hold together; a message that would take more: close 1013 "Try
+    /// Again Later".
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    message_memory: usize,
     /// Largest HTTP request head of the opening handshake; over it: 431.
     #[arg(long, default_value = "8KiB", value_parser = parse_size)]
     max_head: usize,
@@ -263,6 +268,11 @@ impl ServerArgs {
         given.set("max_message", &mut s.max_message, &self.max_message);
         given.set("max_frame", &mut s.max_frame, &self.max_frame);
         given.set("max_fragments", &mut s.max_fragments, &self.max_fragments);
+        given.set(
+            "message_memory",
+            &mut s.message_memory,
+            &self.message_memory,
+        );
         given.set("max_head", &mut s.max_head, &self.max_head);
         given.set(
             "handshake_timeout",
@@ -587,7 +597,7 @@ mod tests {
         let args = concat!(
             "ringcast --log debug --log-format json serve --listen 127.0.0.1:1 ",
             "--threads 3 --no-pin --backend epoll --uring-rings 2 --max-message 1KiB --max-frame ",
-            "2KiB --max-fragments 4 --max-head 3KiB --handshake-timeout 1s ",
+            "2KiB --max-fragments 4 --message-memory 22MiB --max-head 3KiB --handshake-timeout 1s ",
             "--close-timeout 2s --idle-timeout 3s --protocol p --allow-origin o ",
             "--max-lag 4KiB --sndbuf 5KiB --max-conns 6 --max-conns-per-ip 7 ",
             "--max-pending-handshakes 8 --publish-token t --slow-consumer conflate ",
@@ -610,6 +620,7 @@ mod tests {
             ("max-message", s.max_message == d.max_message),
             ("max-frame", s.max_frame == d.max_frame),
             ("max-fragments", s.max_fragments == d.max_fragments),
+            ("message-memory", s.message_memory == d.message_memory),
             ("max-head", s.max_head == d.max_head),
             (
                 "handshake-timeout",
@@ -656,6 +667,6 @@ mod tests {
         .collect();
         assert!(same.is_empty(), "flags did not set {same:?}");
         // The list above covers every key.
-        assert_eq!(Settings::keys().len(), 42);
+        assert_eq!(Settings::keys().len(), 43);
     }
 }

@@ -36,6 +36,8 @@ impl CloseCode {
     pub const TOO_BIG: Self = Self(1009);
     /// 1011: internal server error.
     pub const INTERNAL: Self = Self(1011);
+    /// 1013: try again later (IANA registry): the server is short of a resource for now.
+    pub const TRY_AGAIN_LATER: Self = Self(1013);
 
     /// Whether this code may appear in a close frame on the wire (§7.4.1, §7.4.2, and the
     /// IANA registry: 1012-1014 are registered; 1004-1006 and 1015 are reserved).

@@ -12,7 +12,8 @@
 //! - A message that arrives whole in one read is handed out borrowed from the read buffer
 //!   (no copy). One that spans reads or fragments is assembled in the connection's
 //!   message buffer, bounded by [`Limits::max_message`]; a frame or message announced
-//!   over the limits fails with 1009 as soon as its header is seen.
+//!   over the limits fails with 1009 as soon as its header is seen. What connections
+//!   hold of large messages together is bounded by [`Limits::message_budget`] (1013).
 //! - Text is validated as it arrives, so invalid UTF-8 fails with 1007 in the fragment
 //!   where it appears, not at the end of the message.
 //!
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::budget::MessageBudget;
 use super::close::{CloseCode, CloseFrame};
 use super::encode;
 use super::error::ProtocolError;
@@ -58,6 +60,9 @@ pub struct Limits {
     /// After this long with nothing received, the server sends a Ping; after as long
     /// again with still nothing, it closes with 1001 "idle timeout". `None` disables.
     pub idle_timeout: Option<Duration>,
+    /// What every connection given these limits (clones included) may hold of large
+    /// messages in progress, together; past it: close 1013. See [`MessageBudget`].
+    pub message_budget: MessageBudget,
 }
 
 impl Default for Limits {
@@ -68,6 +73,7 @@ impl Default for Limits {
             max_fragments: None,
             close_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(30)),
+            message_budget: MessageBudget::default(),
         }
     }
 }
@@ -140,6 +146,8 @@ pub struct Connection {
     message: Option<InMessage>,
     /// A message that spans reads or fragments, while it is assembled.
     msg_buf: LazyBuf,
+    /// What `msg_buf` holds taken from `limits.message_budget`.
+    charged: usize,
     /// A control frame's payload that spans reads, while it is assembled.
     control: LazyBuf,
     utf8: Utf8Validator,
@@ -163,6 +171,7 @@ impl Connection {
             frame: None,
             message: None,
             msg_buf: LazyBuf::default(),
+            charged: 0,
             control: LazyBuf::default(),
             utf8: Utf8Validator::new(),
             due: now,
@@ -268,7 +277,7 @@ impl Connection {
         self.message = None;
         self.head_len = 0;
         self.utf8.reset();
-        self.msg_buf.clear_keeping(0);
+        self.release_message(0);
     }
 
     fn process<S: Sink>(
@@ -434,6 +443,7 @@ impl Connection {
             let hint = usize::try_from(h.len).unwrap_or(0).min(KEEP_MSG_CAPACITY);
             self.msg_buf.reserve(hint);
         }
+        self.charge(self.msg_buf.len() + chunk.len())?;
         self.msg_buf.extend_from_slice(chunk);
         if !complete {
             return Ok(());
@@ -448,8 +458,33 @@ impl Connection {
             self.msg_buf.as_slice(),
             sink,
         );
-        self.msg_buf.clear_keeping(KEEP_MSG_CAPACITY);
+        self.release_message(KEEP_MSG_CAPACITY);
         r
+    }
+
+    /// Takes from the shared budget what a message buffer of `len` bytes holds past the
+    /// connection's own allowance.
+    fn charge(&mut self, len: usize) -> Result<(), ProtocolError> {
+        let due = len.saturating_sub(MessageBudget::FREE);
+        if due > self.charged {
+            let budget = &self.limits.message_budget;
+            if !budget.take(due - self.charged) {
+                return Err(ProtocolError::MessageBudget(budget.max()));
+            }
+            self.charged = due;
+        }
+        Ok(())
+    }
+
+    /// Empties the message buffer (keeping up to `keep` bytes of capacity) and gives
+    /// back what it had taken from the shared budget.
+    fn release_message(&mut self, keep: usize) {
+        self.msg_buf.clear_keeping(keep);
+        if self.charged > 0 {
+            self.limits
+                .message_budget
+                .give(std::mem::take(&mut self.charged));
+        }
     }
 
     /// Hands a complete message to the sink (only while open: after the server's close,
@@ -496,12 +531,27 @@ impl Connection {
                 }
                 self.state = State::Finished;
                 self.message = None;
+                // Field by field: `close` borrows the control buffer.
                 self.msg_buf.clear_keeping(0);
+                if self.charged > 0 {
+                    self.limits
+                        .message_budget
+                        .give(std::mem::take(&mut self.charged));
+                }
                 sink.event(Event::Close(close));
             }
             _ => unreachable!("data opcode in finish_control"),
         }
         Ok(())
+    }
+}
+
+/// A connection dropped in the middle of a large message gives its share back.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.charged > 0 {
+            self.limits.message_budget.give(self.charged);
+        }
     }
 }
 

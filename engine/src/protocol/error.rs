@@ -73,6 +73,11 @@ pub enum ProtocolError {
     /// A fragmented message with more fragments than the configured limit.
     #[error("message has more than {0} fragments")]
     TooManyFragments(u32),
+    /// A large message that would take the connections' shared
+    /// [`MessageBudget`](super::MessageBudget) past its size (the server is short of
+    /// memory for messages in progress, not this peer at fault).
+    #[error("large messages in progress hold the server's {0} bytes for them")]
+    MessageBudget(usize),
 }
 
 impl ProtocolError {
@@ -82,6 +87,7 @@ impl ProtocolError {
             Self::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
             Self::FrameTooLarge { .. } | Self::MessageTooLarge { .. } => CloseCode::TOO_BIG,
             Self::TooManyFragments(_) => CloseCode::POLICY,
+            Self::MessageBudget(_) => CloseCode::TRY_AGAIN_LATER,
             _ => CloseCode::PROTOCOL,
         }
     }
@@ -105,6 +111,7 @@ impl ProtocolError {
             Self::FrameTooLarge { .. } => "frame too large",
             Self::MessageTooLarge { .. } => "message too large",
             Self::TooManyFragments(_) => "too many fragments",
+            Self::MessageBudget(_) => "server busy: too many large messages in progress",
         }
     }
 }

@@ -13,6 +13,7 @@
 //!   only a message that spans several reads or fragments is assembled into the
 //!   connection's own buffer.
 
+pub mod budget;
 pub mod close;
 pub mod conn;
 pub mod encode;
@@ -27,6 +28,7 @@ mod lazy_buf;
 pub mod mask;
 pub mod utf8;
 
+pub use budget::MessageBudget;
 pub use close::{CloseCode, CloseFrame};
 pub use conn::{Connection, Event, Limits};
 pub use error::{HandshakeError, ProtocolError};

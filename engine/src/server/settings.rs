@@ -50,6 +50,7 @@ use super::cluster::{ClusterConfig, ClusterError};
 use super::demo::{DEFAULT_SYMBOLS, DemoFeed};
 use super::{Backend, Broadcast, Engine, EngineBuilder, EngineHandle, HttpEndpoints};
 use crate::fanout::{History, SlowConsumer, TopicRules};
+use crate::protocol::MessageBudget;
 use crate::protocol::conn::Limits;
 use crate::protocol::envelope;
 use crate::protocol::handshake::{DEFAULT_MAX_HEAD_LEN, HandshakeConfig};
@@ -84,6 +85,10 @@ pub struct Settings {
     /// Most fragments in one message; over it: close 1008. `None`: no limit.
     #[serde(deserialize_with = "value::count::option")]
     pub max_fragments: Option<u32>,
+    /// Bytes of large messages in progress (past 64 KiB of each) that all connections
+    /// may hold together; past it: close 1013.
+    #[serde(deserialize_with = "value::size::deserialize")]
+    pub message_memory: usize,
     /// Largest HTTP request head of the opening handshake; over it: 431.
     #[serde(deserialize_with = "value::size::deserialize")]
     pub max_head: usize,
@@ -204,6 +209,7 @@ impl Default for Settings {
             max_message: limits.max_message,
             max_frame: None,
             max_fragments: limits.max_fragments,
+            message_memory: limits.message_budget.max(),
             max_head: DEFAULT_MAX_HEAD_LEN,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: limits.close_timeout,
@@ -334,6 +340,16 @@ impl Settings {
             }
         }
         check_inbox(self.inbox).map_err(|e| invalid("inbox", e))?;
+        if self.message_memory.saturating_add(MessageBudget::FREE) < self.max_message {
+            return Err(invalid(
+                "message-memory",
+                format!(
+                    "{} bytes hold no message of max-message ({} bytes): give it at least \
+                     max-message less 64 KiB",
+                    self.message_memory, self.max_message
+                ),
+            ));
+        }
         check_topic_len(self.max_topic_len).map_err(|e| invalid("max-topic-len", e))?;
         self.cluster_config().map_err(|e| {
             let key = match e {
@@ -400,6 +416,7 @@ impl Settings {
                 max_fragments: self.max_fragments,
                 close_timeout: self.close_timeout,
                 idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
+                message_budget: MessageBudget::new(self.message_memory),
             })
             .max_lag_bytes(self.max_lag)
             .sndbuf(self.sndbuf)

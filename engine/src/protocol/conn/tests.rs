@@ -400,6 +400,62 @@ fn large_message_buffer_is_released() {
     assert_eq!(c.msg_buf.capacity(), 0);
 }
 
+/// Connections given the same limits share one budget for large messages in progress:
+/// past their own 64 KiB each, what they hold together stays within it (1013 for the one
+/// that would pass it), and a message completed, a failure or a dropped connection gives
+/// its share back.
+#[test]
+#[cfg_attr(miri, ignore = "messages of 100 KB and more: minutes under Miri")]
+fn large_messages_in_progress_share_one_budget() {
+    let free = MessageBudget::FREE;
+    let l = Limits {
+        message_budget: MessageBudget::new(100_000),
+        ..limits()
+    };
+    let budget = l.message_budget.clone();
+    let l = Arc::new(l);
+    let now = Instant::now();
+    let start = |len: usize, sent: usize| {
+        // The head and the first `sent` bytes of a `len`-byte binary frame.
+        let f = frame(true, 2, &vec![7; len]);
+        let head = f.len() - len;
+        (f[..head + sent].to_vec(), f[head + sent..].to_vec())
+    };
+    let mut rec = Record::default();
+    let mut a = Connection::new(Arc::clone(&l), now);
+    let (mut a1, mut a2) = start(free + 90_000, free + 60_000);
+    a.handle_read(&mut a1, now, &mut rec).unwrap();
+    assert_eq!(
+        budget.used(),
+        60_000,
+        "what passes the connection's own 64 KiB"
+    );
+    // Another one's message would take it past 100 000: refused with 1013.
+    let mut b = Connection::new(Arc::clone(&l), now);
+    let (mut b1, _) = start(free + 50_001, free + 50_000);
+    let r = b.handle_read(&mut b1, now, &mut rec);
+    assert_eq!(r, Err(ProtocolError::MessageBudget(100_000)));
+    assert!(closed_with(&rec.0, 1013));
+    assert_eq!(budget.used(), 60_000, "the refused one holds nothing");
+    // Messages within the connections' own allowance never draw on it.
+    let mut c = Connection::new(Arc::clone(&l), now);
+    let (mut c1, _) = start(free, free - 1);
+    c.handle_read(&mut c1, now, &mut rec).unwrap();
+    assert_eq!(budget.used(), 60_000);
+    // Completed: given back.
+    rec.0.clear();
+    a.handle_read(&mut a2, now, &mut rec).unwrap();
+    assert_eq!(rec.0, vec![Out::Binary(vec![7; free + 90_000])]);
+    assert_eq!(budget.used(), 0);
+    // Dropped in the middle of one: given back.
+    let mut d = Connection::new(Arc::clone(&l), now);
+    let (mut d1, _) = start(free + 80_001, free + 80_000);
+    d.handle_read(&mut d1, now, &mut rec).unwrap();
+    assert_eq!(budget.used(), 80_000);
+    drop(d);
+    assert_eq!(budget.used(), 0);
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
