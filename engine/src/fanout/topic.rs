@@ -972,6 +972,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "50 000 publications: minutes under Miri")]
     fn histories_share_the_memory_budget() {
         use crate::fanout::chunk::MAX_CHUNK;
         use crate::protocol::OpCode;

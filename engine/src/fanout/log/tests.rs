@@ -375,6 +375,7 @@ fn a_wide_topic_keeps_large_chunks_however_slowly_they_fill() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "100 000 appends: minutes under Miri")]
 fn a_trimmed_burst_gives_back_its_records_and_chunks() {
     let pool = ChunkPool::default();
     let mut log = TopicLog::default();
