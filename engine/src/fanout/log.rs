@@ -186,6 +186,10 @@ impl Seg {
     }
 }
 
+/// What a frame's record takes besides the frame: a lag of minimum-size frames (2 bytes)
+/// holds 12 times its bytes in records.
+pub(crate) const RECORD_BYTES: usize = size_of::<FrameMeta>();
+
 /// Where a held frame starts, and the sequence numbers it stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FrameMeta {
@@ -396,6 +400,12 @@ impl TopicLog {
         let s = self.segs.get(i)?;
         let off = (pos - s.start) as usize;
         Some(s.held(off, (end - pos) as usize))
+    }
+
+    /// Memory the records of the frames held from `pos` on take besides their bytes
+    /// ([`RECORD_BYTES`] each).
+    pub(crate) fn record_bytes_from(&self, pos: u64) -> u64 {
+        ((self.frames.len() - self.frames_before(pos)) * RECORD_BYTES) as u64
     }
 
     /// Frames held that start before `pos`.

@@ -13,7 +13,9 @@
 //! more than an equal share of the limit, which some topic of a connection over it does),
 //! so one connection pins its topics' logs by at most the limit in all once it is judged,
 //! and never by more than twice it: what its unjudged topics hold is within an equal
-//! share each.
+//! share each. A lag counts the records of its frames too (24 bytes each) once it is
+//! far enough behind for them to matter: a lag of 2-byte frames would otherwise pin 13
+//! times its size.
 
 use super::log::TopicLog;
 use super::outbox::{Outbox, Skipped};

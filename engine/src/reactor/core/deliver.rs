@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::super::stats::{LAG_BUCKETS, lag_bucket};
 use super::{Core, Driver};
 use crate::fanout::SlowConsumer;
+use crate::fanout::log::RECORD_BYTES;
 use crate::fanout::policy::Acted;
 use crate::fanout::ring::{InboxRx, Publication};
 use crate::fanout::topic::{Form, Topics};
@@ -204,6 +205,15 @@ impl<T> Core<T> {
                 max_lag.saturating_sub(elsewhere)
             } else {
                 max_lag
+            };
+            // The records of the frames it holds back take memory too: minimum-size
+            // frames (2 bytes) would pin 12 times the limit in records. They are counted
+            // once it is far enough behind that they could matter.
+            let limit = if blocked && behind.saturating_mul(1 + RECORD_BYTES as u64 / 2) > limit {
+                let cursor = outbox.subs()[i].cursor;
+                limit.saturating_sub(log.record_bytes_from(cursor))
+            } else {
+                limit
             };
             let mut flush = true;
             match policy.apply(outbox, i, log, until, limit) {
