@@ -794,6 +794,56 @@ fn histories_share_the_memory_budget(backend: Backend) {
     }
 }
 
+/// A connection's resumes replay at most ¾ of the lag limit over all its topics: three
+/// topics with 2 MiB of history each, resumed from the start in one request, replay 2 MiB,
+/// then 1 MiB, then nothing, each older part announced as a gap, and the client is not
+/// taken for a slow consumer (6 MiB replayed at once would be past the 4 MiB limit).
+fn a_resume_of_several_topics_replays_within_the_connections_limit(backend: Backend) {
+    let h = start(builder(backend).max_lag_bytes(4 << 20).history(History {
+        messages: 1 << 20,
+        bytes: 2 << 20,
+        ..History::default()
+    }));
+    let body = "x".repeat(1000);
+    for topic in ["A", "B", "C"] {
+        for i in 1..=2000u64 {
+            assert_eq!(h.publish(topic, &format!("\"{i}{body}\"")).seq, i);
+        }
+    }
+    let mut ws = v1(&h, "/sub/A,B,C?since=0");
+    let (mut replayed, mut gaps) = (BTreeMap::new(), BTreeMap::new());
+    let mut count = 0;
+    while count < 3 * 2000 {
+        match next_not_beat(&mut ws) {
+            Got::Op(v) if v["op"] == "gap" => {
+                let topic = v["topic"].as_str().unwrap().to_owned();
+                let (from, to) = (v["from"].as_u64().unwrap(), v["to"].as_u64().unwrap());
+                assert_eq!(from, 1, "{v}");
+                count += to;
+                gaps.insert(topic, to);
+            }
+            Got::Text { topic, seq, .. } => {
+                let last = replayed
+                    .entry(topic.clone())
+                    .or_insert(gaps.get(&topic).copied().unwrap_or(0));
+                assert_eq!(seq, *last + 1, "{topic}: in order, after its gap");
+                *last = seq;
+                count += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // About 2 MiB of A (its whole history), 1 MiB of B, nothing of C: each is given what
+    // the ones before left of the 3 MiB.
+    let got = |t: &str| 2000 - gaps.get(t).copied().unwrap_or(0);
+    assert!(got("A") > 1900, "A: {}", got("A"));
+    assert!((900..1100).contains(&got("B")), "B: {}", got("B"));
+    assert!(got("C") < 50, "C: {}", got("C"));
+    assert_eq!(h.stats().total().slow_closed, 0);
+    publish_n(&h, "C", 1);
+    assert_eq!(seq_of(&mut ws), 2001, "live after the replay");
+}
+
 util::for_each_backend!(
     envelopes_of_every_kind,
     seq_continuity_under_concurrent_publishers,
@@ -810,4 +860,5 @@ util::for_each_backend!(
     a_resume_of_another_numbering_is_a_reset,
     a_resume_of_a_forgotten_topic_is_a_reset,
     histories_share_the_memory_budget,
+    a_resume_of_several_topics_replays_within_the_connections_limit,
 );

@@ -402,6 +402,24 @@ impl TopicLog {
         Some(s.held(off, (end - pos) as usize))
     }
 
+    /// The oldest frame from which a replay to the head takes at most `budget` bytes, the
+    /// frames' records included (the head when not even the newest frame fits).
+    pub(crate) fn replay_floor(&self, budget: u64) -> u64 {
+        let n = self.frames.len();
+        let cost = |i: usize| self.head - self.frames[i].pos + ((n - i) * RECORD_BYTES) as u64;
+        // The cost falls as the floor moves on: the first index within the budget.
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if cost(mid) > budget {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        self.frames.get(lo).map_or(self.head, |f| f.pos)
+    }
+
     /// Memory the records of the frames held from `pos` on take besides their bytes
     /// ([`RECORD_BYTES`] each).
     pub(crate) fn record_bytes_from(&self, pos: u64) -> u64 {

@@ -333,6 +333,11 @@ impl Topics {
         self.sequencer = Some(sequencer);
     }
 
+    /// Most bytes a connection's resumes replay, all its topics together.
+    pub(crate) fn max_replay(&self) -> u64 {
+        self.max_replay
+    }
+
     /// The history kept.
     pub(crate) fn history(&self) -> &History {
         &self.history
@@ -480,14 +485,27 @@ impl Topics {
     /// topic yet) starts at the head, and what the node learns was published after it is
     /// announced then (see [`absorb`](Self::absorb)).
     pub(crate) fn start(&mut self, id: u32, start: Start) -> (u64, Option<(u64, u64)>) {
-        let (cursor, gap) = self.begin_at(id, start);
+        self.start_within(id, start, self.max_replay)
+    }
+
+    /// [`start`](Self::start), replaying at most `budget` bytes (records included) of
+    /// the `max_replay` a connection has for all its topics: what its other topics have
+    /// pending takes the rest.
+    pub(crate) fn start_within(
+        &mut self,
+        id: u32,
+        start: Start,
+        budget: u64,
+    ) -> (u64, Option<(u64, u64)>) {
+        let budget = budget.min(self.max_replay);
+        let (cursor, gap) = self.begin_at(id, start, budget);
         let entry = &mut self.entries[id as usize];
         entry.joined_low = entry.joined_low.min(cursor);
         (cursor, gap)
     }
 
     /// [`start`](Self::start) without the delivery pass's bookkeeping.
-    fn begin_at(&mut self, id: u32, start: Start) -> (u64, Option<(u64, u64)>) {
+    fn begin_at(&mut self, id: u32, start: Start, budget: u64) -> (u64, Option<(u64, u64)>) {
         let entry = &mut self.entries[id as usize];
         // Whether a resume's epoch is the topic's is the subscriber's to decide (it holds
         // the counter); here it starts after its `since` like any other.
@@ -505,8 +523,8 @@ impl Topics {
                 (r.cursor, r.gap)
             }
         };
-        // Replays stay within `max_replay`: what is older is announced, not sent.
-        let floor = log.frame_at_or_after(log.head().saturating_sub(self.max_replay));
+        // Replays stay within the budget: what is older is announced, not sent.
+        let floor = log.replay_floor(budget);
         if cursor >= floor {
             return (cursor, gap);
         }

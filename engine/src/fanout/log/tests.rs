@@ -400,3 +400,19 @@ fn a_trimmed_burst_gives_back_its_records_and_chunks() {
     );
     assert_eq!(log.segments(), 1);
 }
+
+#[test]
+fn a_replay_floor_counts_bytes_and_records() {
+    let pool = ChunkPool::default();
+    let mut log = TopicLog::default();
+    for i in 0..100u8 {
+        log.append_next(&frame(10, i), &pool);
+    }
+    let per = (10 + RECORD_BYTES) as u64;
+    assert_eq!(log.replay_floor(u64::MAX), 0, "everything fits");
+    assert_eq!(log.replay_floor(per * 100), 0);
+    assert_eq!(log.replay_floor(per * 100 - 1), 10, "one frame less");
+    assert_eq!(log.replay_floor(per * 3 + per / 2), 970, "the newest three");
+    assert_eq!(log.replay_floor(per - 1), log.head(), "not even the newest");
+    assert_eq!(TopicLog::default().replay_floor(1 << 20), 0, "an empty log");
+}
