@@ -144,10 +144,10 @@ pub struct Connection {
     head_len: u8,
     frame: Option<InFrame>,
     message: Option<InMessage>,
-    /// A message that spans reads or fragments, while it is assembled.
+    /// A message that spans reads or fragments, while it is assembled. What it holds
+    /// past [`MessageBudget::FREE`] is taken from `limits.message_budget` (no field of
+    /// its own: idle connections stay small).
     msg_buf: LazyBuf,
-    /// What `msg_buf` holds taken from `limits.message_budget`.
-    charged: usize,
     /// A control frame's payload that spans reads, while it is assembled.
     control: LazyBuf,
     utf8: Utf8Validator,
@@ -171,7 +171,6 @@ impl Connection {
             frame: None,
             message: None,
             msg_buf: LazyBuf::default(),
-            charged: 0,
             control: LazyBuf::default(),
             utf8: Utf8Validator::new(),
             due: now,
@@ -464,14 +463,12 @@ impl Connection {
 
     /// Takes from the shared budget what a message buffer of `len` bytes holds past the
     /// connection's own allowance.
-    fn charge(&mut self, len: usize) -> Result<(), ProtocolError> {
+    fn charge(&self, len: usize) -> Result<(), ProtocolError> {
         let due = len.saturating_sub(MessageBudget::FREE);
-        if due > self.charged {
-            let budget = &self.limits.message_budget;
-            if !budget.take(due - self.charged) {
-                return Err(ProtocolError::MessageBudget(budget.max()));
-            }
-            self.charged = due;
+        let held = self.msg_buf.len().saturating_sub(MessageBudget::FREE);
+        let budget = &self.limits.message_budget;
+        if due > held && !budget.take(due - held) {
+            return Err(ProtocolError::MessageBudget(budget.max()));
         }
         Ok(())
     }
@@ -479,12 +476,8 @@ impl Connection {
     /// Empties the message buffer (keeping up to `keep` bytes of capacity) and gives
     /// back what it had taken from the shared budget.
     fn release_message(&mut self, keep: usize) {
+        give_back(&self.limits, &self.msg_buf);
         self.msg_buf.clear_keeping(keep);
-        if self.charged > 0 {
-            self.limits
-                .message_budget
-                .give(std::mem::take(&mut self.charged));
-        }
     }
 
     /// Hands a complete message to the sink (only while open: after the server's close,
@@ -532,12 +525,8 @@ impl Connection {
                 self.state = State::Finished;
                 self.message = None;
                 // Field by field: `close` borrows the control buffer.
+                give_back(&self.limits, &self.msg_buf);
                 self.msg_buf.clear_keeping(0);
-                if self.charged > 0 {
-                    self.limits
-                        .message_budget
-                        .give(std::mem::take(&mut self.charged));
-                }
                 sink.event(Event::Close(close));
             }
             _ => unreachable!("data opcode in finish_control"),
@@ -549,9 +538,15 @@ impl Connection {
 /// A connection dropped in the middle of a large message gives its share back.
 impl Drop for Connection {
     fn drop(&mut self) {
-        if self.charged > 0 {
-            self.limits.message_budget.give(self.charged);
-        }
+        give_back(&self.limits, &self.msg_buf);
+    }
+}
+
+/// Gives back to the shared budget what message buffer `buf` took from it.
+fn give_back(limits: &Limits, buf: &LazyBuf) {
+    let held = buf.len().saturating_sub(MessageBudget::FREE);
+    if held > 0 {
+        limits.message_budget.give(held);
     }
 }
 
