@@ -26,7 +26,7 @@ impl FanoutBench {
             let (t, pos) = topics.subscribe(&name, Form::Plain, key, 0);
             id = t;
             let mut o = Outbox::default();
-            o.add_sub(id, pos, topics.start(id, Start::Live).0);
+            o.add_sub(id, pos, topics.start(id, Start::Live, u64::MAX).0);
             subs.push(o);
         }
         Self { topics, id, subs }

@@ -537,7 +537,8 @@ impl TopicLog {
         by_count.max(self.frame_at_or_after(self.head.saturating_sub(bytes)))
     }
 
-    /// Whether [`trim`](Self::trim) to `keep_from` would drop a segment (free memory).
+    /// Whether [`trim`](Self::trim) to `keep_from` would drop a segment (free memory):
+    /// the front one ends there, and is not the tail chunk with room left.
     pub(crate) fn would_free(&self, keep_from: u64) -> bool {
         let Some(front) = self.segs.front() else {
             return false;
@@ -554,17 +555,7 @@ impl TopicLog {
     pub(crate) fn trim(&mut self, keep_from: u64, readers: usize) {
         self.trims = self.trims.saturating_add(1);
         self.wide = readers >= WIDE_TOPIC;
-        while let Some(front) = self.segs.front() {
-            if front.end() > keep_from {
-                break;
-            }
-            if self.segs.len() == 1 {
-                if let Data::Chunk(c) = &front.data {
-                    if c.room() > 0 {
-                        break;
-                    }
-                }
-            }
+        while self.would_free(keep_from) {
             self.segs.pop_front();
         }
         let tail = self.tail();

@@ -181,6 +181,16 @@ impl Outbox {
                 .all(|s| s.cursor == topics.log(s.topic).head())
     }
 
+    /// Bytes the subscriptions other than to topic `except` have not been sent yet (their
+    /// logs in `topics`).
+    pub(crate) fn backlog(&self, topics: &Topics, except: Option<u32>) -> u64 {
+        self.subs
+            .iter()
+            .filter(|s| Some(s.topic) != except)
+            .map(|s| topics.log(s.topic).head().saturating_sub(s.cursor))
+            .sum()
+    }
+
     /// Bytes a subscription has not been sent yet.
     pub(crate) fn lag(&self, i: usize, log: &TopicLog) -> u64 {
         log.head() - self.subs[i].cursor

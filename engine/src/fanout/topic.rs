@@ -480,18 +480,13 @@ impl Topics {
     }
 
     /// Where a subscription to topic `id` starting at `start` begins, and the messages
-    /// after a `since` that are no longer held (announced first). A `since` past the
+    /// after a `since` that are no longer held (announced first). A replay takes at most
+    /// `budget` bytes (records included) of the `max_replay` a connection has for all
+    /// its topics: what its other topics have pending takes the rest. A `since` past the
     /// log's last number (accepted only from a cluster node that does not follow the
     /// topic yet) starts at the head, and what the node learns was published after it is
     /// announced then (see [`absorb`](Self::absorb)).
-    pub(crate) fn start(&mut self, id: u32, start: Start) -> (u64, Option<(u64, u64)>) {
-        self.start_within(id, start, self.max_replay)
-    }
-
-    /// [`start`](Self::start), replaying at most `budget` bytes (records included) of
-    /// the `max_replay` a connection has for all its topics: what its other topics have
-    /// pending takes the rest.
-    pub(crate) fn start_within(
+    pub(crate) fn start(
         &mut self,
         id: u32,
         start: Start,
@@ -762,6 +757,21 @@ mod tests {
         }
     }
 
+    /// Leaves the entries as the reactor's delivery passes and ticks do: off the lists of
+    /// this turn and of the next trim (ids of forgotten ones too).
+    fn settle(t: &mut Topics) {
+        for id in t
+            .turn
+            .drain(..)
+            .chain(t.touched.drain(..))
+            .collect::<Vec<_>>()
+        {
+            if let Some(e) = t.get_mut(id) {
+                (e.in_turn, e.touched, e.fresh) = (false, false, false);
+            }
+        }
+    }
+
     #[test]
     fn subscribe_unsubscribe() {
         let mut t = Topics::new(
@@ -778,7 +788,7 @@ mod tests {
         assert_eq!(t.turn, [id]);
         assert_eq!(t.subscribe(&a, Form::Plain, 2, 0), (id, 1));
         assert_eq!(
-            t.start(id, Start::Live),
+            t.start(id, Start::Live, u64::MAX),
             (t.log(id).head(), None),
             "a late subscriber starts at the head"
         );
@@ -848,8 +858,12 @@ mod tests {
             envelope: Bytes::new(),
         };
         let (id, _) = t.subscribe(&a, Form::V1, 1, 0);
-        assert_eq!(t.start(id, Start::Since(3)), (0, None));
-        assert_eq!(t.start(id, Start::Since(5)), (0, None), "the lowest counts");
+        assert_eq!(t.start(id, Start::Since(3), u64::MAX), (0, None));
+        assert_eq!(
+            t.start(id, Start::Since(5), u64::MAX),
+            (0, None),
+            "the lowest counts"
+        );
         t.absorb(&mark(6));
         let held: Vec<(u64, u64)> = t.log(id).frames().map(|f| (f.first, f.seq)).collect();
         assert_eq!(held, [(4, 6)]);
@@ -859,7 +873,7 @@ mod tests {
         // A since the numbers reach: nothing to announce.
         let b = TopicName::new("b");
         let (id, _) = t.subscribe(&b, Form::V1, 1, 0);
-        assert_eq!(t.start(id, Start::Since(9)), (0, None));
+        assert_eq!(t.start(id, Start::Since(9), u64::MAX), (0, None));
         t.absorb(&Publication {
             topic: b.clone(),
             ..mark(9)
@@ -889,11 +903,14 @@ mod tests {
         assert_eq!(seqs, [3, 4, 5], "the newest 3 are kept");
         let pos = |seq: u64| held.iter().find(|f| f.0 == seq).unwrap().1;
         let head = t.log(id).head();
-        assert_eq!(t.start(id, Start::Snapshot), (pos(5), None));
-        assert_eq!(t.start(id, Start::Since(3)), (pos(4), None));
-        assert_eq!(t.start(id, Start::Since(2)), (pos(3), None));
-        assert_eq!(t.start(id, Start::Since(0)), (pos(3), Some((1, 2))));
-        assert_eq!(t.start(id, Start::Since(5)), (head, None));
+        assert_eq!(t.start(id, Start::Snapshot, u64::MAX), (pos(5), None));
+        assert_eq!(t.start(id, Start::Since(3), u64::MAX), (pos(4), None));
+        assert_eq!(t.start(id, Start::Since(2), u64::MAX), (pos(3), None));
+        assert_eq!(
+            t.start(id, Start::Since(0), u64::MAX),
+            (pos(3), Some((1, 2)))
+        );
+        assert_eq!(t.start(id, Start::Since(5), u64::MAX), (head, None));
         // A missed publication leaves a gap frame in the log.
         t.absorb(&publication("a", 9));
         let log = t.log(id);
@@ -901,7 +918,7 @@ mod tests {
         assert_eq!(last[last.len() - 2..], [(6, 8), (9, 9)]);
         assert_eq!(log.last_seq(), 9);
         assert_eq!(
-            t.start(id, Start::Since(7)).1,
+            t.start(id, Start::Since(7), u64::MAX).1,
             None,
             "resumes at the gap frame, which tells"
         );
@@ -972,17 +989,7 @@ mod tests {
         // Now full: `a` left again is forgotten; the swept ones free their room.
         assert!(t.unsubscribe(id, 2, pos));
         assert_eq!(t.id("a", Form::V1), None);
-        // (As the reactor's delivery and tick leave them; ids of forgotten ones too.)
-        for id in t
-            .turn
-            .drain(..)
-            .chain(t.touched.drain(..))
-            .collect::<Vec<_>>()
-        {
-            if let Some(e) = t.get_mut(id) {
-                (e.in_turn, e.touched) = (false, false);
-            }
-        }
+        settle(&mut t);
         t.sweep_idle(1);
         assert_eq!(t.len(), 0);
         t.absorb(&publication("e", 1));
@@ -1010,19 +1017,6 @@ mod tests {
                 frame: crate::protocol::encode::frame(OpCode::Binary, &payload),
                 envelope: envelope::frame(topic, seq, OpCode::Binary, &payload, false),
             });
-        };
-        // As the reactor's delivery passes and ticks leave the entries.
-        let settle = |t: &mut Topics| {
-            for id in t
-                .turn
-                .drain(..)
-                .chain(t.touched.drain(..))
-                .collect::<Vec<_>>()
-            {
-                if let Some(e) = t.get_mut(id) {
-                    (e.in_turn, e.touched, e.fresh) = (false, false, false);
-                }
-            }
         };
         let span = |t: &Topics, id: u32| t.log(id).head() - t.log(id).tail();
         for seq in 1..=50_000 {
@@ -1052,7 +1046,7 @@ mod tests {
             span(&t, a)
         );
         // What it gave up is announced to a client that resumes from before it.
-        let (_, gap) = t.start(a, Start::Since(0));
+        let (_, gap) = t.start(a, Start::Since(0), u64::MAX);
         let (from, to) = gap.expect("a gap");
         assert_eq!(from, 1);
         assert!(to > 45_000 && to < 50_000, "{to}");

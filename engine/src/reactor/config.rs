@@ -96,8 +96,9 @@ pub struct Config {
     /// Topic name and per-connection topic limits.
     pub topics: TopicRules,
     /// How far, in bytes, a subscriber may fall behind its topics' heads, all of them
-    /// together, before the slow-consumer policy acts; also the limit of a connection's own queued frames
-    /// (replies such as echoes), past which its input is not read until they drain.
+    /// together, before the slow-consumer policy acts; also the limit of a connection's
+    /// own queued frames (replies such as echoes), past which its input is not read until
+    /// they drain.
     pub max_lag_bytes: usize,
     /// What to do with a subscriber whose lag passes `max_lag_bytes`.
     pub slow_consumer: SlowConsumer,

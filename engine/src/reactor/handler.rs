@@ -453,13 +453,10 @@ impl Subscriber<'_> {
         };
         // A connection's resumes replay at most `max_replay` over all its topics (the lag
         // limit is the connection's): what it has pending leaves this one the rest.
-        let pending: u64 = outbox
-            .subs()
-            .iter()
-            .map(|s| topics.log(s.topic).head().saturating_sub(s.cursor))
-            .sum();
-        let budget = topics.max_replay().saturating_sub(pending);
-        let (cursor, gap) = topics.start_within(id, start, budget);
+        let budget = topics
+            .max_replay()
+            .saturating_sub(outbox.backlog(topics, None));
+        let (cursor, gap) = topics.start(id, start, budget);
         if let Some((from, to)) = gap {
             outbox.push(envelope::gap(topic, from, to));
         }

@@ -143,8 +143,8 @@ impl EngineBuilder {
     }
 
     /// How far (bytes) a subscriber may fall behind, over all its topics together, before
-    /// the slow-consumer policy acts; also the limit of a connection's queued replies, past which it is not
-    /// read until they drain.
+    /// the slow-consumer policy acts; also the limit of a connection's queued replies,
+    /// past which it is not read until they drain.
     pub fn max_lag_bytes(mut self, bytes: usize) -> Self {
         self.config.max_lag_bytes = bytes;
         self

@@ -195,14 +195,8 @@ impl<T> Core<T> {
             // The limit holds for all its topics together: what its other topics have
             // pending leaves this one the rest. Counted only once this topic holds more
             // than an equal share of the limit (for a total over it, some topic does).
-            let subs = outbox.subs();
-            let limit = if blocked && behind * subs.len() as u64 > max_lag {
-                let elsewhere: u64 = subs
-                    .iter()
-                    .filter(|s| s.topic != id)
-                    .map(|s| self.topics.log(s.topic).head().saturating_sub(s.cursor))
-                    .sum();
-                max_lag.saturating_sub(elsewhere)
+            let limit = if blocked && behind * outbox.subs().len() as u64 > max_lag {
+                max_lag.saturating_sub(outbox.backlog(&self.topics, Some(id)))
             } else {
                 max_lag
             };

@@ -273,4 +273,9 @@ fn values_that_do_not_fit_are_named() {
         ..Settings::default()
     };
     assert_eq!(s.check().unwrap_err().key(), Some("demo-rate"));
+    // A message budget that no message of max-message fits in.
+    let e = file_error("max-message = \"4MiB\"\nmessage-memory = \"1MiB\"\n");
+    assert_eq!(e.key(), Some("message-memory"));
+    assert!(e.to_string().contains("max-message"), "{e}");
+    Settings::from_toml_str("max-message = \"4MiB\"\nmessage-memory = \"4032KiB\"").unwrap();
 }
