@@ -25,9 +25,17 @@ pub(crate) const MATRIX_PAIRS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The envelope cell and its plain twin (`scripts/bench.sh`: the same subscribers and
-/// window, ringcast.v1 subscribers).
-pub(crate) const V1_PAIR: (&str, &str) = ("v1-10k-w64", "win-10k-w64");
+/// The envelope cells of `scripts/bench.sh` (10 000 subscribers, 64 in flight) set against
+/// each other, one implementation at a time: (subject, versus, heading). The first is the
+/// envelope cost; the others take it apart into the envelope's bytes on the wire, what it
+/// costs beyond them, and the load client's checks.
+pub(crate) const ENVELOPE_PAIRS: &[(&str, &str, &str)] = &[
+    ("v1-10k-w64", "win-10k-w64", "v1 ÷ plain"),
+    ("wire-10k-w64", "win-10k-w64", "plain 76 B ÷ plain 64 B"),
+    ("v1-10k-w64", "wire-10k-w64", "v1 ÷ plain 76 B"),
+    ("v1t-10k-w64", "win-10k-w64", "v1 unchecked ÷ plain"),
+    ("v1-10k-w64", "v1t-10k-w64", "v1 checked ÷ unchecked"),
+];
 
 /// One results file (`bench/results/STAMP.json`), reduced to what pooling needs.
 #[derive(Debug)]
