@@ -125,7 +125,17 @@ fn control_errors_are_answered_and_the_connection_stays_open(backend: Backend) {
     let h = engine(backend);
     let mut ws = connect(h.local_addr(), "/sub/X");
 
-    let cases: [(&str, &str); 8] = [
+    // One topic named over and over, past the limit (64 KiB with these rules): refused
+    // unread, however valid its JSON.
+    let repeats = format!(
+        r#"{{"op":"subscribe","topics":["X"{}]}}"#,
+        r#","X""#.repeat(17_000)
+    );
+    let cases: [(&str, &str); 9] = [
+        (
+            &repeats,
+            "control message too long: 68033 bytes, at most 65536",
+        ),
         ("not json", "bad JSON"),
         (r#"{"op":"subscribe","topics":["X"],"extra":1}"#, "bad JSON"),
         (r#"{"op":"subscribe","topics":"X"}"#, "bad JSON"),

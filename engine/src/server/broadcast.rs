@@ -48,6 +48,9 @@ struct Control {
     epoch: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// The least [`Broadcast::control_limit`].
+const CONTROL_LIMIT_MIN: usize = 64 << 10;
+
 /// What a `since` must be.
 const SINCE_FORM: &str = "a sequence number (a whole number, 0 or more)";
 /// What an `epoch` must be.
@@ -163,6 +166,21 @@ fn control_starts(ctl: &Control, v1: bool) -> Result<Vec<Start>, String> {
 }
 
 impl Broadcast {
+    /// The longest control message a subscriber may send, in bytes: room for
+    /// `max_per_connection` topics of the longest name, each with a `since` and an `epoch`,
+    /// twice over for whitespace, and never under 64 KiB. A longer one is answered with an
+    /// error and not parsed: its topic list could hold millions of names (one 16 MiB
+    /// message of repeats of one topic took a reactor 1.5 s and 580 MB to answer).
+    pub fn control_limit(&self) -> usize {
+        let r = &self.rules;
+        let per_topic = r.max_name_len.saturating_mul(3).saturating_add(48);
+        let fill = r
+            .max_per_connection
+            .saturating_mul(per_topic)
+            .saturating_add(256);
+        fill.saturating_mul(2).max(CONTROL_LIMIT_MIN)
+    }
+
     fn authorised(&self, req: &UpgradeRequest<'_>) -> Result<(), Upgrade> {
         let Some(want) = &self.publish_token else {
             return Ok(());
@@ -280,6 +298,14 @@ impl Handler for Broadcast {
         let Message::Text(text) = msg else {
             return error(client, "subscribers send text control messages, not binary");
         };
+        let limit = self.control_limit();
+        if text.len() > limit {
+            let n = text.len();
+            return error(
+                client,
+                &format!("control message too long: {n} bytes, at most {limit}"),
+            );
+        }
         let ctl: Control = match serde_json::from_str(text) {
             Ok(c) => c,
             Err(e) => return error(client, &format!("bad JSON: {e}")),
@@ -671,6 +697,44 @@ mod tests {
                 );
             }
             assert_eq!(status(&upgrade(&b, "/sub/x", None, None)), 101);
+        }
+    }
+
+    /// The largest request the topic rules allow (every topic of the longest name, with a
+    /// `since` and an `epoch` each, pretty-printed) fits under the limit, which grows with
+    /// the rules and never falls under 64 KiB.
+    #[test]
+    fn the_control_limit_fits_the_largest_request_the_rules_allow() {
+        for (topics, len) in [(1, 1), (64, 64), (64, 255), (1000, 255), (20_000, 64)] {
+            let b = Broadcast {
+                rules: TopicRules {
+                    max_per_connection: topics,
+                    max_name_len: len,
+                },
+                ..Broadcast::default()
+            };
+            let names: Vec<String> = (0..topics)
+                .map(|i| format!("{i:0len$}").chars().take(len).collect())
+                .collect();
+            let since: serde_json::Map<_, _> = names
+                .iter()
+                .map(|n| (n.clone(), serde_json::Value::from(u64::MAX)))
+                .collect();
+            let epoch: serde_json::Map<_, _> = names
+                .iter()
+                .map(|n| (n.clone(), serde_json::Value::from("0123456789abcdef")))
+                .collect();
+            let request = serde_json::json!({
+                "op": "subscribe", "topics": names, "since": since, "epoch": epoch
+            });
+            let text = serde_json::to_string_pretty(&request).unwrap();
+            let limit = b.control_limit();
+            assert!(
+                text.len() <= limit,
+                "{topics} × {len}: {} > {limit}",
+                text.len()
+            );
+            assert!(limit >= 64 << 10);
         }
     }
 }
