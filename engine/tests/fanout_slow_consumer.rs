@@ -10,7 +10,9 @@
 use crate::fanout_util;
 use crate::util;
 
-use fanout_util::flood::{BATCH, FRAME, Flood, MAX_LAG, drain_until, engine, expect, seq_of};
+use fanout_util::flood::{
+    BATCH, FRAME, Flood, MAX_LAG, drain_until, engine, expect, payload, seq_of,
+};
 use fanout_util::{connect, connect_stalled, next_data, wait_for, wait_stats};
 use ringcast::fanout::SlowConsumer;
 use ringcast::server::Backend;
@@ -213,7 +215,35 @@ fn stalled_subscriber_of_empty_messages_is_judged_on_their_records(backend: Back
     drop(never);
 }
 
+/// A message larger than the lag limit is not held against the subscribers it is on its
+/// way to: one that has part of it and has not read on when smaller messages follow is
+/// not a slow consumer, and gets them all, in order.
+fn a_message_over_the_limit_does_not_make_its_subscribers_slow(backend: Backend) {
+    let h = engine(backend, SlowConsumer::Close);
+    let mut sub = connect_stalled(h.local_addr(), "/sub/B");
+    wait_stats(&h, "the subscriber to join", |t| t.subscriptions == 1);
+    let big = vec![7u8; 16 * MAX_LAG];
+    assert!(h.publish_binary("B", &big).is_complete());
+    // Its socket is full with the start of it, the rest waits in the log.
+    let sent = |t: &ringcast::server::ReactorStats| t.bytes_out > 0 && t.writes > 0;
+    wait_stats(&h, "the big message to be part way out", sent);
+    for seq in 0..BATCH {
+        assert!(h.publish_binary("B", &payload(seq)).is_complete());
+    }
+    // Every reactor (two) takes every publication; the policy runs as they are taken.
+    wait_stats(&h, "the small messages to be taken", |t| {
+        t.publications == 2 * (1 + BATCH)
+    });
+    assert_eq!(next_data(&mut sub), Message::binary(big));
+    for seq in 0..BATCH {
+        assert_eq!(seq_of(next_data(&mut sub)), seq);
+    }
+    let t = h.stats().total();
+    assert_eq!(t.slow_closed, 0, "{t:#?}");
+}
+
 util::for_each_backend!(
+    a_message_over_the_limit_does_not_make_its_subscribers_slow,
     stalled_subscriber_of_empty_messages_is_judged_on_their_records,
     stalled_subscriber_is_judged_on_all_its_topics,
     stalled_subscriber_is_closed_with_1008,

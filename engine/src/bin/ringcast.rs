@@ -216,9 +216,10 @@ struct ServerArgs {
     /// allowed-origins).
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
-    /// How far (bytes) a subscriber may fall behind, over all its topics together, before
-    /// the slow-consumer policy acts; also the limit of a connection's queued replies
-    /// (echoes), past which its input is not read until they drain.
+    /// How far (bytes) a subscriber may fall behind, over all its topics together (the rest
+    /// of a message it is part way through not counted), before the slow-consumer policy
+    /// acts; also the limit of a connection's queued replies (echoes), past which its
+    /// input is not read until they drain.
     #[arg(long, default_value = "4MiB", value_parser = parse_size)]
     max_lag: usize,
     /// SO_SNDBUF of client sockets (the kernel doubles it); caps what a stalled client

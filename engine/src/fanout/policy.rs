@@ -15,7 +15,11 @@
 //! and never by more than twice it: what its unjudged topics hold is within an equal
 //! share each. A lag counts the records of its frames too (24 bytes each) once it is
 //! far enough behind for them to matter: a lag of 2-byte frames would otherwise pin 13
-//! times its size.
+//! times its size. It does not count the rest of the frame a subscriber is part way
+//! through: that one is being written, and a single message larger than the limit
+//! (allowed up to `max_message`) would otherwise close every subscriber it goes to as
+//! soon as anything followed it. So a connection also holds, besides the above, the one
+//! frame per topic it is in the middle of.
 
 use super::log::TopicLog;
 use super::outbox::{Outbox, Skipped};
@@ -87,7 +91,13 @@ impl SlowConsumer {
         until: u64,
         max_lag: u64,
     ) -> Acted {
-        if until.saturating_sub(outbox.subs()[i].cursor) <= max_lag {
+        let cursor = outbox.subs()[i].cursor;
+        if until.saturating_sub(cursor) <= max_lag {
+            return Acted::Nothing;
+        }
+        // The frame it is part way through is on its way: only what follows counts, so a
+        // message larger than the limit does not make every subscriber slow.
+        if until.saturating_sub(log.frame_end(cursor)) <= max_lag {
             return Acted::Nothing;
         }
         let latest = log.latest_frame().unwrap_or(log.head());
