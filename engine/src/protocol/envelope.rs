@@ -54,28 +54,27 @@ pub fn frame(topic: &str, seq: u64, opcode: OpCode, payload: &[u8], json: bool) 
         out.put_slice(payload);
         return out.freeze();
     }
-    let text = if json {
-        std::borrow::Cow::Borrowed(payload)
+    let lossy;
+    let (text, data_len) = if json {
+        (payload, payload.len())
     } else {
-        match String::from_utf8_lossy(payload) {
-            std::borrow::Cow::Borrowed(s) => std::borrow::Cow::Borrowed(s.as_bytes()),
-            std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s.into_bytes()),
-        }
+        lossy = String::from_utf8_lossy(payload);
+        (lossy.as_bytes(), quoted_len(lossy.as_bytes()))
     };
     let mut digits = [0; 20];
     let seq = itoa(seq, &mut digits);
-    let data = if json { text.len() } else { quoted_len(&text) };
-    let body = TEXT_HEAD.len() + quoted_len(topic.as_bytes()) + SEQ.len() + seq.len();
-    let mut out = head(opcode, body + DATA.len() + data + 1);
+    let topic = topic.as_bytes();
+    let len = TEXT_HEAD.len() + quoted_len(topic) + SEQ.len() + seq.len() + DATA.len();
+    let mut out = head(opcode, len + data_len + 1);
     out.put_slice(TEXT_HEAD);
-    json_string(topic.as_bytes(), &mut out);
+    json_string(topic, &mut out);
     out.put_slice(SEQ);
     out.put_slice(seq);
     out.put_slice(DATA);
     if json {
-        out.put_slice(&text);
+        out.put_slice(text);
     } else {
-        json_string(&text, &mut out);
+        json_string(text, &mut out);
     }
     out.put_u8(b'}');
     out.freeze()
